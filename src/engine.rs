@@ -1,0 +1,369 @@
+//! One run of one spec: list the source page by page, plan each page against the manifest,
+//! copy with bounded concurrency, record each verified object, then (guarded) delete, and write
+//! the run row. Shared by `s3syncd run` and the daemon.
+
+use crate::manifest::{self, ManifestError, Reader, RunRow, Writer};
+use crate::plan::{CopyJob, Planner};
+use crate::s3::{self, Lister, RequestCounter};
+use crate::spec::{Config, Mode, Spec};
+use crate::transfer::{self, Failure, Outcome, Stats, Transferer};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio::sync::Semaphore;
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+
+#[derive(Debug, thiserror::Error)]
+pub enum EngineError {
+    #[error(transparent)]
+    Manifest(#[from] ManifestError),
+    #[error("staging directory {path}: {source}")]
+    Staging { path: std::path::PathBuf, source: std::io::Error },
+}
+
+/// What all runs of a process share: the manifest writer and the global limits.
+#[derive(Clone)]
+pub struct Engine {
+    pub config: Arc<Config>,
+    pub writer: Writer,
+    /// `max_transfers`: object transfers at once, all specs together.
+    transfers: Arc<Semaphore>,
+    /// `stream_buffer`, in MiB.
+    buffer: Arc<Semaphore>,
+}
+
+impl Engine {
+    pub fn new(config: Config) -> Result<Engine, EngineError> {
+        let writer = Writer::open(&config.manifest_path())?;
+        let buffer_mib = (config.stream_buffer >> 20) as usize;
+        Ok(Engine { transfers: Arc::new(Semaphore::new(config.max_transfers)), buffer: Arc::new(Semaphore::new(buffer_mib)), writer, config: Arc::new(config) })
+    }
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct RunOptions {
+    pub dry_run: bool,
+    /// Overrides the spec's mode (`--mode`); the spec's fallback list still applies.
+    pub mode: Option<Mode>,
+    /// Prints progress to stderr as objects finish.
+    pub progress: bool,
+}
+
+/// Cancellation for a run: `stop` ends listing and new copies (in-flight ones finish);
+/// `hard_stop` aborts in-flight work (multipart uploads are aborted, nothing is recorded).
+#[derive(Clone, Default)]
+pub struct Stop {
+    pub stop: CancellationToken,
+    pub hard_stop: CancellationToken,
+}
+
+/// Everything a run did, for the summary and the exit code.
+#[derive(Debug, Clone)]
+pub struct RunReport {
+    pub row: RunRow,
+    pub stats: Stats,
+    pub filtered: u64,
+    pub wall: Duration,
+    pub dry_run: bool,
+    /// Dry run: the first keys that would be copied or deleted.
+    pub sample_copies: Vec<String>,
+    pub sample_deletes: Vec<String>,
+    pub bytes_planned: u64,
+    pub deletes_planned: u64,
+    pub delete_refused: Option<String>,
+    pub listing_error: Option<String>,
+}
+
+impl RunReport {
+    /// Exit code per the contract: 0 when everything listed was handled, 1 otherwise.
+    pub fn exit_code(&self) -> i32 {
+        if self.row.status == "ok" {
+            0
+        } else {
+            1
+        }
+    }
+}
+
+/// Runs a spec once.
+pub async fn run(engine: &Engine, spec: Arc<Spec>, opts: RunOptions, stop: Stop) -> Result<RunReport, EngineError> {
+    use tracing::Instrument;
+    let run_id = if opts.dry_run { 0 } else { engine.writer.start_run(&spec.name).await? };
+    let span = tracing::info_span!("run", spec = %spec.name, run_id);
+    run_inner(engine, spec, opts, stop, run_id).instrument(span).await
+}
+
+async fn run_inner(engine: &Engine, spec: Arc<Spec>, opts: RunOptions, stop: Stop, run_id: i64) -> Result<RunReport, EngineError> {
+    let started = Instant::now();
+    let requests = Arc::new(RequestCounter::default());
+    let src = s3::client(&spec.source, &spec.transfer, requests.clone()).await;
+    let dst = s3::client(&spec.destination, &spec.transfer, requests.clone()).await;
+    let staging = engine.config.staging_dir().join(&spec.name);
+    match transfer::clean_staging(&staging) {
+        Ok(0) => {}
+        Ok(n) => tracing::info!(files = n, dir = %staging.display(), "removed leftover staging files"),
+        Err(source) => return Err(EngineError::Staging { path: staging, source }),
+    }
+    let chain = match opts.mode {
+        Some(m) => crate::spec::chain(m, &spec.fallback),
+        None => spec.mode_chain(),
+    };
+    let t = Arc::new(Transferer::new(
+        spec.clone(),
+        run_id,
+        src.clone(),
+        dst.clone(),
+        chain,
+        staging,
+        engine.buffer.clone(),
+        (engine.config.stream_buffer >> 20) as u32,
+        stop.hard_stop.clone(),
+        requests.clone(),
+    ));
+    let reader = Reader::open(engine.writer.path())?;
+    let mut report = RunReport {
+        row: RunRow { id: run_id, spec: spec.name.clone(), started_at: manifest::now(), ..RunRow::default() },
+        stats: Stats::default(),
+        filtered: 0,
+        wall: Duration::ZERO,
+        dry_run: opts.dry_run,
+        sample_copies: Vec::new(),
+        sample_deletes: Vec::new(),
+        bytes_planned: 0,
+        deletes_planned: 0,
+        delete_refused: None,
+        listing_error: None,
+    };
+    tracing::info!(source = %format!("s3://{}/{}", spec.source.bucket, spec.source.prefix), destination = %format!("s3://{}/{}", spec.destination.bucket, spec.destination.prefix), "run started");
+
+    // Deletes are collected up to the cap (plus one, to know the cap was passed).
+    let held = reader.count_objects(&spec.name)?;
+    let delete_cap = spec.max_delete.limit(held);
+    let mut gone = Vec::new();
+    let mut gone_count = 0u64;
+
+    let per_spec = Arc::new(Semaphore::new(spec.transfer.concurrency));
+    let mut tasks: JoinSet<(CopyJob, Result<Outcome, Failure>)> = JoinSet::new();
+    let mut planner = Planner::new(&spec);
+    let mut lister = Lister::new(src.clone(), &spec.source.bucket, &spec.source.prefix);
+    let mut listing_complete = false;
+    let mut last_progress = Instant::now();
+    loop {
+        let page = tokio::select! {
+            biased;
+            () = stop.stop.cancelled() => break,
+            p = lister.next_page() => p,
+        };
+        let page = match page {
+            Ok(Some(p)) => p,
+            Ok(None) => {
+                listing_complete = true;
+                break;
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "source listing failed; no deletes this run");
+                report.listing_error = Some(e.to_string());
+                break;
+            }
+        };
+        let plan = planner.plan_page(&reader, page)?;
+        report.row.objects_listed += plan.listed;
+        report.filtered += plan.filtered;
+        report.row.objects_skipped += plan.skipped;
+        for r in plan.source_gone {
+            gone_count += 1;
+            if gone.len() as u64 <= delete_cap {
+                gone.push(r);
+            }
+        }
+        for job in plan.copies {
+            report.bytes_planned += job.source.size;
+            if opts.dry_run {
+                report.row.objects_copied += 1;
+                if report.sample_copies.len() < 10 {
+                    report.sample_copies.push(format!("{} ({})", job.dest_key, job.reason.as_str()));
+                }
+                continue;
+            }
+            // Both limits are taken before spawning, so the listing waits when transfers are saturated.
+            let permits = tokio::select! {
+                biased;
+                () = stop.stop.cancelled() => None,
+                p = async { (per_spec.clone().acquire_owned().await, engine.transfers.clone().acquire_owned().await) } => Some(p),
+            };
+            let Some((Ok(p1), Ok(p2))) = permits else { break };
+            let t = t.clone();
+            tasks.spawn(async move {
+                let r = t.copy(&job).await;
+                drop((p1, p2));
+                (job, r)
+            });
+            while let Some(done) = tasks.try_join_next() {
+                record(engine, &spec, run_id, done, &mut report);
+            }
+            if opts.progress && last_progress.elapsed() > Duration::from_secs(2) {
+                last_progress = Instant::now();
+                eprintln!("  {} listed, {} copied, {} skipped, {} failed", report.row.objects_listed, report.row.objects_copied, report.row.objects_skipped, report.row.objects_failed);
+            }
+        }
+        if stop.stop.is_cancelled() {
+            break;
+        }
+    }
+    if listing_complete {
+        let rest = planner.finish(&reader)?;
+        for r in rest {
+            gone_count += 1;
+            if gone.len() as u64 <= delete_cap {
+                gone.push(r);
+            }
+        }
+    }
+    // In-flight copies finish unless the hard stop fires, which aborts them (nothing recorded).
+    loop {
+        tokio::select! {
+            biased;
+            () = stop.hard_stop.cancelled() => {
+                tasks.abort_all();
+                while tasks.join_next().await.is_some() {}
+                break;
+            }
+            next = tasks.join_next() => match next {
+                Some(done) => record(engine, &spec, run_id, done, &mut report),
+                None => break,
+            },
+        }
+    }
+
+    let interrupted = stop.stop.is_cancelled() || stop.hard_stop.is_cancelled();
+    if spec.delete && gone_count > 0 {
+        report.deletes_planned = gone_count;
+        let refuse = if !listing_complete || interrupted {
+            Some("the source listing did not complete".to_string())
+        } else if report.row.objects_failed > 0 {
+            Some(format!("{} objects failed in this run", report.row.objects_failed))
+        } else if gone_count > delete_cap {
+            Some(format!("{gone_count} deletions exceed max_delete ({delete_cap} of {held} objects held)"))
+        } else {
+            None
+        };
+        match refuse {
+            Some(why) => {
+                tracing::warn!(candidates = gone_count, reason = %why, "deleting nothing");
+                report.delete_refused = Some(why);
+            }
+            None if opts.dry_run => report.sample_deletes = gone.iter().take(10).map(|r| r.dest_key.clone()).collect(),
+            None => report.row.objects_deleted = delete(engine, &spec, &dst, run_id, &gone, &mut report).await,
+        }
+    }
+
+    report.stats = t.stats();
+    report.wall = started.elapsed();
+    let row = &mut report.row;
+    row.finished_at = Some(manifest::now());
+    row.bytes_through_host = report.stats.bytes_through_host;
+    row.requests = requests.total();
+    row.status = if interrupted {
+        "interrupted"
+    } else if report.listing_error.is_some() {
+        "failed"
+    } else if row.objects_failed > 0 || report.delete_refused.is_some() && gone_count > delete_cap {
+        "partial"
+    } else {
+        "ok"
+    }
+    .into();
+    row.error = report.listing_error.clone().or_else(|| report.delete_refused.clone().map(|w| format!("deleted nothing: {w}")));
+    if !opts.dry_run {
+        row.details = serde_json::json!({
+            "modes": report.stats.modes,
+            "fallbacks": report.stats.fallbacks,
+            "disabled_modes": report.stats.disabled_modes,
+            "retries": report.stats.retries,
+            "requests": report.stats.requests,
+            "objects_filtered": report.filtered,
+            "wall_seconds": report.wall.as_secs_f64(),
+        })
+        .to_string();
+        engine.writer.finish_run(row.clone());
+        engine.writer.flush().await?;
+    }
+    tracing::info!(
+        status = %row.status, listed = row.objects_listed, copied = row.objects_copied, skipped = row.objects_skipped,
+        failed = row.objects_failed, deleted = row.objects_deleted, bytes = row.bytes_copied, seconds = report.wall.as_secs_f64(),
+        "run finished"
+    );
+    Ok(report)
+}
+
+/// Records one finished copy: a manifest row only for a verified success; a failure row otherwise.
+fn record(engine: &Engine, spec: &Spec, run_id: i64, done: Result<(CopyJob, Result<Outcome, Failure>), tokio::task::JoinError>, report: &mut RunReport) {
+    let (job, result) = match done {
+        Ok(d) => d,
+        Err(e) => {
+            tracing::error!(error = %e, "copy task panicked");
+            report.row.objects_failed += 1;
+            return;
+        }
+    };
+    match result {
+        Ok(o) => {
+            report.row.objects_copied += 1;
+            report.row.bytes_copied += job.source.size;
+            tracing::debug!(key = %job.source.key, mode = %o.mode, reason = job.reason.as_str(), "copied");
+            engine.writer.upsert(manifest::ObjectRow {
+                spec: spec.name.clone(),
+                dest_key: job.dest_key,
+                source_key: job.source.key,
+                size: job.source.size,
+                etag: o.etag,
+                source_last_modified: job.source.last_modified,
+                copied_at: manifest::now(),
+                mode: o.mode.as_str().into(),
+                run_id,
+                dest_etag: o.dest_etag,
+                verified: o.verified.into(),
+            });
+        }
+        Err(f) => {
+            report.row.objects_failed += 1;
+            let mode = f.mode.map(|m| m.as_str());
+            tracing::warn!(key = %job.source.key, mode = mode.unwrap_or("-"), kind = f.error.kind.as_str(), error = %f.error, "object failed");
+            // A failed overwrite may have replaced what the manifest vouched for.
+            if f.error.op == "verify" {
+                engine.writer.forget(&spec.name, &job.dest_key);
+            }
+            engine.writer.failure(run_id, &spec.name, &job.source.key, mode, f.error.kind.as_str(), &f.error.to_string());
+        }
+    }
+}
+
+/// Deletes destination objects whose source is gone, 1,000 keys per DeleteObjects request.
+async fn delete(engine: &Engine, spec: &Spec, dst: &aws_sdk_s3::Client, run_id: i64, gone: &[manifest::ObjectRow], report: &mut RunReport) -> u64 {
+    use aws_sdk_s3::types::{Delete, ObjectIdentifier};
+    let mut deleted = 0;
+    for chunk in gone.chunks(1000) {
+        let ids: Vec<_> = chunk.iter().filter_map(|r| ObjectIdentifier::builder().key(&r.dest_key).build().ok()).collect();
+        let Ok(del) = Delete::builder().set_objects(Some(ids)).quiet(true).build() else { continue };
+        match dst.delete_objects().bucket(&spec.destination.bucket).delete(del).send().await {
+            Ok(out) => {
+                let failed: std::collections::HashSet<&str> = out.errors().iter().filter_map(|e| e.key()).collect();
+                for r in chunk {
+                    if failed.contains(r.dest_key.as_str()) {
+                        report.row.objects_failed += 1;
+                        engine.writer.failure(run_id, &spec.name, &r.source_key, None, "delete", "DeleteObjects refused this key");
+                    } else {
+                        engine.writer.deleted(run_id, &spec.name, &r.dest_key);
+                        deleted += 1;
+                    }
+                }
+            }
+            Err(e) => {
+                let e = transfer::error::classify("DeleteObjects", e);
+                tracing::warn!(error = %e, keys = chunk.len(), "delete failed");
+                report.row.objects_failed += chunk.len() as u64;
+            }
+        }
+    }
+    deleted
+}

@@ -1,0 +1,15 @@
+//! s3syncd: declarative S3-to-S3 sync.
+//!
+//! The data path of a run is `spec` (what to sync) → `s3` listing → `plan` (merge with the
+//! `manifest`) → `transfer` (direct / stream / staged with fallback) → `manifest` (record what
+//! was verified). `engine` drives one run; `daemon` schedules runs; `cli` is the command line.
+
+pub mod cli;
+pub mod daemon;
+pub mod engine;
+pub mod fixture;
+pub mod manifest;
+pub mod plan;
+pub mod s3;
+pub mod spec;
+pub mod transfer;

@@ -1,0 +1,209 @@
+//! The SQLite manifest: what each spec holds at its destination, and the history of runs.
+//!
+//! WAL mode so that `sqlite3` and audits read while the daemon writes. All writes of a process go
+//! through one writer thread ([`Writer`]) that groups queued writes into one transaction, as
+//! garage's SQLite adapter does; readers open their own connections.
+
+mod schema;
+mod writer;
+
+pub use writer::Writer;
+
+use rusqlite::{params, Connection, OpenFlags, OptionalExtension};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ManifestError {
+    #[error("manifest {path}: {source}")]
+    Sqlite { path: PathBuf, source: rusqlite::Error },
+    #[error("manifest {path}: schema version {found} is newer than this s3syncd understands ({supported}); upgrade s3syncd")]
+    TooNew { path: PathBuf, found: i64, supported: i64 },
+    #[error("manifest {path}: cannot create its directory: {source}")]
+    Dir { path: PathBuf, source: std::io::Error },
+    #[error("manifest writer stopped")]
+    WriterGone,
+}
+
+pub type Result<T> = std::result::Result<T, ManifestError>;
+
+/// One row of `objects`: an object held at the destination, verified when it was written.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ObjectRow {
+    pub spec: String,
+    pub dest_key: String,
+    pub source_key: String,
+    pub size: u64,
+    /// The source ETag as listed (or as returned by the copy when the listing had none).
+    pub etag: Option<String>,
+    pub source_last_modified: Option<String>,
+    pub copied_at: String,
+    pub mode: String,
+    pub run_id: i64,
+    /// The ETag the destination returned.
+    pub dest_etag: Option<String>,
+    /// How the content was verified: `sha256` (sidecar), `etag`, or `size`.
+    pub verified: String,
+}
+
+/// Counters of a run, as stored in `runs`.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RunRow {
+    pub id: i64,
+    pub spec: String,
+    pub started_at: String,
+    pub finished_at: Option<String>,
+    pub status: String,
+    pub objects_listed: u64,
+    pub objects_copied: u64,
+    pub objects_skipped: u64,
+    pub objects_failed: u64,
+    pub objects_deleted: u64,
+    pub bytes_copied: u64,
+    pub bytes_through_host: u64,
+    pub requests: u64,
+    /// JSON: objects and bytes per mode, fallbacks, requests by operation.
+    pub details: String,
+    pub error: Option<String>,
+}
+
+/// Current time as RFC 3339 UTC with milliseconds: the manifest's one time format.
+pub fn now() -> String {
+    chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
+}
+
+fn sqlite_err(path: &Path) -> impl Fn(rusqlite::Error) -> ManifestError + '_ {
+    move |source| ManifestError::Sqlite { path: path.to_path_buf(), source }
+}
+
+/// Opens (creating and migrating) the manifest for writing. Only the writer thread keeps this one.
+pub(crate) fn open_rw(path: &Path) -> Result<Connection> {
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir).map_err(|source| ManifestError::Dir { path: path.to_path_buf(), source })?;
+    }
+    let conn = Connection::open(path).map_err(sqlite_err(path))?;
+    conn.busy_timeout(Duration::from_secs(10)).map_err(sqlite_err(path))?;
+    conn.pragma_update(None, "journal_mode", "WAL").map_err(sqlite_err(path))?;
+    conn.pragma_update(None, "synchronous", "NORMAL").map_err(sqlite_err(path))?;
+    schema::migrate(&conn, path)?;
+    Ok(conn)
+}
+
+/// A read connection for planning and audits. Never blocks the writer (WAL).
+pub struct Reader {
+    conn: Connection,
+    path: PathBuf,
+}
+
+impl Reader {
+    pub fn open(path: &Path) -> Result<Reader> {
+        let conn = Connection::open_with_flags(path, OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX).map_err(sqlite_err(path))?;
+        conn.busy_timeout(Duration::from_secs(10)).map_err(sqlite_err(path))?;
+        let version: i64 = conn.pragma_query_value(None, "user_version", |r| r.get(0)).map_err(sqlite_err(path))?;
+        if version > schema::VERSION {
+            return Err(ManifestError::TooNew { path: path.to_path_buf(), found: version, supported: schema::VERSION });
+        }
+        Ok(Reader { conn, path: path.to_path_buf() })
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    pub fn conn(&self) -> &Connection {
+        &self.conn
+    }
+
+    /// The spec's rows with `lower < dest_key <= upper` (bounds optional) and `dest_key` under
+    /// `prefix`, in key order: the planner's window onto the manifest beside one listing page.
+    pub fn range(&self, spec: &str, prefix: &str, lower: Option<&str>, upper: Option<&str>) -> Result<Vec<ObjectRow>> {
+        let mut stmt = self
+            .conn
+            .prepare_cached(
+                "SELECT spec, dest_key, source_key, size, etag, source_last_modified, copied_at, mode, run_id, dest_etag, verified
+                 FROM objects
+                 WHERE spec = ?1 AND dest_key >= ?2 AND substr(dest_key, 1, length(?2)) = ?2
+                   AND (?3 IS NULL OR dest_key > ?3) AND (?4 IS NULL OR dest_key <= ?4)
+                 ORDER BY dest_key",
+            )
+            .map_err(sqlite_err(&self.path))?;
+        let rows = stmt.query_map(params![spec, prefix, lower, upper], object_from_row).map_err(sqlite_err(&self.path))?;
+        rows.collect::<std::result::Result<Vec<_>, _>>().map_err(sqlite_err(&self.path))
+    }
+
+    pub fn count_objects(&self, spec: &str) -> Result<u64> {
+        self.conn
+            .query_row("SELECT count(*) FROM objects WHERE spec = ?1", [spec], |r| r.get::<_, i64>(0))
+            .map(|n| n as u64)
+            .map_err(sqlite_err(&self.path))
+    }
+
+    pub fn object(&self, spec: &str, dest_key: &str) -> Result<Option<ObjectRow>> {
+        self.conn
+            .query_row(
+                "SELECT spec, dest_key, source_key, size, etag, source_last_modified, copied_at, mode, run_id, dest_etag, verified
+                 FROM objects WHERE spec = ?1 AND dest_key = ?2",
+                params![spec, dest_key],
+                object_from_row,
+            )
+            .optional()
+            .map_err(sqlite_err(&self.path))
+    }
+
+    pub fn run(&self, id: i64) -> Result<Option<RunRow>> {
+        self.conn
+            .query_row(&format!("SELECT {RUN_COLUMNS} FROM runs WHERE id = ?1"), [id], run_from_row)
+            .optional()
+            .map_err(sqlite_err(&self.path))
+    }
+
+    /// The last `limit` runs, newest first, optionally of one spec.
+    pub fn runs(&self, spec: Option<&str>, limit: u32) -> Result<Vec<RunRow>> {
+        let mut stmt = self
+            .conn
+            .prepare(&format!("SELECT {RUN_COLUMNS} FROM runs WHERE (?1 IS NULL OR spec = ?1) ORDER BY id DESC LIMIT ?2"))
+            .map_err(sqlite_err(&self.path))?;
+        let rows = stmt.query_map(params![spec, limit], run_from_row).map_err(sqlite_err(&self.path))?;
+        rows.collect::<std::result::Result<Vec<_>, _>>().map_err(sqlite_err(&self.path))
+    }
+}
+
+const RUN_COLUMNS: &str = "id, spec, started_at, finished_at, status, objects_listed, objects_copied, objects_skipped, objects_failed,
+    objects_deleted, bytes_copied, bytes_through_host, requests, details, error";
+
+fn object_from_row(r: &rusqlite::Row) -> rusqlite::Result<ObjectRow> {
+    Ok(ObjectRow {
+        spec: r.get(0)?,
+        dest_key: r.get(1)?,
+        source_key: r.get(2)?,
+        size: r.get::<_, i64>(3)? as u64,
+        etag: r.get(4)?,
+        source_last_modified: r.get(5)?,
+        copied_at: r.get(6)?,
+        mode: r.get(7)?,
+        run_id: r.get(8)?,
+        dest_etag: r.get(9)?,
+        verified: r.get(10)?,
+    })
+}
+
+fn run_from_row(r: &rusqlite::Row) -> rusqlite::Result<RunRow> {
+    let u = |i: usize| r.get::<_, i64>(i).map(|v| v as u64);
+    Ok(RunRow {
+        id: r.get(0)?,
+        spec: r.get(1)?,
+        started_at: r.get(2)?,
+        finished_at: r.get(3)?,
+        status: r.get(4)?,
+        objects_listed: u(5)?,
+        objects_copied: u(6)?,
+        objects_skipped: u(7)?,
+        objects_failed: u(8)?,
+        objects_deleted: u(9)?,
+        bytes_copied: u(10)?,
+        bytes_through_host: u(11)?,
+        requests: u(12)?,
+        details: r.get(13)?,
+        error: r.get(14)?,
+    })
+}

@@ -1,0 +1,84 @@
+//! Schema and in-place upgrades, versioned by `PRAGMA user_version`. Each step upgrades from the
+//! version before it inside one transaction; a new version appends a step and never edits one.
+
+use super::{sqlite_err, ManifestError, Result};
+use rusqlite::Connection;
+use std::path::Path;
+
+const STEPS: &[&str] = &[
+    // 1: objects, runs, failures.
+    "CREATE TABLE objects (
+        spec                 TEXT NOT NULL,
+        dest_key             TEXT NOT NULL,
+        source_key           TEXT NOT NULL,
+        size                 INTEGER NOT NULL,
+        etag                 TEXT,
+        source_last_modified TEXT,
+        copied_at            TEXT NOT NULL,
+        mode                 TEXT NOT NULL CHECK (mode IN ('direct', 'stream', 'staged')),
+        run_id               INTEGER NOT NULL,
+        dest_etag            TEXT,
+        verified             TEXT NOT NULL DEFAULT 'size',
+        PRIMARY KEY (spec, dest_key)
+    ) WITHOUT ROWID;
+    CREATE TABLE runs (
+        id                 INTEGER PRIMARY KEY,
+        spec               TEXT NOT NULL,
+        started_at         TEXT NOT NULL,
+        finished_at        TEXT,
+        status             TEXT NOT NULL,
+        objects_listed     INTEGER NOT NULL DEFAULT 0,
+        objects_copied     INTEGER NOT NULL DEFAULT 0,
+        objects_skipped    INTEGER NOT NULL DEFAULT 0,
+        objects_failed     INTEGER NOT NULL DEFAULT 0,
+        objects_deleted    INTEGER NOT NULL DEFAULT 0,
+        bytes_copied       INTEGER NOT NULL DEFAULT 0,
+        bytes_through_host INTEGER NOT NULL DEFAULT 0,
+        requests           INTEGER NOT NULL DEFAULT 0,
+        details            TEXT NOT NULL DEFAULT '{}',
+        error              TEXT
+    );
+    CREATE INDEX runs_by_spec ON runs (spec, id);
+    CREATE TABLE failures (
+        run_id     INTEGER NOT NULL,
+        spec       TEXT NOT NULL,
+        source_key TEXT NOT NULL,
+        mode       TEXT,
+        kind       TEXT NOT NULL,
+        message    TEXT NOT NULL,
+        at         TEXT NOT NULL
+    );
+    CREATE INDEX failures_by_run ON failures (run_id);
+    CREATE TABLE deletions (
+        run_id   INTEGER NOT NULL,
+        spec     TEXT NOT NULL,
+        dest_key TEXT NOT NULL,
+        at       TEXT NOT NULL
+    );
+    CREATE INDEX deletions_by_run ON deletions (run_id);",
+];
+
+pub const VERSION: i64 = STEPS.len() as i64;
+
+pub fn migrate(conn: &Connection, path: &Path) -> Result<()> {
+    let err = sqlite_err(path);
+    loop {
+        // Re-read the version inside the write lock: another process may have upgraded meanwhile.
+        conn.execute_batch("BEGIN IMMEDIATE").map_err(&err)?;
+        let found: i64 = conn.pragma_query_value(None, "user_version", |r| r.get(0)).map_err(&err)?;
+        if found >= VERSION {
+            conn.execute_batch("COMMIT").map_err(&err)?;
+            if found > VERSION {
+                return Err(ManifestError::TooNew { path: path.to_path_buf(), found, supported: VERSION });
+            }
+            return Ok(());
+        }
+        let target = found + 1;
+        let step = STEPS[found as usize];
+        if let Err(e) = conn.execute_batch(&format!("{step}; PRAGMA user_version = {target}; COMMIT;")) {
+            let _ = conn.execute_batch("ROLLBACK");
+            return Err(err(e));
+        }
+        tracing::info!(manifest = %path.display(), version = target, "manifest schema upgraded");
+    }
+}

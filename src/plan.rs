@@ -1,0 +1,200 @@
+//! Planning: which listed objects to copy, which to skip, which manifest rows have no source.
+//!
+//! A sorted merge, as rclone's march: each listing page (sorted by key) is merged with the
+//! manifest rows of the same key range (read in key order), so memory holds one page and its
+//! window, never the whole listing or manifest. Destination keys keep the source order because
+//! they are `destination.prefix` + (source key without `source.prefix`), and SQLite's binary
+//! collation orders UTF-8 text as S3 does, by bytes.
+
+use crate::manifest::{ManifestError, ObjectRow, Reader};
+use crate::s3::SourceObject;
+use crate::spec::{Compare, Spec};
+use std::cmp::Ordering;
+
+/// Why an object is copied.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Reason {
+    New,
+    Size,
+    Etag,
+    LastModified,
+}
+
+impl Reason {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Reason::New => "new",
+            Reason::Size => "size changed",
+            Reason::Etag => "etag changed",
+            Reason::LastModified => "last-modified changed",
+        }
+    }
+}
+
+/// Whether a listed object must be copied, given what the manifest recorded for it. The
+/// listing's ETag decides when both sides have one; servers whose listings carry no ETag fall
+/// back to LastModified. Destination ETags are never compared with source ETags: multipart
+/// ETags are not content hashes.
+pub fn decide(src: &SourceObject, row: Option<&ObjectRow>, compare: Compare) -> Option<Reason> {
+    let Some(row) = row else { return Some(Reason::New) };
+    if src.size != row.size {
+        return Some(Reason::Size);
+    }
+    if compare == Compare::Size {
+        return None;
+    }
+    match (&src.etag, &row.etag) {
+        (Some(a), Some(b)) if a != b => Some(Reason::Etag),
+        (Some(_), Some(_)) => None,
+        _ if src.last_modified.is_some() && src.last_modified != row.source_last_modified => Some(Reason::LastModified),
+        _ => None,
+    }
+}
+
+/// One object to copy.
+#[derive(Debug, Clone)]
+pub struct CopyJob {
+    pub source: SourceObject,
+    pub dest_key: String,
+    pub reason: Reason,
+}
+
+/// The plan for one listing page.
+#[derive(Debug, Default)]
+pub struct PagePlan {
+    pub listed: u64,
+    pub filtered: u64,
+    pub copies: Vec<CopyJob>,
+    pub skipped: u64,
+    /// Manifest rows in this page's key range with no listed source: delete candidates.
+    pub source_gone: Vec<ObjectRow>,
+}
+
+/// Walks the listing page by page, keeping the position reached in the manifest.
+pub struct Planner<'a> {
+    spec: &'a Spec,
+    /// Destination key of the last listed object: the manifest window's exclusive lower bound.
+    last_dest_key: Option<String>,
+}
+
+impl<'a> Planner<'a> {
+    pub fn new(spec: &'a Spec) -> Self {
+        Planner { spec, last_dest_key: None }
+    }
+
+    pub fn plan_page(&mut self, reader: &Reader, page: Vec<SourceObject>) -> Result<PagePlan, ManifestError> {
+        let Some(last) = page.last() else { return Ok(PagePlan::default()) };
+        let upper = self.spec.dest_key(&last.key);
+        let rows = reader.range(&self.spec.name, &self.spec.destination.prefix, self.last_dest_key.as_deref(), upper.as_deref())?;
+        self.last_dest_key = upper;
+        Ok(self.merge(page, rows))
+    }
+
+    /// Manifest rows after the last listed key: their sources are gone too.
+    pub fn finish(&mut self, reader: &Reader) -> Result<Vec<ObjectRow>, ManifestError> {
+        let rows = reader.range(&self.spec.name, &self.spec.destination.prefix, self.last_dest_key.as_deref(), None)?;
+        Ok(rows.into_iter().filter(|r| self.in_filter(r)).collect())
+    }
+
+    fn in_filter(&self, row: &ObjectRow) -> bool {
+        row.dest_key.strip_prefix(&self.spec.destination.prefix).is_some_and(|rel| self.spec.filter.matches(rel))
+    }
+
+    fn merge(&self, page: Vec<SourceObject>, rows: Vec<ObjectRow>) -> PagePlan {
+        let mut plan = PagePlan { listed: page.len() as u64, ..PagePlan::default() };
+        let mut rows = rows.into_iter().peekable();
+        for src in page {
+            let Some(dest_key) = self.spec.dest_key(&src.key) else { continue };
+            // Rows before this key have no source in the listing.
+            while let Some(r) = rows.next_if(|r| r.dest_key.as_bytes().cmp(dest_key.as_bytes()) == Ordering::Less) {
+                if self.in_filter(&r) {
+                    plan.source_gone.push(r);
+                }
+            }
+            let row = rows.next_if(|r| r.dest_key == dest_key);
+            let rel = &src.key[self.spec.source.prefix.len()..];
+            if !self.spec.filter.matches(rel) {
+                plan.filtered += 1;
+                continue;
+            }
+            match decide(&src, row.as_ref(), self.spec.verify.compare) {
+                Some(reason) => plan.copies.push(CopyJob { source: src, dest_key, reason }),
+                None => plan.skipped += 1,
+            }
+        }
+        plan.source_gone.extend(rows.filter(|r| self.in_filter(r)));
+        plan
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn src(key: &str, size: u64, etag: Option<&str>, lm: &str) -> SourceObject {
+        SourceObject { key: key.into(), size, etag: etag.map(Into::into), last_modified: Some(lm.into()) }
+    }
+
+    fn row(key: &str, size: u64, etag: Option<&str>, lm: &str) -> ObjectRow {
+        ObjectRow {
+            spec: "s".into(),
+            dest_key: key.into(),
+            source_key: key.into(),
+            size,
+            etag: etag.map(Into::into),
+            source_last_modified: Some(lm.into()),
+            copied_at: String::new(),
+            mode: "direct".into(),
+            run_id: 1,
+            dest_etag: None,
+            verified: "etag".into(),
+        }
+    }
+
+    #[test]
+    fn decide_uses_size_then_etag_then_last_modified() {
+        let t1 = "2024-01-01T00:00:00.000Z";
+        let t2 = "2024-01-02T00:00:00.000Z";
+        let c = Compare::SizeEtag;
+        assert_eq!(decide(&src("k", 1, Some("a"), t1), None, c), Some(Reason::New));
+        assert_eq!(decide(&src("k", 2, Some("a"), t1), Some(&row("k", 1, Some("a"), t1)), c), Some(Reason::Size));
+        assert_eq!(decide(&src("k", 1, Some("b"), t1), Some(&row("k", 1, Some("a"), t1)), c), Some(Reason::Etag));
+        // Same content re-uploaded: a new LastModified alone does not copy when ETags agree.
+        assert_eq!(decide(&src("k", 1, Some("a"), t2), Some(&row("k", 1, Some("a"), t1)), c), None);
+        // No ETag in the listing (s3s-fs): LastModified decides.
+        assert_eq!(decide(&src("k", 1, None, t2), Some(&row("k", 1, Some("a"), t1)), c), Some(Reason::LastModified));
+        assert_eq!(decide(&src("k", 1, None, t1), Some(&row("k", 1, Some("a"), t1)), c), None);
+        assert_eq!(decide(&src("k", 1, Some("b"), t2), Some(&row("k", 1, Some("a"), t1)), Compare::Size), None);
+    }
+
+    fn spec() -> Spec {
+        let text = br#"
+            [source]
+            bucket = "src-bucket"
+            prefix = "data/"
+            [destination]
+            bucket = "dst-bucket"
+            prefix = "bronze/"
+            [filter]
+            exclude = ["**/*.tmp"]
+        "#;
+        Spec::parse(std::path::Path::new("t.toml"), text).unwrap()
+    }
+
+    #[test]
+    fn merge_finds_new_changed_skipped_and_gone() {
+        let spec = spec();
+        let planner = Planner::new(&spec);
+        let t = "2024-01-01T00:00:00.000Z";
+        let page = vec![src("data/a", 1, Some("x"), t), src("data/c", 2, Some("y"), t), src("data/d.tmp", 1, None, t), src("data/e", 3, Some("z"), t)];
+        let rows = vec![row("bronze/a", 1, Some("x"), t), row("bronze/b", 1, Some("x"), t), row("bronze/c", 2, Some("old"), t), row("bronze/f", 1, None, t)];
+        let plan = planner.merge(page, rows);
+        assert_eq!(plan.listed, 4);
+        assert_eq!(plan.filtered, 1);
+        assert_eq!(plan.skipped, 1);
+        let copies: Vec<_> = plan.copies.iter().map(|c| (c.dest_key.as_str(), c.reason)).collect();
+        assert_eq!(copies, vec![("bronze/c", Reason::Etag), ("bronze/e", Reason::New)]);
+        let gone: Vec<_> = plan.source_gone.iter().map(|r| r.dest_key.as_str()).collect();
+        assert_eq!(gone, vec!["bronze/b", "bronze/f"]);
+    }
+}

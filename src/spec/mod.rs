@@ -1,0 +1,371 @@
+//! Spec and config files: parsing (`raw`), semantic checks (`check`), directory loading.
+//!
+//! Two layers, as in ripgrep's low/high args: `raw` holds what the TOML says, with spans; the
+//! checked types here hold only valid values. Every problem becomes a located [`Diagnostic`], and
+//! a loader reports all of them rather than stopping at the first.
+
+mod check;
+mod diag;
+mod raw;
+pub mod size;
+
+pub use diag::{Diagnostic, Locator};
+pub use raw::LogFormat;
+
+use globset::GlobSet;
+use serde::Deserialize;
+use std::collections::BTreeMap;
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+pub const DEFAULT_CONFIG_PATH: &str = "/etc/s3syncd/s3syncd.toml";
+
+/// A config or spec that can't be used, with every located problem found in it.
+#[derive(Debug, thiserror::Error)]
+pub enum SpecError {
+    #[error("{}", .0.iter().map(|d| d.to_string()).collect::<Vec<_>>().join("\n"))]
+    Invalid(Vec<Diagnostic>),
+}
+
+impl SpecError {
+    pub fn diagnostics(&self) -> &[Diagnostic] {
+        match self {
+            SpecError::Invalid(d) => d,
+        }
+    }
+    fn single(path: &Path, message: impl Into<String>) -> Self {
+        SpecError::Invalid(vec![Diagnostic { path: path.to_path_buf(), line: 1, column: 1, message: message.into() }])
+    }
+}
+
+/// How objects are copied; see `docs/spec-reference.md`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Mode {
+    Auto,
+    Direct,
+    Stream,
+    Staged,
+}
+
+impl Mode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Mode::Auto => "auto",
+            Mode::Direct => "direct",
+            Mode::Stream => "stream",
+            Mode::Staged => "staged",
+        }
+    }
+    pub fn parse(s: &str) -> Option<Mode> {
+        match s {
+            "auto" => Some(Mode::Auto),
+            "direct" => Some(Mode::Direct),
+            "stream" => Some(Mode::Stream),
+            "staged" => Some(Mode::Staged),
+            _ => None,
+        }
+    }
+}
+
+impl fmt::Display for Mode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// What decides that a listed source object differs from what the manifest recorded.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+pub enum Compare {
+    #[serde(rename = "size")]
+    Size,
+    #[default]
+    #[serde(rename = "size-etag")]
+    SizeEtag,
+}
+
+/// The global daemon config.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// The file it was read from; `None` for built-in defaults.
+    pub path: Option<PathBuf>,
+    pub spec_dir: PathBuf,
+    pub state_dir: PathBuf,
+    pub max_running_specs: usize,
+    pub max_transfers: usize,
+    pub metrics_listen: Option<std::net::SocketAddr>,
+    pub log_format: LogFormat,
+    pub shutdown_grace: Duration,
+    /// Bytes all streamed multipart uploads may buffer together.
+    pub stream_buffer: u64,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            path: None,
+            spec_dir: PathBuf::from("/etc/s3syncd/specs.d"),
+            state_dir: PathBuf::from("/var/lib/s3syncd"),
+            max_running_specs: 4,
+            max_transfers: 256,
+            metrics_listen: None,
+            log_format: LogFormat::Text,
+            shutdown_grace: Duration::from_secs(30),
+            stream_buffer: 256 << 20,
+        }
+    }
+}
+
+impl Config {
+    pub fn manifest_path(&self) -> PathBuf {
+        self.state_dir.join("manifest.db")
+    }
+    pub fn staging_dir(&self) -> PathBuf {
+        self.state_dir.join("staging")
+    }
+
+    /// Loads the config file. A missing file at the default location (no `--config`, no
+    /// `$S3SYNCD_CONFIG`) yields the built-in defaults; a missing file that was asked for is an error.
+    pub fn load(path: &Path, explicit: bool) -> Result<Config, SpecError> {
+        match std::fs::read(path) {
+            Ok(bytes) => Config::parse(path, &bytes),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound && !explicit => Ok(Config::default()),
+            Err(e) => Err(SpecError::single(path, format!("cannot read config file: {e}"))),
+        }
+    }
+
+    pub fn parse(path: &Path, bytes: &[u8]) -> Result<Config, SpecError> {
+        let text = std::str::from_utf8(bytes).map_err(|e| SpecError::Invalid(vec![diag::utf8_error(path, bytes, &e)]))?;
+        let loc = Locator { path, text };
+        let raw: raw::RawConfig = toml::from_str(text).map_err(|e| SpecError::Invalid(vec![loc.at(e.span(), e.message())]))?;
+        check::config(&loc, raw).map_err(SpecError::Invalid)
+    }
+}
+
+/// One side of a feed: a bucket and prefix on some S3-compatible endpoint.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Side {
+    pub bucket: String,
+    pub prefix: String,
+    pub region: Option<String>,
+    pub endpoint: Option<String>,
+    pub path_style: bool,
+    pub anonymous: bool,
+    pub profile: Option<String>,
+}
+
+impl Side {
+    /// The endpoint as compared for "same server" decisions (direct copy, overlap).
+    pub fn endpoint_identity(&self) -> String {
+        match &self.endpoint {
+            Some(e) => e.trim_end_matches('/').to_ascii_lowercase(),
+            None => "aws".into(),
+        }
+    }
+}
+
+/// Include/exclude globs over the key relative to `source.prefix`.
+#[derive(Debug, Clone)]
+pub struct Filter {
+    include: Option<GlobSet>,
+    exclude: Option<GlobSet>,
+}
+
+impl Filter {
+    pub fn matches(&self, relative_key: &str) -> bool {
+        self.include.as_ref().is_none_or(|g| g.is_match(relative_key))
+            && !self.exclude.as_ref().is_some_and(|g| g.is_match(relative_key))
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TransferOpts {
+    pub concurrency: usize,
+    pub part_size: u64,
+    pub multipart_threshold: u64,
+    pub copy_threshold: u64,
+    pub parts_in_flight: usize,
+    pub retries: u32,
+}
+
+impl Default for TransferOpts {
+    fn default() -> Self {
+        TransferOpts {
+            concurrency: 64,
+            part_size: 16 << 20,
+            multipart_threshold: 256 << 20,
+            copy_threshold: 5 << 30,
+            parts_in_flight: 4,
+            retries: 5,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct VerifyOpts {
+    pub compare: Compare,
+    pub checksum_sidecar: Option<String>,
+}
+
+/// The delete cap: above it a run deletes nothing and says why.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MaxDelete {
+    Count(u64),
+    Percent(u8),
+}
+
+impl MaxDelete {
+    /// The largest number of deletions allowed when the manifest held `held` objects.
+    pub fn limit(self, held: u64) -> u64 {
+        match self {
+            MaxDelete::Count(n) => n,
+            MaxDelete::Percent(p) => held * u64::from(p) / 100,
+        }
+    }
+}
+
+/// A checked feed spec.
+#[derive(Debug, Clone)]
+pub struct Spec {
+    pub name: String,
+    pub path: PathBuf,
+    /// The cron expression as written, and its parsed form (UTC).
+    pub schedule: Option<(String, cron::Schedule)>,
+    pub enabled: bool,
+    pub mode: Mode,
+    pub fallback: Vec<Mode>,
+    pub delete: bool,
+    pub max_delete: MaxDelete,
+    pub source: Side,
+    pub destination: Side,
+    pub filter: Filter,
+    pub transfer: TransferOpts,
+    pub verify: VerifyOpts,
+    /// Hash of the file's bytes: a reload restarts a feed only when this changes.
+    pub fingerprint: u64,
+    /// Line and column of `name` (1:1 when it comes from the file name), for duplicate reports.
+    pub name_at: (usize, usize),
+}
+
+impl Spec {
+    /// The modes to try for each object, in order.
+    pub fn mode_chain(&self) -> Vec<Mode> {
+        chain(self.mode, &self.fallback)
+    }
+
+    /// Maps a source key to its destination key; `None` if outside `source.prefix`.
+    pub fn dest_key(&self, source_key: &str) -> Option<String> {
+        let rel = source_key.strip_prefix(&self.source.prefix)?;
+        Some(format!("{}{}", self.destination.prefix, rel))
+    }
+
+    pub fn load(path: &Path) -> Result<Spec, SpecError> {
+        let bytes = std::fs::read(path).map_err(|e| SpecError::single(path, format!("cannot read spec file: {e}")))?;
+        Spec::parse(path, &bytes)
+    }
+
+    pub fn parse(path: &Path, bytes: &[u8]) -> Result<Spec, SpecError> {
+        let text = std::str::from_utf8(bytes).map_err(|e| SpecError::Invalid(vec![diag::utf8_error(path, bytes, &e)]))?;
+        let loc = Locator { path, text };
+        if text.trim().is_empty() {
+            return Err(SpecError::Invalid(vec![loc.at(None, "spec file is empty: it needs at least [source] and [destination] tables")]));
+        }
+        let raw: raw::RawSpec = toml::from_str(text).map_err(|e| SpecError::Invalid(vec![loc.at(e.span(), e.message().trim_end())]))?;
+        let fingerprint = fingerprint(bytes);
+        check::spec(&loc, raw, fingerprint).map_err(SpecError::Invalid)
+    }
+}
+
+/// The mode order for a spec's mode and fallback list: the mode first (`auto` means `direct`),
+/// then the fallbacks (default for `auto`: stream, then staged), without repeats.
+pub fn chain(mode: Mode, fallback: &[Mode]) -> Vec<Mode> {
+    let first = if mode == Mode::Auto { Mode::Direct } else { mode };
+    let mut out = vec![first];
+    for m in fallback {
+        if *m != Mode::Auto && !out.contains(m) {
+            out.push(*m);
+        }
+    }
+    out
+}
+
+fn fingerprint(bytes: &[u8]) -> u64 {
+    use std::hash::{Hash, Hasher};
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    bytes.hash(&mut h);
+    h.finish()
+}
+
+/// Whether a directory entry is a spec file: `*.toml`, not hidden (editors' temp files, `.#x.toml`).
+pub fn is_spec_file(path: &Path) -> bool {
+    let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("");
+    !name.starts_with('.') && path.extension().is_some_and(|e| e == "toml") && name.len() > ".toml".len()
+}
+
+/// Every spec in a directory: the good ones, and the located problems of the others.
+#[derive(Debug, Default)]
+pub struct SpecSet {
+    pub specs: BTreeMap<String, Spec>,
+    pub errors: Vec<Diagnostic>,
+    /// Files that failed, so a reload can keep their last good version.
+    pub failed_files: Vec<PathBuf>,
+}
+
+/// Loads every `*.toml` in `dir` (sorted by file name), checking name uniqueness across files.
+pub fn load_dir(dir: &Path) -> Result<SpecSet, SpecError> {
+    let entries = std::fs::read_dir(dir).map_err(|e| SpecError::single(dir, format!("cannot read spec directory: {e}")))?;
+    let mut files: Vec<PathBuf> = entries.filter_map(|e| e.ok()).map(|e| e.path()).filter(|p| is_spec_file(p) && p.is_file()).collect();
+    files.sort();
+    let mut set = SpecSet::default();
+    for file in files {
+        add_spec(&mut set, &file);
+    }
+    Ok(set)
+}
+
+/// Loads the given files and directories into one set (for `validate PATH...`).
+pub fn load_paths(paths: &[PathBuf]) -> SpecSet {
+    let mut set = SpecSet::default();
+    for p in paths {
+        if p.is_dir() {
+            match load_dir(p) {
+                Ok(sub) => {
+                    for (_, spec) in sub.specs {
+                        insert_unique(&mut set, spec);
+                    }
+                    set.errors.extend(sub.errors);
+                    set.failed_files.extend(sub.failed_files);
+                }
+                Err(e) => set.errors.extend(e.diagnostics().iter().cloned()),
+            }
+        } else {
+            add_spec(&mut set, p);
+        }
+    }
+    set
+}
+
+fn add_spec(set: &mut SpecSet, file: &Path) {
+    match Spec::load(file) {
+        Ok(spec) => insert_unique(set, spec),
+        Err(e) => {
+            set.errors.extend(e.diagnostics().iter().cloned());
+            set.failed_files.push(file.to_path_buf());
+        }
+    }
+}
+
+fn insert_unique(set: &mut SpecSet, spec: Spec) {
+    if let Some(first) = set.specs.get(&spec.name) {
+        set.errors.push(Diagnostic {
+            path: spec.path.clone(),
+            line: spec.name_at.0,
+            column: spec.name_at.1,
+            message: format!("spec name {:?} is already used by {}; give each spec a unique `name`", spec.name, first.path.display()),
+        });
+        set.failed_files.push(spec.path.clone());
+    } else {
+        set.specs.insert(spec.name.clone(), spec);
+    }
+}

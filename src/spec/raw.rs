@@ -1,0 +1,88 @@
+//! Raw serde shapes of the config and spec files: exactly what the TOML says, with spans kept for
+//! the values that later checks may reject. Unknown keys are errors (`deny_unknown_fields`).
+
+use super::size::{ByteSize, HumanDuration};
+use serde::Deserialize;
+use toml::Spanned;
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawConfig {
+    pub spec_dir: Option<String>,
+    pub state_dir: Option<String>,
+    pub max_running_specs: Option<Spanned<i64>>,
+    pub max_transfers: Option<Spanned<i64>>,
+    pub metrics_listen: Option<Spanned<String>>,
+    pub log_format: Option<LogFormat>,
+    pub shutdown_grace: Option<HumanDuration>,
+    pub stream_buffer: Option<Spanned<ByteSize>>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    #[default]
+    Text,
+    Json,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawSpec {
+    pub name: Option<Spanned<String>>,
+    pub schedule: Option<Spanned<String>>,
+    pub enabled: Option<bool>,
+    pub mode: Option<super::Mode>,
+    pub fallback: Option<Spanned<Vec<Spanned<super::Mode>>>>,
+    pub delete: Option<Spanned<bool>>,
+    pub max_delete: Option<Spanned<MaxDeleteRaw>>,
+    pub source: RawSide,
+    pub destination: RawSide,
+    pub filter: Option<RawFilter>,
+    pub transfer: Option<RawTransfer>,
+    pub verify: Option<RawVerify>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+pub enum MaxDeleteRaw {
+    Count(i64),
+    Text(String),
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawSide {
+    pub bucket: Spanned<String>,
+    pub prefix: Option<Spanned<String>>,
+    pub region: Option<Spanned<String>>,
+    pub endpoint: Option<Spanned<String>>,
+    pub path_style: Option<bool>,
+    pub anonymous: Option<bool>,
+    pub profile: Option<Spanned<String>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawFilter {
+    pub include: Option<Vec<Spanned<String>>>,
+    pub exclude: Option<Vec<Spanned<String>>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawTransfer {
+    pub concurrency: Option<Spanned<i64>>,
+    pub part_size: Option<Spanned<ByteSize>>,
+    pub multipart_threshold: Option<Spanned<ByteSize>>,
+    pub copy_threshold: Option<Spanned<ByteSize>>,
+    pub parts_in_flight: Option<Spanned<i64>>,
+    pub retries: Option<Spanned<i64>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawVerify {
+    pub compare: Option<super::Compare>,
+    pub checksum_sidecar: Option<Spanned<String>>,
+}

@@ -1,0 +1,168 @@
+//! Verification while bytes pass through the host: MD5 (to check against single-part ETags) and,
+//! when a checksum sidecar exists, SHA-256. A body wrapper hashes a stream on its way into a PUT
+//! and turns a short read or a mismatch into a body error, so the PUT never completes with bad data.
+
+use super::error::TransferError;
+use bytes::Bytes;
+use http_body::{Body, Frame, SizeHint};
+use md5::{Digest, Md5};
+use sha2::Sha256;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
+
+/// What the bytes must match.
+#[derive(Debug, Clone, Default)]
+pub struct Expect {
+    pub size: u64,
+    /// The source ETag, when it is a plain MD5 (single-part upload).
+    pub md5_hex: Option<String>,
+    /// From the checksum sidecar.
+    pub sha256_hex: Option<String>,
+}
+
+impl Expect {
+    pub fn new(size: u64, source_etag: Option<&str>, sha256_hex: Option<String>) -> Self {
+        let md5_hex = source_etag.filter(|e| e.len() == 32 && e.bytes().all(|b| b.is_ascii_hexdigit())).map(str::to_ascii_lowercase);
+        Expect { size, md5_hex, sha256_hex }
+    }
+}
+
+/// Running digests of one object.
+pub struct Digests {
+    md5: Md5,
+    sha256: Option<Sha256>,
+    pub len: u64,
+}
+
+impl Digests {
+    pub fn new(expect: &Expect) -> Self {
+        Digests { md5: Md5::new(), sha256: expect.sha256_hex.as_ref().map(|_| Sha256::new()), len: 0 }
+    }
+
+    pub fn update(&mut self, chunk: &[u8]) {
+        self.md5.update(chunk);
+        if let Some(s) = &mut self.sha256 {
+            s.update(chunk);
+        }
+        self.len += chunk.len() as u64;
+    }
+
+    /// Checks the finished digests; returns the strongest check passed (`sha256`, `etag`, `size`)
+    /// and the content MD5 in hex.
+    pub fn finish(self, expect: &Expect) -> Result<(&'static str, String), TransferError> {
+        if self.len != expect.size {
+            return Err(TransferError::verify(format!("read {} bytes, the listing said {}", self.len, expect.size)));
+        }
+        let md5 = hex::encode(self.md5.finalize());
+        let mut level = "size";
+        if let Some(want) = &expect.md5_hex {
+            if *want != md5 {
+                return Err(TransferError::verify(format!("content MD5 {md5} differs from the source ETag {want}")));
+            }
+            level = "etag";
+        }
+        if let (Some(want), Some(s)) = (&expect.sha256_hex, self.sha256) {
+            let got = hex::encode(s.finalize());
+            if !got.eq_ignore_ascii_case(want) {
+                return Err(TransferError::verify(format!("sha256 {got} differs from the checksum sidecar's {want}")));
+            }
+            level = "sha256";
+        }
+        Ok((level, md5))
+    }
+}
+
+/// The result a [`HashingBody`] leaves behind once it has been read to the end.
+pub type BodyVerdict = Arc<Mutex<Option<Result<(&'static str, String), TransferError>>>>;
+
+/// Wraps a GET body on its way into a PUT: hashes it, counts it, and ends in an error (so the
+/// PUT is abandoned) if it comes up short or fails verification.
+pub struct HashingBody {
+    inner: aws_smithy_types::body::SdkBody,
+    digests: Option<Digests>,
+    expect: Expect,
+    verdict: BodyVerdict,
+}
+
+impl HashingBody {
+    pub fn new(inner: aws_smithy_types::body::SdkBody, expect: Expect) -> (Self, BodyVerdict) {
+        let verdict = BodyVerdict::default();
+        (HashingBody { inner, digests: Some(Digests::new(&expect)), expect, verdict: verdict.clone() }, verdict)
+    }
+}
+
+impl Body for HashingBody {
+    type Data = Bytes;
+    type Error = Box<dyn std::error::Error + Send + Sync>;
+
+    fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
+        let this = &mut *self;
+        match Pin::new(&mut this.inner).poll_frame(cx) {
+            Poll::Ready(Some(Ok(frame))) => {
+                if let (Some(data), Some(d)) = (frame.data_ref(), this.digests.as_mut()) {
+                    d.update(data);
+                }
+                Poll::Ready(Some(Ok(frame)))
+            }
+            Poll::Ready(Some(Err(e))) => Poll::Ready(Some(Err(e))),
+            Poll::Ready(None) => {
+                let Some(d) = this.digests.take() else { return Poll::Ready(None) };
+                let result = d.finish(&this.expect);
+                let failed = result.as_ref().err().map(|e| e.to_string());
+                *this.verdict.lock().unwrap() = Some(result);
+                match failed {
+                    Some(m) => Poll::Ready(Some(Err(m.into()))),
+                    None => Poll::Ready(None),
+                }
+            }
+            Poll::Pending => Poll::Pending,
+        }
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        SizeHint::with_exact(self.expect.size)
+    }
+}
+
+/// Parses a Binance-style sidecar (`<sha256 hex>  <file name>`): the first word, if it is 64 hex digits.
+pub fn parse_sidecar(text: &str) -> Option<String> {
+    let word = text.split_whitespace().next()?;
+    (word.len() == 64 && word.bytes().all(|b| b.is_ascii_hexdigit())).then(|| word.to_ascii_lowercase())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn digests_check_size_md5_and_sha256() {
+        let data = b"hello world";
+        let md5 = hex::encode(Md5::digest(data));
+        let sha = hex::encode(Sha256::digest(data));
+        let ok = Expect::new(11, Some(&md5), Some(sha.clone()));
+        let mut d = Digests::new(&ok);
+        d.update(data);
+        assert_eq!(d.finish(&ok).unwrap().0, "sha256");
+
+        let short = Expect::new(12, None, None);
+        let mut d = Digests::new(&short);
+        d.update(data);
+        assert!(d.finish(&short).unwrap_err().to_string().contains("read 11 bytes, the listing said 12"));
+
+        let bad = Expect::new(11, None, Some("0".repeat(64)));
+        let mut d = Digests::new(&bad);
+        d.update(data);
+        assert!(d.finish(&bad).unwrap_err().to_string().contains("differs from the checksum sidecar"));
+
+        // Multipart ETags are not MD5s: they only get the size check.
+        assert_eq!(Expect::new(1, Some("abc-2"), None).md5_hex, None);
+    }
+
+    #[test]
+    fn sidecar_format() {
+        let h = "a".repeat(64);
+        assert_eq!(parse_sidecar(&format!("{h}  BTCUSDT-1m-2024-01-01.zip\n")), Some(h));
+        assert_eq!(parse_sidecar("not a checksum"), None);
+    }
+}

@@ -1,0 +1,106 @@
+//! `s3syncd validate`: every broken spec gives exit 2 and a located `FILE:LINE:COLUMN: message`,
+//! never a panic; good specs exit 0 with a one-line summary each.
+
+mod common;
+
+use common::*;
+use std::path::{Path, PathBuf};
+
+fn data(dir: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/specs").join(dir)
+}
+
+fn files(dir: &Path, ext: &str) -> Vec<PathBuf> {
+    let mut v: Vec<PathBuf> = std::fs::read_dir(dir).unwrap().map(|e| e.unwrap().path()).filter(|p| p.extension().is_some_and(|e| e == ext)).collect();
+    v.sort();
+    v
+}
+
+#[test]
+fn each_invalid_spec_reports_its_located_error() {
+    let ws = Workspace::new(&[]);
+    let specs = files(&data("invalid"), "toml");
+    assert!(specs.len() >= 20);
+    for spec in specs {
+        let expected = std::fs::read_to_string(spec.with_extension("expected")).unwrap();
+        let out = ws.run(&["validate", spec.to_str().unwrap()]);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{}: {}", spec.display(), text(&out));
+        let want = format!("{}:{}", spec.display(), expected.trim_end());
+        let want = if expected.starts_with(|c: char| c.is_ascii_digit()) { want } else { expected.trim_end().to_string() };
+        assert!(stderr.contains(&want), "{}\nwanted: {want}\ngot: {stderr}", spec.display());
+        assert!(!stderr.contains("panicked"), "{stderr}");
+    }
+}
+
+#[test]
+fn valid_specs_pass_with_a_summary_line_each() {
+    let ws = Workspace::new(&[]);
+    let out = ws.run(&["validate", data("valid").to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(stdout.contains("ok binance-spot-klines-1m ("), "{stdout}");
+    assert!(stdout.contains("s3://data.binance.vision/data/spot/daily/klines/ -> s3://crypto-lakehouse-bronze/binance/archive/spot/daily/klines/ mode auto schedule \"0 30 9 * * *\""), "{stdout}");
+    assert!(stdout.contains("ok five-field-cron ("), "{stdout}");
+}
+
+#[test]
+fn a_directory_with_three_broken_specs_reports_all_three() {
+    let ws = Workspace::new(&[]);
+    let dir = ws.spec_dir();
+    std::fs::copy(data("valid/binance-spot-klines-1m.toml"), dir.join("good.toml")).unwrap();
+    for name in ["bad-cron", "unknown-key", "overlap"] {
+        std::fs::copy(data("invalid").join(format!("{name}.toml")), dir.join(format!("{name}.toml"))).unwrap();
+    }
+    // Not spec files: ignored.
+    std::fs::write(dir.join(".good.toml.swp"), "junk").unwrap();
+    std::fs::write(dir.join("README"), "junk").unwrap();
+    std::fs::write(dir.join("x.toml.dpkg-new"), "junk").unwrap();
+
+    // Default targets: the config's spec_dir.
+    let out = ws.run(&["validate"]);
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let located: Vec<&str> = stderr.lines().filter(|l| l.contains(".toml:")).collect();
+    assert_eq!(located.len(), 3, "{stderr}");
+    assert!(stderr.contains(&format!("{}:1:12: invalid cron expression", dir.join("bad-cron.toml").display())), "{stderr}");
+    assert!(stderr.contains(&format!("{}:3:1: unknown field `bukcet`", dir.join("unknown-key.toml").display())), "{stderr}");
+    assert!(stderr.contains(&format!("{}:5:10: source and destination overlap", dir.join("overlap.toml").display())), "{stderr}");
+    assert!(String::from_utf8_lossy(&out.stdout).contains("ok binance-spot-klines-1m"));
+
+    for name in ["bad-cron", "unknown-key", "overlap"] {
+        std::fs::remove_file(dir.join(format!("{name}.toml"))).unwrap();
+    }
+    let out = ws.run(&["validate"]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+}
+
+#[test]
+fn duplicate_names_across_files_are_an_error() {
+    let ws = Workspace::new(&[]);
+    let text = "name = \"feed\"\n[source]\nbucket = \"src-bucket\"\n[destination]\nbucket = \"dst-bucket\"\n";
+    ws.write_spec("a", text);
+    ws.write_spec("b", text);
+    let out = ws.run(&["validate"]);
+    assert_eq!(out.status.code(), Some(2), "{}", common::text(&out));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("b.toml:1:8: spec name \"feed\" is already used by"), "{}", common::text(&out));
+}
+
+#[test]
+fn run_with_an_invalid_spec_exits_2_and_copies_nothing() {
+    let ws = Workspace::new(&[]);
+    let spec = data("invalid/bad-cron.toml");
+    let out = ws.run(&["run", spec.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("bad-cron.toml:1:12: invalid cron expression"));
+    assert!(!ws.manifest().exists(), "nothing was recorded");
+}
+
+#[test]
+fn a_broken_config_is_located_too() {
+    let ws = Workspace::new(&[]);
+    std::fs::write(ws.config(), "spec_dir = \"specs.d\"\nmax_transfers = 0\nlog_format = \"xml\"\n").unwrap();
+    let out = ws.run(&["validate"]);
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    assert!(String::from_utf8_lossy(&out.stderr).contains(&format!("{}:3:14: unknown variant `xml`", ws.config().display())), "{}", text(&out));
+}
