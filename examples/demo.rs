@@ -27,28 +27,54 @@ async fn main() -> anyhow::Result<()> {
     let work = std::env::current_dir()?.join("target/demo");
     let _ = std::fs::remove_dir_all(&work);
     std::fs::create_dir_all(&work)?;
-    std::fs::write(work.join("credentials"), format!("[demo]\naws_access_key_id = {}\naws_secret_access_key = {}\n", server.access_key, server.secret_key))?;
-    std::fs::write(work.join("s3syncd.toml"), "spec_dir = \"specs.d\"\nstate_dir = \"state\"\n")?;
+    std::fs::write(
+        work.join("credentials"),
+        format!(
+            "[demo]\naws_access_key_id = {}\naws_secret_access_key = {}\n",
+            server.access_key, server.secret_key
+        ),
+    )?;
+    std::fs::write(
+        work.join("s3syncd.toml"),
+        "spec_dir = \"specs.d\"\nstate_dir = \"state\"\n",
+    )?;
     std::fs::create_dir_all(work.join("specs.d"))?;
     let spec_path = work.join("specs.d/binance-demo.toml");
-    std::fs::write(&spec_path, std::fs::read_to_string(SPEC)?.replace("http://127.0.0.1:19000", &server.endpoint))?;
+    std::fs::write(
+        &spec_path,
+        std::fs::read_to_string(SPEC)?.replace("http://127.0.0.1:19000", &server.endpoint),
+    )?;
     // SAFETY: set before any other thread reads the environment (the server thread does not).
     unsafe {
         std::env::set_var("AWS_SHARED_CREDENTIALS_FILE", work.join("credentials"));
         std::env::set_var("AWS_CONFIG_FILE", work.join("no-aws-config"));
         std::env::set_var("AWS_EC2_METADATA_DISABLED", "true");
     }
-    tracing_subscriber::fmt().with_env_filter("s3syncd=warn").with_writer(std::io::stderr).init();
+    tracing_subscriber::fmt()
+        .with_env_filter("s3syncd=warn")
+        .with_writer(std::io::stderr)
+        .init();
 
     let c = server.client();
     objects::create_bucket(&c, "data.binance.vision").await;
     objects::create_bucket(&c, "crypto-lakehouse-bronze").await;
     let objects = generate(&FixtureSpec::small().with_big_folder(600));
     let bytes: usize = objects.iter().map(|o| o.body.len()).sum();
-    println!("source: {} Binance-like objects, {}", objects.len(), cli::human_bytes(bytes as u64));
-    objects::put_all(&c, "data.binance.vision", objects.into_iter().map(|o| (o.key, o.body)).collect()).await;
+    println!(
+        "source: {} Binance-like objects, {}",
+        objects.len(),
+        cli::human_bytes(bytes as u64)
+    );
+    objects::put_all(
+        &c,
+        "data.binance.vision",
+        objects.into_iter().map(|o| (o.key, o.body)).collect(),
+    )
+    .await;
 
-    let config = ConfigArg { config: Some(work.join("s3syncd.toml")) };
+    let config = ConfigArg {
+        config: Some(work.join("s3syncd.toml")),
+    };
     let spec = spec_path.to_string_lossy().to_string();
     println!("\n$ s3syncd run {SPEC}");
     let first = cli::run(&config, &spec, false, None).await?;
@@ -56,10 +82,20 @@ async fn main() -> anyhow::Result<()> {
     let second = cli::run(&config, &spec, false, None).await?;
 
     let db = rusqlite::Connection::open(work.join("state/manifest.db"))?;
-    let (rows, total, verified): (i64, i64, i64) =
-        db.query_row("SELECT count(*), coalesce(sum(size),0), sum(verified = 'sha256') FROM objects", [], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?;
-    println!("\nmanifest {}: {rows} objects, {}, {verified} checked against their .CHECKSUM sidecar", work.join("state/manifest.db").display(), cli::human_bytes(total as u64));
-    println!("audit it:  sqlite3 {} \"SELECT id, status, objects_copied, objects_skipped FROM runs\"", work.join("state/manifest.db").display());
+    let (rows, total, verified): (i64, i64, i64) = db.query_row(
+        "SELECT count(*), coalesce(sum(size),0), sum(verified = 'sha256') FROM objects",
+        [],
+        |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+    )?;
+    println!(
+        "\nmanifest {}: {rows} objects, {}, {verified} checked against their .CHECKSUM sidecar",
+        work.join("state/manifest.db").display(),
+        cli::human_bytes(total as u64)
+    );
+    println!(
+        "audit it:  sqlite3 {} \"SELECT id, status, objects_copied, objects_skipped FROM runs\"",
+        work.join("state/manifest.db").display()
+    );
     if first != 0 || second != 0 {
         anyhow::bail!("a run failed (exit codes {first}, {second})");
     }

@@ -94,7 +94,10 @@ pub fn validate(config: &ConfigArg, paths: &[PathBuf]) -> i32 {
         eprintln!("{d}");
     }
     for s in set.specs.values() {
-        let schedule = s.schedule.as_ref().map_or("manual only", |(e, _)| e.as_str());
+        let schedule = s
+            .schedule
+            .as_ref()
+            .map_or("manual only", |(e, _)| e.as_str());
         println!(
             "ok {} ({}): s3://{}/{} -> s3://{}/{} mode {} schedule \"{}\"{}",
             s.name,
@@ -139,8 +142,16 @@ pub fn resolve_spec(config: &Config, arg: &str) -> Result<Spec, SpecError> {
 }
 
 /// `run`: one run of one spec in the foreground.
-pub async fn run(config: &ConfigArg, spec_arg: &str, dry_run: bool, mode: Option<Mode>) -> anyhow::Result<i32> {
-    let (config, spec) = match config.load().and_then(|c| resolve_spec(&c, spec_arg).map(|s| (c, s))) {
+pub async fn run(
+    config: &ConfigArg,
+    spec_arg: &str,
+    dry_run: bool,
+    mode: Option<Mode>,
+) -> anyhow::Result<i32> {
+    let (config, spec) = match config
+        .load()
+        .and_then(|c| resolve_spec(&c, spec_arg).map(|s| (c, s)))
+    {
         Ok(v) => v,
         Err(e) => {
             print_diagnostics(&e);
@@ -160,10 +171,18 @@ pub async fn run(config: &ConfigArg, spec_arg: &str, dry_run: bool, mode: Option
             stop.hard_stop.cancel();
         });
     }
-    let opts = RunOptions { dry_run, mode, progress: std::io::IsTerminal::is_terminal(&std::io::stderr()) };
+    let opts = RunOptions {
+        dry_run,
+        mode,
+        progress: std::io::IsTerminal::is_terminal(&std::io::stderr()),
+    };
     let report = engine::run(&engine, Arc::new(spec), opts, stop).await?;
     print!("{}", summary(&report));
-    Ok(if report.exit_code() == 0 { EXIT_OK } else { EXIT_FAILED_OBJECTS })
+    Ok(if report.exit_code() == 0 {
+        EXIT_OK
+    } else {
+        EXIT_FAILED_OBJECTS
+    })
 }
 
 pub fn human_bytes(n: u64) -> String {
@@ -189,10 +208,31 @@ pub fn summary(r: &RunReport) -> String {
     let secs = r.wall.as_secs_f64().max(1e-9);
     if r.dry_run {
         let _ = writeln!(s, "dry run of {}: nothing was changed", row.spec);
-        let _ = writeln!(s, "  listed        {} objects ({} excluded by filter)", row.objects_listed, r.filtered);
-        let _ = writeln!(s, "  would copy    {} objects, {}", row.objects_copied, human_bytes(r.bytes_planned));
-        let _ = writeln!(s, "  would skip    {} objects (unchanged since copied)", row.objects_skipped);
-        let _ = writeln!(s, "  would delete  {}", if r.sample_deletes.is_empty() { "0 objects".to_string() } else { format!("{} objects", r.deletes_planned) });
+        let _ = writeln!(
+            s,
+            "  listed        {} objects ({} excluded by filter)",
+            row.objects_listed, r.filtered
+        );
+        let _ = writeln!(
+            s,
+            "  would copy    {} objects, {}",
+            row.objects_copied,
+            human_bytes(r.bytes_planned)
+        );
+        let _ = writeln!(
+            s,
+            "  would skip    {} objects (unchanged since copied)",
+            row.objects_skipped
+        );
+        let _ = writeln!(
+            s,
+            "  would delete  {}",
+            if r.sample_deletes.is_empty() {
+                "0 objects".to_string()
+            } else {
+                format!("{} objects", r.deletes_planned)
+            }
+        );
         for k in &r.sample_copies {
             let _ = writeln!(s, "    copy   {k}");
         }
@@ -204,27 +244,89 @@ pub fn summary(r: &RunReport) -> String {
         }
         return s;
     }
-    let _ = writeln!(s, "s3syncd run {} (run {}): {} in {:.2} s", row.spec, row.id, row.status, secs);
-    let _ = writeln!(s, "  listed        {} objects ({} excluded by filter)", row.objects_listed, r.filtered);
-    let modes: Vec<String> = r.stats.modes.iter().map(|(m, c)| format!("{m} {}", c.objects)).collect();
+    let _ = writeln!(
+        s,
+        "s3syncd run {} (run {}): {} in {:.2} s",
+        row.spec, row.id, row.status, secs
+    );
+    let _ = writeln!(
+        s,
+        "  listed        {} objects ({} excluded by filter)",
+        row.objects_listed, r.filtered
+    );
+    let modes: Vec<String> = r
+        .stats
+        .modes
+        .iter()
+        .map(|(m, c)| format!("{m} {}", c.objects))
+        .collect();
     let _ = writeln!(
         s,
         "  copied        {} objects, {}{}",
         row.objects_copied,
         human_bytes(row.bytes_copied),
-        if modes.is_empty() { String::new() } else { format!(" ({})", modes.join(", ")) }
+        if modes.is_empty() {
+            String::new()
+        } else {
+            format!(" ({})", modes.join(", "))
+        }
     );
-    let _ = writeln!(s, "  skipped       {} objects (unchanged since copied)", row.objects_skipped);
+    let _ = writeln!(
+        s,
+        "  skipped       {} objects (unchanged since copied)",
+        row.objects_skipped
+    );
     let _ = writeln!(s, "  failed        {} objects", row.objects_failed);
     if row.objects_deleted > 0 || r.delete_refused.is_some() {
-        let _ = writeln!(s, "  deleted       {} objects{}", row.objects_deleted, r.delete_refused.as_ref().map(|w| format!(" (refused: {w})")).unwrap_or_default());
+        let _ = writeln!(
+            s,
+            "  deleted       {} objects{}",
+            row.objects_deleted,
+            r.delete_refused
+                .as_ref()
+                .map(|w| format!(" (refused: {w})"))
+                .unwrap_or_default()
+        );
     }
-    let fallbacks: Vec<String> = r.stats.fallbacks.iter().map(|(k, n)| format!("{k} x{n}")).collect();
-    let _ = writeln!(s, "  fallbacks     {}", if fallbacks.is_empty() { "none".to_string() } else { fallbacks.join("; ") });
+    let fallbacks: Vec<String> = r
+        .stats
+        .fallbacks
+        .iter()
+        .map(|(k, n)| format!("{k} x{n}"))
+        .collect();
+    let _ = writeln!(
+        s,
+        "  fallbacks     {}",
+        if fallbacks.is_empty() {
+            "none".to_string()
+        } else {
+            fallbacks.join("; ")
+        }
+    );
     let _ = writeln!(s, "  through host  {}", human_bytes(row.bytes_through_host));
-    let reqs: Vec<String> = r.stats.requests.iter().map(|(op, n)| format!("{op} {n}")).collect();
-    let _ = writeln!(s, "  requests      {} ({}){}", row.requests, reqs.join(", "), if r.stats.retries > 0 { format!(", {} object retries", r.stats.retries) } else { String::new() });
-    let _ = writeln!(s, "  rate          {:.0} objects/s, {:.1} MiB/s", row.objects_copied as f64 / secs, row.bytes_copied as f64 / secs / 1048576.0);
+    let reqs: Vec<String> = r
+        .stats
+        .requests
+        .iter()
+        .map(|(op, n)| format!("{op} {n}"))
+        .collect();
+    let _ = writeln!(
+        s,
+        "  requests      {} ({}){}",
+        row.requests,
+        reqs.join(", "),
+        if r.stats.retries > 0 {
+            format!(", {} object retries", r.stats.retries)
+        } else {
+            String::new()
+        }
+    );
+    let _ = writeln!(
+        s,
+        "  rate          {:.0} objects/s, {:.1} MiB/s",
+        row.objects_copied as f64 / secs,
+        row.bytes_copied as f64 / secs / 1048576.0
+    );
     if let Some(e) = &r.listing_error {
         let _ = writeln!(s, "  error         {e}");
     }

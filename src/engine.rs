@@ -18,7 +18,10 @@ pub enum EngineError {
     #[error(transparent)]
     Manifest(#[from] ManifestError),
     #[error("staging directory {path}: {source}")]
-    Staging { path: std::path::PathBuf, source: std::io::Error },
+    Staging {
+        path: std::path::PathBuf,
+        source: std::io::Error,
+    },
 }
 
 /// What all runs of a process share: the manifest writer and the global limits.
@@ -36,7 +39,12 @@ impl Engine {
     pub fn new(config: Config) -> Result<Engine, EngineError> {
         let writer = Writer::open(&config.manifest_path())?;
         let buffer_mib = (config.stream_buffer >> 20) as usize;
-        Ok(Engine { transfers: Arc::new(Semaphore::new(config.max_transfers)), buffer: Arc::new(Semaphore::new(buffer_mib)), writer, config: Arc::new(config) })
+        Ok(Engine {
+            transfers: Arc::new(Semaphore::new(config.max_transfers)),
+            buffer: Arc::new(Semaphore::new(buffer_mib)),
+            writer,
+            config: Arc::new(config),
+        })
     }
 }
 
@@ -86,14 +94,31 @@ impl RunReport {
 }
 
 /// Runs a spec once.
-pub async fn run(engine: &Engine, spec: Arc<Spec>, opts: RunOptions, stop: Stop) -> Result<RunReport, EngineError> {
+pub async fn run(
+    engine: &Engine,
+    spec: Arc<Spec>,
+    opts: RunOptions,
+    stop: Stop,
+) -> Result<RunReport, EngineError> {
     use tracing::Instrument;
-    let run_id = if opts.dry_run { 0 } else { engine.writer.start_run(&spec.name).await? };
+    let run_id = if opts.dry_run {
+        0
+    } else {
+        engine.writer.start_run(&spec.name).await?
+    };
     let span = tracing::info_span!("run", spec = %spec.name, run_id);
-    run_inner(engine, spec, opts, stop, run_id).instrument(span).await
+    run_inner(engine, spec, opts, stop, run_id)
+        .instrument(span)
+        .await
 }
 
-async fn run_inner(engine: &Engine, spec: Arc<Spec>, opts: RunOptions, stop: Stop, run_id: i64) -> Result<RunReport, EngineError> {
+async fn run_inner(
+    engine: &Engine,
+    spec: Arc<Spec>,
+    opts: RunOptions,
+    stop: Stop,
+    run_id: i64,
+) -> Result<RunReport, EngineError> {
     let started = Instant::now();
     let requests = Arc::new(RequestCounter::default());
     let src = s3::client(&spec.source, &spec.transfer, requests.clone()).await;
@@ -101,8 +126,15 @@ async fn run_inner(engine: &Engine, spec: Arc<Spec>, opts: RunOptions, stop: Sto
     let staging = engine.config.staging_dir().join(&spec.name);
     match transfer::clean_staging(&staging) {
         Ok(0) => {}
-        Ok(n) => tracing::info!(files = n, dir = %staging.display(), "removed leftover staging files"),
-        Err(source) => return Err(EngineError::Staging { path: staging, source }),
+        Ok(n) => {
+            tracing::info!(files = n, dir = %staging.display(), "removed leftover staging files")
+        }
+        Err(source) => {
+            return Err(EngineError::Staging {
+                path: staging,
+                source,
+            })
+        }
     }
     let chain = match opts.mode {
         Some(m) => crate::spec::chain(m, &spec.fallback),
@@ -122,7 +154,12 @@ async fn run_inner(engine: &Engine, spec: Arc<Spec>, opts: RunOptions, stop: Sto
     ));
     let reader = Reader::open(engine.writer.path())?;
     let mut report = RunReport {
-        row: RunRow { id: run_id, spec: spec.name.clone(), started_at: manifest::now(), ..RunRow::default() },
+        row: RunRow {
+            id: run_id,
+            spec: spec.name.clone(),
+            started_at: manifest::now(),
+            ..RunRow::default()
+        },
         stats: Stats::default(),
         filtered: 0,
         wall: Duration::ZERO,
@@ -181,7 +218,11 @@ async fn run_inner(engine: &Engine, spec: Arc<Spec>, opts: RunOptions, stop: Sto
             if opts.dry_run {
                 report.row.objects_copied += 1;
                 if report.sample_copies.len() < 10 {
-                    report.sample_copies.push(format!("{} ({})", job.dest_key, job.reason.as_str()));
+                    report.sample_copies.push(format!(
+                        "{} ({})",
+                        job.dest_key,
+                        job.reason.as_str()
+                    ));
                 }
                 continue;
             }
@@ -191,7 +232,9 @@ async fn run_inner(engine: &Engine, spec: Arc<Spec>, opts: RunOptions, stop: Sto
                 () = stop.stop.cancelled() => None,
                 p = async { (per_spec.clone().acquire_owned().await, engine.transfers.clone().acquire_owned().await) } => Some(p),
             };
-            let Some((Ok(p1), Ok(p2))) = permits else { break };
+            let Some((Ok(p1), Ok(p2))) = permits else {
+                break;
+            };
             let t = t.clone();
             tasks.spawn(async move {
                 let r = t.copy(&job).await;
@@ -203,7 +246,13 @@ async fn run_inner(engine: &Engine, spec: Arc<Spec>, opts: RunOptions, stop: Sto
             }
             if opts.progress && last_progress.elapsed() > Duration::from_secs(2) {
                 last_progress = Instant::now();
-                eprintln!("  {} listed, {} copied, {} skipped, {} failed", report.row.objects_listed, report.row.objects_copied, report.row.objects_skipped, report.row.objects_failed);
+                eprintln!(
+                    "  {} listed, {} copied, {} skipped, {} failed",
+                    report.row.objects_listed,
+                    report.row.objects_copied,
+                    report.row.objects_skipped,
+                    report.row.objects_failed
+                );
             }
         }
         if stop.stop.is_cancelled() {
@@ -241,9 +290,14 @@ async fn run_inner(engine: &Engine, spec: Arc<Spec>, opts: RunOptions, stop: Sto
         let refuse = if !listing_complete || interrupted {
             Some("the source listing did not complete".to_string())
         } else if report.row.objects_failed > 0 {
-            Some(format!("{} objects failed in this run", report.row.objects_failed))
+            Some(format!(
+                "{} objects failed in this run",
+                report.row.objects_failed
+            ))
         } else if gone_count > delete_cap {
-            Some(format!("{gone_count} deletions exceed max_delete ({delete_cap} of {held} objects held)"))
+            Some(format!(
+                "{gone_count} deletions exceed max_delete ({delete_cap} of {held} objects held)"
+            ))
         } else {
             None
         };
@@ -252,8 +306,13 @@ async fn run_inner(engine: &Engine, spec: Arc<Spec>, opts: RunOptions, stop: Sto
                 tracing::warn!(candidates = gone_count, reason = %why, "deleting nothing");
                 report.delete_refused = Some(why);
             }
-            None if opts.dry_run => report.sample_deletes = gone.iter().take(10).map(|r| r.dest_key.clone()).collect(),
-            None => report.row.objects_deleted = delete(engine, &spec, &dst, run_id, &gone, &mut report).await,
+            None if opts.dry_run => {
+                report.sample_deletes = gone.iter().take(10).map(|r| r.dest_key.clone()).collect()
+            }
+            None => {
+                report.row.objects_deleted =
+                    delete(engine, &spec, &dst, run_id, &gone, &mut report).await
+            }
         }
     }
 
@@ -273,7 +332,12 @@ async fn run_inner(engine: &Engine, spec: Arc<Spec>, opts: RunOptions, stop: Sto
         "ok"
     }
     .into();
-    row.error = report.listing_error.clone().or_else(|| report.delete_refused.clone().map(|w| format!("deleted nothing: {w}")));
+    row.error = report.listing_error.clone().or_else(|| {
+        report
+            .delete_refused
+            .clone()
+            .map(|w| format!("deleted nothing: {w}"))
+    });
     if !opts.dry_run {
         row.details = serde_json::json!({
             "modes": report.stats.modes,
@@ -297,7 +361,13 @@ async fn run_inner(engine: &Engine, spec: Arc<Spec>, opts: RunOptions, stop: Sto
 }
 
 /// Records one finished copy: a manifest row only for a verified success; a failure row otherwise.
-fn record(engine: &Engine, spec: &Spec, run_id: i64, done: Result<(CopyJob, Result<Outcome, Failure>), tokio::task::JoinError>, report: &mut RunReport) {
+fn record(
+    engine: &Engine,
+    spec: &Spec,
+    run_id: i64,
+    done: Result<(CopyJob, Result<Outcome, Failure>), tokio::task::JoinError>,
+    report: &mut RunReport,
+) {
     let (job, result) = match done {
         Ok(d) => d,
         Err(e) => {
@@ -333,25 +403,58 @@ fn record(engine: &Engine, spec: &Spec, run_id: i64, done: Result<(CopyJob, Resu
             if f.error.op == "verify" {
                 engine.writer.forget(&spec.name, &job.dest_key);
             }
-            engine.writer.failure(run_id, &spec.name, &job.source.key, mode, f.error.kind.as_str(), &f.error.to_string());
+            engine.writer.failure(
+                run_id,
+                &spec.name,
+                &job.source.key,
+                mode,
+                f.error.kind.as_str(),
+                &f.error.to_string(),
+            );
         }
     }
 }
 
 /// Deletes destination objects whose source is gone, 1,000 keys per DeleteObjects request.
-async fn delete(engine: &Engine, spec: &Spec, dst: &aws_sdk_s3::Client, run_id: i64, gone: &[manifest::ObjectRow], report: &mut RunReport) -> u64 {
+async fn delete(
+    engine: &Engine,
+    spec: &Spec,
+    dst: &aws_sdk_s3::Client,
+    run_id: i64,
+    gone: &[manifest::ObjectRow],
+    report: &mut RunReport,
+) -> u64 {
     use aws_sdk_s3::types::{Delete, ObjectIdentifier};
     let mut deleted = 0;
     for chunk in gone.chunks(1000) {
-        let ids: Vec<_> = chunk.iter().filter_map(|r| ObjectIdentifier::builder().key(&r.dest_key).build().ok()).collect();
-        let Ok(del) = Delete::builder().set_objects(Some(ids)).quiet(true).build() else { continue };
-        match dst.delete_objects().bucket(&spec.destination.bucket).delete(del).send().await {
+        let ids: Vec<_> = chunk
+            .iter()
+            .filter_map(|r| ObjectIdentifier::builder().key(&r.dest_key).build().ok())
+            .collect();
+        let Ok(del) = Delete::builder().set_objects(Some(ids)).quiet(true).build() else {
+            continue;
+        };
+        match dst
+            .delete_objects()
+            .bucket(&spec.destination.bucket)
+            .delete(del)
+            .send()
+            .await
+        {
             Ok(out) => {
-                let failed: std::collections::HashSet<&str> = out.errors().iter().filter_map(|e| e.key()).collect();
+                let failed: std::collections::HashSet<&str> =
+                    out.errors().iter().filter_map(|e| e.key()).collect();
                 for r in chunk {
                     if failed.contains(r.dest_key.as_str()) {
                         report.row.objects_failed += 1;
-                        engine.writer.failure(run_id, &spec.name, &r.source_key, None, "delete", "DeleteObjects refused this key");
+                        engine.writer.failure(
+                            run_id,
+                            &spec.name,
+                            &r.source_key,
+                            None,
+                            "delete",
+                            "DeleteObjects refused this key",
+                        );
                     } else {
                         engine.writer.deleted(run_id, &spec.name, &r.dest_key);
                         deleted += 1;

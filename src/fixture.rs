@@ -32,7 +32,16 @@ pub struct FixtureSpec {
 impl FixtureSpec {
     /// About 530 objects, a few MiB in all: fast enough for every test run.
     pub fn small() -> Self {
-        FixtureSpec { symbols: vec!["BTCUSDT", "ETHUSDT"], days: 20, months: 2, min_size: 1024, max_size: 48 * 1024, big_folder_days: 0, awkward_keys: true, seed: 42 }
+        FixtureSpec {
+            symbols: vec!["BTCUSDT", "ETHUSDT"],
+            days: 20,
+            months: 2,
+            min_size: 1024,
+            max_size: 48 * 1024,
+            big_folder_days: 0,
+            awkward_keys: true,
+            seed: 42,
+        }
     }
 
     /// `small()` plus one folder of 1,100 daily archives (2,200 keys), so listings page.
@@ -69,7 +78,8 @@ impl Rng {
 }
 
 fn date(day: u32) -> String {
-    let d = chrono::NaiveDate::from_ymd_opt(2024, 1, 1).unwrap() + chrono::Days::new(u64::from(day));
+    let d =
+        chrono::NaiveDate::from_ymd_opt(2024, 1, 1).unwrap() + chrono::Days::new(u64::from(day));
     d.format("%Y-%m-%d").to_string()
 }
 
@@ -86,32 +96,67 @@ pub fn generate(spec: &FixtureSpec) -> Vec<FixtureObject> {
         let size = rng.range(spec.min_size, spec.max_size);
         let body = rng.bytes(size);
         let sum = hex::encode(Sha256::digest(&body));
-        out.push(FixtureObject { key: format!("{dir}/{file}.CHECKSUM"), body: format!("{sum}  {file}\n").into_bytes() });
-        out.push(FixtureObject { key: format!("{dir}/{file}"), body });
+        out.push(FixtureObject {
+            key: format!("{dir}/{file}.CHECKSUM"),
+            body: format!("{sum}  {file}\n").into_bytes(),
+        });
+        out.push(FixtureObject {
+            key: format!("{dir}/{file}"),
+            body,
+        });
     };
     for market in ["spot", "futures/um"] {
         for dataset in ["klines", "aggTrades", "trades"] {
             for sym in &spec.symbols {
-                let (dir_sym, tag) = if dataset == "klines" { (format!("{sym}/1m"), format!("{sym}-1m")) } else { (sym.to_string(), format!("{sym}-{dataset}")) };
+                let (dir_sym, tag) = if dataset == "klines" {
+                    (format!("{sym}/1m"), format!("{sym}-1m"))
+                } else {
+                    (sym.to_string(), format!("{sym}-{dataset}"))
+                };
                 for d in 0..spec.days {
-                    archive(&mut out, &mut rng, format!("data/{market}/daily/{dataset}/{dir_sym}"), format!("{tag}-{}.zip", date(d)));
+                    archive(
+                        &mut out,
+                        &mut rng,
+                        format!("data/{market}/daily/{dataset}/{dir_sym}"),
+                        format!("{tag}-{}.zip", date(d)),
+                    );
                 }
                 for m in 0..spec.months {
-                    archive(&mut out, &mut rng, format!("data/{market}/monthly/{dataset}/{dir_sym}"), format!("{tag}-{}.zip", month(m)));
+                    archive(
+                        &mut out,
+                        &mut rng,
+                        format!("data/{market}/monthly/{dataset}/{dir_sym}"),
+                        format!("{tag}-{}.zip", month(m)),
+                    );
                 }
             }
         }
     }
     if spec.big_folder_days > 0 {
         for d in 0..spec.big_folder_days {
-            archive(&mut out, &mut rng, "data/spot/daily/klines/BNBUSDT/1m".into(), format!("BNBUSDT-1m-{}.zip", date(d)));
+            archive(
+                &mut out,
+                &mut rng,
+                "data/spot/daily/klines/BNBUSDT/1m".into(),
+                format!("BNBUSDT-1m-{}.zip", date(d)),
+            );
         }
     }
     if spec.awkward_keys {
-        for name in ["with space.zip", "plus+sign.zip", "percent%20literal.zip", "ünïcödé-€.zip", "question?hash#.zip", "amp&eq=.zip"] {
+        for name in [
+            "with space.zip",
+            "plus+sign.zip",
+            "percent%20literal.zip",
+            "ünïcödé-€.zip",
+            "question?hash#.zip",
+            "amp&eq=.zip",
+        ] {
             let size = rng.range(spec.min_size, spec.max_size);
             let body = rng.bytes(size);
-            out.push(FixtureObject { key: format!("data/spot/daily/awkward/{name}"), body });
+            out.push(FixtureObject {
+                key: format!("data/spot/daily/awkward/{name}"),
+                body,
+            });
         }
     }
     out
@@ -126,11 +171,31 @@ mod tests {
         let a = generate(&FixtureSpec::small());
         let b = generate(&FixtureSpec::small());
         assert!(a.len() >= 500, "{} objects", a.len());
-        assert_eq!(a.iter().map(|o| &o.key).collect::<Vec<_>>(), b.iter().map(|o| &o.key).collect::<Vec<_>>());
-        assert!(a.iter().any(|o| o.key == "data/spot/daily/klines/BTCUSDT/1m/BTCUSDT-1m-2024-01-01.zip"));
-        assert!(a.iter().any(|o| o.key == "data/futures/um/monthly/aggTrades/ETHUSDT/ETHUSDT-aggTrades-2024-02.zip"));
-        let zip = a.iter().find(|o| o.key.ends_with("BTCUSDT-1m-2024-01-01.zip")).unwrap();
-        let sum = a.iter().find(|o| o.key.ends_with("BTCUSDT-1m-2024-01-01.zip.CHECKSUM")).unwrap();
-        assert_eq!(String::from_utf8_lossy(&sum.body), format!("{}  BTCUSDT-1m-2024-01-01.zip\n", hex::encode(Sha256::digest(&zip.body))));
+        assert_eq!(
+            a.iter().map(|o| &o.key).collect::<Vec<_>>(),
+            b.iter().map(|o| &o.key).collect::<Vec<_>>()
+        );
+        assert!(a
+            .iter()
+            .any(|o| o.key == "data/spot/daily/klines/BTCUSDT/1m/BTCUSDT-1m-2024-01-01.zip"));
+        assert!(a
+            .iter()
+            .any(|o| o.key
+                == "data/futures/um/monthly/aggTrades/ETHUSDT/ETHUSDT-aggTrades-2024-02.zip"));
+        let zip = a
+            .iter()
+            .find(|o| o.key.ends_with("BTCUSDT-1m-2024-01-01.zip"))
+            .unwrap();
+        let sum = a
+            .iter()
+            .find(|o| o.key.ends_with("BTCUSDT-1m-2024-01-01.zip.CHECKSUM"))
+            .unwrap();
+        assert_eq!(
+            String::from_utf8_lossy(&sum.body),
+            format!(
+                "{}  BTCUSDT-1m-2024-01-01.zip\n",
+                hex::encode(Sha256::digest(&zip.body))
+            )
+        );
     }
 }

@@ -36,7 +36,9 @@ impl Reason {
 /// back to LastModified. Destination ETags are never compared with source ETags: multipart
 /// ETags are not content hashes.
 pub fn decide(src: &SourceObject, row: Option<&ObjectRow>, compare: Compare) -> Option<Reason> {
-    let Some(row) = row else { return Some(Reason::New) };
+    let Some(row) = row else {
+        return Some(Reason::New);
+    };
     if src.size != row.size {
         return Some(Reason::Size);
     }
@@ -46,7 +48,9 @@ pub fn decide(src: &SourceObject, row: Option<&ObjectRow>, compare: Compare) -> 
     match (&src.etag, &row.etag) {
         (Some(a), Some(b)) if a != b => Some(Reason::Etag),
         (Some(_), Some(_)) => None,
-        _ if src.last_modified.is_some() && src.last_modified != row.source_last_modified => Some(Reason::LastModified),
+        _ if src.last_modified.is_some() && src.last_modified != row.source_last_modified => {
+            Some(Reason::LastModified)
+        }
         _ => None,
     }
 }
@@ -79,34 +83,62 @@ pub struct Planner<'a> {
 
 impl<'a> Planner<'a> {
     pub fn new(spec: &'a Spec) -> Self {
-        Planner { spec, last_dest_key: None }
+        Planner {
+            spec,
+            last_dest_key: None,
+        }
     }
 
-    pub fn plan_page(&mut self, reader: &Reader, page: Vec<SourceObject>) -> Result<PagePlan, ManifestError> {
-        let Some(last) = page.last() else { return Ok(PagePlan::default()) };
+    pub fn plan_page(
+        &mut self,
+        reader: &Reader,
+        page: Vec<SourceObject>,
+    ) -> Result<PagePlan, ManifestError> {
+        let Some(last) = page.last() else {
+            return Ok(PagePlan::default());
+        };
         let upper = self.spec.dest_key(&last.key);
-        let rows = reader.range(&self.spec.name, &self.spec.destination.prefix, self.last_dest_key.as_deref(), upper.as_deref())?;
+        let rows = reader.range(
+            &self.spec.name,
+            &self.spec.destination.prefix,
+            self.last_dest_key.as_deref(),
+            upper.as_deref(),
+        )?;
         self.last_dest_key = upper;
         Ok(self.merge(page, rows))
     }
 
     /// Manifest rows after the last listed key: their sources are gone too.
     pub fn finish(&mut self, reader: &Reader) -> Result<Vec<ObjectRow>, ManifestError> {
-        let rows = reader.range(&self.spec.name, &self.spec.destination.prefix, self.last_dest_key.as_deref(), None)?;
+        let rows = reader.range(
+            &self.spec.name,
+            &self.spec.destination.prefix,
+            self.last_dest_key.as_deref(),
+            None,
+        )?;
         Ok(rows.into_iter().filter(|r| self.in_filter(r)).collect())
     }
 
     fn in_filter(&self, row: &ObjectRow) -> bool {
-        row.dest_key.strip_prefix(&self.spec.destination.prefix).is_some_and(|rel| self.spec.filter.matches(rel))
+        row.dest_key
+            .strip_prefix(&self.spec.destination.prefix)
+            .is_some_and(|rel| self.spec.filter.matches(rel))
     }
 
     fn merge(&self, page: Vec<SourceObject>, rows: Vec<ObjectRow>) -> PagePlan {
-        let mut plan = PagePlan { listed: page.len() as u64, ..PagePlan::default() };
+        let mut plan = PagePlan {
+            listed: page.len() as u64,
+            ..PagePlan::default()
+        };
         let mut rows = rows.into_iter().peekable();
         for src in page {
-            let Some(dest_key) = self.spec.dest_key(&src.key) else { continue };
+            let Some(dest_key) = self.spec.dest_key(&src.key) else {
+                continue;
+            };
             // Rows before this key have no source in the listing.
-            while let Some(r) = rows.next_if(|r| r.dest_key.as_bytes().cmp(dest_key.as_bytes()) == Ordering::Less) {
+            while let Some(r) =
+                rows.next_if(|r| r.dest_key.as_bytes().cmp(dest_key.as_bytes()) == Ordering::Less)
+            {
                 if self.in_filter(&r) {
                     plan.source_gone.push(r);
                 }
@@ -118,7 +150,11 @@ impl<'a> Planner<'a> {
                 continue;
             }
             match decide(&src, row.as_ref(), self.spec.verify.compare) {
-                Some(reason) => plan.copies.push(CopyJob { source: src, dest_key, reason }),
+                Some(reason) => plan.copies.push(CopyJob {
+                    source: src,
+                    dest_key,
+                    reason,
+                }),
                 None => plan.skipped += 1,
             }
         }
@@ -132,7 +168,12 @@ mod tests {
     use super::*;
 
     fn src(key: &str, size: u64, etag: Option<&str>, lm: &str) -> SourceObject {
-        SourceObject { key: key.into(), size, etag: etag.map(Into::into), last_modified: Some(lm.into()) }
+        SourceObject {
+            key: key.into(),
+            size,
+            etag: etag.map(Into::into),
+            last_modified: Some(lm.into()),
+        }
     }
 
     fn row(key: &str, size: u64, etag: Option<&str>, lm: &str) -> ObjectRow {
@@ -156,15 +197,52 @@ mod tests {
         let t1 = "2024-01-01T00:00:00.000Z";
         let t2 = "2024-01-02T00:00:00.000Z";
         let c = Compare::SizeEtag;
-        assert_eq!(decide(&src("k", 1, Some("a"), t1), None, c), Some(Reason::New));
-        assert_eq!(decide(&src("k", 2, Some("a"), t1), Some(&row("k", 1, Some("a"), t1)), c), Some(Reason::Size));
-        assert_eq!(decide(&src("k", 1, Some("b"), t1), Some(&row("k", 1, Some("a"), t1)), c), Some(Reason::Etag));
+        assert_eq!(
+            decide(&src("k", 1, Some("a"), t1), None, c),
+            Some(Reason::New)
+        );
+        assert_eq!(
+            decide(
+                &src("k", 2, Some("a"), t1),
+                Some(&row("k", 1, Some("a"), t1)),
+                c
+            ),
+            Some(Reason::Size)
+        );
+        assert_eq!(
+            decide(
+                &src("k", 1, Some("b"), t1),
+                Some(&row("k", 1, Some("a"), t1)),
+                c
+            ),
+            Some(Reason::Etag)
+        );
         // Same content re-uploaded: a new LastModified alone does not copy when ETags agree.
-        assert_eq!(decide(&src("k", 1, Some("a"), t2), Some(&row("k", 1, Some("a"), t1)), c), None);
+        assert_eq!(
+            decide(
+                &src("k", 1, Some("a"), t2),
+                Some(&row("k", 1, Some("a"), t1)),
+                c
+            ),
+            None
+        );
         // No ETag in the listing (s3s-fs): LastModified decides.
-        assert_eq!(decide(&src("k", 1, None, t2), Some(&row("k", 1, Some("a"), t1)), c), Some(Reason::LastModified));
-        assert_eq!(decide(&src("k", 1, None, t1), Some(&row("k", 1, Some("a"), t1)), c), None);
-        assert_eq!(decide(&src("k", 1, Some("b"), t2), Some(&row("k", 1, Some("a"), t1)), Compare::Size), None);
+        assert_eq!(
+            decide(&src("k", 1, None, t2), Some(&row("k", 1, Some("a"), t1)), c),
+            Some(Reason::LastModified)
+        );
+        assert_eq!(
+            decide(&src("k", 1, None, t1), Some(&row("k", 1, Some("a"), t1)), c),
+            None
+        );
+        assert_eq!(
+            decide(
+                &src("k", 1, Some("b"), t2),
+                Some(&row("k", 1, Some("a"), t1)),
+                Compare::Size
+            ),
+            None
+        );
     }
 
     fn spec() -> Spec {
@@ -186,15 +264,36 @@ mod tests {
         let spec = spec();
         let planner = Planner::new(&spec);
         let t = "2024-01-01T00:00:00.000Z";
-        let page = vec![src("data/a", 1, Some("x"), t), src("data/c", 2, Some("y"), t), src("data/d.tmp", 1, None, t), src("data/e", 3, Some("z"), t)];
-        let rows = vec![row("bronze/a", 1, Some("x"), t), row("bronze/b", 1, Some("x"), t), row("bronze/c", 2, Some("old"), t), row("bronze/f", 1, None, t)];
+        let page = vec![
+            src("data/a", 1, Some("x"), t),
+            src("data/c", 2, Some("y"), t),
+            src("data/d.tmp", 1, None, t),
+            src("data/e", 3, Some("z"), t),
+        ];
+        let rows = vec![
+            row("bronze/a", 1, Some("x"), t),
+            row("bronze/b", 1, Some("x"), t),
+            row("bronze/c", 2, Some("old"), t),
+            row("bronze/f", 1, None, t),
+        ];
         let plan = planner.merge(page, rows);
         assert_eq!(plan.listed, 4);
         assert_eq!(plan.filtered, 1);
         assert_eq!(plan.skipped, 1);
-        let copies: Vec<_> = plan.copies.iter().map(|c| (c.dest_key.as_str(), c.reason)).collect();
-        assert_eq!(copies, vec![("bronze/c", Reason::Etag), ("bronze/e", Reason::New)]);
-        let gone: Vec<_> = plan.source_gone.iter().map(|r| r.dest_key.as_str()).collect();
+        let copies: Vec<_> = plan
+            .copies
+            .iter()
+            .map(|c| (c.dest_key.as_str(), c.reason))
+            .collect();
+        assert_eq!(
+            copies,
+            vec![("bronze/c", Reason::Etag), ("bronze/e", Reason::New)]
+        );
+        let gone: Vec<_> = plan
+            .source_gone
+            .iter()
+            .map(|r| r.dest_key.as_str())
+            .collect();
         assert_eq!(gone, vec!["bronze/b", "bronze/f"]);
     }
 }

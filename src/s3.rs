@@ -50,7 +50,8 @@ impl Intercept for CountRequests {
         _rc: &RuntimeComponents,
         cfg: &mut ConfigBag,
     ) -> Result<(), aws_smithy_runtime_api::box_error::BoxError> {
-        self.0.add(cfg.load::<Metadata>().map_or("unknown", |m| m.name()));
+        self.0
+            .add(cfg.load::<Metadata>().map_or("unknown", |m| m.name()));
         Ok(())
     }
 }
@@ -75,8 +76,17 @@ pub async fn client(side: &Side, transfer: &TransferOpts, counter: Arc<RequestCo
         .retry_config(retry)
         // The default retry quota stops retrying after a burst of errors; a batch sync would
         // then fail objects that one more try would copy. Retries stay bounded per request.
-        .retry_partition(RetryPartition::custom("s3syncd").token_bucket(TokenBucket::unlimited()).build())
-        .timeout_config(TimeoutConfig::builder().connect_timeout(Duration::from_secs(10)).read_timeout(Duration::from_secs(120)).build())
+        .retry_partition(
+            RetryPartition::custom("s3syncd")
+                .token_bucket(TokenBucket::unlimited())
+                .build(),
+        )
+        .timeout_config(
+            TimeoutConfig::builder()
+                .connect_timeout(Duration::from_secs(10))
+                .read_timeout(Duration::from_secs(120))
+                .build(),
+        )
         // Many S3-compatible servers reject the SDK's default trailing CRC32 checksums.
         .request_checksum_calculation(aws_sdk_s3::config::RequestChecksumCalculation::WhenRequired)
         .response_checksum_validation(aws_sdk_s3::config::ResponseChecksumValidation::WhenRequired)
@@ -88,7 +98,12 @@ pub async fn client(side: &Side, transfer: &TransferOpts, counter: Arc<RequestCo
 }
 
 /// Characters kept as they are in an `x-amz-copy-source` value: RFC 3986 unreserved and '/'.
-const COPY_SOURCE: &AsciiSet = &NON_ALPHANUMERIC.remove(b'-').remove(b'_').remove(b'.').remove(b'~').remove(b'/');
+const COPY_SOURCE: &AsciiSet = &NON_ALPHANUMERIC
+    .remove(b'-')
+    .remove(b'_')
+    .remove(b'.')
+    .remove(b'~')
+    .remove(b'/');
 
 /// `bucket/key` for CopyObject and UploadPartCopy, percent-encoded: the SDK sends it verbatim,
 /// and keys with spaces, '+', '%', '?', '#' or unicode would otherwise copy the wrong object.
@@ -119,11 +134,20 @@ pub fn normalize_etag(e: &str) -> String {
 #[derive(Debug, thiserror::Error)]
 pub enum ListError {
     #[error("listing s3://{bucket}/{prefix} failed: {message}")]
-    Failed { bucket: String, prefix: String, message: String },
+    Failed {
+        bucket: String,
+        prefix: String,
+        message: String,
+    },
     #[error("listing s3://{bucket}/{prefix} came back truncated without a continuation token; refusing to treat it as complete")]
     TruncatedWithoutToken { bucket: String, prefix: String },
     #[error("listing s3://{bucket}/{prefix} is not in key order ({previous:?} then {next:?}); the server breaks the ListObjectsV2 contract")]
-    OutOfOrder { bucket: String, prefix: String, previous: String, next: String },
+    OutOfOrder {
+        bucket: String,
+        prefix: String,
+        previous: String,
+        next: String,
+    },
 }
 
 /// Pages through ListObjectsV2 one page at a time, checking what a sync relies on: every page
@@ -139,7 +163,14 @@ pub struct Lister {
 
 impl Lister {
     pub fn new(client: Client, bucket: &str, prefix: &str) -> Lister {
-        Lister { client, bucket: bucket.into(), prefix: prefix.into(), token: None, done: false, last_key: None }
+        Lister {
+            client,
+            bucket: bucket.into(),
+            prefix: prefix.into(),
+            token: None,
+            done: false,
+            last_key: None,
+        }
     }
 
     /// The next page, or `None` when the listing is complete.
@@ -147,7 +178,11 @@ impl Lister {
         if self.done {
             return Ok(None);
         }
-        let mut req = self.client.list_objects_v2().bucket(&self.bucket).prefix(&self.prefix);
+        let mut req = self
+            .client
+            .list_objects_v2()
+            .bucket(&self.bucket)
+            .prefix(&self.prefix);
         if let Some(t) = &self.token {
             req = req.continuation_token(t);
         }
@@ -159,7 +194,10 @@ impl Lister {
         let truncated = out.is_truncated().unwrap_or(false);
         self.token = out.next_continuation_token().map(str::to_string);
         if truncated && self.token.is_none() {
-            return Err(ListError::TruncatedWithoutToken { bucket: self.bucket.clone(), prefix: self.prefix.clone() });
+            return Err(ListError::TruncatedWithoutToken {
+                bucket: self.bucket.clone(),
+                prefix: self.prefix.clone(),
+            });
         }
         self.done = !truncated;
         let mut page = Vec::with_capacity(out.contents().len());
@@ -167,7 +205,12 @@ impl Lister {
             let Some(key) = o.key() else { continue };
             if let Some(prev) = &self.last_key {
                 if key.as_bytes() <= prev.as_bytes() {
-                    return Err(ListError::OutOfOrder { bucket: self.bucket.clone(), prefix: self.prefix.clone(), previous: prev.clone(), next: key.into() });
+                    return Err(ListError::OutOfOrder {
+                        bucket: self.bucket.clone(),
+                        prefix: self.prefix.clone(),
+                        previous: prev.clone(),
+                        next: key.into(),
+                    });
                 }
             }
             self.last_key = Some(key.to_string());
@@ -188,7 +231,10 @@ mod tests {
 
     #[test]
     fn copy_source_encodes_what_urls_would_misread() {
-        assert_eq!(copy_source("b", "data/a b+c%d?e#f.zip"), "b/data/a%20b%2Bc%25d%3Fe%23f.zip");
+        assert_eq!(
+            copy_source("b", "data/a b+c%d?e#f.zip"),
+            "b/data/a%20b%2Bc%25d%3Fe%23f.zip"
+        );
         assert_eq!(copy_source("b", "ü/x~y-z_.zip"), "b/%C3%BC/x~y-z_.zip");
     }
 

@@ -7,11 +7,17 @@ use common::*;
 use std::path::{Path, PathBuf};
 
 fn data(dir: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/specs").join(dir)
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/data/specs")
+        .join(dir)
 }
 
 fn files(dir: &Path, ext: &str) -> Vec<PathBuf> {
-    let mut v: Vec<PathBuf> = std::fs::read_dir(dir).unwrap().map(|e| e.unwrap().path()).filter(|p| p.extension().is_some_and(|e| e == ext)).collect();
+    let mut v: Vec<PathBuf> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == ext))
+        .collect();
     v.sort();
     v
 }
@@ -25,10 +31,24 @@ fn each_invalid_spec_reports_its_located_error() {
         let expected = std::fs::read_to_string(spec.with_extension("expected")).unwrap();
         let out = ws.run(&["validate", spec.to_str().unwrap()]);
         let stderr = String::from_utf8_lossy(&out.stderr);
-        assert_eq!(out.status.code(), Some(2), "{}: {}", spec.display(), text(&out));
+        assert_eq!(
+            out.status.code(),
+            Some(2),
+            "{}: {}",
+            spec.display(),
+            text(&out)
+        );
         let want = format!("{}:{}", spec.display(), expected.trim_end());
-        let want = if expected.starts_with(|c: char| c.is_ascii_digit()) { want } else { expected.trim_end().to_string() };
-        assert!(stderr.contains(&want), "{}\nwanted: {want}\ngot: {stderr}", spec.display());
+        let want = if expected.starts_with(|c: char| c.is_ascii_digit()) {
+            want
+        } else {
+            expected.trim_end().to_string()
+        };
+        assert!(
+            stderr.contains(&want),
+            "{}\nwanted: {want}\ngot: {stderr}",
+            spec.display()
+        );
         assert!(!stderr.contains("panicked"), "{stderr}");
     }
 }
@@ -48,9 +68,17 @@ fn valid_specs_pass_with_a_summary_line_each() {
 fn a_directory_with_three_broken_specs_reports_all_three() {
     let ws = Workspace::new(&[]);
     let dir = ws.spec_dir();
-    std::fs::copy(data("valid/binance-spot-klines-1m.toml"), dir.join("good.toml")).unwrap();
+    std::fs::copy(
+        data("valid/binance-spot-klines-1m.toml"),
+        dir.join("good.toml"),
+    )
+    .unwrap();
     for name in ["bad-cron", "unknown-key", "overlap"] {
-        std::fs::copy(data("invalid").join(format!("{name}.toml")), dir.join(format!("{name}.toml"))).unwrap();
+        std::fs::copy(
+            data("invalid").join(format!("{name}.toml")),
+            dir.join(format!("{name}.toml")),
+        )
+        .unwrap();
     }
     // Not spec files: ignored.
     std::fs::write(dir.join(".good.toml.swp"), "junk").unwrap();
@@ -63,9 +91,27 @@ fn a_directory_with_three_broken_specs_reports_all_three() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     let located: Vec<&str> = stderr.lines().filter(|l| l.contains(".toml:")).collect();
     assert_eq!(located.len(), 3, "{stderr}");
-    assert!(stderr.contains(&format!("{}:1:12: invalid cron expression", dir.join("bad-cron.toml").display())), "{stderr}");
-    assert!(stderr.contains(&format!("{}:3:1: unknown field `bukcet`", dir.join("unknown-key.toml").display())), "{stderr}");
-    assert!(stderr.contains(&format!("{}:5:10: source and destination overlap", dir.join("overlap.toml").display())), "{stderr}");
+    assert!(
+        stderr.contains(&format!(
+            "{}:1:12: invalid cron expression",
+            dir.join("bad-cron.toml").display()
+        )),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains(&format!(
+            "{}:3:1: unknown field `bukcet`",
+            dir.join("unknown-key.toml").display()
+        )),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains(&format!(
+            "{}:5:10: source and destination overlap",
+            dir.join("overlap.toml").display()
+        )),
+        "{stderr}"
+    );
     assert!(String::from_utf8_lossy(&out.stdout).contains("ok binance-spot-klines-1m"));
 
     for name in ["bad-cron", "unknown-key", "overlap"] {
@@ -83,7 +129,12 @@ fn duplicate_names_across_files_are_an_error() {
     ws.write_spec("b", text);
     let out = ws.run(&["validate"]);
     assert_eq!(out.status.code(), Some(2), "{}", common::text(&out));
-    assert!(String::from_utf8_lossy(&out.stderr).contains("b.toml:1:8: spec name \"feed\" is already used by"), "{}", common::text(&out));
+    assert!(
+        String::from_utf8_lossy(&out.stderr)
+            .contains("b.toml:1:8: spec name \"feed\" is already used by"),
+        "{}",
+        common::text(&out)
+    );
 }
 
 #[test]
@@ -92,15 +143,27 @@ fn run_with_an_invalid_spec_exits_2_and_copies_nothing() {
     let spec = data("invalid/bad-cron.toml");
     let out = ws.run(&["run", spec.to_str().unwrap()]);
     assert_eq!(out.status.code(), Some(2), "{}", text(&out));
-    assert!(String::from_utf8_lossy(&out.stderr).contains("bad-cron.toml:1:12: invalid cron expression"));
+    assert!(String::from_utf8_lossy(&out.stderr)
+        .contains("bad-cron.toml:1:12: invalid cron expression"));
     assert!(!ws.manifest().exists(), "nothing was recorded");
 }
 
 #[test]
 fn a_broken_config_is_located_too() {
     let ws = Workspace::new(&[]);
-    std::fs::write(ws.config(), "spec_dir = \"specs.d\"\nmax_transfers = 0\nlog_format = \"xml\"\n").unwrap();
+    std::fs::write(
+        ws.config(),
+        "spec_dir = \"specs.d\"\nmax_transfers = 0\nlog_format = \"xml\"\n",
+    )
+    .unwrap();
     let out = ws.run(&["validate"]);
     assert_eq!(out.status.code(), Some(2), "{}", text(&out));
-    assert!(String::from_utf8_lossy(&out.stderr).contains(&format!("{}:3:14: unknown variant `xml`", ws.config().display())), "{}", text(&out));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains(&format!(
+            "{}:3:14: unknown variant `xml`",
+            ws.config().display()
+        )),
+        "{}",
+        text(&out)
+    );
 }

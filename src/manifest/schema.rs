@@ -65,17 +65,25 @@ pub fn migrate(conn: &Connection, path: &Path) -> Result<()> {
     loop {
         // Re-read the version inside the write lock: another process may have upgraded meanwhile.
         conn.execute_batch("BEGIN IMMEDIATE").map_err(&err)?;
-        let found: i64 = conn.pragma_query_value(None, "user_version", |r| r.get(0)).map_err(&err)?;
+        let found: i64 = conn
+            .pragma_query_value(None, "user_version", |r| r.get(0))
+            .map_err(&err)?;
         if found >= VERSION {
             conn.execute_batch("COMMIT").map_err(&err)?;
             if found > VERSION {
-                return Err(ManifestError::TooNew { path: path.to_path_buf(), found, supported: VERSION });
+                return Err(ManifestError::TooNew {
+                    path: path.to_path_buf(),
+                    found,
+                    supported: VERSION,
+                });
             }
             return Ok(());
         }
         let target = found + 1;
         let step = STEPS[found as usize];
-        if let Err(e) = conn.execute_batch(&format!("{step}; PRAGMA user_version = {target}; COMMIT;")) {
+        if let Err(e) =
+            conn.execute_batch(&format!("{step}; PRAGMA user_version = {target}; COMMIT;"))
+        {
             let _ = conn.execute_batch("ROLLBACK");
             return Err(err(e));
         }

@@ -14,10 +14,30 @@ enum Op {
     Upsert(ObjectRow),
     /// The destination no longer holds the verified object (e.g. it was overwritten by a copy
     /// that then failed verification): forget it so that the next run copies it again.
-    Forget { spec: String, dest_key: String },
-    Deleted { run_id: i64, spec: String, dest_key: String, at: String },
-    Failure { run_id: i64, spec: String, source_key: String, mode: Option<String>, kind: String, message: String, at: String },
-    StartRun { spec: String, started_at: String, reply: oneshot::Sender<Result<i64>> },
+    Forget {
+        spec: String,
+        dest_key: String,
+    },
+    Deleted {
+        run_id: i64,
+        spec: String,
+        dest_key: String,
+        at: String,
+    },
+    Failure {
+        run_id: i64,
+        spec: String,
+        source_key: String,
+        mode: Option<String>,
+        kind: String,
+        message: String,
+        at: String,
+    },
+    StartRun {
+        spec: String,
+        started_at: String,
+        reply: oneshot::Sender<Result<i64>>,
+    },
     FinishRun(Box<RunRow>),
     Flush(oneshot::Sender<Result<()>>),
 }
@@ -38,8 +58,14 @@ impl Writer {
         std::thread::Builder::new()
             .name("manifest-writer".into())
             .spawn(move || writer_loop(conn, rx, &p))
-            .map_err(|e| ManifestError::Dir { path: path.to_path_buf(), source: e })?;
-        Ok(Writer { tx, path: path.to_path_buf() })
+            .map_err(|e| ManifestError::Dir {
+                path: path.to_path_buf(),
+                source: e,
+            })?;
+        Ok(Writer {
+            tx,
+            path: path.to_path_buf(),
+        })
     }
 
     pub fn path(&self) -> &Path {
@@ -56,14 +82,30 @@ impl Writer {
     }
 
     pub fn forget(&self, spec: &str, dest_key: &str) {
-        self.send(Op::Forget { spec: spec.into(), dest_key: dest_key.into() });
+        self.send(Op::Forget {
+            spec: spec.into(),
+            dest_key: dest_key.into(),
+        });
     }
 
     pub fn deleted(&self, run_id: i64, spec: &str, dest_key: &str) {
-        self.send(Op::Deleted { run_id, spec: spec.into(), dest_key: dest_key.into(), at: super::now() });
+        self.send(Op::Deleted {
+            run_id,
+            spec: spec.into(),
+            dest_key: dest_key.into(),
+            at: super::now(),
+        });
     }
 
-    pub fn failure(&self, run_id: i64, spec: &str, source_key: &str, mode: Option<&str>, kind: &str, message: &str) {
+    pub fn failure(
+        &self,
+        run_id: i64,
+        spec: &str,
+        source_key: &str,
+        mode: Option<&str>,
+        kind: &str,
+        message: &str,
+    ) {
         self.send(Op::Failure {
             run_id,
             spec: spec.into(),
@@ -78,7 +120,11 @@ impl Writer {
     /// Inserts a `running` row and returns its id.
     pub async fn start_run(&self, spec: &str) -> Result<i64> {
         let (reply, rx) = oneshot::channel();
-        self.send(Op::StartRun { spec: spec.into(), started_at: super::now(), reply });
+        self.send(Op::StartRun {
+            spec: spec.into(),
+            started_at: super::now(),
+            reply,
+        });
         rx.await.map_err(|_| ManifestError::WriterGone)?
     }
 
@@ -111,7 +157,12 @@ fn writer_loop(mut conn: Connection, rx: mpsc::Receiver<Op>, path: &Path) {
         for op in batch {
             match op {
                 Op::Flush(reply) => {
-                    let _ = reply.send(result.as_ref().map(|_| ()).map_err(|_| ManifestError::WriterGone));
+                    let _ = reply.send(
+                        result
+                            .as_ref()
+                            .map(|_| ())
+                            .map_err(|_| ManifestError::WriterGone),
+                    );
                 }
                 Op::StartRun { reply, .. } => {
                     let _ = reply.send(Err(ManifestError::WriterGone));
@@ -125,7 +176,9 @@ fn writer_loop(mut conn: Connection, rx: mpsc::Receiver<Op>, path: &Path) {
 /// Applies a batch in one transaction. Run starts are answered here because they need their id.
 fn apply(conn: &mut Connection, batch: &mut Vec<Op>, path: &Path) -> Result<()> {
     let err = sqlite_err(path);
-    let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate).map_err(&err)?;
+    let tx = conn
+        .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
+        .map_err(&err)?;
     let mut started = Vec::new();
     for (i, op) in batch.iter().enumerate() {
         match op {
@@ -155,21 +208,46 @@ fn apply(conn: &mut Connection, batch: &mut Vec<Op>, path: &Path) -> Result<()> 
                 .map_err(&err)?;
             }
             Op::Forget { spec, dest_key } => {
-                tx.prepare_cached("DELETE FROM objects WHERE spec = ?1 AND dest_key = ?2").and_then(|mut s| s.execute(params![spec, dest_key])).map_err(&err)?;
-            }
-            Op::Deleted { run_id, spec, dest_key, at } => {
-                tx.prepare_cached("DELETE FROM objects WHERE spec = ?1 AND dest_key = ?2").and_then(|mut s| s.execute(params![spec, dest_key])).map_err(&err)?;
-                tx.prepare_cached("INSERT INTO deletions (run_id, spec, dest_key, at) VALUES (?1, ?2, ?3, ?4)")
-                    .and_then(|mut s| s.execute(params![run_id, spec, dest_key, at]))
+                tx.prepare_cached("DELETE FROM objects WHERE spec = ?1 AND dest_key = ?2")
+                    .and_then(|mut s| s.execute(params![spec, dest_key]))
                     .map_err(&err)?;
             }
-            Op::Failure { run_id, spec, source_key, mode, kind, message, at } => {
+            Op::Deleted {
+                run_id,
+                spec,
+                dest_key,
+                at,
+            } => {
+                tx.prepare_cached("DELETE FROM objects WHERE spec = ?1 AND dest_key = ?2")
+                    .and_then(|mut s| s.execute(params![spec, dest_key]))
+                    .map_err(&err)?;
+                tx.prepare_cached(
+                    "INSERT INTO deletions (run_id, spec, dest_key, at) VALUES (?1, ?2, ?3, ?4)",
+                )
+                .and_then(|mut s| s.execute(params![run_id, spec, dest_key, at]))
+                .map_err(&err)?;
+            }
+            Op::Failure {
+                run_id,
+                spec,
+                source_key,
+                mode,
+                kind,
+                message,
+                at,
+            } => {
                 tx.prepare_cached("INSERT INTO failures (run_id, spec, source_key, mode, kind, message, at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)")
                     .and_then(|mut s| s.execute(params![run_id, spec, source_key, mode, kind, message, at]))
                     .map_err(&err)?;
             }
-            Op::StartRun { spec, started_at, .. } => {
-                tx.execute("INSERT INTO runs (spec, started_at, status) VALUES (?1, ?2, 'running')", params![spec, started_at]).map_err(&err)?;
+            Op::StartRun {
+                spec, started_at, ..
+            } => {
+                tx.execute(
+                    "INSERT INTO runs (spec, started_at, status) VALUES (?1, ?2, 'running')",
+                    params![spec, started_at],
+                )
+                .map_err(&err)?;
                 started.push((i, tx.last_insert_rowid()));
             }
             Op::FinishRun(r) => {

@@ -16,7 +16,14 @@ pub struct Diagnostic {
 
 impl fmt::Display for Diagnostic {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}:{}:{}: {}", self.path.display(), self.line, self.column, self.message)
+        write!(
+            f,
+            "{}:{}:{}: {}",
+            self.path.display(),
+            self.line,
+            self.column,
+            self.message
+        )
     }
 }
 
@@ -29,7 +36,12 @@ pub struct Locator<'a> {
 impl Locator<'_> {
     pub fn at(&self, span: Option<Range<usize>>, message: impl Into<String>) -> Diagnostic {
         let (line, column) = line_col(self.text, span.map_or(0, |s| s.start));
-        Diagnostic { path: self.path.to_path_buf(), line, column, message: message.into() }
+        Diagnostic {
+            path: self.path.to_path_buf(),
+            line,
+            column,
+            message: message.into(),
+        }
     }
 }
 

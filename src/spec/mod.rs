@@ -35,7 +35,12 @@ impl SpecError {
         }
     }
     fn single(path: &Path, message: impl Into<String>) -> Self {
-        SpecError::Invalid(vec![Diagnostic { path: path.to_path_buf(), line: 1, column: 1, message: message.into() }])
+        SpecError::Invalid(vec![Diagnostic {
+            path: path.to_path_buf(),
+            line: 1,
+            column: 1,
+            message: message.into(),
+        }])
     }
 }
 
@@ -130,15 +135,22 @@ impl Config {
     pub fn load(path: &Path, explicit: bool) -> Result<Config, SpecError> {
         match std::fs::read(path) {
             Ok(bytes) => Config::parse(path, &bytes),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound && !explicit => Ok(Config::default()),
-            Err(e) => Err(SpecError::single(path, format!("cannot read config file: {e}"))),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound && !explicit => {
+                Ok(Config::default())
+            }
+            Err(e) => Err(SpecError::single(
+                path,
+                format!("cannot read config file: {e}"),
+            )),
         }
     }
 
     pub fn parse(path: &Path, bytes: &[u8]) -> Result<Config, SpecError> {
-        let text = std::str::from_utf8(bytes).map_err(|e| SpecError::Invalid(vec![diag::utf8_error(path, bytes, &e)]))?;
+        let text = std::str::from_utf8(bytes)
+            .map_err(|e| SpecError::Invalid(vec![diag::utf8_error(path, bytes, &e)]))?;
         let loc = Locator { path, text };
-        let raw: raw::RawConfig = toml::from_str(text).map_err(|e| SpecError::Invalid(vec![loc.at(e.span(), e.message())]))?;
+        let raw: raw::RawConfig = toml::from_str(text)
+            .map_err(|e| SpecError::Invalid(vec![loc.at(e.span(), e.message())]))?;
         check::config(&loc, raw).map_err(SpecError::Invalid)
     }
 }
@@ -174,8 +186,13 @@ pub struct Filter {
 
 impl Filter {
     pub fn matches(&self, relative_key: &str) -> bool {
-        self.include.as_ref().is_none_or(|g| g.is_match(relative_key))
-            && !self.exclude.as_ref().is_some_and(|g| g.is_match(relative_key))
+        self.include
+            .as_ref()
+            .is_none_or(|g| g.is_match(relative_key))
+            && !self
+                .exclude
+                .as_ref()
+                .is_some_and(|g| g.is_match(relative_key))
     }
 }
 
@@ -261,17 +278,23 @@ impl Spec {
     }
 
     pub fn load(path: &Path) -> Result<Spec, SpecError> {
-        let bytes = std::fs::read(path).map_err(|e| SpecError::single(path, format!("cannot read spec file: {e}")))?;
+        let bytes = std::fs::read(path)
+            .map_err(|e| SpecError::single(path, format!("cannot read spec file: {e}")))?;
         Spec::parse(path, &bytes)
     }
 
     pub fn parse(path: &Path, bytes: &[u8]) -> Result<Spec, SpecError> {
-        let text = std::str::from_utf8(bytes).map_err(|e| SpecError::Invalid(vec![diag::utf8_error(path, bytes, &e)]))?;
+        let text = std::str::from_utf8(bytes)
+            .map_err(|e| SpecError::Invalid(vec![diag::utf8_error(path, bytes, &e)]))?;
         let loc = Locator { path, text };
         if text.trim().is_empty() {
-            return Err(SpecError::Invalid(vec![loc.at(None, "spec file is empty: it needs at least [source] and [destination] tables")]));
+            return Err(SpecError::Invalid(vec![loc.at(
+                None,
+                "spec file is empty: it needs at least [source] and [destination] tables",
+            )]));
         }
-        let raw: raw::RawSpec = toml::from_str(text).map_err(|e| SpecError::Invalid(vec![loc.at(e.span(), e.message().trim_end())]))?;
+        let raw: raw::RawSpec = toml::from_str(text)
+            .map_err(|e| SpecError::Invalid(vec![loc.at(e.span(), e.message().trim_end())]))?;
         let fingerprint = fingerprint(bytes);
         check::spec(&loc, raw, fingerprint).map_err(SpecError::Invalid)
     }
@@ -280,7 +303,11 @@ impl Spec {
 /// The mode order for a spec's mode and fallback list: the mode first (`auto` means `direct`),
 /// then the fallbacks (default for `auto`: stream, then staged), without repeats.
 pub fn chain(mode: Mode, fallback: &[Mode]) -> Vec<Mode> {
-    let first = if mode == Mode::Auto { Mode::Direct } else { mode };
+    let first = if mode == Mode::Auto {
+        Mode::Direct
+    } else {
+        mode
+    };
     let mut out = vec![first];
     for m in fallback {
         if *m != Mode::Auto && !out.contains(m) {
@@ -300,7 +327,9 @@ fn fingerprint(bytes: &[u8]) -> u64 {
 /// Whether a directory entry is a spec file: `*.toml`, not hidden (editors' temp files, `.#x.toml`).
 pub fn is_spec_file(path: &Path) -> bool {
     let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("");
-    !name.starts_with('.') && path.extension().is_some_and(|e| e == "toml") && name.len() > ".toml".len()
+    !name.starts_with('.')
+        && path.extension().is_some_and(|e| e == "toml")
+        && name.len() > ".toml".len()
 }
 
 /// Every spec in a directory: the good ones, and the located problems of the others.
@@ -314,8 +343,13 @@ pub struct SpecSet {
 
 /// Loads every `*.toml` in `dir` (sorted by file name), checking name uniqueness across files.
 pub fn load_dir(dir: &Path) -> Result<SpecSet, SpecError> {
-    let entries = std::fs::read_dir(dir).map_err(|e| SpecError::single(dir, format!("cannot read spec directory: {e}")))?;
-    let mut files: Vec<PathBuf> = entries.filter_map(|e| e.ok()).map(|e| e.path()).filter(|p| is_spec_file(p) && p.is_file()).collect();
+    let entries = std::fs::read_dir(dir)
+        .map_err(|e| SpecError::single(dir, format!("cannot read spec directory: {e}")))?;
+    let mut files: Vec<PathBuf> = entries
+        .filter_map(|e| e.ok())
+        .map(|e| e.path())
+        .filter(|p| is_spec_file(p) && p.is_file())
+        .collect();
     files.sort();
     let mut set = SpecSet::default();
     for file in files {
@@ -362,7 +396,11 @@ fn insert_unique(set: &mut SpecSet, spec: Spec) {
             path: spec.path.clone(),
             line: spec.name_at.0,
             column: spec.name_at.1,
-            message: format!("spec name {:?} is already used by {}; give each spec a unique `name`", spec.name, first.path.display()),
+            message: format!(
+                "spec name {:?} is already used by {}; give each spec a unique `name`",
+                spec.name,
+                first.path.display()
+            ),
         });
         set.failed_files.push(spec.path.clone());
     } else {

@@ -14,10 +14,17 @@ fn is_md5(e: &str) -> bool {
     e.len() == 32 && e.bytes().all(|b| b.is_ascii_hexdigit())
 }
 
-pub async fn copy(t: &Transferer, job: &CopyJob, sidecar: &Sidecar) -> Result<Outcome, TransferError> {
+pub async fn copy(
+    t: &Transferer,
+    job: &CopyJob,
+    sidecar: &Sidecar,
+) -> Result<Outcome, TransferError> {
     let spec = &t.spec;
     if spec.source.endpoint_identity() != spec.destination.endpoint_identity() {
-        return Err(TransferError::unusable("CopyObject", "source and destination are on different endpoints"));
+        return Err(TransferError::unusable(
+            "CopyObject",
+            "source and destination are on different endpoints",
+        ));
     }
     if job.source.size > spec.transfer.copy_threshold {
         return copy_multipart(t, job).await;
@@ -44,25 +51,46 @@ pub async fn copy(t: &Transferer, job: &CopyJob, sidecar: &Sidecar) -> Result<Ou
     if let (Some(src), Some(dst)) = (&job.source.etag, &dest_etag) {
         if is_md5(src) && is_md5(dst) {
             if !src.eq_ignore_ascii_case(dst) {
-                return Err(TransferError::verify(format!("destination ETag {dst} differs from the source ETag {src}")));
+                return Err(TransferError::verify(format!(
+                    "destination ETag {dst} differs from the source ETag {src}"
+                )));
             }
             verified = "etag";
         }
     }
     // A server that computed SHA-256 during the copy lets the sidecar check happen without a
     // byte here; only then is the sidecar worth fetching. Otherwise the row says `etag`/`size`.
-    let server_sha = result.and_then(|r| r.checksum_sha256()).filter(|_| wants_sidecar);
-    if let (Some(b64), Some(want)) = (server_sha, sidecar_if(server_sha.is_some(), t, job, sidecar).await?) {
-        let got = aws_smithy_types::base64::decode(b64).map(hex::encode).unwrap_or_default();
+    let server_sha = result
+        .and_then(|r| r.checksum_sha256())
+        .filter(|_| wants_sidecar);
+    if let (Some(b64), Some(want)) = (
+        server_sha,
+        sidecar_if(server_sha.is_some(), t, job, sidecar).await?,
+    ) {
+        let got = aws_smithy_types::base64::decode(b64)
+            .map(hex::encode)
+            .unwrap_or_default();
         if !got.eq_ignore_ascii_case(want) {
-            return Err(TransferError::verify(format!("server-side sha256 {got} differs from the checksum sidecar's {want}")));
+            return Err(TransferError::verify(format!(
+                "server-side sha256 {got} differs from the checksum sidecar's {want}"
+            )));
         }
         verified = "sha256";
     }
-    Ok(Outcome { mode: Mode::Direct, etag: job.source.etag.clone().or_else(|| dest_etag.clone()), dest_etag, verified })
+    Ok(Outcome {
+        mode: Mode::Direct,
+        etag: job.source.etag.clone().or_else(|| dest_etag.clone()),
+        dest_etag,
+        verified,
+    })
 }
 
-async fn sidecar_if<'a>(fetch: bool, t: &Transferer, job: &CopyJob, sidecar: &'a Sidecar) -> Result<Option<&'a str>, TransferError> {
+async fn sidecar_if<'a>(
+    fetch: bool,
+    t: &Transferer,
+    job: &CopyJob,
+    sidecar: &'a Sidecar,
+) -> Result<Option<&'a str>, TransferError> {
     if fetch {
         sidecar.get(t, &job.source.key).await
     } else {
@@ -92,7 +120,10 @@ async fn copy_multipart(t: &Transferer, job: &CopyJob) -> Result<Outcome, Transf
                 req = req.copy_source_if_match(format!("\"{e}\""));
             }
             async move {
-                let out = req.send().await.map_err(|e| classify("UploadPartCopy", e))?;
+                let out = req
+                    .send()
+                    .await
+                    .map_err(|e| classify("UploadPartCopy", e))?;
                 Ok::<_, TransferError>(completed(n, out.copy_part_result().and_then(|r| r.e_tag())))
             }
         })
@@ -100,5 +131,10 @@ async fn copy_multipart(t: &Transferer, job: &CopyJob) -> Result<Outcome, Transf
         .try_collect::<Vec<_>>();
     let work = async { work.await.map(|parts| (parts, ())) };
     let (dest_etag, ()) = upload.finish_or_abort(&t.hard_stop, work).await?;
-    Ok(Outcome { mode: Mode::Direct, etag: job.source.etag.clone(), dest_etag, verified: "size" })
+    Ok(Outcome {
+        mode: Mode::Direct,
+        etag: job.source.etag.clone(),
+        dest_etag,
+        verified: "size",
+    })
 }

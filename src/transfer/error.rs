@@ -47,14 +47,23 @@ impl fmt::Display for TransferError {
 
 impl TransferError {
     pub fn new(kind: ErrorKind, op: &'static str, message: impl Into<String>) -> Self {
-        TransferError { kind, sticky: false, op, code: None, message: message.into() }
+        TransferError {
+            kind,
+            sticky: false,
+            op,
+            code: None,
+            message: message.into(),
+        }
     }
     pub fn fatal(op: &'static str, message: impl Into<String>) -> Self {
         Self::new(ErrorKind::Fatal, op, message)
     }
     /// The mode can't be used for any object of this run.
     pub fn unusable(op: &'static str, message: impl Into<String>) -> Self {
-        TransferError { sticky: true, ..Self::new(ErrorKind::CantUseMode, op, message) }
+        TransferError {
+            sticky: true,
+            ..Self::new(ErrorKind::CantUseMode, op, message)
+        }
     }
     pub fn verify(message: impl Into<String>) -> Self {
         Self::fatal("verify", message)
@@ -84,8 +93,18 @@ pub fn classify<E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'sta
             let status = se.raw().status().as_u16();
             let code = se.err().code().map(str::to_string);
             let (kind, sticky) = classify_code(op, status, code.as_deref());
-            let message = se.err().message().map(str::to_string).unwrap_or_else(|| format!("HTTP {status}"));
-            TransferError { kind, sticky, op, code: code.or(Some(format!("HTTP {status}"))), message }
+            let message = se
+                .err()
+                .message()
+                .map(str::to_string)
+                .unwrap_or_else(|| format!("HTTP {status}"));
+            TransferError {
+                kind,
+                sticky,
+                op,
+                code: code.or(Some(format!("HTTP {status}"))),
+                message,
+            }
         }
         _ => TransferError::fatal(op, message),
     }
@@ -96,7 +115,13 @@ pub fn classify_code(op: &str, status: u16, code: Option<&str>) -> (ErrorKind, b
     let code = code.unwrap_or("");
     let throttled = matches!(
         code,
-        "SlowDown" | "Throttling" | "ThrottlingException" | "RequestTimeout" | "InternalError" | "ServiceUnavailable" | "RequestTimeTooSkewed"
+        "SlowDown"
+            | "Throttling"
+            | "ThrottlingException"
+            | "RequestTimeout"
+            | "InternalError"
+            | "ServiceUnavailable"
+            | "RequestTimeTooSkewed"
     );
     if status == 501 || code == "NotImplemented" {
         return (ErrorKind::CantUseMode, true);
@@ -109,7 +134,13 @@ pub fn classify_code(op: &str, status: u16, code: Option<&str>) -> (ErrorKind, b
             // The source object may simply be gone: the next mode's GET will tell.
             "NoSuchKey" => (ErrorKind::CantUseMode, false),
             "PreconditionFailed" => (ErrorKind::Fatal, false),
-            _ if status == 403 || status == 400 || status == 404 || code == "XAmzContentSHA256Mismatch" => (ErrorKind::CantUseMode, true),
+            _ if status == 403
+                || status == 400
+                || status == 404
+                || code == "XAmzContentSHA256Mismatch" =>
+            {
+                (ErrorKind::CantUseMode, true)
+            }
             _ => (ErrorKind::Fatal, false),
         };
     }
@@ -122,14 +153,41 @@ mod tests {
 
     #[test]
     fn kinds_drive_retry_fallback_fail() {
-        assert_eq!(classify_code("CopyObject", 503, Some("SlowDown")), (ErrorKind::Retryable, false));
-        assert_eq!(classify_code("GetObject", 500, None), (ErrorKind::Retryable, false));
-        assert_eq!(classify_code("CopyObject", 403, Some("AccessDenied")), (ErrorKind::CantUseMode, true));
-        assert_eq!(classify_code("UploadPartCopy", 501, Some("NotImplemented")), (ErrorKind::CantUseMode, true));
-        assert_eq!(classify_code("CopyObject", 404, Some("NoSuchKey")), (ErrorKind::CantUseMode, false));
-        assert_eq!(classify_code("CopyObject", 412, Some("PreconditionFailed")), (ErrorKind::Fatal, false));
-        assert_eq!(classify_code("GetObject", 404, Some("NoSuchKey")), (ErrorKind::Fatal, false));
-        assert_eq!(classify_code("GetObject", 403, Some("InvalidObjectState")), (ErrorKind::Fatal, false));
-        assert_eq!(classify_code("PutObject", 403, Some("AccessDenied")), (ErrorKind::Fatal, false));
+        assert_eq!(
+            classify_code("CopyObject", 503, Some("SlowDown")),
+            (ErrorKind::Retryable, false)
+        );
+        assert_eq!(
+            classify_code("GetObject", 500, None),
+            (ErrorKind::Retryable, false)
+        );
+        assert_eq!(
+            classify_code("CopyObject", 403, Some("AccessDenied")),
+            (ErrorKind::CantUseMode, true)
+        );
+        assert_eq!(
+            classify_code("UploadPartCopy", 501, Some("NotImplemented")),
+            (ErrorKind::CantUseMode, true)
+        );
+        assert_eq!(
+            classify_code("CopyObject", 404, Some("NoSuchKey")),
+            (ErrorKind::CantUseMode, false)
+        );
+        assert_eq!(
+            classify_code("CopyObject", 412, Some("PreconditionFailed")),
+            (ErrorKind::Fatal, false)
+        );
+        assert_eq!(
+            classify_code("GetObject", 404, Some("NoSuchKey")),
+            (ErrorKind::Fatal, false)
+        );
+        assert_eq!(
+            classify_code("GetObject", 403, Some("InvalidObjectState")),
+            (ErrorKind::Fatal, false)
+        );
+        assert_eq!(
+            classify_code("PutObject", 403, Some("AccessDenied")),
+            (ErrorKind::Fatal, false)
+        );
     }
 }

@@ -92,7 +92,20 @@ impl Transferer {
         hard_stop: CancellationToken,
         requests: Arc<RequestCounter>,
     ) -> Self {
-        Transferer { spec, run_id, src, dst, chain, staging, buffer, buffer_mib, hard_stop, stats: Mutex::default(), seq: AtomicU64::new(0), requests }
+        Transferer {
+            spec,
+            run_id,
+            src,
+            dst,
+            chain,
+            staging,
+            buffer,
+            buffer_mib,
+            hard_stop,
+            stats: Mutex::default(),
+            seq: AtomicU64::new(0),
+            requests,
+        }
     }
 
     pub fn stats(&self) -> Stats {
@@ -102,7 +115,11 @@ impl Transferer {
     }
 
     fn disabled(&self, mode: Mode) -> bool {
-        self.stats.lock().unwrap().disabled_modes.contains_key(mode.as_str())
+        self.stats
+            .lock()
+            .unwrap()
+            .disabled_modes
+            .contains_key(mode.as_str())
     }
 
     /// Copies one object, trying each usable mode of the chain in turn.
@@ -129,33 +146,59 @@ impl Transferer {
                     let reason = e.code.clone().unwrap_or_else(|| e.message.clone());
                     let mut s = self.stats.lock().unwrap();
                     if let Some(next) = next {
-                        *s.fallbacks.entry(format!("{mode} -> {next} ({reason})")).or_default() += 1;
+                        *s.fallbacks
+                            .entry(format!("{mode} -> {next} ({reason})"))
+                            .or_default() += 1;
                     }
                     if e.sticky && !s.disabled_modes.contains_key(mode.as_str()) {
                         tracing::warn!(spec = %self.spec.name, run_id = self.run_id, %mode, reason = %e, "mode unusable for the rest of this run");
                         s.disabled_modes.insert(mode.as_str().into(), e.to_string());
                     }
-                    last = Some(Failure { mode: Some(mode), error: e });
+                    last = Some(Failure {
+                        mode: Some(mode),
+                        error: e,
+                    });
                 }
-                Err(error) => return Err(Failure { mode: Some(mode), error }),
+                Err(error) => {
+                    return Err(Failure {
+                        mode: Some(mode),
+                        error,
+                    })
+                }
             }
         }
-        Err(last.unwrap_or_else(|| Failure { mode: None, error: TransferError::fatal("copy", "no usable transfer mode is left for this run") }))
+        Err(last.unwrap_or_else(|| Failure {
+            mode: None,
+            error: TransferError::fatal("copy", "no usable transfer mode is left for this run"),
+        }))
     }
 
     /// One mode, retried with exponential backoff and jitter on transient errors. Direct copies
     /// are retried inside the SDK (they are idempotent requests); streams are retried here
     /// because a consumed body cannot be replayed by the SDK.
-    async fn try_mode(&self, mode: Mode, job: &CopyJob, sidecar: &Sidecar) -> Result<Outcome, TransferError> {
+    async fn try_mode(
+        &self,
+        mode: Mode,
+        job: &CopyJob,
+        sidecar: &Sidecar,
+    ) -> Result<Outcome, TransferError> {
         let mut attempt = 0;
         loop {
             let r = match mode {
                 Mode::Direct | Mode::Auto => return direct::copy(self, job, sidecar).await,
-                Mode::Stream => stream::copy(self, job, sidecar.get(self, &job.source.key).await?).await,
-                Mode::Staged => staged::copy(self, job, sidecar.get(self, &job.source.key).await?).await,
+                Mode::Stream => {
+                    stream::copy(self, job, sidecar.get(self, &job.source.key).await?).await
+                }
+                Mode::Staged => {
+                    staged::copy(self, job, sidecar.get(self, &job.source.key).await?).await
+                }
             };
             match r {
-                Err(e) if e.kind == ErrorKind::Retryable && attempt < self.spec.transfer.retries && !self.hard_stop.is_cancelled() => {
+                Err(e)
+                    if e.kind == ErrorKind::Retryable
+                        && attempt < self.spec.transfer.retries
+                        && !self.hard_stop.is_cancelled() =>
+                {
                     attempt += 1;
                     self.stats.lock().unwrap().retries += 1;
                     tracing::debug!(key = %job.source.key, %mode, attempt, error = %e, "retrying");
@@ -168,16 +211,28 @@ impl Transferer {
 
     /// Whether the spec verifies this key against a checksum sidecar.
     fn wants_sidecar(&self, key: &str) -> bool {
-        self.spec.verify.checksum_sidecar.as_ref().is_some_and(|s| !key.ends_with(s.as_str()))
+        self.spec
+            .verify
+            .checksum_sidecar
+            .as_ref()
+            .is_some_and(|s| !key.ends_with(s.as_str()))
     }
 
     /// The SHA-256 from the object's checksum sidecar, when the spec names one and it exists.
     async fn sidecar_sha256(&self, key: &str) -> Result<Option<String>, TransferError> {
-        let Some(suffix) = &self.spec.verify.checksum_sidecar else { return Ok(None) };
+        let Some(suffix) = &self.spec.verify.checksum_sidecar else {
+            return Ok(None);
+        };
         if key.ends_with(suffix.as_str()) {
             return Ok(None);
         }
-        let got = self.src.get_object().bucket(&self.spec.source.bucket).key(format!("{key}{suffix}")).send().await;
+        let got = self
+            .src
+            .get_object()
+            .bucket(&self.spec.source.bucket)
+            .key(format!("{key}{suffix}"))
+            .send()
+            .await;
         let out = match got {
             Ok(o) => o,
             Err(e) => {
@@ -188,17 +243,28 @@ impl Transferer {
                 };
             }
         };
-        let bytes = out.body.collect().await.map_err(|e| TransferError::new(ErrorKind::Retryable, "GetObject", e.to_string()))?.into_bytes();
+        let bytes = out
+            .body
+            .collect()
+            .await
+            .map_err(|e| TransferError::new(ErrorKind::Retryable, "GetObject", e.to_string()))?
+            .into_bytes();
         self.stats.lock().unwrap().bytes_through_host += bytes.len() as u64;
         match verify::parse_sidecar(&String::from_utf8_lossy(&bytes)) {
             Some(h) => Ok(Some(h)),
-            None => Err(TransferError::verify(format!("checksum sidecar {key}{suffix} holds no sha256"))),
+            None => Err(TransferError::verify(format!(
+                "checksum sidecar {key}{suffix} holds no sha256"
+            ))),
         }
     }
 
     fn staging_file(&self) -> PathBuf {
         // Never derived from the key: keys may hold "../" or absolute paths.
-        self.staging.join(format!("{}-{}.part", self.run_id, self.seq.fetch_add(1, Ordering::Relaxed)))
+        self.staging.join(format!(
+            "{}-{}.part",
+            self.run_id,
+            self.seq.fetch_add(1, Ordering::Relaxed)
+        ))
     }
 }
 
@@ -207,8 +273,15 @@ impl Transferer {
 pub(crate) struct Sidecar(tokio::sync::OnceCell<Option<String>>);
 
 impl Sidecar {
-    pub(crate) async fn get(&self, t: &Transferer, key: &str) -> Result<Option<&str>, TransferError> {
-        self.0.get_or_try_init(|| t.sidecar_sha256(key)).await.map(|o| o.as_deref())
+    pub(crate) async fn get(
+        &self,
+        t: &Transferer,
+        key: &str,
+    ) -> Result<Option<&str>, TransferError> {
+        self.0
+            .get_or_try_init(|| t.sidecar_sha256(key))
+            .await
+            .map(|o| o.as_deref())
     }
 }
 
@@ -228,7 +301,9 @@ pub fn clean_staging(dir: &std::path::Path) -> std::io::Result<usize> {
     match std::fs::read_dir(dir) {
         Ok(entries) => {
             for e in entries.flatten() {
-                if e.file_type().is_ok_and(|t| t.is_file()) && std::fs::remove_file(e.path()).is_ok() {
+                if e.file_type().is_ok_and(|t| t.is_file())
+                    && std::fs::remove_file(e.path()).is_ok()
+                {
                     removed += 1;
                 }
             }
@@ -253,9 +328,19 @@ mod tests {
     #[test]
     fn part_ranges_cover_the_object_exactly() {
         let p: Vec<_> = parts(12 << 20, 5 << 20).collect();
-        assert_eq!(p, vec![(1, 0, 5 << 20), (2, 5 << 20, 5 << 20), (3, 10 << 20, 2 << 20)]);
+        assert_eq!(
+            p,
+            vec![
+                (1, 0, 5 << 20),
+                (2, 5 << 20, 5 << 20),
+                (3, 10 << 20, 2 << 20)
+            ]
+        );
         assert_eq!(parts(0, 5).count(), 1);
-        assert_eq!(part_size_for(100 << 30, 5 << 20), (100u64 << 30).div_ceil(10_000));
+        assert_eq!(
+            part_size_for(100 << 30, 5 << 20),
+            (100u64 << 30).div_ceil(10_000)
+        );
     }
 
     #[test]

@@ -24,14 +24,24 @@ impl Drop for StagingFile {
     }
 }
 
-pub async fn copy(t: &Transferer, job: &CopyJob, sha256: Option<&str>) -> Result<Outcome, TransferError> {
-    let expect = Expect::new(job.source.size, job.source.etag.as_deref(), sha256.map(str::to_string));
+pub async fn copy(
+    t: &Transferer,
+    job: &CopyJob,
+    sha256: Option<&str>,
+) -> Result<Outcome, TransferError> {
+    let expect = Expect::new(
+        job.source.size,
+        job.source.etag.as_deref(),
+        sha256.map(str::to_string),
+    );
     let file = StagingFile(t.staging_file());
     let (level, md5) = download(t, job, &file.0, &expect).await?;
     let dest_etag = if job.source.size > t.spec.transfer.multipart_threshold {
         upload_multipart(t, job, &file.0).await?
     } else {
-        let body = ByteStream::from_path(&file.0).await.map_err(|e| TransferError::fatal("staging", e.to_string()))?;
+        let body = ByteStream::from_path(&file.0)
+            .await
+            .map_err(|e| TransferError::fatal("staging", e.to_string()))?;
         let out = t
             .dst
             .put_object()
@@ -46,24 +56,47 @@ pub async fn copy(t: &Transferer, job: &CopyJob, sha256: Option<&str>) -> Result
         check_put_etag(etag.as_deref(), &md5)?;
         etag
     };
-    Ok(Outcome { mode: Mode::Staged, etag: job.source.etag.clone().or(Some(md5)), dest_etag, verified: level })
+    Ok(Outcome {
+        mode: Mode::Staged,
+        etag: job.source.etag.clone().or(Some(md5)),
+        dest_etag,
+        verified: level,
+    })
 }
 
-async fn download(t: &Transferer, job: &CopyJob, path: &Path, expect: &Expect) -> Result<(&'static str, String), TransferError> {
+async fn download(
+    t: &Transferer,
+    job: &CopyJob,
+    path: &Path,
+    expect: &Expect,
+) -> Result<(&'static str, String), TransferError> {
     let get = get_source(t, job).await?;
-    let mut out = tokio::fs::OpenOptions::new().write(true).create_new(true).open(path).await.map_err(|e| TransferError::io("staging", e))?;
+    let mut out = tokio::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .open(path)
+        .await
+        .map_err(|e| TransferError::io("staging", e))?;
     let mut digests = Digests::new(expect);
     let mut body = get.body;
     while let Some(chunk) = body.next().await {
         let chunk = chunk.map_err(|e| body_error("GetObject", e))?;
         digests.update(&chunk);
-        out.write_all(&chunk).await.map_err(|e| TransferError::io("staging", e))?;
+        out.write_all(&chunk)
+            .await
+            .map_err(|e| TransferError::io("staging", e))?;
     }
-    out.flush().await.map_err(|e| TransferError::io("staging", e))?;
+    out.flush()
+        .await
+        .map_err(|e| TransferError::io("staging", e))?;
     digests.finish(expect)
 }
 
-async fn upload_multipart(t: &Transferer, job: &CopyJob, path: &Path) -> Result<Option<String>, TransferError> {
+async fn upload_multipart(
+    t: &Transferer,
+    job: &CopyJob,
+    path: &Path,
+) -> Result<Option<String>, TransferError> {
     let spec = &t.spec;
     let part = part_size_for(job.source.size, spec.transfer.part_size);
     let upload = Multipart::create(&t.dst, &spec.destination.bucket, &job.dest_key).await?;
@@ -81,8 +114,21 @@ async fn upload_multipart(t: &Transferer, job: &CopyJob, path: &Path) -> Result<
                 .build()
                 .await
                 .map_err(|e| TransferError::fatal("staging", e.to_string()))?;
-            let req = t.dst.upload_part().bucket(&spec.destination.bucket).key(&job.dest_key).upload_id(&upload.upload_id).part_number(n).content_length(len as i64).body(body);
-            inflight.spawn(async move { req.send().await.map_err(|e| classify("UploadPart", e)).map(|o| completed(n, o.e_tag())) });
+            let req = t
+                .dst
+                .upload_part()
+                .bucket(&spec.destination.bucket)
+                .key(&job.dest_key)
+                .upload_id(&upload.upload_id)
+                .part_number(n)
+                .content_length(len as i64)
+                .body(body);
+            inflight.spawn(async move {
+                req.send()
+                    .await
+                    .map_err(|e| classify("UploadPart", e))
+                    .map(|o| completed(n, o.e_tag()))
+            });
         }
         while let Some(r) = inflight.join_next().await {
             done.push(joined(r)?);

@@ -15,8 +15,15 @@ use bytes::BytesMut;
 use tokio::task::JoinSet;
 
 /// GETs the listed version of the source object.
-pub(super) async fn get_source(t: &Transferer, job: &CopyJob) -> Result<GetObjectOutput, TransferError> {
-    let mut req = t.src.get_object().bucket(&t.spec.source.bucket).key(&job.source.key);
+pub(super) async fn get_source(
+    t: &Transferer,
+    job: &CopyJob,
+) -> Result<GetObjectOutput, TransferError> {
+    let mut req = t
+        .src
+        .get_object()
+        .bucket(&t.spec.source.bucket)
+        .key(&job.source.key);
     if let Some(e) = &job.source.etag {
         req = req.if_match(format!("\"{e}\""));
     }
@@ -29,19 +36,33 @@ pub(super) async fn get_source(t: &Transferer, job: &CopyJob) -> Result<GetObjec
 }
 
 pub(super) fn body_error(op: &'static str, e: impl std::fmt::Display) -> TransferError {
-    TransferError::new(ErrorKind::Retryable, op, format!("reading the source body: {e}"))
+    TransferError::new(
+        ErrorKind::Retryable,
+        op,
+        format!("reading the source body: {e}"),
+    )
 }
 
 /// Checks a single-part PUT's ETag against the MD5 of what was sent.
 pub(super) fn check_put_etag(dest_etag: Option<&str>, md5: &str) -> Result<(), TransferError> {
     match dest_etag {
-        Some(e) if e.len() == 32 && !e.eq_ignore_ascii_case(md5) => Err(TransferError::verify(format!("destination ETag {e} differs from the MD5 of the bytes sent ({md5})"))),
+        Some(e) if e.len() == 32 && !e.eq_ignore_ascii_case(md5) => Err(TransferError::verify(
+            format!("destination ETag {e} differs from the MD5 of the bytes sent ({md5})"),
+        )),
         _ => Ok(()),
     }
 }
 
-pub async fn copy(t: &Transferer, job: &CopyJob, sha256: Option<&str>) -> Result<Outcome, TransferError> {
-    let expect = Expect::new(job.source.size, job.source.etag.as_deref(), sha256.map(str::to_string));
+pub async fn copy(
+    t: &Transferer,
+    job: &CopyJob,
+    sha256: Option<&str>,
+) -> Result<Outcome, TransferError> {
+    let expect = Expect::new(
+        job.source.size,
+        job.source.etag.as_deref(),
+        sha256.map(str::to_string),
+    );
     let get = get_source(t, job).await?;
     if job.source.size > t.spec.transfer.multipart_threshold {
         return copy_multipart(t, job, get, expect).await;
@@ -64,16 +85,30 @@ pub async fn copy(t: &Transferer, job: &CopyJob, sha256: Option<&str>) -> Result
         (_, Some(Err(verify_error))) => return Err(verify_error),
         (Err(e), _) => return Err(classify("PutObject", e)),
         (Ok(out), Some(Ok(v))) => (out, v),
-        (Ok(_), None) => return Err(TransferError::verify("the PUT completed before the whole source body was read")),
+        (Ok(_), None) => {
+            return Err(TransferError::verify(
+                "the PUT completed before the whole source body was read",
+            ))
+        }
     };
     let dest_etag = out.e_tag().map(normalize_etag);
     check_put_etag(dest_etag.as_deref(), &md5)?;
-    Ok(Outcome { mode: Mode::Stream, etag: job.source.etag.clone().or(Some(md5)), dest_etag, verified: level })
+    Ok(Outcome {
+        mode: Mode::Stream,
+        etag: job.source.etag.clone().or(Some(md5)),
+        dest_etag,
+        verified: level,
+    })
 }
 
 /// Reads the GET body into parts and uploads `parts_in_flight` of them at once; verifies the
 /// whole before completing, so a short or corrupt read never becomes an object.
-async fn copy_multipart(t: &Transferer, job: &CopyJob, get: GetObjectOutput, expect: Expect) -> Result<Outcome, TransferError> {
+async fn copy_multipart(
+    t: &Transferer,
+    job: &CopyJob,
+    get: GetObjectOutput,
+    expect: Expect,
+) -> Result<Outcome, TransferError> {
     let spec = &t.spec;
     let part = part_size_for(job.source.size, spec.transfer.part_size) as usize;
     let permits = ((part >> 20).max(1) as u32).min(t.buffer_mib);
@@ -87,7 +122,12 @@ async fn copy_multipart(t: &Transferer, job: &CopyJob, get: GetObjectOutput, exp
         let mut number = 0;
         let mut body_done = false;
         loop {
-            let permit = t.buffer.clone().acquire_many_owned(permits).await.expect("the buffer semaphore is never closed");
+            let permit = t
+                .buffer
+                .clone()
+                .acquire_many_owned(permits)
+                .await
+                .expect("the buffer semaphore is never closed");
             let mut buf = std::mem::take(&mut carry);
             buf.reserve(part.saturating_sub(buf.len()));
             while buf.len() < part && !body_done {
@@ -135,9 +175,16 @@ async fn copy_multipart(t: &Transferer, job: &CopyJob, get: GetObjectOutput, exp
         Ok((done, level))
     };
     let (dest_etag, level) = upload.finish_or_abort(&t.hard_stop, work).await?;
-    Ok(Outcome { mode: Mode::Stream, etag: job.source.etag.clone(), dest_etag, verified: level })
+    Ok(Outcome {
+        mode: Mode::Stream,
+        etag: job.source.etag.clone(),
+        dest_etag,
+        verified: level,
+    })
 }
 
-pub(super) fn joined<T>(r: Result<Result<T, TransferError>, tokio::task::JoinError>) -> Result<T, TransferError> {
+pub(super) fn joined<T>(
+    r: Result<Result<T, TransferError>, tokio::task::JoinError>,
+) -> Result<T, TransferError> {
     r.map_err(|e| TransferError::fatal("UploadPart", e.to_string()))?
 }

@@ -13,14 +13,37 @@ pub struct Multipart<'a> {
 }
 
 impl<'a> Multipart<'a> {
-    pub async fn create(client: &'a Client, bucket: &'a str, key: &'a str) -> Result<Multipart<'a>, TransferError> {
-        let out = client.create_multipart_upload().bucket(bucket).key(key).send().await.map_err(|e| classify("CreateMultipartUpload", e))?;
-        let upload_id = out.upload_id().ok_or_else(|| TransferError::fatal("CreateMultipartUpload", "the server returned no upload id"))?.to_string();
-        Ok(Multipart { client, bucket, key, upload_id })
+    pub async fn create(
+        client: &'a Client,
+        bucket: &'a str,
+        key: &'a str,
+    ) -> Result<Multipart<'a>, TransferError> {
+        let out = client
+            .create_multipart_upload()
+            .bucket(bucket)
+            .key(key)
+            .send()
+            .await
+            .map_err(|e| classify("CreateMultipartUpload", e))?;
+        let upload_id = out
+            .upload_id()
+            .ok_or_else(|| {
+                TransferError::fatal("CreateMultipartUpload", "the server returned no upload id")
+            })?
+            .to_string();
+        Ok(Multipart {
+            client,
+            bucket,
+            key,
+            upload_id,
+        })
     }
 
     /// Completes with the given parts (any order) and returns the destination ETag.
-    pub async fn complete(&self, mut parts: Vec<CompletedPart>) -> Result<Option<String>, TransferError> {
+    pub async fn complete(
+        &self,
+        mut parts: Vec<CompletedPart>,
+    ) -> Result<Option<String>, TransferError> {
         parts.sort_by_key(|p| p.part_number());
         let out = self
             .client
@@ -28,7 +51,11 @@ impl<'a> Multipart<'a> {
             .bucket(self.bucket)
             .key(self.key)
             .upload_id(&self.upload_id)
-            .multipart_upload(CompletedMultipartUpload::builder().set_parts(Some(parts)).build())
+            .multipart_upload(
+                CompletedMultipartUpload::builder()
+                    .set_parts(Some(parts))
+                    .build(),
+            )
             .send()
             .await
             .map_err(|e| classify("CompleteMultipartUpload", e))?;
@@ -37,7 +64,14 @@ impl<'a> Multipart<'a> {
 
     /// Best effort: a failed abort is logged, and the error that caused it is what the caller reports.
     pub async fn abort(&self) {
-        let r = self.client.abort_multipart_upload().bucket(self.bucket).key(self.key).upload_id(&self.upload_id).send().await;
+        let r = self
+            .client
+            .abort_multipart_upload()
+            .bucket(self.bucket)
+            .key(self.key)
+            .upload_id(&self.upload_id)
+            .send()
+            .await;
         if let Err(e) = r {
             tracing::warn!(key = %self.key, error = %aws_smithy_types::error::display::DisplayErrorContext(&e), "could not abort multipart upload");
         }
@@ -45,7 +79,11 @@ impl<'a> Multipart<'a> {
 
     /// Runs `work` (which uploads the parts and may return a verdict beside them), then
     /// completes, or aborts if it fails or `stop` fires. Returns the destination ETag and the verdict.
-    pub async fn finish_or_abort<F, T>(&self, stop: &tokio_util::sync::CancellationToken, work: F) -> Result<(Option<String>, T), TransferError>
+    pub async fn finish_or_abort<F, T>(
+        &self,
+        stop: &tokio_util::sync::CancellationToken,
+        work: F,
+    ) -> Result<(Option<String>, T), TransferError>
     where
         F: std::future::Future<Output = Result<(Vec<CompletedPart>, T), TransferError>>,
     {
@@ -65,5 +103,8 @@ impl<'a> Multipart<'a> {
 }
 
 pub fn completed(part_number: i32, etag: Option<&str>) -> CompletedPart {
-    CompletedPart::builder().part_number(part_number).set_e_tag(etag.map(str::to_string)).build()
+    CompletedPart::builder()
+        .part_number(part_number)
+        .set_e_tag(etag.map(str::to_string))
+        .build()
 }

@@ -23,8 +23,14 @@ pub struct Expect {
 
 impl Expect {
     pub fn new(size: u64, source_etag: Option<&str>, sha256_hex: Option<String>) -> Self {
-        let md5_hex = source_etag.filter(|e| e.len() == 32 && e.bytes().all(|b| b.is_ascii_hexdigit())).map(str::to_ascii_lowercase);
-        Expect { size, md5_hex, sha256_hex }
+        let md5_hex = source_etag
+            .filter(|e| e.len() == 32 && e.bytes().all(|b| b.is_ascii_hexdigit()))
+            .map(str::to_ascii_lowercase);
+        Expect {
+            size,
+            md5_hex,
+            sha256_hex,
+        }
     }
 }
 
@@ -37,7 +43,11 @@ pub struct Digests {
 
 impl Digests {
     pub fn new(expect: &Expect) -> Self {
-        Digests { md5: Md5::new(), sha256: expect.sha256_hex.as_ref().map(|_| Sha256::new()), len: 0 }
+        Digests {
+            md5: Md5::new(),
+            sha256: expect.sha256_hex.as_ref().map(|_| Sha256::new()),
+            len: 0,
+        }
     }
 
     pub fn update(&mut self, chunk: &[u8]) {
@@ -52,20 +62,27 @@ impl Digests {
     /// and the content MD5 in hex.
     pub fn finish(self, expect: &Expect) -> Result<(&'static str, String), TransferError> {
         if self.len != expect.size {
-            return Err(TransferError::verify(format!("read {} bytes, the listing said {}", self.len, expect.size)));
+            return Err(TransferError::verify(format!(
+                "read {} bytes, the listing said {}",
+                self.len, expect.size
+            )));
         }
         let md5 = hex::encode(self.md5.finalize());
         let mut level = "size";
         if let Some(want) = &expect.md5_hex {
             if *want != md5 {
-                return Err(TransferError::verify(format!("content MD5 {md5} differs from the source ETag {want}")));
+                return Err(TransferError::verify(format!(
+                    "content MD5 {md5} differs from the source ETag {want}"
+                )));
             }
             level = "etag";
         }
         if let (Some(want), Some(s)) = (&expect.sha256_hex, self.sha256) {
             let got = hex::encode(s.finalize());
             if !got.eq_ignore_ascii_case(want) {
-                return Err(TransferError::verify(format!("sha256 {got} differs from the checksum sidecar's {want}")));
+                return Err(TransferError::verify(format!(
+                    "sha256 {got} differs from the checksum sidecar's {want}"
+                )));
             }
             level = "sha256";
         }
@@ -88,7 +105,26 @@ pub struct HashingBody {
 impl HashingBody {
     pub fn new(inner: aws_smithy_types::body::SdkBody, expect: Expect) -> (Self, BodyVerdict) {
         let verdict = BodyVerdict::default();
-        (HashingBody { inner, digests: Some(Digests::new(&expect)), expect, verdict: verdict.clone() }, verdict)
+        (
+            HashingBody {
+                inner,
+                digests: Some(Digests::new(&expect)),
+                expect,
+                verdict: verdict.clone(),
+            },
+            verdict,
+        )
+    }
+}
+
+impl HashingBody {
+    /// Finishes the digests once; returns the error message if verification failed.
+    fn conclude(&mut self) -> Option<String> {
+        let d = self.digests.take()?;
+        let result = d.finish(&self.expect);
+        let failed = result.as_ref().err().map(|e| e.to_string());
+        *self.verdict.lock().unwrap() = Some(result);
+        failed
     }
 }
 
@@ -96,26 +132,34 @@ impl Body for HashingBody {
     type Data = Bytes;
     type Error = Box<dyn std::error::Error + Send + Sync>;
 
-    fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
         let this = &mut *self;
         match Pin::new(&mut this.inner).poll_frame(cx) {
             Poll::Ready(Some(Ok(frame))) => {
-                if let (Some(data), Some(d)) = (frame.data_ref(), this.digests.as_mut()) {
+                let Some(d) = this.digests.as_mut() else {
+                    return Poll::Ready(Some(Ok(frame)));
+                };
+                if let Some(data) = frame.data_ref() {
                     d.update(data);
+                }
+                // Decide when the last expected byte arrives: the HTTP client stops reading at
+                // Content-Length, and on a mismatch this final chunk is withheld, so the server
+                // never receives a complete body.
+                if d.len >= this.expect.size {
+                    if let Some(m) = this.conclude() {
+                        return Poll::Ready(Some(Err(m.into())));
+                    }
                 }
                 Poll::Ready(Some(Ok(frame)))
             }
             Poll::Ready(Some(Err(e))) => Poll::Ready(Some(Err(e))),
-            Poll::Ready(None) => {
-                let Some(d) = this.digests.take() else { return Poll::Ready(None) };
-                let result = d.finish(&this.expect);
-                let failed = result.as_ref().err().map(|e| e.to_string());
-                *this.verdict.lock().unwrap() = Some(result);
-                match failed {
-                    Some(m) => Poll::Ready(Some(Err(m.into()))),
-                    None => Poll::Ready(None),
-                }
-            }
+            Poll::Ready(None) => match this.conclude() {
+                Some(m) => Poll::Ready(Some(Err(m.into()))),
+                None => Poll::Ready(None),
+            },
             Poll::Pending => Poll::Pending,
         }
     }
@@ -128,7 +172,8 @@ impl Body for HashingBody {
 /// Parses a Binance-style sidecar (`<sha256 hex>  <file name>`): the first word, if it is 64 hex digits.
 pub fn parse_sidecar(text: &str) -> Option<String> {
     let word = text.split_whitespace().next()?;
-    (word.len() == 64 && word.bytes().all(|b| b.is_ascii_hexdigit())).then(|| word.to_ascii_lowercase())
+    (word.len() == 64 && word.bytes().all(|b| b.is_ascii_hexdigit()))
+        .then(|| word.to_ascii_lowercase())
 }
 
 #[cfg(test)]
@@ -148,12 +193,20 @@ mod tests {
         let short = Expect::new(12, None, None);
         let mut d = Digests::new(&short);
         d.update(data);
-        assert!(d.finish(&short).unwrap_err().to_string().contains("read 11 bytes, the listing said 12"));
+        assert!(d
+            .finish(&short)
+            .unwrap_err()
+            .to_string()
+            .contains("read 11 bytes, the listing said 12"));
 
         let bad = Expect::new(11, None, Some("0".repeat(64)));
         let mut d = Digests::new(&bad);
         d.update(data);
-        assert!(d.finish(&bad).unwrap_err().to_string().contains("differs from the checksum sidecar"));
+        assert!(d
+            .finish(&bad)
+            .unwrap_err()
+            .to_string()
+            .contains("differs from the checksum sidecar"));
 
         // Multipart ETags are not MD5s: they only get the size check.
         assert_eq!(Expect::new(1, Some("abc-2"), None).md5_hex, None);
@@ -162,7 +215,10 @@ mod tests {
     #[test]
     fn sidecar_format() {
         let h = "a".repeat(64);
-        assert_eq!(parse_sidecar(&format!("{h}  BTCUSDT-1m-2024-01-01.zip\n")), Some(h));
+        assert_eq!(
+            parse_sidecar(&format!("{h}  BTCUSDT-1m-2024-01-01.zip\n")),
+            Some(h)
+        );
         assert_eq!(parse_sidecar("not a checksum"), None);
     }
 }

@@ -24,12 +24,23 @@ impl S3Server {
     /// Starts a server on `port` (0: any free port).
     pub fn start_on(port: u16) -> std::io::Result<S3Server> {
         let root = tempfile::tempdir()?;
-        let (access_key, secret_key) = ("AKIATESTSERVER0001".to_string(), "secret-key-for-s3s-fs-tests-0001".to_string());
+        let (access_key, secret_key) = (
+            "AKIATESTSERVER0001".to_string(),
+            "secret-key-for-s3s-fs-tests-0001".to_string(),
+        );
         let (addr_tx, addr_rx) = std::sync::mpsc::channel();
         let (stop, mut stop_rx) = tokio::sync::oneshot::channel::<()>();
-        let (ak, sk, dir) = (access_key.clone(), secret_key.clone(), root.path().to_path_buf());
+        let (ak, sk, dir) = (
+            access_key.clone(),
+            secret_key.clone(),
+            root.path().to_path_buf(),
+        );
         let thread = std::thread::spawn(move || {
-            let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+            let rt = tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(2)
+                .enable_all()
+                .build()
+                .unwrap();
             rt.block_on(async move {
                 let listener = match tokio::net::TcpListener::bind(("127.0.0.1", port)).await {
                     Ok(l) => l,
@@ -58,7 +69,14 @@ impl S3Server {
             });
         });
         let addr = addr_rx.recv().expect("server thread")?;
-        Ok(S3Server { endpoint: format!("http://{addr}"), access_key, secret_key, root, stop: Some(stop), thread: Some(thread) })
+        Ok(S3Server {
+            endpoint: format!("http://{addr}"),
+            access_key,
+            secret_key,
+            root,
+            stop: Some(stop),
+            thread: Some(thread),
+        })
     }
 
     pub fn client(&self) -> aws_sdk_s3::Client {

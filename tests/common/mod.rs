@@ -4,7 +4,9 @@
 #![allow(dead_code)]
 
 pub mod fs_server;
+pub mod moto;
 pub mod objects;
+pub mod proxy;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
@@ -23,11 +25,17 @@ impl Workspace {
         let dir = tempfile::tempdir().unwrap();
         let root = dir.path();
         std::fs::create_dir_all(root.join("specs.d")).unwrap();
-        std::fs::write(root.join("s3syncd.toml"), "spec_dir = \"specs.d\"\nstate_dir = \"state\"\n").unwrap();
+        std::fs::write(
+            root.join("s3syncd.toml"),
+            "spec_dir = \"specs.d\"\nstate_dir = \"state\"\n",
+        )
+        .unwrap();
         let mut creds = String::new();
         let mut conf = String::new();
         for (name, ak, sk) in profiles {
-            creds.push_str(&format!("[{name}]\naws_access_key_id = {ak}\naws_secret_access_key = {sk}\n\n"));
+            creds.push_str(&format!(
+                "[{name}]\naws_access_key_id = {ak}\naws_secret_access_key = {sk}\n\n"
+            ));
             conf.push_str(&format!("[profile {name}]\nregion = us-east-1\n\n"));
         }
         std::fs::write(root.join("aws-credentials"), creds).unwrap();
@@ -63,7 +71,10 @@ impl Workspace {
             .env("HOME", self.path())
             .env("S3SYNCD_CONFIG", self.config())
             .env("AWS_CONFIG_FILE", self.path().join("aws-config"))
-            .env("AWS_SHARED_CREDENTIALS_FILE", self.path().join("aws-credentials"))
+            .env(
+                "AWS_SHARED_CREDENTIALS_FILE",
+                self.path().join("aws-credentials"),
+            )
             .env("AWS_EC2_METADATA_DISABLED", "true")
             .env("S3SYNCD_LOG", "s3syncd=debug,warn");
         c
@@ -79,11 +90,24 @@ impl Workspace {
 }
 
 pub fn text(o: &Output) -> String {
-    format!("--- exit {:?}\n--- stdout\n{}\n--- stderr\n{}", o.status.code(), String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr))
+    format!(
+        "--- exit {:?}\n--- stdout\n{}\n--- stderr\n{}",
+        o.status.code(),
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    )
 }
 
 /// A spec between two buckets of servers, with both sides signed by their profiles.
-pub fn spec_text(src_endpoint: &str, src_bucket: &str, src_prefix: &str, dst_endpoint: &str, dst_bucket: &str, dst_prefix: &str, extra: &str) -> String {
+pub fn spec_text(
+    src_endpoint: &str,
+    src_bucket: &str,
+    src_prefix: &str,
+    dst_endpoint: &str,
+    dst_bucket: &str,
+    dst_prefix: &str,
+    extra: &str,
+) -> String {
     format!(
         r#"{extra}
 [source]

@@ -11,7 +11,9 @@ pub fn client(endpoint: &str, access_key: &str, secret_key: &str) -> Client {
         .region(Region::new("us-east-1"))
         .endpoint_url(endpoint)
         .force_path_style(true)
-        .credentials_provider(Credentials::new(access_key, secret_key, None, None, "tests"))
+        .credentials_provider(Credentials::new(
+            access_key, secret_key, None, None, "tests",
+        ))
         .request_checksum_calculation(aws_sdk_s3::config::RequestChecksumCalculation::WhenRequired)
         .response_checksum_validation(aws_sdk_s3::config::ResponseChecksumValidation::WhenRequired)
         .build();
@@ -19,11 +21,21 @@ pub fn client(endpoint: &str, access_key: &str, secret_key: &str) -> Client {
 }
 
 pub async fn create_bucket(c: &Client, bucket: &str) {
-    c.create_bucket().bucket(bucket).send().await.unwrap_or_else(|e| panic!("create bucket {bucket}: {e:?}"));
+    c.create_bucket()
+        .bucket(bucket)
+        .send()
+        .await
+        .unwrap_or_else(|e| panic!("create bucket {bucket}: {e:?}"));
 }
 
 pub async fn put(c: &Client, bucket: &str, key: &str, body: Vec<u8>) {
-    c.put_object().bucket(bucket).key(key).body(ByteStream::from(body)).send().await.unwrap_or_else(|e| panic!("put {key}: {e:?}"));
+    c.put_object()
+        .bucket(bucket)
+        .key(key)
+        .body(ByteStream::from(body))
+        .send()
+        .await
+        .unwrap_or_else(|e| panic!("put {key}: {e:?}"));
 }
 
 pub async fn get(c: &Client, bucket: &str, key: &str) -> Option<Vec<u8>> {
@@ -36,7 +48,12 @@ pub async fn get(c: &Client, bucket: &str, key: &str) -> Option<Vec<u8>> {
 /// Every key under a prefix, with its size.
 pub async fn list(c: &Client, bucket: &str, prefix: &str) -> Vec<(String, i64)> {
     let mut out = Vec::new();
-    let mut pages = c.list_objects_v2().bucket(bucket).prefix(prefix).into_paginator().send();
+    let mut pages = c
+        .list_objects_v2()
+        .bucket(bucket)
+        .prefix(prefix)
+        .into_paginator()
+        .send();
     while let Some(p) = pages.next().await {
         for o in p.unwrap().contents() {
             out.push((o.key().unwrap().to_string(), o.size().unwrap_or(0)));
@@ -58,4 +75,3 @@ pub async fn put_all(c: &Client, bucket: &str, objects: Vec<(String, Vec<u8>)>) 
         .collect::<Vec<_>>()
         .await;
 }
-
