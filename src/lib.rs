@@ -11,5 +11,7 @@ pub mod fixture;
 pub mod manifest;
 pub mod plan;
 pub mod s3;
+pub mod scheduler;
 pub mod spec;
 pub mod transfer;
+pub mod watcher;

@@ -1,0 +1,300 @@
+//! The real daemon binary with a temporary config and spec dir, against a real local S3 server:
+//! feeds appear, change, break, disappear and shut down while files and signals come and go.
+
+mod common;
+
+use common::*;
+use s3syncd::fixture::{generate, FixtureSpec};
+use std::os::unix::fs::PermissionsExt;
+use std::process::{Child, Stdio};
+use std::time::{Duration, Instant};
+
+struct Daemon {
+    child: Child,
+    log: std::path::PathBuf,
+}
+
+impl Daemon {
+    fn start(ws: &Workspace) -> Daemon {
+        let log = ws.path().join("daemon.log");
+        let child = ws
+            .command()
+            .arg("daemon")
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log).unwrap())
+            .spawn()
+            .unwrap();
+        Daemon { child, log }
+    }
+    fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+    fn signal(&self, sig: &str) {
+        assert!(std::process::Command::new("kill")
+            .args([&format!("-{sig}"), &self.child.id().to_string()])
+            .status()
+            .unwrap()
+            .success());
+    }
+    fn alive(&mut self) -> bool {
+        self.child.try_wait().unwrap().is_none()
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Polls `cond` for up to `secs` seconds.
+async fn eventually<F: std::future::Future<Output = bool>>(
+    secs: u64,
+    mut cond: impl FnMut() -> F,
+) -> bool {
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    while Instant::now() < deadline {
+        if cond().await {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    false
+}
+
+fn strict(ws: &Workspace) {
+    std::fs::set_permissions(ws.spec_dir(), std::fs::Permissions::from_mode(0o755)).unwrap();
+}
+
+fn write_spec(ws: &Workspace, name: &str, text: &str) {
+    // Write-then-rename, as editors and config management do.
+    let tmp = ws.spec_dir().join(format!(".{name}.toml.tmp"));
+    std::fs::write(&tmp, text).unwrap();
+    std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(0o644)).unwrap();
+    std::fs::rename(&tmp, ws.spec_dir().join(format!("{name}.toml"))).unwrap();
+}
+
+fn runs(ws: &Workspace, spec: &str) -> i64 {
+    if !ws.manifest().exists() {
+        return 0;
+    }
+    ws.sqlite()
+        .query_row("SELECT count(*) FROM runs WHERE spec = ?1", [spec], |r| {
+            r.get(0)
+        })
+        .unwrap_or(0)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn feeds_follow_the_spec_directory() {
+    let server = S3Server::start();
+    let c = server.client();
+    create_bucket(&c, "src-bucket").await;
+    create_bucket(&c, "dst-bucket").await;
+    let mut f = FixtureSpec::small();
+    f.days = 2;
+    f.months = 0;
+    let objects: Vec<(String, Vec<u8>)> =
+        generate(&f).into_iter().map(|o| (o.key, o.body)).collect();
+    put_all(&c, "src-bucket", objects.clone()).await;
+    let ws = Workspace::new(&[
+        ("src", &server.access_key, &server.secret_key),
+        ("dst", &server.access_key, &server.secret_key),
+    ]);
+    strict(&ws);
+    let mut d = Daemon::start(&ws);
+    assert!(
+        eventually(10, || async { d.log().contains("daemon started") }).await,
+        "{}",
+        d.log()
+    );
+
+    // A new feed with an every-2-seconds schedule: its objects arrive.
+    let spec = |prefix: &str| {
+        spec_text(
+            &server.endpoint,
+            "src-bucket",
+            "data/",
+            &server.endpoint,
+            "dst-bucket",
+            prefix,
+            "schedule = \"*/2 * * * * *\"\n",
+        )
+    };
+    write_spec(&ws, "feed", &spec("one/"));
+    let n = objects.len();
+    assert!(
+        eventually(20, || async {
+            list(&c, "dst-bucket", "one/").await.len() == n
+        })
+        .await,
+        "objects did not arrive\n{}",
+        d.log()
+    );
+
+    // Edited: a new destination prefix takes effect without a restart.
+    write_spec(&ws, "feed", &spec("two/"));
+    assert!(
+        eventually(20, || async {
+            list(&c, "dst-bucket", "two/").await.len() == n
+        })
+        .await,
+        "edit did not take effect\n{}",
+        d.log()
+    );
+
+    // Broken: logged with file and line; the daemon keeps running the last good version.
+    write_spec(
+        &ws,
+        "feed",
+        "schedule = \"*/2 * * * * *\"\n[source\nbucket = 1\n",
+    );
+    let file = ws.spec_dir().join("feed.toml");
+    assert!(
+        eventually(10, || async {
+            d.log().contains(&format!("{}:2:", file.display()))
+        })
+        .await,
+        "{}",
+        d.log()
+    );
+    let before = runs(&ws, "feed");
+    assert!(
+        eventually(10, || async { runs(&ws, "feed") >= before + 2 }).await,
+        "last good version stopped running\n{}",
+        d.log()
+    );
+    assert!(d.alive());
+    assert!(d.log().contains("keeping the last good version"));
+
+    // SIGHUP reloads through the same path.
+    d.signal("HUP");
+    assert!(
+        eventually(10, || async { d.log().contains("SIGHUP: reloading specs") }).await,
+        "{}",
+        d.log()
+    );
+    assert!(d.alive());
+
+    // Removed: runs stop.
+    std::fs::remove_file(&file).unwrap();
+    assert!(
+        eventually(10, || async {
+            d.log().contains("spec removed: no longer scheduled")
+        })
+        .await,
+        "{}",
+        d.log()
+    );
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let settled = runs(&ws, "feed");
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    assert_eq!(
+        runs(&ws, "feed"),
+        settled,
+        "a removed spec kept running\n{}",
+        d.log()
+    );
+
+    // Group-writable spec files are refused.
+    write_spec(&ws, "loose", &spec("three/"));
+    std::fs::set_permissions(
+        ws.spec_dir().join("loose.toml"),
+        std::fs::Permissions::from_mode(0o666),
+    )
+    .unwrap();
+    d.signal("HUP");
+    assert!(
+        eventually(10, || async {
+            d.log()
+                .contains("loose.toml is writable by group or others")
+        })
+        .await,
+        "{}",
+        d.log()
+    );
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert!(list(&c, "dst-bucket", "three/").await.is_empty());
+
+    d.signal("TERM");
+    let status = tokio::task::spawn_blocking(move || {
+        let s = d.child.wait().unwrap();
+        (s, d)
+    })
+    .await
+    .unwrap();
+    assert_eq!(status.0.code(), Some(0), "{}", status.1.log());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn sigterm_during_a_run_records_it_as_interrupted_and_nothing_false() {
+    let server = S3Server::start();
+    let c = server.client();
+    create_bucket(&c, "src-bucket").await;
+    create_bucket(&c, "dst-bucket").await;
+    let objects: Vec<(String, Vec<u8>)> = generate(&FixtureSpec::small().with_big_folder(400))
+        .into_iter()
+        .map(|o| (o.key, o.body))
+        .collect();
+    put_all(&c, "src-bucket", objects.clone()).await;
+    let ws = Workspace::new(&[
+        ("src", &server.access_key, &server.secret_key),
+        ("dst", &server.access_key, &server.secret_key),
+    ]);
+    strict(&ws);
+    // Slow on purpose: one object at a time, streamed, so the run is still going when SIGTERM comes.
+    write_spec(
+        &ws,
+        "big",
+        &spec_text(
+            &server.endpoint,
+            "src-bucket",
+            "data/",
+            &server.endpoint,
+            "dst-bucket",
+            "x/",
+            "schedule = \"*/2 * * * * *\"\nmode = \"stream\"\n[transfer]\nconcurrency = 1\n",
+        ),
+    );
+    let mut d = Daemon::start(&ws);
+    assert!(
+        eventually(20, || async {
+            list(&c, "dst-bucket", "x/").await.len() >= 20
+        })
+        .await,
+        "{}",
+        d.log()
+    );
+    d.signal("TERM");
+    let (status, d) = tokio::task::spawn_blocking(move || (d.child.wait().unwrap(), d))
+        .await
+        .unwrap();
+    assert_eq!(status.code(), Some(0), "{}", d.log());
+    let db = ws.sqlite();
+    let (status, copied): (String, i64) = db
+        .query_row(
+            "SELECT status, objects_copied FROM runs ORDER BY id DESC LIMIT 1",
+            [],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )
+        .unwrap();
+    assert_eq!(status, "interrupted", "{}", d.log());
+    assert!(copied > 0 && (copied as usize) < objects.len());
+    let mut stmt = db.prepare("SELECT dest_key, size FROM objects").unwrap();
+    let rows: Vec<(String, i64)> = stmt
+        .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+        .unwrap()
+        .map(Result::unwrap)
+        .collect();
+    assert_eq!(rows.len() as i64, copied);
+    let at_dest: std::collections::HashMap<String, i64> =
+        list(&c, "dst-bucket", "").await.into_iter().collect();
+    for (key, size) in rows {
+        assert_eq!(
+            at_dest.get(&key),
+            Some(&size),
+            "manifest row {key} without its object at the destination"
+        );
+    }
+}
