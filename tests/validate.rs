@@ -167,3 +167,15 @@ fn a_broken_config_is_located_too() {
         text(&out)
     );
 }
+
+#[test]
+fn the_shipped_examples_are_valid() {
+    let ws = Workspace::new(&[]);
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    for dir in ["etc/s3syncd/specs.d", "examples/specs"] {
+        let out = ws.run(&["validate", root.join(dir).to_str().unwrap()]);
+        assert_eq!(out.status.code(), Some(0), "{dir}: {}", text(&out));
+    }
+    let out = ws.run(&["validate", "--config", root.join("etc/s3syncd/s3syncd.toml").to_str().unwrap(), root.join("etc/s3syncd/specs.d").to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+}
