@@ -107,7 +107,8 @@ async fn anonymous_public_source_streams_into_a_signed_destination() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn copy_refused_with_access_denied_falls_back_to_stream_once_per_run() {
-    let server = S3Server::start();
+    let objects = small_fixture();
+    let (server, c, ws) = seeded(&objects).await;
     let proxy = FaultProxy::start(
         &server.endpoint,
         vec![Fault {
@@ -117,12 +118,6 @@ async fn copy_refused_with_access_denied_falls_back_to_stream_once_per_run() {
             code: "AccessDenied",
         }],
     );
-    let c = server.client();
-    create_bucket(&c, "src-bucket").await;
-    create_bucket(&c, "dst-bucket").await;
-    let objects = small_fixture();
-    put_all(&c, "src-bucket", objects.clone()).await;
-    let ws = signed_ws(&server);
     let spec = ws.write_spec(
         "denied",
         &spec_text(
@@ -157,7 +152,8 @@ async fn copy_refused_with_access_denied_falls_back_to_stream_once_per_run() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn slowdown_is_retried_and_nothing_falls_back() {
-    let server = S3Server::start();
+    let objects = small_fixture();
+    let (server, c, ws) = seeded(&objects).await;
     let proxy = FaultProxy::start(
         &server.endpoint,
         vec![Fault {
@@ -167,12 +163,6 @@ async fn slowdown_is_retried_and_nothing_falls_back() {
             code: "SlowDown",
         }],
     );
-    let c = server.client();
-    create_bucket(&c, "src-bucket").await;
-    create_bucket(&c, "dst-bucket").await;
-    let objects = small_fixture();
-    put_all(&c, "src-bucket", objects.clone()).await;
-    let ws = signed_ws(&server);
     let spec = ws.write_spec(
         "slow",
         &spec_text(

@@ -176,6 +176,11 @@ fn the_shipped_examples_are_valid() {
         let out = ws.run(&["validate", root.join(dir).to_str().unwrap()]);
         assert_eq!(out.status.code(), Some(0), "{dir}: {}", text(&out));
     }
-    let out = ws.run(&["validate", "--config", root.join("etc/s3syncd/s3syncd.toml").to_str().unwrap(), root.join("etc/s3syncd/specs.d").to_str().unwrap()]);
+    let out = ws.run(&[
+        "validate",
+        "--config",
+        root.join("etc/s3syncd/s3syncd.toml").to_str().unwrap(),
+        root.join("etc/s3syncd/specs.d").to_str().unwrap(),
+    ]);
     assert_eq!(out.status.code(), Some(0), "{}", text(&out));
 }

@@ -29,11 +29,7 @@ pub async fn copy(
     job: &CopyJob,
     sha256: Option<&str>,
 ) -> Result<Outcome, TransferError> {
-    let expect = Expect::new(
-        job.source.size,
-        job.source.etag.as_deref(),
-        sha256.map(str::to_string),
-    );
+    let expect = Expect::for_job(job, sha256);
     let file = StagingFile(t.staging_file());
     let (level, md5) = download(t, job, &file.0, &expect).await?;
     let dest_etag = if job.source.size > t.spec.transfer.multipart_threshold {

@@ -58,11 +58,7 @@ pub async fn copy(
     job: &CopyJob,
     sha256: Option<&str>,
 ) -> Result<Outcome, TransferError> {
-    let expect = Expect::new(
-        job.source.size,
-        job.source.etag.as_deref(),
-        sha256.map(str::to_string),
-    );
+    let expect = Expect::for_job(job, sha256);
     let get = get_source(t, job).await?;
     if job.source.size > t.spec.transfer.multipart_threshold {
         return copy_multipart(t, job, get, expect).await;

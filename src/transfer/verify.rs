@@ -22,6 +22,15 @@ pub struct Expect {
 }
 
 impl Expect {
+    /// What a copy job's bytes must match, given its sidecar checksum if any.
+    pub fn for_job(job: &crate::plan::CopyJob, sha256: Option<&str>) -> Self {
+        Expect::new(
+            job.source.size,
+            job.source.etag.as_deref(),
+            sha256.map(str::to_string),
+        )
+    }
+
     pub fn new(size: u64, source_etag: Option<&str>, sha256_hex: Option<String>) -> Self {
         let md5_hex = source_etag
             .filter(|e| e.len() == 32 && e.bytes().all(|b| b.is_ascii_hexdigit()))

@@ -14,6 +14,21 @@ use std::process::{Command, Output};
 pub use fs_server::S3Server;
 pub use objects::*;
 
+/// An s3s-fs server with `src-bucket` holding `objects` and an empty `dst-bucket`, and a
+/// workspace whose `src` and `dst` profiles hold the server's keys.
+pub async fn seeded(objects: &[(String, Vec<u8>)]) -> (S3Server, aws_sdk_s3::Client, Workspace) {
+    let server = S3Server::start();
+    let c = server.client();
+    create_bucket(&c, "src-bucket").await;
+    create_bucket(&c, "dst-bucket").await;
+    put_all(&c, "src-bucket", objects.to_vec()).await;
+    let ws = Workspace::new(&[
+        ("src", &server.access_key, &server.secret_key),
+        ("dst", &server.access_key, &server.secret_key),
+    ]);
+    (server, c, ws)
+}
+
 /// A temporary installation: config, spec dir, state dir, and AWS profiles for both sides.
 pub struct Workspace {
     pub dir: tempfile::TempDir,
