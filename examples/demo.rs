@@ -6,8 +6,10 @@
 //!     cargo run --example demo
 
 // The part of the test ground the demo needs: the in-process server and the S3 helpers.
+#[allow(dead_code)]
 #[path = "../tests/common/fs_server.rs"]
 mod fs_server;
+#[allow(dead_code)]
 #[path = "../tests/common/objects.rs"]
 mod objects;
 

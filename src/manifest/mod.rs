@@ -9,7 +9,7 @@ mod writer;
 
 pub use writer::Writer;
 
-use rusqlite::{params, Connection, OpenFlags, OptionalExtension};
+use rusqlite::{params, Connection, OpenFlags};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -139,14 +139,6 @@ impl Reader {
         })
     }
 
-    pub fn path(&self) -> &Path {
-        &self.path
-    }
-
-    pub fn conn(&self) -> &Connection {
-        &self.conn
-    }
-
     /// The spec's rows with `lower < dest_key <= upper` (bounds optional) and `dest_key` under
     /// `prefix`, in key order: the planner's window onto the manifest beside one listing page.
     pub fn range(
@@ -181,29 +173,6 @@ impl Reader {
                 |r| r.get::<_, i64>(0),
             )
             .map(|n| n as u64)
-            .map_err(sqlite_err(&self.path))
-    }
-
-    pub fn object(&self, spec: &str, dest_key: &str) -> Result<Option<ObjectRow>> {
-        self.conn
-            .query_row(
-                "SELECT spec, dest_key, source_key, size, etag, source_last_modified, copied_at, mode, run_id, dest_etag, verified
-                 FROM objects WHERE spec = ?1 AND dest_key = ?2",
-                params![spec, dest_key],
-                object_from_row,
-            )
-            .optional()
-            .map_err(sqlite_err(&self.path))
-    }
-
-    pub fn run(&self, id: i64) -> Result<Option<RunRow>> {
-        self.conn
-            .query_row(
-                &format!("SELECT {RUN_COLUMNS} FROM runs WHERE id = ?1"),
-                [id],
-                run_from_row,
-            )
-            .optional()
             .map_err(sqlite_err(&self.path))
     }
 

@@ -4,13 +4,13 @@ use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::server::conn::auto::Builder as ConnBuilder;
 use s3s::auth::SimpleAuth;
 use s3s::service::S3ServiceBuilder;
-use std::path::Path;
 
 pub struct S3Server {
     pub endpoint: String,
     pub access_key: String,
     pub secret_key: String,
-    pub root: tempfile::TempDir,
+    /// The server's files; removed when the server is dropped.
+    _root: tempfile::TempDir,
     stop: Option<tokio::sync::oneshot::Sender<()>>,
     thread: Option<std::thread::JoinHandle<()>>,
 }
@@ -73,7 +73,7 @@ impl S3Server {
             endpoint: format!("http://{addr}"),
             access_key,
             secret_key,
-            root,
+            _root: root,
             stop: Some(stop),
             thread: Some(thread),
         })
@@ -81,10 +81,6 @@ impl S3Server {
 
     pub fn client(&self) -> aws_sdk_s3::Client {
         super::objects::client(&self.endpoint, &self.access_key, &self.secret_key)
-    }
-
-    pub fn data_dir(&self) -> &Path {
-        self.root.path()
     }
 }
 
