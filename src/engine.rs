@@ -53,8 +53,8 @@ pub struct RunOptions {
     pub dry_run: bool,
     /// Overrides the spec's mode (`--mode`); the spec's fallback list still applies.
     pub mode: Option<Mode>,
-    /// Prints progress to stderr as objects finish.
-    pub progress: bool,
+    /// A progress bar to drive (on a TTY); without one, progress goes to the log every 10 s.
+    pub progress: Option<indicatif::ProgressBar>,
 }
 
 /// Cancellation for a run: `stop` ends listing and new copies (in-flight ones finish);
@@ -80,6 +80,8 @@ pub struct RunReport {
     pub deletes_planned: u64,
     pub delete_refused: Option<String>,
     pub listing_error: Option<String>,
+    /// Estimated (requests, data) cost in USD, from the config's price table.
+    pub cost_usd: (f64, f64),
 }
 
 impl RunReport {
@@ -107,9 +109,52 @@ pub async fn run(
         engine.writer.start_run(&spec.name).await?
     };
     let span = tracing::info_span!("run", spec = %spec.name, run_id);
-    run_inner(engine, spec, opts, stop, run_id)
+    let name = spec.name.clone();
+    let dry_run = opts.dry_run;
+    if !dry_run {
+        crate::metrics::run_started(&name);
+    }
+    let result = run_inner(engine, spec, opts, stop, run_id)
         .instrument(span)
-        .await
+        .await;
+    if let (Err(_), false) = (&result, dry_run) {
+        crate::metrics::run_aborted(&name);
+    }
+    result
+}
+
+/// Progress: a bar on a TTY, else a log line every 10 s.
+struct Progress {
+    bar: Option<indicatif::ProgressBar>,
+    last_log: Instant,
+}
+
+impl Progress {
+    fn planned(&mut self) {
+        if let Some(b) = &self.bar {
+            b.inc_length(1);
+        }
+    }
+    fn done(&mut self, row: &RunRow) {
+        match &self.bar {
+            Some(b) => {
+                b.inc(1);
+                b.set_message(crate::cli::human_bytes(row.bytes_copied));
+            }
+            None if self.last_log.elapsed() >= Duration::from_secs(10) => {
+                self.last_log = Instant::now();
+                tracing::info!(
+                    listed = row.objects_listed,
+                    copied = row.objects_copied,
+                    skipped = row.objects_skipped,
+                    failed = row.objects_failed,
+                    bytes = row.bytes_copied,
+                    "progress"
+                );
+            }
+            None => {}
+        }
+    }
 }
 
 async fn run_inner(
@@ -170,6 +215,7 @@ async fn run_inner(
         deletes_planned: 0,
         delete_refused: None,
         listing_error: None,
+        cost_usd: (0.0, 0.0),
     };
     tracing::info!(source = %format!("s3://{}/{}", spec.source.bucket, spec.source.prefix), destination = %format!("s3://{}/{}", spec.destination.bucket, spec.destination.prefix), "run started");
 
@@ -184,7 +230,10 @@ async fn run_inner(
     let mut planner = Planner::new(&spec);
     let mut lister = Lister::new(src.clone(), &spec.source.bucket, &spec.source.prefix);
     let mut listing_complete = false;
-    let mut last_progress = Instant::now();
+    let mut progress = Progress {
+        bar: opts.progress.clone(),
+        last_log: Instant::now(),
+    };
     loop {
         let page = tokio::select! {
             biased;
@@ -241,18 +290,10 @@ async fn run_inner(
                 drop((p1, p2));
                 (job, r)
             });
+            progress.planned();
             while let Some(done) = tasks.try_join_next() {
                 record(engine, &spec, run_id, done, &mut report);
-            }
-            if opts.progress && last_progress.elapsed() > Duration::from_secs(2) {
-                last_progress = Instant::now();
-                eprintln!(
-                    "  {} listed, {} copied, {} skipped, {} failed",
-                    report.row.objects_listed,
-                    report.row.objects_copied,
-                    report.row.objects_skipped,
-                    report.row.objects_failed
-                );
+                progress.done(&report.row);
             }
         }
         if stop.stop.is_cancelled() {
@@ -278,7 +319,10 @@ async fn run_inner(
                 break;
             }
             next = tasks.join_next() => match next {
-                Some(done) => record(engine, &spec, run_id, done, &mut report),
+                Some(done) => {
+                    record(engine, &spec, run_id, done, &mut report);
+                    progress.done(&report.row);
+                }
                 None => break,
             },
         }
@@ -318,6 +362,10 @@ async fn run_inner(
 
     report.stats = t.stats();
     report.wall = started.elapsed();
+    report.cost_usd = engine
+        .config
+        .cost
+        .estimate(&report.stats.requests, report.stats.bytes_through_host);
     let row = &mut report.row;
     row.finished_at = Some(manifest::now());
     row.bytes_through_host = report.stats.bytes_through_host;
@@ -346,17 +394,27 @@ async fn run_inner(
             "retries": report.stats.retries,
             "requests": report.stats.requests,
             "objects_filtered": report.filtered,
+            "estimated_cost_usd": report.cost_usd.0 + report.cost_usd.1,
             "wall_seconds": report.wall.as_secs_f64(),
         })
         .to_string();
         engine.writer.finish_run(row.clone());
         engine.writer.flush().await?;
     }
+    if let Some(b) = &progress.bar {
+        b.finish_and_clear();
+    }
+    let row = &report.row;
+    let fallbacks: u64 = report.stats.fallbacks.values().sum();
     tracing::info!(
         status = %row.status, listed = row.objects_listed, copied = row.objects_copied, skipped = row.objects_skipped,
-        failed = row.objects_failed, deleted = row.objects_deleted, bytes = row.bytes_copied, seconds = report.wall.as_secs_f64(),
+        failed = row.objects_failed, deleted = row.objects_deleted, bytes = row.bytes_copied, through_host = row.bytes_through_host,
+        fallbacks, requests = row.requests, cost_usd = report.cost_usd.0 + report.cost_usd.1, seconds = report.wall.as_secs_f64(),
         "run finished"
     );
+    if !opts.dry_run {
+        crate::metrics::run_finished(&report, &requests.by_result());
+    }
     Ok(report)
 }
 
@@ -378,6 +436,7 @@ fn record(
     };
     match result {
         Ok(o) => {
+            crate::metrics::object_copied(&spec.name, o.mode.as_str(), job.source.size);
             report.row.objects_copied += 1;
             report.row.bytes_copied += job.source.size;
             tracing::debug!(key = %job.source.key, mode = %o.mode, reason = job.reason.as_str(), "copied");
@@ -396,6 +455,7 @@ fn record(
             });
         }
         Err(f) => {
+            crate::metrics::object_failed(&spec.name);
             report.row.objects_failed += 1;
             let mode = f.mode.map(|m| m.as_str());
             tracing::warn!(key = %job.source.key, mode = mode.unwrap_or("-"), kind = f.error.kind.as_str(), error = %f.error, "object failed");

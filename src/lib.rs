@@ -9,6 +9,7 @@ pub mod daemon;
 pub mod engine;
 pub mod fixture;
 pub mod manifest;
+pub mod metrics;
 pub mod plan;
 pub mod s3;
 pub mod scheduler;

@@ -38,6 +38,7 @@ fn main() {
             mode,
         } => block_on(cli::run(&config, &spec, dry_run, mode)),
         Command::Daemon { config } => block_on(s3syncd::daemon::run(&config)),
+        Command::Manifest { config, command } => block_on(cli::manifest::run(&config, command)),
     };
     std::process::exit(code);
 }

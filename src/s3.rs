@@ -1,7 +1,7 @@
 //! S3 clients per side of a spec, request accounting, key encoding and source listing.
 
 use crate::spec::{Side, TransferOpts};
-use aws_sdk_s3::config::interceptors::BeforeTransmitInterceptorContextRef;
+use aws_sdk_s3::config::interceptors::FinalizerInterceptorContextRef;
 use aws_sdk_s3::config::{ConfigBag, Intercept, RuntimeComponents};
 use aws_sdk_s3::Client;
 use aws_smithy_runtime::client::retries::{RetryPartition, TokenBucket};
@@ -13,27 +13,32 @@ use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-/// Counts every HTTP attempt (retries included) by S3 operation, for run accounting.
+/// Counts every HTTP attempt (retries included) by S3 operation and result, for run accounting
+/// and metrics. Results: `ok`, `client_error` (4xx), `server_error` (5xx), `network_error`.
 #[derive(Debug, Default)]
 pub struct RequestCounter {
-    by_op: Mutex<BTreeMap<String, u64>>,
+    by_op: Mutex<BTreeMap<(String, &'static str), u64>>,
 }
 
 impl RequestCounter {
+    /// Attempts by operation.
     pub fn snapshot(&self) -> BTreeMap<String, u64> {
+        let mut out = BTreeMap::new();
+        for ((op, _), n) in self.by_op.lock().unwrap().iter() {
+            *out.entry(op.clone()).or_default() += n;
+        }
+        out
+    }
+    /// Attempts by (operation, result).
+    pub fn by_result(&self) -> BTreeMap<(String, &'static str), u64> {
         self.by_op.lock().unwrap().clone()
     }
     pub fn total(&self) -> u64 {
         self.by_op.lock().unwrap().values().sum()
     }
-    fn add(&self, op: &str) {
+    fn add(&self, op: &str, result: &'static str) {
         let mut m = self.by_op.lock().unwrap();
-        match m.get_mut(op) {
-            Some(n) => *n += 1,
-            None => {
-                m.insert(op.to_string(), 1);
-            }
-        }
+        *m.entry((op.to_string(), result)).or_default() += 1;
     }
 }
 
@@ -44,14 +49,22 @@ impl Intercept for CountRequests {
     fn name(&self) -> &'static str {
         "s3syncd.count_requests"
     }
-    fn read_before_transmit(
+    fn read_after_attempt(
         &self,
-        _ctx: &BeforeTransmitInterceptorContextRef<'_>,
+        ctx: &FinalizerInterceptorContextRef<'_>,
         _rc: &RuntimeComponents,
         cfg: &mut ConfigBag,
     ) -> Result<(), aws_smithy_runtime_api::box_error::BoxError> {
-        self.0
-            .add(cfg.load::<Metadata>().map_or("unknown", |m| m.name()));
+        let result = match ctx.response().map(|r| r.status().as_u16()) {
+            None => "network_error",
+            Some(s) if s >= 500 => "server_error",
+            Some(s) if s >= 400 => "client_error",
+            Some(_) => "ok",
+        };
+        self.0.add(
+            cfg.load::<Metadata>().map_or("unknown", |m| m.name()),
+            result,
+        );
         Ok(())
     }
 }

@@ -158,6 +158,13 @@ pub async fn run(config_arg: &ConfigArg) -> anyhow::Result<i32> {
         eprintln!("{why}");
         return Ok(EXIT_INVALID);
     }
+    if let Some(addr) = config.metrics_listen {
+        if let Err(e) = crate::metrics::install(addr) {
+            eprintln!("{e}");
+            return Ok(EXIT_INVALID);
+        }
+        tracing::info!(%addr, "serving Prometheus metrics at /metrics");
+    }
     let grace = config.shutdown_grace;
     let spec_dir = config.spec_dir.clone();
     let engine = Engine::new(config)?;

@@ -4,8 +4,11 @@
 //! through one writer thread ([`Writer`]) that groups queued writes into one transaction, as
 //! garage's SQLite adapter does; readers open their own connections.
 
+mod audit;
 mod schema;
 mod writer;
+
+pub use audit::{ObjectFilter, SpecStatus};
 
 pub use writer::Writer;
 
@@ -137,6 +140,10 @@ impl Reader {
             conn,
             path: path.to_path_buf(),
         })
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
     }
 
     /// The spec's rows with `lower < dest_key <= upper` (bounds optional) and `dest_key` under

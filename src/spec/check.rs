@@ -55,6 +55,16 @@ pub fn config(loc: &Locator, raw: RawConfig) -> Result<Config, Diags> {
             c.stream_buffer = b.get_ref().0;
         }
     }
+    if let Some(cost) = raw.cost {
+        let dflt = c.cost;
+        c.cost = super::CostTable {
+            class_a_per_1000: cost.class_a_per_1000.unwrap_or(dflt.class_a_per_1000),
+            class_b_per_1000: cost.class_b_per_1000.unwrap_or(dflt.class_b_per_1000),
+            through_host_per_gib: cost
+                .through_host_per_gib
+                .unwrap_or(dflt.through_host_per_gib),
+        };
+    }
     if d.is_empty() {
         Ok(c)
     } else {

@@ -104,6 +104,51 @@ pub struct Config {
     pub shutdown_grace: Duration,
     /// Bytes all streamed multipart uploads may buffer together.
     pub stream_buffer: u64,
+    pub cost: CostTable,
+}
+
+/// Prices for the run summary's cost estimate, in USD. Defaults: AWS S3 Standard list prices
+/// (us-east-1): class A (PUT, COPY, POST, LIST) $0.005 per 1,000, class B (GET, HEAD) $0.0004 per
+/// 1,000, and $0.09 per GiB for data that leaves the source's network through this host.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct CostTable {
+    pub class_a_per_1000: f64,
+    pub class_b_per_1000: f64,
+    pub through_host_per_gib: f64,
+}
+
+impl Default for CostTable {
+    fn default() -> Self {
+        CostTable {
+            class_a_per_1000: 0.005,
+            class_b_per_1000: 0.0004,
+            through_host_per_gib: 0.09,
+        }
+    }
+}
+
+impl CostTable {
+    /// (requests, data) cost of a run from its attempts by operation and its bytes through the host.
+    pub fn estimate(
+        &self,
+        requests: &BTreeMap<String, u64>,
+        bytes_through_host: u64,
+    ) -> (f64, f64) {
+        let (mut a, mut b) = (0u64, 0u64);
+        for (op, n) in requests {
+            if op.starts_with("Get") || op.starts_with("Head") {
+                b += n;
+            } else {
+                a += n;
+            }
+        }
+        let req =
+            a as f64 / 1000.0 * self.class_a_per_1000 + b as f64 / 1000.0 * self.class_b_per_1000;
+        (
+            req,
+            bytes_through_host as f64 / (1u64 << 30) as f64 * self.through_host_per_gib,
+        )
+    }
 }
 
 impl Default for Config {
@@ -118,6 +163,7 @@ impl Default for Config {
             log_format: LogFormat::Text,
             shutdown_grace: Duration::from_secs(30),
             stream_buffer: 256 << 20,
+            cost: CostTable::default(),
         }
     }
 }

@@ -16,6 +16,15 @@ pub struct RawConfig {
     pub log_format: Option<LogFormat>,
     pub shutdown_grace: Option<HumanDuration>,
     pub stream_buffer: Option<Spanned<ByteSize>>,
+    pub cost: Option<RawCost>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawCost {
+    pub class_a_per_1000: Option<f64>,
+    pub class_b_per_1000: Option<f64>,
+    pub through_host_per_gib: Option<f64>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]

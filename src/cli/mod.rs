@@ -1,7 +1,12 @@
 //! The command line: argument shapes (clap) and the commands behind them. Exit codes follow the
 //! contract: 0 success, 1 some objects failed, 2 invalid command line / config / spec.
 
-use crate::engine::{self, Engine, RunOptions, RunReport, Stop};
+pub mod manifest;
+mod summary;
+
+pub use summary::{human_bytes, summary};
+
+use crate::engine::{self, Engine, RunOptions, Stop};
 use crate::spec::{self, Config, Mode, Spec, SpecError};
 use clap::{Args, Parser, Subcommand};
 use std::path::{Path, PathBuf};
@@ -56,6 +61,13 @@ pub enum Command {
         #[arg(long, value_parser = parse_mode)]
         mode: Option<Mode>,
     },
+    /// Audits: copied objects, runs, exports, drift against the destination.
+    Manifest {
+        #[command(flatten)]
+        config: ConfigArg,
+        #[command(subcommand)]
+        command: manifest::ManifestCommand,
+    },
     /// Check the config and spec files or directories (default: the config and its spec_dir).
     Validate {
         #[command(flatten)]
@@ -68,7 +80,7 @@ fn parse_mode(s: &str) -> Result<Mode, String> {
     Mode::parse(s).ok_or_else(|| format!("unknown mode {s:?}: use auto, direct, stream or staged"))
 }
 
-fn print_diagnostics(e: &SpecError) {
+pub(crate) fn print_diagnostics(e: &SpecError) {
     for d in e.diagnostics() {
         eprintln!("{d}");
     }
@@ -171,10 +183,20 @@ pub async fn run(
             stop.hard_stop.cancel();
         });
     }
+    let progress = (!dry_run && std::io::IsTerminal::is_terminal(&std::io::stderr())).then(|| {
+        let bar = indicatif::ProgressBar::new(0);
+        bar.set_style(
+            indicatif::ProgressStyle::with_template(
+                "{spinner} {pos}/{len} objects, {msg} copied, {per_sec}, ETA {eta} [{wide_bar}]",
+            )
+            .expect("valid template"),
+        );
+        bar
+    });
     let opts = RunOptions {
         dry_run,
         mode,
-        progress: std::io::IsTerminal::is_terminal(&std::io::stderr()),
+        progress,
     };
     let report = engine::run(&engine, Arc::new(spec), opts, stop).await?;
     print!("{}", summary(&report));
@@ -183,155 +205,4 @@ pub async fn run(
     } else {
         EXIT_FAILED_OBJECTS
     })
-}
-
-pub fn human_bytes(n: u64) -> String {
-    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
-    let mut v = n as f64;
-    let mut u = 0;
-    while v >= 1024.0 && u < UNITS.len() - 1 {
-        v /= 1024.0;
-        u += 1;
-    }
-    if u == 0 {
-        format!("{n} B")
-    } else {
-        format!("{v:.1} {}", UNITS[u])
-    }
-}
-
-/// The one-screen summary printed at the end of `run`.
-pub fn summary(r: &RunReport) -> String {
-    use std::fmt::Write;
-    let row = &r.row;
-    let mut s = String::new();
-    let secs = r.wall.as_secs_f64().max(1e-9);
-    if r.dry_run {
-        let _ = writeln!(s, "dry run of {}: nothing was changed", row.spec);
-        let _ = writeln!(
-            s,
-            "  listed        {} objects ({} excluded by filter)",
-            row.objects_listed, r.filtered
-        );
-        let _ = writeln!(
-            s,
-            "  would copy    {} objects, {}",
-            row.objects_copied,
-            human_bytes(r.bytes_planned)
-        );
-        let _ = writeln!(
-            s,
-            "  would skip    {} objects (unchanged since copied)",
-            row.objects_skipped
-        );
-        let _ = writeln!(
-            s,
-            "  would delete  {}",
-            if r.sample_deletes.is_empty() {
-                "0 objects".to_string()
-            } else {
-                format!("{} objects", r.deletes_planned)
-            }
-        );
-        for k in &r.sample_copies {
-            let _ = writeln!(s, "    copy   {k}");
-        }
-        for k in &r.sample_deletes {
-            let _ = writeln!(s, "    delete {k}");
-        }
-        if let Some(w) = &r.delete_refused {
-            let _ = writeln!(s, "  deletes refused: {w}");
-        }
-        return s;
-    }
-    let _ = writeln!(
-        s,
-        "s3syncd run {} (run {}): {} in {:.2} s",
-        row.spec, row.id, row.status, secs
-    );
-    let _ = writeln!(
-        s,
-        "  listed        {} objects ({} excluded by filter)",
-        row.objects_listed, r.filtered
-    );
-    let modes: Vec<String> = r
-        .stats
-        .modes
-        .iter()
-        .map(|(m, c)| format!("{m} {}", c.objects))
-        .collect();
-    let _ = writeln!(
-        s,
-        "  copied        {} objects, {}{}",
-        row.objects_copied,
-        human_bytes(row.bytes_copied),
-        if modes.is_empty() {
-            String::new()
-        } else {
-            format!(" ({})", modes.join(", "))
-        }
-    );
-    let _ = writeln!(
-        s,
-        "  skipped       {} objects (unchanged since copied)",
-        row.objects_skipped
-    );
-    let _ = writeln!(s, "  failed        {} objects", row.objects_failed);
-    if row.objects_deleted > 0 || r.delete_refused.is_some() {
-        let _ = writeln!(
-            s,
-            "  deleted       {} objects{}",
-            row.objects_deleted,
-            r.delete_refused
-                .as_ref()
-                .map(|w| format!(" (refused: {w})"))
-                .unwrap_or_default()
-        );
-    }
-    let fallbacks: Vec<String> = r
-        .stats
-        .fallbacks
-        .iter()
-        .map(|(k, n)| format!("{k} x{n}"))
-        .collect();
-    let _ = writeln!(
-        s,
-        "  fallbacks     {}",
-        if fallbacks.is_empty() {
-            "none".to_string()
-        } else {
-            fallbacks.join("; ")
-        }
-    );
-    let _ = writeln!(s, "  through host  {}", human_bytes(row.bytes_through_host));
-    let reqs: Vec<String> = r
-        .stats
-        .requests
-        .iter()
-        .map(|(op, n)| format!("{op} {n}"))
-        .collect();
-    let _ = writeln!(
-        s,
-        "  requests      {} ({}){}",
-        row.requests,
-        reqs.join(", "),
-        if r.stats.retries > 0 {
-            format!(", {} object retries", r.stats.retries)
-        } else {
-            String::new()
-        }
-    );
-    let _ = writeln!(
-        s,
-        "  rate          {:.0} objects/s, {:.1} MiB/s",
-        row.objects_copied as f64 / secs,
-        row.bytes_copied as f64 / secs / 1048576.0
-    );
-    if let Some(e) = &r.listing_error {
-        let _ = writeln!(s, "  error         {e}");
-    }
-    if row.objects_failed > 0 {
-        let _ = writeln!(s, "  see failures  sqlite3 manifest.db \"SELECT source_key, kind, message FROM failures WHERE run_id = {}\"", row.id);
-    }
-    s
 }

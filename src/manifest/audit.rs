@@ -1,0 +1,101 @@
+//! Read-side queries for audits. They stream rows to a callback, so `ls` and `export` run in
+//! constant memory over millions of rows.
+
+use super::{
+    object_from_row, run_from_row, sqlite_err, ObjectRow, Reader, Result, RunRow, RUN_COLUMNS,
+};
+use rusqlite::params;
+
+/// Which objects `ls` and `export` show.
+#[derive(Debug, Default, Clone)]
+pub struct ObjectFilter {
+    pub spec: Option<String>,
+    pub prefix: Option<String>,
+    /// RFC 3339 UTC, compared with `copied_at`.
+    pub since: Option<String>,
+    pub mode: Option<String>,
+}
+
+/// What `status` shows of one spec.
+#[derive(Debug, Default, Clone)]
+pub struct SpecStatus {
+    pub objects: u64,
+    pub bytes: u64,
+    pub last_run: Option<RunRow>,
+    pub last_success: Option<String>,
+}
+
+impl Reader {
+    /// Calls `each` for every matching object, in (spec, dest_key) order, until it returns false.
+    pub fn each_object(
+        &self,
+        f: &ObjectFilter,
+        mut each: impl FnMut(ObjectRow) -> bool,
+    ) -> Result<()> {
+        let mut stmt = self
+            .conn
+            .prepare(
+                "SELECT spec, dest_key, source_key, size, etag, source_last_modified, copied_at, mode, run_id, dest_etag, verified
+                 FROM objects
+                 WHERE (?1 IS NULL OR spec = ?1) AND (?2 IS NULL OR substr(dest_key, 1, length(?2)) = ?2)
+                   AND (?3 IS NULL OR copied_at >= ?3) AND (?4 IS NULL OR mode = ?4)
+                 ORDER BY spec, dest_key",
+            )
+            .map_err(sqlite_err(&self.path))?;
+        let rows = stmt
+            .query_map(params![f.spec, f.prefix, f.since, f.mode], object_from_row)
+            .map_err(sqlite_err(&self.path))?;
+        for row in rows {
+            if !each(row.map_err(sqlite_err(&self.path))?) {
+                break;
+            }
+        }
+        Ok(())
+    }
+
+    pub fn spec_status(&self, spec: &str) -> Result<SpecStatus> {
+        let err = sqlite_err(&self.path);
+        let (objects, bytes): (i64, i64) = self
+            .conn
+            .query_row(
+                "SELECT count(*), coalesce(sum(size), 0) FROM objects WHERE spec = ?1",
+                [spec],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
+            .map_err(&err)?;
+        let last_success: Option<String> = self
+            .conn
+            .query_row(
+                "SELECT max(finished_at) FROM runs WHERE spec = ?1 AND status = 'ok'",
+                [spec],
+                |r| r.get(0),
+            )
+            .map_err(&err)?;
+        let last_run = self
+            .conn
+            .prepare(&format!(
+                "SELECT {RUN_COLUMNS} FROM runs WHERE spec = ?1 ORDER BY id DESC LIMIT 1"
+            ))
+            .and_then(|mut s| s.query_map([spec], run_from_row)?.next().transpose())
+            .map_err(&err)?;
+        Ok(SpecStatus {
+            objects: objects as u64,
+            bytes: bytes as u64,
+            last_run,
+            last_success,
+        })
+    }
+
+    /// Specs that have objects or runs in the manifest.
+    pub fn known_specs(&self) -> Result<Vec<String>> {
+        let mut stmt = self
+            .conn
+            .prepare("SELECT spec FROM objects UNION SELECT spec FROM runs ORDER BY 1")
+            .map_err(sqlite_err(&self.path))?;
+        let rows = stmt
+            .query_map([], |r| r.get(0))
+            .map_err(sqlite_err(&self.path))?;
+        rows.collect::<std::result::Result<Vec<String>, _>>()
+            .map_err(sqlite_err(&self.path))
+    }
+}

@@ -1,0 +1,303 @@
+//! Audits and observability: `manifest ls/runs/export/verify/status`, the run summary's counts,
+//! and the Prometheus endpoint of a running daemon, against real servers.
+
+mod common;
+
+use common::*;
+use s3syncd::fixture::{generate, FixtureSpec};
+
+fn fixture() -> Vec<(String, Vec<u8>)> {
+    let mut f = FixtureSpec::small();
+    f.days = 3;
+    f.months = 1;
+    generate(&f).into_iter().map(|o| (o.key, o.body)).collect()
+}
+
+fn stdout(o: &std::process::Output) -> String {
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn ls_runs_export_and_verify_tell_what_happened() {
+    let objects = fixture();
+    let (server, c, ws) = seeded(&objects).await;
+    // Feed a: direct; feed b: stream, with one corrupt sidecar so that one object fails.
+    let a = ws.write_spec(
+        "a",
+        &spec_text(
+            &server.endpoint,
+            "src-bucket",
+            "data/",
+            &server.endpoint,
+            "dst-bucket",
+            "a/",
+            "mode = \"direct\"\n",
+        ),
+    );
+    let victim = "data/spot/daily/klines/ETHUSDT/1m/ETHUSDT-1m-2024-01-02.zip";
+    put(
+        &c,
+        "src-bucket",
+        &format!("{victim}.CHECKSUM"),
+        format!("{}  x.zip\n", "f".repeat(64)).into_bytes(),
+    )
+    .await;
+    let b = ws.write_spec(
+        "b",
+        &spec_text(
+            &server.endpoint,
+            "src-bucket",
+            "data/",
+            &server.endpoint,
+            "dst-bucket",
+            "b/",
+            "mode = \"stream\"\n[verify]\nchecksum_sidecar = \".CHECKSUM\"\n",
+        ),
+    );
+    let out = ws.run(&["run", a.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    let summary = stdout(&out);
+    let n = objects.len();
+    for line in [
+        format!("listed        {n} objects"),
+        format!("copied        {n} objects"),
+        "skipped       0 objects".into(),
+        "failed        0 objects".into(),
+        format!("(direct {n})"),
+    ] {
+        assert!(
+            summary.contains(&line),
+            "summary lacks {line:?}:\n{summary}"
+        );
+    }
+    assert!(
+        summary.contains(&format!("CopyObject {n}")) && summary.contains("est. cost     $"),
+        "{summary}"
+    );
+    let out = ws.run(&["run", b.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    assert!(
+        stdout(&out).contains(&format!("copied        {} objects", n - 1)),
+        "{}",
+        text(&out)
+    );
+
+    // ls: one line per object with mode; filters by spec, mode and prefix.
+    let ls = stdout(&ws.run(&["manifest", "ls", "--spec", "a"]));
+    assert_eq!(ls.lines().count(), n);
+    assert!(
+        ls.lines()
+            .all(|l| l.starts_with("a\ta/") && l.contains("\tdirect\t")),
+        "{ls}"
+    );
+    let ls = stdout(&ws.run(&[
+        "manifest",
+        "ls",
+        "--mode",
+        "stream",
+        "--prefix",
+        "b/spot/daily/klines/ETHUSDT/",
+    ]));
+    assert!(
+        !ls.is_empty()
+            && ls
+                .lines()
+                .all(|l| l.starts_with("b\tb/spot/daily/klines/ETHUSDT/")),
+        "{ls}"
+    );
+    assert!(
+        !ls.contains("ETHUSDT-1m-2024-01-02.zip\t"),
+        "the failed object is not listed as copied:\n{ls}"
+    );
+    assert_eq!(
+        stdout(&ws.run(&["manifest", "ls", "--since", "1h"]))
+            .lines()
+            .count(),
+        2 * n - 1
+    );
+    assert_eq!(
+        stdout(&ws.run(&["manifest", "ls", "--since", "2999-01-01"]))
+            .lines()
+            .count(),
+        0
+    );
+
+    // runs: newest first, statuses and counts.
+    let runs = stdout(&ws.run(&["manifest", "runs"]));
+    let lines: Vec<&str> = runs.lines().collect();
+    assert_eq!(lines.len(), 3, "{runs}");
+    assert!(
+        lines[1].contains(" b ") && lines[1].contains("partial"),
+        "{runs}"
+    );
+    assert!(
+        lines[2].contains(" a ") && lines[2].contains(" ok "),
+        "{runs}"
+    );
+
+    // export: CSV with a header and quoting; JSON lines that parse.
+    let csv = stdout(&ws.run(&["manifest", "export", "--format", "csv", "--spec", "a"]));
+    assert!(csv.starts_with("spec,dest_key,source_key,size,etag,source_last_modified,copied_at,mode,run_id,dest_etag,verified\n"));
+    assert_eq!(csv.lines().count(), n + 1);
+    let jsonl = stdout(&ws.run(&["manifest", "export", "--format", "jsonl"]));
+    let rows: Vec<serde_json::Value> = jsonl
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(rows.len(), 2 * n - 1);
+    let (key, body) = &objects[0];
+    let row = rows
+        .iter()
+        .find(|r| r["spec"] == "a" && r["source_key"] == key.as_str())
+        .unwrap();
+    assert_eq!(row["size"].as_u64(), Some(body.len() as u64));
+
+    // verify: clean, then drift after an out-of-band delete and an unknown object; --repair.
+    let out = ws.run(&["manifest", "verify", "--spec", "a"]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    let gone = format!("a/{}", objects[3].0.strip_prefix("data/").unwrap());
+    c.delete_object()
+        .bucket("dst-bucket")
+        .key(&gone)
+        .send()
+        .await
+        .unwrap();
+    put(&c, "dst-bucket", "a/stray.bin", b"stray".to_vec()).await;
+    let out = ws.run(&["manifest", "verify", "--spec", "a", "--repair"]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    let report = stdout(&out);
+    assert!(report.contains(&format!("missing    {gone}")), "{report}");
+    assert!(report.contains("unknown    a/stray.bin"), "{report}");
+    assert!(
+        report.contains(&format!(
+            "{} objects match the manifest; 1 missing, 0 different, 1 unknown",
+            n - 1
+        )),
+        "{report}"
+    );
+    let out = ws.run(&["run", a.to_str().unwrap()]);
+    assert!(
+        stdout(&out).contains("copied        1 objects"),
+        "{}",
+        text(&out)
+    );
+    assert!(get(&c, "dst-bucket", &gone).await.is_some());
+
+    // status: one line per spec.
+    let status = stdout(&ws.run(&["manifest", "status"]));
+    assert!(
+        status
+            .lines()
+            .any(|l| l.starts_with("a: schedule manual")
+                && l.contains(&format!("holds {n} objects"))),
+        "{status}"
+    );
+    assert!(
+        status.lines().any(|l| l.starts_with("b: ")
+            && l.contains("partial")
+            && l.contains("last success never")),
+        "{status}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_daemon_serves_prometheus_metrics() {
+    let objects = fixture();
+    let (server, _c, ws) = seeded(&objects).await;
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    std::fs::write(ws.config(), format!("spec_dir = \"specs.d\"\nstate_dir = \"state\"\nmetrics_listen = \"127.0.0.1:{port}\"\n")).unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(ws.spec_dir(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let spec = ws.write_spec(
+        "m",
+        &spec_text(
+            &server.endpoint,
+            "src-bucket",
+            "data/",
+            &server.endpoint,
+            "dst-bucket",
+            "m/",
+            "schedule = \"*/2 * * * * *\"\n",
+        ),
+    );
+    std::fs::set_permissions(&spec, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let mut child = ws
+        .command()
+        .arg("daemon")
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let n = objects.len() as f64;
+    let mut body = String::new();
+    for _ in 0..100 {
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+        body = scrape(port).await.unwrap_or_default();
+        if metric(
+            &body,
+            "s3syncd_objects_copied_total{spec=\"m\",mode=\"direct\"}",
+        ) == Some(n)
+            && metric(&body, "s3syncd_runs_total{spec=\"m\",status=\"ok\"}").is_some()
+        {
+            break;
+        }
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    assert_eq!(
+        metric(
+            &body,
+            "s3syncd_objects_copied_total{spec=\"m\",mode=\"direct\"}"
+        ),
+        Some(n),
+        "{body}"
+    );
+    let bytes: usize = objects.iter().map(|(_, b)| b.len()).sum();
+    assert_eq!(
+        metric(
+            &body,
+            "s3syncd_bytes_copied_total{spec=\"m\",mode=\"direct\"}"
+        ),
+        Some(bytes as f64),
+        "{body}"
+    );
+    assert!(
+        metric(
+            &body,
+            "s3syncd_s3_requests_total{spec=\"m\",operation=\"CopyObject\",result=\"ok\"}"
+        ) >= Some(n),
+        "{body}"
+    );
+    assert!(
+        metric(&body, "s3syncd_last_success_timestamp_seconds{spec=\"m\"}")
+            .is_some_and(|t| t > 1.7e9),
+        "{body}"
+    );
+    assert!(
+        body.contains("# TYPE s3syncd_objects_copied_total counter"),
+        "{body}"
+    );
+}
+
+/// A plain HTTP/1.0 GET of /metrics on loopback.
+async fn scrape(port: u16) -> Option<String> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut s = tokio::net::TcpStream::connect(("127.0.0.1", port))
+        .await
+        .ok()?;
+    s.write_all(b"GET /metrics HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n")
+        .await
+        .ok()?;
+    let mut out = String::new();
+    s.read_to_string(&mut out).await.ok()?;
+    Some(out)
+}
+
+/// The value of one sample, by its exact name and labels.
+fn metric(body: &str, sample: &str) -> Option<f64> {
+    body.lines()
+        .find_map(|l| l.strip_prefix(sample).and_then(|v| v.trim().parse().ok()))
+}
