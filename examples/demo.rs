@@ -36,10 +36,7 @@ async fn main() -> anyhow::Result<()> {
             server.access_key, server.secret_key
         ),
     )?;
-    std::fs::write(
-        work.join("s3syncd.toml"),
-        "spec_dir = \"specs.d\"\nstate_dir = \"state\"\n",
-    )?;
+    std::fs::write(work.join("s3syncd.toml"), "spec_dir = \"specs.d\"\nstate_dir = \"state\"\n")?;
     std::fs::create_dir_all(work.join("specs.d"))?;
     let spec_path = work.join("specs.d/binance-demo.toml");
     std::fs::write(
@@ -62,17 +59,8 @@ async fn main() -> anyhow::Result<()> {
     objects::create_bucket(&c, "crypto-lakehouse-bronze").await;
     let objects = generate(&FixtureSpec::small().with_big_folder(600));
     let bytes: usize = objects.iter().map(|o| o.body.len()).sum();
-    println!(
-        "source: {} Binance-like objects, {}",
-        objects.len(),
-        cli::human_bytes(bytes as u64)
-    );
-    objects::put_all(
-        &c,
-        "data.binance.vision",
-        objects.into_iter().map(|o| (o.key, o.body)).collect(),
-    )
-    .await;
+    println!("source: {} Binance-like objects, {}", objects.len(), cli::human_bytes(bytes as u64));
+    objects::put_all(&c, "data.binance.vision", objects.into_iter().map(|o| (o.key, o.body)).collect()).await;
 
     let config = ConfigArg {
         config: Some(work.join("s3syncd.toml")),

@@ -18,10 +18,35 @@ pub enum EngineError {
     #[error(transparent)]
     Manifest(#[from] ManifestError),
     #[error("staging directory {path}: {source}")]
-    Staging {
-        path: std::path::PathBuf,
-        source: std::io::Error,
-    },
+    Staging { path: std::path::PathBuf, source: std::io::Error },
+    #[error("spec {0} is already running in another s3syncd process; not starting a second run")]
+    Busy(String),
+    #[error("lock file {path}: {source}")]
+    Lock { path: std::path::PathBuf, source: std::io::Error },
+}
+
+/// Holds `{state_dir}/locks/{spec}.lock` for a run: one run per spec across processes too (a
+/// manual `s3syncd run` beside the daemon), so that cleaning up after crashes never touches a
+/// live run's uploads. The OS releases the lock when the process dies.
+fn lock_spec(engine: &Engine, spec: &str) -> Result<std::fs::File, EngineError> {
+    let dir = engine.config.state_dir.join("locks");
+    let path = dir.join(format!("{spec}.lock"));
+    let lock_err = |source| EngineError::Lock {
+        path: path.clone(),
+        source,
+    };
+    std::fs::create_dir_all(&dir).map_err(lock_err)?;
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .map_err(lock_err)?;
+    match file.try_lock() {
+        Ok(()) => Ok(file),
+        Err(std::fs::TryLockError::WouldBlock) => Err(EngineError::Busy(spec.to_string())),
+        Err(std::fs::TryLockError::Error(e)) => Err(lock_err(e)),
+    }
 }
 
 /// What all runs of a process share: the manifest writer and the global limits.
@@ -96,13 +121,9 @@ impl RunReport {
 }
 
 /// Runs a spec once.
-pub async fn run(
-    engine: &Engine,
-    spec: Arc<Spec>,
-    opts: RunOptions,
-    stop: Stop,
-) -> Result<RunReport, EngineError> {
+pub async fn run(engine: &Engine, spec: Arc<Spec>, opts: RunOptions, stop: Stop) -> Result<RunReport, EngineError> {
     use tracing::Instrument;
+    let _lock = if opts.dry_run { None } else { Some(lock_spec(engine, &spec.name)?) };
     let run_id = if opts.dry_run {
         0
     } else {
@@ -114,9 +135,7 @@ pub async fn run(
     if !dry_run {
         crate::metrics::run_started(&name);
     }
-    let result = run_inner(engine, spec, opts, stop, run_id)
-        .instrument(span)
-        .await;
+    let result = run_inner(engine, spec, opts, stop, run_id).instrument(span).await;
     if let (Err(_), false) = (&result, dry_run) {
         crate::metrics::run_aborted(&name);
     }
@@ -157,46 +176,39 @@ impl Progress {
     }
 }
 
-async fn run_inner(
-    engine: &Engine,
-    spec: Arc<Spec>,
-    opts: RunOptions,
-    stop: Stop,
-    run_id: i64,
-) -> Result<RunReport, EngineError> {
+async fn run_inner(engine: &Engine, spec: Arc<Spec>, opts: RunOptions, stop: Stop, run_id: i64) -> Result<RunReport, EngineError> {
     let started = Instant::now();
     let requests = Arc::new(RequestCounter::default());
     let src = s3::client(&spec.source, &spec.transfer, requests.clone()).await;
     let dst = s3::client(&spec.destination, &spec.transfer, requests.clone()).await;
+    abort_stale_uploads(engine, &spec, &dst).await?;
     let staging = engine.config.staging_dir().join(&spec.name);
     match transfer::clean_staging(&staging) {
         Ok(0) => {}
         Ok(n) => {
             tracing::info!(files = n, dir = %staging.display(), "removed leftover staging files")
         }
-        Err(source) => {
-            return Err(EngineError::Staging {
-                path: staging,
-                source,
-            })
-        }
+        Err(source) => return Err(EngineError::Staging { path: staging, source }),
     }
     let chain = match opts.mode {
         Some(m) => crate::spec::chain(m, &spec.fallback),
         None => spec.mode_chain(),
     };
-    let t = Arc::new(Transferer::new(
-        spec.clone(),
+    let t = Arc::new(Transferer {
+        spec: spec.clone(),
         run_id,
-        src.clone(),
-        dst.clone(),
+        src: src.clone(),
+        dst: dst.clone(),
         chain,
         staging,
-        engine.buffer.clone(),
-        (engine.config.stream_buffer >> 20) as u32,
-        stop.hard_stop.clone(),
-        requests.clone(),
-    ));
+        buffer: engine.buffer.clone(),
+        buffer_mib: (engine.config.stream_buffer >> 20) as u32,
+        hard_stop: stop.hard_stop.clone(),
+        requests: requests.clone(),
+        writer: engine.writer.clone(),
+        stats: Default::default(),
+        seq: Default::default(),
+    });
     let reader = Reader::open(engine.writer.path())?;
     let mut report = RunReport {
         row: RunRow {
@@ -267,11 +279,7 @@ async fn run_inner(
             if opts.dry_run {
                 report.row.objects_copied += 1;
                 if report.sample_copies.len() < 10 {
-                    report.sample_copies.push(format!(
-                        "{} ({})",
-                        job.dest_key,
-                        job.reason.as_str()
-                    ));
+                    report.sample_copies.push(format!("{} ({})", job.dest_key, job.reason.as_str()));
                 }
                 continue;
             }
@@ -334,10 +342,7 @@ async fn run_inner(
         let refuse = if !listing_complete || interrupted {
             Some("the source listing did not complete".to_string())
         } else if report.row.objects_failed > 0 {
-            Some(format!(
-                "{} objects failed in this run",
-                report.row.objects_failed
-            ))
+            Some(format!("{} objects failed in this run", report.row.objects_failed))
         } else if gone_count > delete_cap {
             Some(format!(
                 "{gone_count} deletions exceed max_delete ({delete_cap} of {held} objects held)"
@@ -350,22 +355,14 @@ async fn run_inner(
                 tracing::warn!(candidates = gone_count, reason = %why, "deleting nothing");
                 report.delete_refused = Some(why);
             }
-            None if opts.dry_run => {
-                report.sample_deletes = gone.iter().take(10).map(|r| r.dest_key.clone()).collect()
-            }
-            None => {
-                report.row.objects_deleted =
-                    delete(engine, &spec, &dst, run_id, &gone, &mut report).await
-            }
+            None if opts.dry_run => report.sample_deletes = gone.iter().take(10).map(|r| r.dest_key.clone()).collect(),
+            None => report.row.objects_deleted = delete(engine, &spec, &dst, run_id, &gone, &mut report).await,
         }
     }
 
     report.stats = t.stats();
     report.wall = started.elapsed();
-    report.cost_usd = engine
-        .config
-        .cost
-        .estimate(&report.stats.requests, report.stats.bytes_through_host);
+    report.cost_usd = engine.config.cost.estimate(&report.stats.requests, report.stats.bytes_through_host);
     let row = &mut report.row;
     row.finished_at = Some(manifest::now());
     row.bytes_through_host = report.stats.bytes_through_host;
@@ -380,12 +377,10 @@ async fn run_inner(
         "ok"
     }
     .into();
-    row.error = report.listing_error.clone().or_else(|| {
-        report
-            .delete_refused
-            .clone()
-            .map(|w| format!("deleted nothing: {w}"))
-    });
+    row.error = report
+        .listing_error
+        .clone()
+        .or_else(|| report.delete_refused.clone().map(|w| format!("deleted nothing: {w}")));
     if !opts.dry_run {
         row.details = serde_json::json!({
             "modes": report.stats.modes,
@@ -416,6 +411,21 @@ async fn run_inner(
         crate::metrics::run_finished(&report, &requests.by_result());
     }
     Ok(report)
+}
+
+/// Aborts the multipart uploads an earlier run of this spec started and never ended (it was
+/// killed). The spec lock guarantees none of them belongs to a live run.
+async fn abort_stale_uploads(engine: &Engine, spec: &Spec, dst: &aws_sdk_s3::Client) -> Result<(), EngineError> {
+    let stale = Reader::open(engine.writer.path())?.open_uploads(&spec.name)?;
+    for (bucket, key, id) in &stale {
+        if transfer::upload::abort_upload(dst, bucket, key, id).await {
+            engine.writer.upload_ended(id);
+        }
+    }
+    if !stale.is_empty() {
+        tracing::info!(uploads = stale.len(), "aborted multipart uploads left by an interrupted run");
+    }
+    Ok(())
 }
 
 /// Records one finished copy: a manifest row only for a verified success; a failure row otherwise.
@@ -494,27 +504,15 @@ async fn delete(
         let Ok(del) = Delete::builder().set_objects(Some(ids)).quiet(true).build() else {
             continue;
         };
-        match dst
-            .delete_objects()
-            .bucket(&spec.destination.bucket)
-            .delete(del)
-            .send()
-            .await
-        {
+        match dst.delete_objects().bucket(&spec.destination.bucket).delete(del).send().await {
             Ok(out) => {
-                let failed: std::collections::HashSet<&str> =
-                    out.errors().iter().filter_map(|e| e.key()).collect();
+                let failed: std::collections::HashSet<&str> = out.errors().iter().filter_map(|e| e.key()).collect();
                 for r in chunk {
                     if failed.contains(r.dest_key.as_str()) {
                         report.row.objects_failed += 1;
-                        engine.writer.failure(
-                            run_id,
-                            &spec.name,
-                            &r.source_key,
-                            None,
-                            "delete",
-                            "DeleteObjects refused this key",
-                        );
+                        engine
+                            .writer
+                            .failure(run_id, &spec.name, &r.source_key, None, "delete", "DeleteObjects refused this key");
                     } else {
                         engine.writer.deleted(run_id, &spec.name, &r.dest_key);
                         deleted += 1;

@@ -78,8 +78,7 @@ impl Rng {
 }
 
 fn date(day: u32) -> String {
-    let d =
-        chrono::NaiveDate::from_ymd_opt(2024, 1, 1).unwrap() + chrono::Days::new(u64::from(day));
+    let d = chrono::NaiveDate::from_ymd_opt(2024, 1, 1).unwrap() + chrono::Days::new(u64::from(day));
     d.format("%Y-%m-%d").to_string()
 }
 
@@ -180,22 +179,12 @@ mod tests {
             .any(|o| o.key == "data/spot/daily/klines/BTCUSDT/1m/BTCUSDT-1m-2024-01-01.zip"));
         assert!(a
             .iter()
-            .any(|o| o.key
-                == "data/futures/um/monthly/aggTrades/ETHUSDT/ETHUSDT-aggTrades-2024-02.zip"));
-        let zip = a
-            .iter()
-            .find(|o| o.key.ends_with("BTCUSDT-1m-2024-01-01.zip"))
-            .unwrap();
-        let sum = a
-            .iter()
-            .find(|o| o.key.ends_with("BTCUSDT-1m-2024-01-01.zip.CHECKSUM"))
-            .unwrap();
+            .any(|o| o.key == "data/futures/um/monthly/aggTrades/ETHUSDT/ETHUSDT-aggTrades-2024-02.zip"));
+        let zip = a.iter().find(|o| o.key.ends_with("BTCUSDT-1m-2024-01-01.zip")).unwrap();
+        let sum = a.iter().find(|o| o.key.ends_with("BTCUSDT-1m-2024-01-01.zip.CHECKSUM")).unwrap();
         assert_eq!(
             String::from_utf8_lossy(&sum.body),
-            format!(
-                "{}  BTCUSDT-1m-2024-01-01.zip\n",
-                hex::encode(Sha256::digest(&zip.body))
-            )
+            format!("{}  BTCUSDT-1m-2024-01-01.zip\n", hex::encode(Sha256::digest(&zip.body)))
         );
     }
 }

@@ -5,11 +5,8 @@ use s3syncd::cli::{self, Cli, Command, EXIT_ERROR};
 
 fn init_tracing(json: bool) {
     use tracing_subscriber::EnvFilter;
-    let filter = EnvFilter::try_from_env("S3SYNCD_LOG")
-        .unwrap_or_else(|_| EnvFilter::new("s3syncd=info,warn"));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
+    let filter = EnvFilter::try_from_env("S3SYNCD_LOG").unwrap_or_else(|_| EnvFilter::new("s3syncd=info,warn"));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
     // journald stamps every line already; don't print a second timestamp under systemd.
     let under_journal = std::env::var_os("JOURNAL_STREAM").is_some();
     match (json, under_journal) {

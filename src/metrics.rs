@@ -4,9 +4,7 @@
 //! Names follow Prometheus conventions: `s3syncd_` prefix, `_total` counters, base units.
 
 use crate::engine::RunReport;
-use metrics::{
-    counter, describe_counter, describe_gauge, describe_histogram, gauge, histogram, Unit,
-};
+use metrics::{counter, describe_counter, describe_gauge, describe_histogram, gauge, histogram, Unit};
 use std::net::SocketAddr;
 
 pub fn install(addr: SocketAddr) -> Result<(), String> {
@@ -14,19 +12,13 @@ pub fn install(addr: SocketAddr) -> Result<(), String> {
         .with_http_listener(addr)
         .install()
         .map_err(|e| format!("cannot serve metrics on {addr}: {e}"))?;
-    describe_counter!(
-        "s3syncd_objects_copied_total",
-        "Objects copied and verified, by spec and mode."
-    );
+    describe_counter!("s3syncd_objects_copied_total", "Objects copied and verified, by spec and mode.");
     describe_counter!(
         "s3syncd_bytes_copied_total",
         Unit::Bytes,
         "Bytes of objects copied, by spec and mode."
     );
-    describe_counter!(
-        "s3syncd_objects_failed_total",
-        "Objects that failed, by spec."
-    );
+    describe_counter!("s3syncd_objects_failed_total", "Objects that failed, by spec.");
     describe_counter!(
         "s3syncd_objects_skipped_total",
         "Listed objects unchanged since they were copied, by spec."
@@ -45,11 +37,7 @@ pub fn install(addr: SocketAddr) -> Result<(), String> {
         "s3syncd_s3_requests_total",
         "S3 request attempts (retries included), by spec, operation and result."
     );
-    describe_histogram!(
-        "s3syncd_run_duration_seconds",
-        Unit::Seconds,
-        "Wall time of runs, by spec."
-    );
+    describe_histogram!("s3syncd_run_duration_seconds", Unit::Seconds, "Wall time of runs, by spec.");
     describe_gauge!(
         "s3syncd_last_success_timestamp_seconds",
         Unit::Seconds,
@@ -69,32 +57,23 @@ pub fn run_aborted(spec: &str) {
 }
 
 pub fn object_copied(spec: &str, mode: &'static str, bytes: u64) {
-    counter!("s3syncd_objects_copied_total", "spec" => spec.to_string(), "mode" => mode)
-        .increment(1);
-    counter!("s3syncd_bytes_copied_total", "spec" => spec.to_string(), "mode" => mode)
-        .increment(bytes);
+    counter!("s3syncd_objects_copied_total", "spec" => spec.to_string(), "mode" => mode).increment(1);
+    counter!("s3syncd_bytes_copied_total", "spec" => spec.to_string(), "mode" => mode).increment(bytes);
 }
 
 pub fn object_failed(spec: &str) {
     counter!("s3syncd_objects_failed_total", "spec" => spec.to_string()).increment(1);
 }
 
-pub fn run_finished(
-    r: &RunReport,
-    requests: &std::collections::BTreeMap<(String, &'static str), u64>,
-) {
+pub fn run_finished(r: &RunReport, requests: &std::collections::BTreeMap<(String, &'static str), u64>) {
     let spec = r.row.spec.clone();
     gauge!("s3syncd_runs_in_flight", "spec" => spec.clone()).decrement(1.0);
-    counter!("s3syncd_runs_total", "spec" => spec.clone(), "status" => r.row.status.clone())
-        .increment(1);
-    counter!("s3syncd_objects_skipped_total", "spec" => spec.clone())
-        .increment(r.row.objects_skipped);
-    counter!("s3syncd_bytes_through_host_total", "spec" => spec.clone())
-        .increment(r.row.bytes_through_host);
+    counter!("s3syncd_runs_total", "spec" => spec.clone(), "status" => r.row.status.clone()).increment(1);
+    counter!("s3syncd_objects_skipped_total", "spec" => spec.clone()).increment(r.row.objects_skipped);
+    counter!("s3syncd_bytes_through_host_total", "spec" => spec.clone()).increment(r.row.bytes_through_host);
     histogram!("s3syncd_run_duration_seconds", "spec" => spec.clone()).record(r.wall.as_secs_f64());
     if r.row.status == "ok" {
-        gauge!("s3syncd_last_success_timestamp_seconds", "spec" => spec.clone())
-            .set(chrono::Utc::now().timestamp() as f64);
+        gauge!("s3syncd_last_success_timestamp_seconds", "spec" => spec.clone()).set(chrono::Utc::now().timestamp() as f64);
     }
     for (key, n) in &r.stats.fallbacks {
         // "from -> to (reason)"

@@ -48,9 +48,7 @@ pub fn decide(src: &SourceObject, row: Option<&ObjectRow>, compare: Compare) -> 
     match (&src.etag, &row.etag) {
         (Some(a), Some(b)) if a != b => Some(Reason::Etag),
         (Some(_), Some(_)) => None,
-        _ if src.last_modified.is_some() && src.last_modified != row.source_last_modified => {
-            Some(Reason::LastModified)
-        }
+        _ if src.last_modified.is_some() && src.last_modified != row.source_last_modified => Some(Reason::LastModified),
         _ => None,
     }
 }
@@ -83,17 +81,10 @@ pub struct Planner<'a> {
 
 impl<'a> Planner<'a> {
     pub fn new(spec: &'a Spec) -> Self {
-        Planner {
-            spec,
-            last_dest_key: None,
-        }
+        Planner { spec, last_dest_key: None }
     }
 
-    pub fn plan_page(
-        &mut self,
-        reader: &Reader,
-        page: Vec<SourceObject>,
-    ) -> Result<PagePlan, ManifestError> {
+    pub fn plan_page(&mut self, reader: &Reader, page: Vec<SourceObject>) -> Result<PagePlan, ManifestError> {
         let Some(last) = page.last() else {
             return Ok(PagePlan::default());
         };
@@ -110,12 +101,7 @@ impl<'a> Planner<'a> {
 
     /// Manifest rows after the last listed key: their sources are gone too.
     pub fn finish(&mut self, reader: &Reader) -> Result<Vec<ObjectRow>, ManifestError> {
-        let rows = reader.range(
-            &self.spec.name,
-            &self.spec.destination.prefix,
-            self.last_dest_key.as_deref(),
-            None,
-        )?;
+        let rows = reader.range(&self.spec.name, &self.spec.destination.prefix, self.last_dest_key.as_deref(), None)?;
         Ok(rows.into_iter().filter(|r| self.in_filter(r)).collect())
     }
 
@@ -136,9 +122,7 @@ impl<'a> Planner<'a> {
                 continue;
             };
             // Rows before this key have no source in the listing.
-            while let Some(r) =
-                rows.next_if(|r| r.dest_key.as_bytes().cmp(dest_key.as_bytes()) == Ordering::Less)
-            {
+            while let Some(r) = rows.next_if(|r| r.dest_key.as_bytes().cmp(dest_key.as_bytes()) == Ordering::Less) {
                 if self.in_filter(&r) {
                     plan.source_gone.push(r);
                 }
@@ -197,50 +181,25 @@ mod tests {
         let t1 = "2024-01-01T00:00:00.000Z";
         let t2 = "2024-01-02T00:00:00.000Z";
         let c = Compare::SizeEtag;
+        assert_eq!(decide(&src("k", 1, Some("a"), t1), None, c), Some(Reason::New));
         assert_eq!(
-            decide(&src("k", 1, Some("a"), t1), None, c),
-            Some(Reason::New)
-        );
-        assert_eq!(
-            decide(
-                &src("k", 2, Some("a"), t1),
-                Some(&row("k", 1, Some("a"), t1)),
-                c
-            ),
+            decide(&src("k", 2, Some("a"), t1), Some(&row("k", 1, Some("a"), t1)), c),
             Some(Reason::Size)
         );
         assert_eq!(
-            decide(
-                &src("k", 1, Some("b"), t1),
-                Some(&row("k", 1, Some("a"), t1)),
-                c
-            ),
+            decide(&src("k", 1, Some("b"), t1), Some(&row("k", 1, Some("a"), t1)), c),
             Some(Reason::Etag)
         );
         // Same content re-uploaded: a new LastModified alone does not copy when ETags agree.
-        assert_eq!(
-            decide(
-                &src("k", 1, Some("a"), t2),
-                Some(&row("k", 1, Some("a"), t1)),
-                c
-            ),
-            None
-        );
+        assert_eq!(decide(&src("k", 1, Some("a"), t2), Some(&row("k", 1, Some("a"), t1)), c), None);
         // No ETag in the listing (s3s-fs): LastModified decides.
         assert_eq!(
             decide(&src("k", 1, None, t2), Some(&row("k", 1, Some("a"), t1)), c),
             Some(Reason::LastModified)
         );
+        assert_eq!(decide(&src("k", 1, None, t1), Some(&row("k", 1, Some("a"), t1)), c), None);
         assert_eq!(
-            decide(&src("k", 1, None, t1), Some(&row("k", 1, Some("a"), t1)), c),
-            None
-        );
-        assert_eq!(
-            decide(
-                &src("k", 1, Some("b"), t2),
-                Some(&row("k", 1, Some("a"), t1)),
-                Compare::Size
-            ),
+            decide(&src("k", 1, Some("b"), t2), Some(&row("k", 1, Some("a"), t1)), Compare::Size),
             None
         );
     }
@@ -280,20 +239,9 @@ mod tests {
         assert_eq!(plan.listed, 4);
         assert_eq!(plan.filtered, 1);
         assert_eq!(plan.skipped, 1);
-        let copies: Vec<_> = plan
-            .copies
-            .iter()
-            .map(|c| (c.dest_key.as_str(), c.reason))
-            .collect();
-        assert_eq!(
-            copies,
-            vec![("bronze/c", Reason::Etag), ("bronze/e", Reason::New)]
-        );
-        let gone: Vec<_> = plan
-            .source_gone
-            .iter()
-            .map(|r| r.dest_key.as_str())
-            .collect();
+        let copies: Vec<_> = plan.copies.iter().map(|c| (c.dest_key.as_str(), c.reason)).collect();
+        assert_eq!(copies, vec![("bronze/c", Reason::Etag), ("bronze/e", Reason::New)]);
+        let gone: Vec<_> = plan.source_gone.iter().map(|r| r.dest_key.as_str()).collect();
         assert_eq!(gone, vec!["bronze/b", "bronze/f"]);
     }
 }

@@ -61,10 +61,7 @@ impl Intercept for CountRequests {
             Some(s) if s >= 400 => "client_error",
             Some(_) => "ok",
         };
-        self.0.add(
-            cfg.load::<Metadata>().map_or("unknown", |m| m.name()),
-            result,
-        );
+        self.0.add(cfg.load::<Metadata>().map_or("unknown", |m| m.name()), result);
         Ok(())
     }
 }
@@ -89,11 +86,7 @@ pub async fn client(side: &Side, transfer: &TransferOpts, counter: Arc<RequestCo
         .retry_config(retry)
         // The default retry quota stops retrying after a burst of errors; a batch sync would
         // then fail objects that one more try would copy. Retries stay bounded per request.
-        .retry_partition(
-            RetryPartition::custom("s3syncd")
-                .token_bucket(TokenBucket::unlimited())
-                .build(),
-        )
+        .retry_partition(RetryPartition::custom("s3syncd").token_bucket(TokenBucket::unlimited()).build())
         .timeout_config(
             TimeoutConfig::builder()
                 .connect_timeout(Duration::from_secs(10))
@@ -111,12 +104,7 @@ pub async fn client(side: &Side, transfer: &TransferOpts, counter: Arc<RequestCo
 }
 
 /// Characters kept as they are in an `x-amz-copy-source` value: RFC 3986 unreserved and '/'.
-const COPY_SOURCE: &AsciiSet = &NON_ALPHANUMERIC
-    .remove(b'-')
-    .remove(b'_')
-    .remove(b'.')
-    .remove(b'~')
-    .remove(b'/');
+const COPY_SOURCE: &AsciiSet = &NON_ALPHANUMERIC.remove(b'-').remove(b'_').remove(b'.').remove(b'~').remove(b'/');
 
 /// `bucket/key` for CopyObject and UploadPartCopy, percent-encoded: the SDK sends it verbatim,
 /// and keys with spaces, '+', '%', '?', '#' or unicode would otherwise copy the wrong object.
@@ -147,14 +135,12 @@ pub fn normalize_etag(e: &str) -> String {
 #[derive(Debug, thiserror::Error)]
 pub enum ListError {
     #[error("listing s3://{bucket}/{prefix} failed: {message}")]
-    Failed {
-        bucket: String,
-        prefix: String,
-        message: String,
-    },
+    Failed { bucket: String, prefix: String, message: String },
     #[error("listing s3://{bucket}/{prefix} came back truncated without a continuation token; refusing to treat it as complete")]
     TruncatedWithoutToken { bucket: String, prefix: String },
-    #[error("listing s3://{bucket}/{prefix} is not in key order ({previous:?} then {next:?}); the server breaks the ListObjectsV2 contract")]
+    #[error(
+        "listing s3://{bucket}/{prefix} is not in key order ({previous:?} then {next:?}); the server breaks the ListObjectsV2 contract"
+    )]
     OutOfOrder {
         bucket: String,
         prefix: String,
@@ -191,11 +177,7 @@ impl Lister {
         if self.done {
             return Ok(None);
         }
-        let mut req = self
-            .client
-            .list_objects_v2()
-            .bucket(&self.bucket)
-            .prefix(&self.prefix);
+        let mut req = self.client.list_objects_v2().bucket(&self.bucket).prefix(&self.prefix);
         if let Some(t) = &self.token {
             req = req.continuation_token(t);
         }
@@ -244,10 +226,7 @@ mod tests {
 
     #[test]
     fn copy_source_encodes_what_urls_would_misread() {
-        assert_eq!(
-            copy_source("b", "data/a b+c%d?e#f.zip"),
-            "b/data/a%20b%2Bc%25d%3Fe%23f.zip"
-        );
+        assert_eq!(copy_source("b", "data/a b+c%d?e#f.zip"), "b/data/a%20b%2Bc%25d%3Fe%23f.zip");
         assert_eq!(copy_source("b", "ü/x~y-z_.zip"), "b/%C3%BC/x~y-z_.zip");
     }
 

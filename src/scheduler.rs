@@ -10,9 +10,7 @@ use tokio_util::sync::CancellationToken;
 
 /// The next tick strictly after `after`.
 pub fn next_tick(spec: &Spec, after: DateTime<Utc>) -> Option<DateTime<Utc>> {
-    spec.schedule
-        .as_ref()
-        .and_then(|(_, s)| s.after(&after).next())
+    spec.schedule.as_ref().and_then(|(_, s)| s.after(&after).next())
 }
 
 /// Whether a tick fell between the last run's start and now (the daemon was down or busy).
@@ -33,13 +31,7 @@ fn last_run_start(engine: &Engine, spec: &str) -> Option<DateTime<Utc>> {
 
 /// One feed's loop. `spec` delivers new versions (applied after the current run); `removed`
 /// ends the loop between runs; `stop` is the daemon's shutdown, passed to runs.
-pub async fn feed(
-    engine: Engine,
-    mut spec: watch::Receiver<Arc<Spec>>,
-    running: Arc<Semaphore>,
-    removed: CancellationToken,
-    stop: Stop,
-) {
+pub async fn feed(engine: Engine, mut spec: watch::Receiver<Arc<Spec>>, running: Arc<Semaphore>, removed: CancellationToken, stop: Stop) {
     let mut current = spec.borrow_and_update().clone();
     let mut catch_up = missed_tick(&current, last_run_start(&engine, &current.name), Utc::now());
     loop {
@@ -76,14 +68,7 @@ pub async fn feed(
         };
         let Ok(_permit) = permit else { return };
         let started = Utc::now();
-        match engine::run(
-            &engine,
-            current.clone(),
-            RunOptions::default(),
-            stop.clone(),
-        )
-        .await
-        {
+        match engine::run(&engine, current.clone(), RunOptions::default(), stop.clone()).await {
             Ok(report) => {
                 tracing::info!(spec = %current.name, run_id = report.row.id, status = %report.row.status, copied = report.row.objects_copied, failed = report.row.objects_failed, "scheduled run done")
             }
@@ -92,9 +77,10 @@ pub async fn feed(
             }
         }
         // Ticks that fell during the run are skipped, not queued: never two runs at once.
-        let skipped = current.schedule.as_ref().map_or(0, |(_, s)| {
-            s.after(&started).take_while(|t| *t <= Utc::now()).count()
-        });
+        let skipped = current
+            .schedule
+            .as_ref()
+            .map_or(0, |(_, s)| s.after(&started).take_while(|t| *t <= Utc::now()).count());
         if skipped > 0 {
             tracing::info!(spec = %current.name, skipped, "ticks skipped because the previous run was still going");
         }
@@ -118,20 +104,9 @@ mod tests {
     fn catch_up_only_when_a_tick_was_missed() {
         let s = spec("0 30 8 * * *");
         let t = |x: &str| DateTime::parse_from_rfc3339(x).unwrap().with_timezone(&Utc);
-        assert!(missed_tick(
-            &s,
-            Some(t("2026-11-20T08:30:00Z")),
-            t("2026-11-24T09:00:00Z")
-        ));
-        assert!(!missed_tick(
-            &s,
-            Some(t("2026-11-24T08:30:00Z")),
-            t("2026-11-24T09:00:00Z")
-        ));
+        assert!(missed_tick(&s, Some(t("2026-11-20T08:30:00Z")), t("2026-11-24T09:00:00Z")));
+        assert!(!missed_tick(&s, Some(t("2026-11-24T08:30:00Z")), t("2026-11-24T09:00:00Z")));
         assert!(!missed_tick(&s, None, t("2026-11-24T09:00:00Z")));
-        assert_eq!(
-            next_tick(&s, t("2026-11-24T09:00:00Z")),
-            Some(t("2026-11-25T08:30:00Z"))
-        );
+        assert_eq!(next_tick(&s, t("2026-11-24T09:00:00Z")), Some(t("2026-11-25T08:30:00Z")));
     }
 }

@@ -65,10 +65,7 @@ async fn ls_runs_export_and_verify_tell_what_happened() {
         "failed        0 objects".into(),
         format!("(direct {n})"),
     ] {
-        assert!(
-            summary.contains(&line),
-            "summary lacks {line:?}:\n{summary}"
-        );
+        assert!(summary.contains(&line), "summary lacks {line:?}:\n{summary}");
     }
     assert!(
         summary.contains(&format!("CopyObject {n}")) && summary.contains("est. cost     $"),
@@ -76,92 +73,47 @@ async fn ls_runs_export_and_verify_tell_what_happened() {
     );
     let out = ws.run(&["run", b.to_str().unwrap()]);
     assert_eq!(out.status.code(), Some(1), "{}", text(&out));
-    assert!(
-        stdout(&out).contains(&format!("copied        {} objects", n - 1)),
-        "{}",
-        text(&out)
-    );
+    assert!(stdout(&out).contains(&format!("copied        {} objects", n - 1)), "{}", text(&out));
 
     // ls: one line per object with mode; filters by spec, mode and prefix.
     let ls = stdout(&ws.run(&["manifest", "ls", "--spec", "a"]));
     assert_eq!(ls.lines().count(), n);
+    assert!(ls.lines().all(|l| l.starts_with("a\ta/") && l.contains("\tdirect\t")), "{ls}");
+    let ls = stdout(&ws.run(&["manifest", "ls", "--mode", "stream", "--prefix", "b/spot/daily/klines/ETHUSDT/"]));
     assert!(
-        ls.lines()
-            .all(|l| l.starts_with("a\ta/") && l.contains("\tdirect\t")),
-        "{ls}"
-    );
-    let ls = stdout(&ws.run(&[
-        "manifest",
-        "ls",
-        "--mode",
-        "stream",
-        "--prefix",
-        "b/spot/daily/klines/ETHUSDT/",
-    ]));
-    assert!(
-        !ls.is_empty()
-            && ls
-                .lines()
-                .all(|l| l.starts_with("b\tb/spot/daily/klines/ETHUSDT/")),
+        !ls.is_empty() && ls.lines().all(|l| l.starts_with("b\tb/spot/daily/klines/ETHUSDT/")),
         "{ls}"
     );
     assert!(
         !ls.contains("ETHUSDT-1m-2024-01-02.zip\t"),
         "the failed object is not listed as copied:\n{ls}"
     );
-    assert_eq!(
-        stdout(&ws.run(&["manifest", "ls", "--since", "1h"]))
-            .lines()
-            .count(),
-        2 * n - 1
-    );
-    assert_eq!(
-        stdout(&ws.run(&["manifest", "ls", "--since", "2999-01-01"]))
-            .lines()
-            .count(),
-        0
-    );
+    assert_eq!(stdout(&ws.run(&["manifest", "ls", "--since", "1h"])).lines().count(), 2 * n - 1);
+    assert_eq!(stdout(&ws.run(&["manifest", "ls", "--since", "2999-01-01"])).lines().count(), 0);
 
     // runs: newest first, statuses and counts.
     let runs = stdout(&ws.run(&["manifest", "runs"]));
     let lines: Vec<&str> = runs.lines().collect();
     assert_eq!(lines.len(), 3, "{runs}");
-    assert!(
-        lines[1].contains(" b ") && lines[1].contains("partial"),
-        "{runs}"
-    );
-    assert!(
-        lines[2].contains(" a ") && lines[2].contains(" ok "),
-        "{runs}"
-    );
+    assert!(lines[1].contains(" b ") && lines[1].contains("partial"), "{runs}");
+    assert!(lines[2].contains(" a ") && lines[2].contains(" ok "), "{runs}");
 
     // export: CSV with a header and quoting; JSON lines that parse.
     let csv = stdout(&ws.run(&["manifest", "export", "--format", "csv", "--spec", "a"]));
     assert!(csv.starts_with("spec,dest_key,source_key,size,etag,source_last_modified,copied_at,mode,run_id,dest_etag,verified\n"));
     assert_eq!(csv.lines().count(), n + 1);
     let jsonl = stdout(&ws.run(&["manifest", "export", "--format", "jsonl"]));
-    let rows: Vec<serde_json::Value> = jsonl
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect();
+    let rows: Vec<serde_json::Value> = jsonl.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
     assert_eq!(rows.len(), 2 * n - 1);
     let (key, body) = &objects[0];
-    let row = rows
-        .iter()
-        .find(|r| r["spec"] == "a" && r["source_key"] == key.as_str())
-        .unwrap();
+    let row = rows.iter().find(|r| r["spec"] == "a" && r["source_key"] == key.as_str()).unwrap();
     assert_eq!(row["size"].as_u64(), Some(body.len() as u64));
 
     // verify: clean, then drift after an out-of-band delete and an unknown object; --repair.
     let out = ws.run(&["manifest", "verify", "--spec", "a"]);
     assert_eq!(out.status.code(), Some(0), "{}", text(&out));
     let gone = format!("a/{}", objects[3].0.strip_prefix("data/").unwrap());
-    c.delete_object()
-        .bucket("dst-bucket")
-        .key(&gone)
-        .send()
-        .await
-        .unwrap();
+    c.delete_object().bucket("dst-bucket").key(&gone).send().await.unwrap();
     put(&c, "dst-bucket", "a/stray.bin", b"stray".to_vec()).await;
     let out = ws.run(&["manifest", "verify", "--spec", "a", "--repair"]);
     assert_eq!(out.status.code(), Some(1), "{}", text(&out));
@@ -169,18 +121,11 @@ async fn ls_runs_export_and_verify_tell_what_happened() {
     assert!(report.contains(&format!("missing    {gone}")), "{report}");
     assert!(report.contains("unknown    a/stray.bin"), "{report}");
     assert!(
-        report.contains(&format!(
-            "{} objects match the manifest; 1 missing, 0 different, 1 unknown",
-            n - 1
-        )),
+        report.contains(&format!("{} objects match the manifest; 1 missing, 0 different, 1 unknown", n - 1)),
         "{report}"
     );
     let out = ws.run(&["run", a.to_str().unwrap()]);
-    assert!(
-        stdout(&out).contains("copied        1 objects"),
-        "{}",
-        text(&out)
-    );
+    assert!(stdout(&out).contains("copied        1 objects"), "{}", text(&out));
     assert!(get(&c, "dst-bucket", &gone).await.is_some());
 
     // status: one line per spec.
@@ -188,14 +133,13 @@ async fn ls_runs_export_and_verify_tell_what_happened() {
     assert!(
         status
             .lines()
-            .any(|l| l.starts_with("a: schedule manual")
-                && l.contains(&format!("holds {n} objects"))),
+            .any(|l| l.starts_with("a: schedule manual") && l.contains(&format!("holds {n} objects"))),
         "{status}"
     );
     assert!(
-        status.lines().any(|l| l.starts_with("b: ")
-            && l.contains("partial")
-            && l.contains("last success never")),
+        status
+            .lines()
+            .any(|l| l.starts_with("b: ") && l.contains("partial") && l.contains("last success never")),
         "{status}"
     );
 }
@@ -204,12 +148,12 @@ async fn ls_runs_export_and_verify_tell_what_happened() {
 async fn the_daemon_serves_prometheus_metrics() {
     let objects = fixture();
     let (server, _c, ws) = seeded(&objects).await;
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    std::fs::write(ws.config(), format!("spec_dir = \"specs.d\"\nstate_dir = \"state\"\nmetrics_listen = \"127.0.0.1:{port}\"\n")).unwrap();
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    std::fs::write(
+        ws.config(),
+        format!("spec_dir = \"specs.d\"\nstate_dir = \"state\"\nmetrics_listen = \"127.0.0.1:{port}\"\n"),
+    )
+    .unwrap();
     use std::os::unix::fs::PermissionsExt;
     std::fs::set_permissions(ws.spec_dir(), std::fs::Permissions::from_mode(0o755)).unwrap();
     let spec = ws.write_spec(
@@ -225,21 +169,13 @@ async fn the_daemon_serves_prometheus_metrics() {
         ),
     );
     std::fs::set_permissions(&spec, std::fs::Permissions::from_mode(0o644)).unwrap();
-    let mut child = ws
-        .command()
-        .arg("daemon")
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
+    let mut child = ws.command().arg("daemon").stderr(std::process::Stdio::null()).spawn().unwrap();
     let n = objects.len() as f64;
     let mut body = String::new();
     for _ in 0..100 {
         tokio::time::sleep(std::time::Duration::from_millis(200)).await;
         body = scrape(port).await.unwrap_or_default();
-        if metric(
-            &body,
-            "s3syncd_objects_copied_total{spec=\"m\",mode=\"direct\"}",
-        ) == Some(n)
+        if metric(&body, "s3syncd_objects_copied_total{spec=\"m\",mode=\"direct\"}") == Some(n)
             && metric(&body, "s3syncd_runs_total{spec=\"m\",status=\"ok\"}").is_some()
         {
             break;
@@ -248,19 +184,13 @@ async fn the_daemon_serves_prometheus_metrics() {
     let _ = child.kill();
     let _ = child.wait();
     assert_eq!(
-        metric(
-            &body,
-            "s3syncd_objects_copied_total{spec=\"m\",mode=\"direct\"}"
-        ),
+        metric(&body, "s3syncd_objects_copied_total{spec=\"m\",mode=\"direct\"}"),
         Some(n),
         "{body}"
     );
     let bytes: usize = objects.iter().map(|(_, b)| b.len()).sum();
     assert_eq!(
-        metric(
-            &body,
-            "s3syncd_bytes_copied_total{spec=\"m\",mode=\"direct\"}"
-        ),
+        metric(&body, "s3syncd_bytes_copied_total{spec=\"m\",mode=\"direct\"}"),
         Some(bytes as f64),
         "{body}"
     );
@@ -272,25 +202,17 @@ async fn the_daemon_serves_prometheus_metrics() {
         "{body}"
     );
     assert!(
-        metric(&body, "s3syncd_last_success_timestamp_seconds{spec=\"m\"}")
-            .is_some_and(|t| t > 1.7e9),
+        metric(&body, "s3syncd_last_success_timestamp_seconds{spec=\"m\"}").is_some_and(|t| t > 1.7e9),
         "{body}"
     );
-    assert!(
-        body.contains("# TYPE s3syncd_objects_copied_total counter"),
-        "{body}"
-    );
+    assert!(body.contains("# TYPE s3syncd_objects_copied_total counter"), "{body}");
 }
 
 /// A plain HTTP/1.0 GET of /metrics on loopback.
 async fn scrape(port: u16) -> Option<String> {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let mut s = tokio::net::TcpStream::connect(("127.0.0.1", port))
-        .await
-        .ok()?;
-    s.write_all(b"GET /metrics HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n")
-        .await
-        .ok()?;
+    let mut s = tokio::net::TcpStream::connect(("127.0.0.1", port)).await.ok()?;
+    s.write_all(b"GET /metrics HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n").await.ok()?;
     let mut out = String::new();
     s.read_to_string(&mut out).await.ok()?;
     Some(out)

@@ -49,10 +49,7 @@ impl Drop for Daemon {
 }
 
 /// Polls `cond` for up to `secs` seconds.
-async fn eventually<F: std::future::Future<Output = bool>>(
-    secs: u64,
-    mut cond: impl FnMut() -> F,
-) -> bool {
+async fn eventually<F: std::future::Future<Output = bool>>(secs: u64, mut cond: impl FnMut() -> F) -> bool {
     let deadline = Instant::now() + Duration::from_secs(secs);
     while Instant::now() < deadline {
         if cond().await {
@@ -80,9 +77,7 @@ fn runs(ws: &Workspace, spec: &str) -> i64 {
         return 0;
     }
     ws.sqlite()
-        .query_row("SELECT count(*) FROM runs WHERE spec = ?1", [spec], |r| {
-            r.get(0)
-        })
+        .query_row("SELECT count(*) FROM runs WHERE spec = ?1", [spec], |r| r.get(0))
         .unwrap_or(0)
 }
 
@@ -95,8 +90,7 @@ async fn feeds_follow_the_spec_directory() {
     let mut f = FixtureSpec::small();
     f.days = 2;
     f.months = 0;
-    let objects: Vec<(String, Vec<u8>)> =
-        generate(&f).into_iter().map(|o| (o.key, o.body)).collect();
+    let objects: Vec<(String, Vec<u8>)> = generate(&f).into_iter().map(|o| (o.key, o.body)).collect();
     put_all(&c, "src-bucket", objects.clone()).await;
     let ws = Workspace::new(&[
         ("src", &server.access_key, &server.secret_key),
@@ -104,11 +98,7 @@ async fn feeds_follow_the_spec_directory() {
     ]);
     strict(&ws);
     let mut d = Daemon::start(&ws);
-    assert!(
-        eventually(10, || async { d.log().contains("daemon started") }).await,
-        "{}",
-        d.log()
-    );
+    assert!(eventually(10, || async { d.log().contains("daemon started") }).await, "{}", d.log());
 
     // A new feed with an every-2-seconds schedule: its objects arrive.
     let spec = |prefix: &str| {
@@ -125,10 +115,7 @@ async fn feeds_follow_the_spec_directory() {
     write_spec(&ws, "feed", &spec("one/"));
     let n = objects.len();
     assert!(
-        eventually(20, || async {
-            list(&c, "dst-bucket", "one/").await.len() == n
-        })
-        .await,
+        eventually(20, || async { list(&c, "dst-bucket", "one/").await.len() == n }).await,
         "objects did not arrive\n{}",
         d.log()
     );
@@ -136,26 +123,16 @@ async fn feeds_follow_the_spec_directory() {
     // Edited: a new destination prefix takes effect without a restart.
     write_spec(&ws, "feed", &spec("two/"));
     assert!(
-        eventually(20, || async {
-            list(&c, "dst-bucket", "two/").await.len() == n
-        })
-        .await,
+        eventually(20, || async { list(&c, "dst-bucket", "two/").await.len() == n }).await,
         "edit did not take effect\n{}",
         d.log()
     );
 
     // Broken: logged with file and line; the daemon keeps running the last good version.
-    write_spec(
-        &ws,
-        "feed",
-        "schedule = \"*/2 * * * * *\"\n[source\nbucket = 1\n",
-    );
+    write_spec(&ws, "feed", "schedule = \"*/2 * * * * *\"\n[source\nbucket = 1\n");
     let file = ws.spec_dir().join("feed.toml");
     assert!(
-        eventually(10, || async {
-            d.log().contains(&format!("{}:2:", file.display()))
-        })
-        .await,
+        eventually(10, || async { d.log().contains(&format!("{}:2:", file.display())) }).await,
         "{}",
         d.log()
     );
@@ -180,37 +157,21 @@ async fn feeds_follow_the_spec_directory() {
     // Removed: runs stop.
     std::fs::remove_file(&file).unwrap();
     assert!(
-        eventually(10, || async {
-            d.log().contains("spec removed: no longer scheduled")
-        })
-        .await,
+        eventually(10, || async { d.log().contains("spec removed: no longer scheduled") }).await,
         "{}",
         d.log()
     );
     tokio::time::sleep(Duration::from_secs(1)).await;
     let settled = runs(&ws, "feed");
     tokio::time::sleep(Duration::from_secs(5)).await;
-    assert_eq!(
-        runs(&ws, "feed"),
-        settled,
-        "a removed spec kept running\n{}",
-        d.log()
-    );
+    assert_eq!(runs(&ws, "feed"), settled, "a removed spec kept running\n{}", d.log());
 
     // Group-writable spec files are refused.
     write_spec(&ws, "loose", &spec("three/"));
-    std::fs::set_permissions(
-        ws.spec_dir().join("loose.toml"),
-        std::fs::Permissions::from_mode(0o666),
-    )
-    .unwrap();
+    std::fs::set_permissions(ws.spec_dir().join("loose.toml"), std::fs::Permissions::from_mode(0o666)).unwrap();
     d.signal("HUP");
     assert!(
-        eventually(10, || async {
-            d.log()
-                .contains("loose.toml is writable by group or others")
-        })
-        .await,
+        eventually(10, || async { d.log().contains("loose.toml is writable by group or others") }).await,
         "{}",
         d.log()
     );
@@ -259,25 +220,18 @@ async fn sigterm_during_a_run_records_it_as_interrupted_and_nothing_false() {
     );
     let mut d = Daemon::start(&ws);
     assert!(
-        eventually(20, || async {
-            list(&c, "dst-bucket", "x/").await.len() >= 20
-        })
-        .await,
+        eventually(20, || async { list(&c, "dst-bucket", "x/").await.len() >= 20 }).await,
         "{}",
         d.log()
     );
     d.signal("TERM");
-    let (status, d) = tokio::task::spawn_blocking(move || (d.child.wait().unwrap(), d))
-        .await
-        .unwrap();
+    let (status, d) = tokio::task::spawn_blocking(move || (d.child.wait().unwrap(), d)).await.unwrap();
     assert_eq!(status.code(), Some(0), "{}", d.log());
     let db = ws.sqlite();
     let (status, copied): (String, i64) = db
-        .query_row(
-            "SELECT status, objects_copied FROM runs ORDER BY id DESC LIMIT 1",
-            [],
-            |r| Ok((r.get(0)?, r.get(1)?)),
-        )
+        .query_row("SELECT status, objects_copied FROM runs ORDER BY id DESC LIMIT 1", [], |r| {
+            Ok((r.get(0)?, r.get(1)?))
+        })
         .unwrap();
     assert_eq!(status, "interrupted", "{}", d.log());
     assert!(copied > 0 && (copied as usize) < objects.len());
@@ -288,8 +242,7 @@ async fn sigterm_during_a_run_records_it_as_interrupted_and_nothing_false() {
         .map(Result::unwrap)
         .collect();
     assert_eq!(rows.len() as i64, copied);
-    let at_dest: std::collections::HashMap<String, i64> =
-        list(&c, "dst-bucket", "").await.into_iter().collect();
+    let at_dest: std::collections::HashMap<String, i64> = list(&c, "dst-bucket", "").await.into_iter().collect();
     for (key, size) in rows {
         assert_eq!(
             at_dest.get(&key),

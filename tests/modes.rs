@@ -28,19 +28,10 @@ fn db_value<T: rusqlite::types::FromSql>(ws: &Workspace, sql: &str) -> T {
         .unwrap_or_else(|e| panic!("{sql}: {e}"))
 }
 
-async fn assert_copied(
-    c: &aws_sdk_s3::Client,
-    bucket: &str,
-    prefix: &str,
-    objects: &[(String, Vec<u8>)],
-) {
+async fn assert_copied(c: &aws_sdk_s3::Client, bucket: &str, prefix: &str, objects: &[(String, Vec<u8>)]) {
     for (key, body) in objects {
         let dest = format!("{prefix}{}", key.strip_prefix("data/").unwrap());
-        assert_eq!(
-            get(c, bucket, &dest).await.as_deref(),
-            Some(body.as_slice()),
-            "bytes of {dest}"
-        );
+        assert_eq!(get(c, bucket, &dest).await.as_deref(), Some(body.as_slice()), "bytes of {dest}");
     }
 }
 
@@ -88,17 +79,8 @@ async fn anonymous_public_source_streams_into_a_signed_destination() {
         .iter()
         .filter(|(k, _)| k.ends_with(".zip") && !k.contains("awkward"))
         .count() as i64;
-    assert_eq!(
-        db_value::<i64>(
-            &ws,
-            "SELECT count(*) FROM objects WHERE verified = 'sha256'"
-        ),
-        zips
-    );
-    assert_eq!(
-        db_value::<i64>(&ws, "SELECT count(*) FROM objects WHERE verified = 'size'"),
-        0
-    );
+    assert_eq!(db_value::<i64>(&ws, "SELECT count(*) FROM objects WHERE verified = 'sha256'"), zips);
+    assert_eq!(db_value::<i64>(&ws, "SELECT count(*) FROM objects WHERE verified = 'size'"), 0);
     let details: String = db_value(&ws, "SELECT details FROM runs");
     assert!(details.contains("different endpoints"), "{details}");
     let through: i64 = db_value(&ws, "SELECT bytes_through_host FROM runs");
@@ -109,15 +91,7 @@ async fn anonymous_public_source_streams_into_a_signed_destination() {
 async fn copy_refused_with_access_denied_falls_back_to_stream_once_per_run() {
     let objects = small_fixture();
     let (server, c, ws) = seeded(&objects).await;
-    let proxy = FaultProxy::start(
-        &server.endpoint,
-        vec![Fault {
-            op: "CopyObject",
-            every: 1,
-            status: 403,
-            code: "AccessDenied",
-        }],
-    );
+    let proxy = FaultProxy::start(&server.endpoint, vec![Fault::status("CopyObject", 1, 403, "AccessDenied")]);
     let spec = ws.write_spec(
         "denied",
         &spec_text(
@@ -138,50 +112,23 @@ async fn copy_refused_with_access_denied_falls_back_to_stream_once_per_run() {
         objects.len()
     );
     let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        stdout.contains("direct -> stream (AccessDenied)"),
-        "{stdout}"
-    );
+    assert!(stdout.contains("direct -> stream (AccessDenied)"), "{stdout}");
     // The mode is given up for the run after the first refusals, not retried per object.
-    assert!(
-        proxy.seen("CopyObject") <= 4,
-        "CopyObject tried {} times",
-        proxy.seen("CopyObject")
-    );
+    assert!(proxy.seen("CopyObject") <= 4, "CopyObject tried {} times", proxy.seen("CopyObject"));
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn slowdown_is_retried_and_nothing_falls_back() {
     let objects = small_fixture();
     let (server, c, ws) = seeded(&objects).await;
-    let proxy = FaultProxy::start(
-        &server.endpoint,
-        vec![Fault {
-            op: "CopyObject",
-            every: 3,
-            status: 503,
-            code: "SlowDown",
-        }],
-    );
+    let proxy = FaultProxy::start(&server.endpoint, vec![Fault::status("CopyObject", 3, 503, "SlowDown")]);
     let spec = ws.write_spec(
         "slow",
-        &spec_text(
-            &proxy.endpoint,
-            "src-bucket",
-            "data/",
-            &proxy.endpoint,
-            "dst-bucket",
-            "x/",
-            "",
-        ),
+        &spec_text(&proxy.endpoint, "src-bucket", "data/", &proxy.endpoint, "dst-bucket", "x/", ""),
     );
     let out = ws.run(&["run", spec.to_str().unwrap()]);
     assert_eq!(out.status.code(), Some(0), "{}", text(&out));
-    assert!(
-        proxy.injected() >= objects.len() as u64 / 4,
-        "injected {}",
-        proxy.injected()
-    );
+    assert!(proxy.injected() >= objects.len() as u64 / 4, "injected {}", proxy.injected());
     assert_copied(&c, "dst-bucket", "x/", &objects).await;
     assert_eq!(
         db_value::<i64>(&ws, "SELECT count(*) FROM objects WHERE mode = 'direct'") as usize,
@@ -200,9 +147,7 @@ async fn multipart_copy_and_stream_with_5mib_parts() {
     let c = server.client();
     create_bucket(&c, "src-bucket").await;
     create_bucket(&c, "dst-bucket").await;
-    let big: Vec<u8> = (0..12u32 << 20)
-        .map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8)
-        .collect();
+    let big: Vec<u8> = (0..12u32 << 20).map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8).collect();
     let objects = vec![
         ("data/big/BTCUSDT-trades-2024-01.zip".to_string(), big),
         ("data/big/small.zip".to_string(), b"tiny".to_vec()),
@@ -231,25 +176,15 @@ async fn multipart_copy_and_stream_with_5mib_parts() {
         assert_eq!(out.status.code(), Some(0), "{mode}: {}", text(&out));
         assert_copied(&c, "dst-bucket", prefix, &objects).await;
         let details: String = db_value(&ws, "SELECT details FROM runs ORDER BY id DESC LIMIT 1");
-        assert!(
-            details.contains(&format!("\"{part_op}\":3")),
-            "{mode}: {details}"
-        );
+        assert!(details.contains(&format!("\"{part_op}\":3")), "{mode}: {details}");
         assert_eq!(
-            db_value::<i64>(
-                &ws,
-                &format!("SELECT count(*) FROM objects WHERE mode = '{mode}'")
-            ),
+            db_value::<i64>(&ws, &format!("SELECT count(*) FROM objects WHERE mode = '{mode}'")),
             2
         );
     }
     assert!(list(&c, "dst-bucket", "").await.len() == 6);
     let staging = ws.path().join("state/staging/staged");
-    assert_eq!(
-        std::fs::read_dir(&staging).unwrap().count(),
-        0,
-        "staging directory left files"
-    );
+    assert_eq!(std::fs::read_dir(&staging).unwrap().count(), 0, "staging directory left files");
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -259,22 +194,13 @@ async fn staged_keys_with_dot_dot_stay_inside_the_staging_directory() {
     let mc = moto.client();
     create_bucket(&mc, "src-bucket").await;
     let objects = vec![
-        (
-            "data/../../escape.zip".to_string(),
-            b"escape attempt".to_vec(),
-        ),
-        (
-            "data/a/../../../etc/passwd".to_string(),
-            b"not a passwd".to_vec(),
-        ),
+        ("data/../../escape.zip".to_string(), b"escape attempt".to_vec()),
+        ("data/a/../../../etc/passwd".to_string(), b"not a passwd".to_vec()),
         ("data/plain.zip".to_string(), b"plain".to_vec()),
     ];
     put_all(&mc, "src-bucket", objects.clone()).await;
     create_bucket(&server.client(), "dst-bucket").await;
-    let ws = Workspace::new(&[
-        ("src", "moto-key", "moto-secret"),
-        ("dst", &server.access_key, &server.secret_key),
-    ]);
+    let ws = Workspace::new(&[("src", "moto-key", "moto-secret"), ("dst", &server.access_key, &server.secret_key)]);
     let spec = ws.write_spec(
         "staged",
         &spec_text(
@@ -289,21 +215,11 @@ async fn staged_keys_with_dot_dot_stay_inside_the_staging_directory() {
     );
     let out = ws.run(&["run", spec.to_str().unwrap()]);
     let staging = ws.path().join("state/staging/staged");
-    assert_eq!(
-        std::fs::read_dir(&staging).unwrap().count(),
-        0,
-        "staging left files"
-    );
-    assert!(
-        !ws.path().join("state/escape.zip").exists()
-            && !ws.path().join("escape.zip").exists()
-            && !ws.path().join("etc").exists()
-    );
+    assert_eq!(std::fs::read_dir(&staging).unwrap().count(), 0, "staging left files");
+    assert!(!ws.path().join("state/escape.zip").exists() && !ws.path().join("escape.zip").exists() && !ws.path().join("etc").exists());
     // The plain key is copied; the dot-dot keys are data: copied if the destination server accepts them.
     assert_eq!(
-        get(&server.client(), "dst-bucket", "x/plain.zip")
-            .await
-            .as_deref(),
+        get(&server.client(), "dst-bucket", "x/plain.zip").await.as_deref(),
         Some(&b"plain"[..]),
         "{}",
         text(&out)
@@ -344,29 +260,16 @@ async fn a_sidecar_mismatch_fails_that_object_only() {
     let bad_key = "data/spot/daily/klines/BTCUSDT/1m/BTCUSDT-1m-2024-01-02.zip";
     let msg: String = db_value(&ws, "SELECT message FROM failures");
     assert!(msg.contains("differs from the checksum sidecar"), "{msg}");
+    assert_eq!(db_value::<String>(&ws, "SELECT source_key FROM failures"), bad_key);
     assert_eq!(
-        db_value::<String>(&ws, "SELECT source_key FROM failures"),
-        bad_key
-    );
-    assert_eq!(
-        db_value::<i64>(
-            &ws,
-            &format!("SELECT count(*) FROM objects WHERE source_key = '{bad_key}'")
-        ),
+        db_value::<i64>(&ws, &format!("SELECT count(*) FROM objects WHERE source_key = '{bad_key}'")),
         0
     );
-    assert_eq!(
-        db_value::<i64>(&ws, "SELECT count(*) FROM objects") as usize,
-        objects.len() - 1
-    );
+    assert_eq!(db_value::<i64>(&ws, "SELECT count(*) FROM objects") as usize, objects.len() - 1);
     assert!(
-        get(
-            &c,
-            "dst-bucket",
-            "x/spot/daily/klines/BTCUSDT/1m/BTCUSDT-1m-2024-01-02.zip"
-        )
-        .await
-        .is_none(),
+        get(&c, "dst-bucket", "x/spot/daily/klines/BTCUSDT/1m/BTCUSDT-1m-2024-01-02.zip")
+            .await
+            .is_none(),
         "the bad object must not land"
     );
 }

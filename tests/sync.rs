@@ -22,10 +22,7 @@ async fn setup(extra: &str) -> Setup {
     let c = server.client();
     create_bucket(&c, "data.binance.vision").await;
     create_bucket(&c, "bronze").await;
-    let objects: Vec<(String, Vec<u8>)> = generate(&FixtureSpec::small())
-        .into_iter()
-        .map(|o| (o.key, o.body))
-        .collect();
+    let objects: Vec<(String, Vec<u8>)> = generate(&FixtureSpec::small()).into_iter().map(|o| (o.key, o.body)).collect();
     put_all(&c, "data.binance.vision", objects.clone()).await;
     let spec = ws.write_spec(
         "binance",
@@ -39,12 +36,7 @@ async fn setup(extra: &str) -> Setup {
             extra,
         ),
     );
-    Setup {
-        server,
-        ws,
-        spec,
-        objects,
-    }
+    Setup { server, ws, spec, objects }
 }
 
 fn run(s: &Setup, extra: &[&str]) -> std::process::Output {
@@ -61,31 +53,18 @@ fn dest_key(src: &str) -> String {
 async fn copies_the_fixture_byte_exact_and_records_each_object() {
     let s = setup("").await;
     assert!(s.objects.len() >= 500);
-    assert!(
-        s.objects.iter().any(|(k, _)| k.contains(' '))
-            && s.objects.iter().any(|(k, _)| k.contains('+'))
-    );
-    assert!(
-        s.objects.iter().any(|(k, _)| k.contains('%'))
-            && s.objects.iter().any(|(k, _)| !k.is_ascii())
-    );
+    assert!(s.objects.iter().any(|(k, _)| k.contains(' ')) && s.objects.iter().any(|(k, _)| k.contains('+')));
+    assert!(s.objects.iter().any(|(k, _)| k.contains('%')) && s.objects.iter().any(|(k, _)| !k.is_ascii()));
 
     let out = run(&s, &[]);
     assert_eq!(out.status.code(), Some(0), "{}", text(&out));
     let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        stdout.contains(&format!("copied        {} objects", s.objects.len())),
-        "{stdout}"
-    );
+    assert!(stdout.contains(&format!("copied        {} objects", s.objects.len())), "{stdout}");
 
     let c = s.server.client();
     for (key, body) in &s.objects {
         let got = get(&c, "bronze", &dest_key(key)).await;
-        assert_eq!(
-            got.as_deref(),
-            Some(body.as_slice()),
-            "destination bytes of {key}"
-        );
+        assert_eq!(got.as_deref(), Some(body.as_slice()), "destination bytes of {key}");
     }
     assert_eq!(
         list(&c, "bronze", "").await.len(),
@@ -95,11 +74,9 @@ async fn copies_the_fixture_byte_exact_and_records_each_object() {
 
     let db = s.ws.sqlite();
     let rows: i64 = db
-        .query_row(
-            "SELECT count(*) FROM objects WHERE spec = 'binance' AND mode = 'direct'",
-            [],
-            |r| r.get(0),
-        )
+        .query_row("SELECT count(*) FROM objects WHERE spec = 'binance' AND mode = 'direct'", [], |r| {
+            r.get(0)
+        })
         .unwrap();
     assert_eq!(rows as usize, s.objects.len());
     for (key, body) in &s.objects {
@@ -110,10 +87,7 @@ async fn copies_the_fixture_byte_exact_and_records_each_object() {
                 |r| Ok((r.get(0)?, r.get(1)?)),
             )
             .unwrap_or_else(|e| panic!("manifest row for {key}: {e}"));
-        assert_eq!(
-            (size as usize, source_key.as_str()),
-            (body.len(), key.as_str())
-        );
+        assert_eq!((size as usize, source_key.as_str()), (body.len(), key.as_str()));
     }
     let (status, copied, through_host): (String, i64, i64) = db
         .query_row(
@@ -122,23 +96,20 @@ async fn copies_the_fixture_byte_exact_and_records_each_object() {
             |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
         )
         .unwrap();
-    assert_eq!(
-        (status.as_str(), copied as usize, through_host),
-        ("ok", s.objects.len(), 0)
-    );
+    assert_eq!((status.as_str(), copied as usize, through_host), ("ok", s.objects.len(), 0));
 
     // Second run: nothing new, nothing copied, a run row that says so.
     let out = run(&s, &[]);
     assert_eq!(out.status.code(), Some(0), "{}", text(&out));
-    let (copied, skipped, listed): (i64, i64, i64) =
-        db.query_row("SELECT objects_copied, objects_skipped, objects_listed FROM runs ORDER BY id DESC LIMIT 1", [], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?))).unwrap();
-    assert_eq!(
-        (copied, skipped as usize, listed as usize),
-        (0, s.objects.len(), s.objects.len())
-    );
-    let runs: i64 = db
-        .query_row("SELECT count(*) FROM runs", [], |r| r.get(0))
+    let (copied, skipped, listed): (i64, i64, i64) = db
+        .query_row(
+            "SELECT objects_copied, objects_skipped, objects_listed FROM runs ORDER BY id DESC LIMIT 1",
+            [],
+            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+        )
         .unwrap();
+    assert_eq!((copied, skipped as usize, listed as usize), (0, s.objects.len(), s.objects.len()));
+    let runs: i64 = db.query_row("SELECT count(*) FROM runs", [], |r| r.get(0)).unwrap();
     assert_eq!(runs, 2);
 }
 
@@ -149,13 +120,7 @@ async fn changed_objects_of_the_same_size_are_copied_again_and_only_they() {
     assert_eq!(out.status.code(), Some(0), "{}", text(&out));
 
     let c = s.server.client();
-    let changed: Vec<&(String, Vec<u8>)> = s
-        .objects
-        .iter()
-        .filter(|(k, _)| k.ends_with(".zip"))
-        .step_by(50)
-        .take(3)
-        .collect();
+    let changed: Vec<&(String, Vec<u8>)> = s.objects.iter().filter(|(k, _)| k.ends_with(".zip")).step_by(50).take(3).collect();
     assert_eq!(changed.len(), 3);
     // A listing's LastModified has millisecond resolution; make sure the rewrite is later.
     tokio::time::sleep(std::time::Duration::from_millis(20)).await;
@@ -168,21 +133,15 @@ async fn changed_objects_of_the_same_size_are_copied_again_and_only_they() {
     assert_eq!(out.status.code(), Some(0), "{}", text(&out));
     let db = s.ws.sqlite();
     let (id, copied): (i64, i64) = db
-        .query_row(
-            "SELECT id, objects_copied FROM runs ORDER BY id DESC LIMIT 1",
-            [],
-            |r| Ok((r.get(0)?, r.get(1)?)),
-        )
+        .query_row("SELECT id, objects_copied FROM runs ORDER BY id DESC LIMIT 1", [], |r| {
+            Ok((r.get(0)?, r.get(1)?))
+        })
         .unwrap();
     assert_eq!(copied, 3, "{}", text(&out));
     let mut stmt = db
         .prepare("SELECT source_key FROM objects WHERE run_id = ?1 ORDER BY source_key")
         .unwrap();
-    let recopied: Vec<String> = stmt
-        .query_map([id], |r| r.get(0))
-        .unwrap()
-        .map(Result::unwrap)
-        .collect();
+    let recopied: Vec<String> = stmt.query_map([id], |r| r.get(0)).unwrap().map(Result::unwrap).collect();
     let mut want: Vec<String> = changed.iter().map(|(k, _)| k.clone()).collect();
     want.sort();
     assert_eq!(recopied, want);
@@ -202,24 +161,16 @@ async fn dry_run_prints_the_plan_and_changes_nothing() {
     let out = run(&s, &["--dry-run"]);
     assert_eq!(out.status.code(), Some(0), "{}", text(&out));
     let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        stdout.contains(&format!("would copy    {} objects", s.objects.len())),
-        "{stdout}"
-    );
+    assert!(stdout.contains(&format!("would copy    {} objects", s.objects.len())), "{stdout}");
     assert!(stdout.contains("copy   binance/archive/"), "{stdout}");
     assert!(list(&s.server.client(), "bronze", "").await.is_empty());
-    let runs: i64 =
-        s.ws.sqlite()
-            .query_row("SELECT count(*) FROM runs", [], |r| r.get(0))
-            .unwrap();
+    let runs: i64 = s.ws.sqlite().query_row("SELECT count(*) FROM runs", [], |r| r.get(0)).unwrap();
     assert_eq!(runs, 0);
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn filters_select_keys_relative_to_the_source_prefix() {
-    let s =
-        setup("[filter]\ninclude = [\"spot/daily/klines/**\"]\nexclude = [\"**/*.CHECKSUM\"]\n")
-            .await;
+    let s = setup("[filter]\ninclude = [\"spot/daily/klines/**\"]\nexclude = [\"**/*.CHECKSUM\"]\n").await;
     let out = run(&s, &[]);
     assert_eq!(out.status.code(), Some(0), "{}", text(&out));
     let want: Vec<String> = s
@@ -229,11 +180,7 @@ async fn filters_select_keys_relative_to_the_source_prefix() {
         .filter(|k| k.starts_with("data/spot/daily/klines/") && !k.ends_with(".CHECKSUM"))
         .map(|k| dest_key(&k))
         .collect();
-    let mut got: Vec<String> = list(&s.server.client(), "bronze", "")
-        .await
-        .into_iter()
-        .map(|(k, _)| k)
-        .collect();
+    let mut got: Vec<String> = list(&s.server.client(), "bronze", "").await.into_iter().map(|(k, _)| k).collect();
     got.sort();
     let mut want = want;
     want.sort();
@@ -253,17 +200,10 @@ async fn wrong_destination_credentials_fail_each_object_with_exit_1() {
     assert_eq!(out.status.code(), Some(1), "{}", text(&out));
     let db = s.ws.sqlite();
     let (status, failed): (String, i64) = db
-        .query_row("SELECT status, objects_failed FROM runs", [], |r| {
-            Ok((r.get(0)?, r.get(1)?))
-        })
+        .query_row("SELECT status, objects_failed FROM runs", [], |r| Ok((r.get(0)?, r.get(1)?)))
         .unwrap();
-    assert_eq!(
-        (status.as_str(), failed as usize),
-        ("partial", s.objects.len())
-    );
-    let rows: i64 = db
-        .query_row("SELECT count(*) FROM objects", [], |r| r.get(0))
-        .unwrap();
+    assert_eq!((status.as_str(), failed as usize), ("partial", s.objects.len()));
+    let rows: i64 = db.query_row("SELECT count(*) FROM objects", [], |r| r.get(0)).unwrap();
     assert_eq!(rows, 0, "no manifest row without a verified copy");
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(

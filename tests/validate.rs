@@ -7,9 +7,7 @@ use common::*;
 use std::path::{Path, PathBuf};
 
 fn data(dir: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("tests/data/specs")
-        .join(dir)
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/specs").join(dir)
 }
 
 fn files(dir: &Path, ext: &str) -> Vec<PathBuf> {
@@ -31,24 +29,14 @@ fn each_invalid_spec_reports_its_located_error() {
         let expected = std::fs::read_to_string(spec.with_extension("expected")).unwrap();
         let out = ws.run(&["validate", spec.to_str().unwrap()]);
         let stderr = String::from_utf8_lossy(&out.stderr);
-        assert_eq!(
-            out.status.code(),
-            Some(2),
-            "{}: {}",
-            spec.display(),
-            text(&out)
-        );
+        assert_eq!(out.status.code(), Some(2), "{}: {}", spec.display(), text(&out));
         let want = format!("{}:{}", spec.display(), expected.trim_end());
         let want = if expected.starts_with(|c: char| c.is_ascii_digit()) {
             want
         } else {
             expected.trim_end().to_string()
         };
-        assert!(
-            stderr.contains(&want),
-            "{}\nwanted: {want}\ngot: {stderr}",
-            spec.display()
-        );
+        assert!(stderr.contains(&want), "{}\nwanted: {want}\ngot: {stderr}", spec.display());
         assert!(!stderr.contains("panicked"), "{stderr}");
     }
 }
@@ -68,17 +56,9 @@ fn valid_specs_pass_with_a_summary_line_each() {
 fn a_directory_with_three_broken_specs_reports_all_three() {
     let ws = Workspace::new(&[]);
     let dir = ws.spec_dir();
-    std::fs::copy(
-        data("valid/binance-spot-klines-1m.toml"),
-        dir.join("good.toml"),
-    )
-    .unwrap();
+    std::fs::copy(data("valid/binance-spot-klines-1m.toml"), dir.join("good.toml")).unwrap();
     for name in ["bad-cron", "unknown-key", "overlap"] {
-        std::fs::copy(
-            data("invalid").join(format!("{name}.toml")),
-            dir.join(format!("{name}.toml")),
-        )
-        .unwrap();
+        std::fs::copy(data("invalid").join(format!("{name}.toml")), dir.join(format!("{name}.toml"))).unwrap();
     }
     // Not spec files: ignored.
     std::fs::write(dir.join(".good.toml.swp"), "junk").unwrap();
@@ -92,17 +72,11 @@ fn a_directory_with_three_broken_specs_reports_all_three() {
     let located: Vec<&str> = stderr.lines().filter(|l| l.contains(".toml:")).collect();
     assert_eq!(located.len(), 3, "{stderr}");
     assert!(
-        stderr.contains(&format!(
-            "{}:1:12: invalid cron expression",
-            dir.join("bad-cron.toml").display()
-        )),
+        stderr.contains(&format!("{}:1:12: invalid cron expression", dir.join("bad-cron.toml").display())),
         "{stderr}"
     );
     assert!(
-        stderr.contains(&format!(
-            "{}:3:1: unknown field `bukcet`",
-            dir.join("unknown-key.toml").display()
-        )),
+        stderr.contains(&format!("{}:3:1: unknown field `bukcet`", dir.join("unknown-key.toml").display())),
         "{stderr}"
     );
     assert!(
@@ -130,8 +104,7 @@ fn duplicate_names_across_files_are_an_error() {
     let out = ws.run(&["validate"]);
     assert_eq!(out.status.code(), Some(2), "{}", common::text(&out));
     assert!(
-        String::from_utf8_lossy(&out.stderr)
-            .contains("b.toml:1:8: spec name \"feed\" is already used by"),
+        String::from_utf8_lossy(&out.stderr).contains("b.toml:1:8: spec name \"feed\" is already used by"),
         "{}",
         common::text(&out)
     );
@@ -143,26 +116,18 @@ fn run_with_an_invalid_spec_exits_2_and_copies_nothing() {
     let spec = data("invalid/bad-cron.toml");
     let out = ws.run(&["run", spec.to_str().unwrap()]);
     assert_eq!(out.status.code(), Some(2), "{}", text(&out));
-    assert!(String::from_utf8_lossy(&out.stderr)
-        .contains("bad-cron.toml:1:12: invalid cron expression"));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("bad-cron.toml:1:12: invalid cron expression"));
     assert!(!ws.manifest().exists(), "nothing was recorded");
 }
 
 #[test]
 fn a_broken_config_is_located_too() {
     let ws = Workspace::new(&[]);
-    std::fs::write(
-        ws.config(),
-        "spec_dir = \"specs.d\"\nmax_transfers = 0\nlog_format = \"xml\"\n",
-    )
-    .unwrap();
+    std::fs::write(ws.config(), "spec_dir = \"specs.d\"\nmax_transfers = 0\nlog_format = \"xml\"\n").unwrap();
     let out = ws.run(&["validate"]);
     assert_eq!(out.status.code(), Some(2), "{}", text(&out));
     assert!(
-        String::from_utf8_lossy(&out.stderr).contains(&format!(
-            "{}:3:14: unknown variant `xml`",
-            ws.config().display()
-        )),
+        String::from_utf8_lossy(&out.stderr).contains(&format!("{}:3:14: unknown variant `xml`", ws.config().display())),
         "{}",
         text(&out)
     );

@@ -1,9 +1,7 @@
 //! `s3syncd manifest ...`: audits of what was copied and of the runs, exports, and a check of
 //! the manifest against the destination.
 
-use super::{
-    resolve_spec, summary::human_bytes, ConfigArg, EXIT_FAILED_OBJECTS, EXIT_INVALID, EXIT_OK,
-};
+use super::{resolve_spec, summary::human_bytes, ConfigArg, EXIT_FAILED_OBJECTS, EXIT_INVALID, EXIT_OK};
 use crate::manifest::{ObjectFilter, ObjectRow, Reader, Writer};
 use crate::s3::{self, Lister, RequestCounter};
 use clap::{Subcommand, ValueEnum};
@@ -74,12 +72,8 @@ fn parse_since(s: &str) -> Result<String, String> {
             .map_err(|e| e.to_string()),
         None => crate::spec::size::parse_duration(s),
     }
-    .map_err(|_| {
-        format!("{s:?} is not a date (2026-11-01), an RFC 3339 time or an age (24h, 7d)")
-    })?;
-    Ok(fmt(Utc::now()
-        - chrono::Duration::from_std(age)
-            .map_err(|e| e.to_string())?))
+    .map_err(|_| format!("{s:?} is not a date (2026-11-01), an RFC 3339 time or an age (24h, 7d)"))?;
+    Ok(fmt(Utc::now() - chrono::Duration::from_std(age).map_err(|e| e.to_string())?))
 }
 
 pub async fn run(config: &ConfigArg, cmd: ManifestCommand) -> anyhow::Result<i32> {
@@ -92,59 +86,28 @@ pub async fn run(config: &ConfigArg, cmd: ManifestCommand) -> anyhow::Result<i32
     };
     let path = cfg.manifest_path();
     if !path.exists() {
-        anyhow::bail!(
-            "no manifest at {} yet: no run has been recorded with this config",
-            path.display()
-        );
+        anyhow::bail!("no manifest at {} yet: no run has been recorded with this config", path.display());
     }
     let reader = Reader::open(&path)?;
     let out = std::io::stdout();
     let mut out = std::io::BufWriter::new(out.lock());
     match cmd {
-        ManifestCommand::Ls {
-            spec,
-            prefix,
-            since,
-            mode,
-        } => {
+        ManifestCommand::Ls { spec, prefix, since, mode } => {
             let mut io = Ok(());
-            reader.each_object(
-                &ObjectFilter {
-                    spec,
-                    prefix,
-                    since,
-                    mode,
-                },
-                |r| {
-                    io = writeln!(
-                        out,
-                        "{}\t{}\t{}\t{}\t{}",
-                        r.spec, r.dest_key, r.size, r.mode, r.copied_at
-                    );
-                    io.is_ok()
-                },
-            )?;
+            reader.each_object(&ObjectFilter { spec, prefix, since, mode }, |r| {
+                io = writeln!(out, "{}\t{}\t{}\t{}\t{}", r.spec, r.dest_key, r.size, r.mode, r.copied_at);
+                io.is_ok()
+            })?;
             ignore_broken_pipe(io)?;
         }
         ManifestCommand::Runs { spec, last } => {
             writeln!(
                 out,
                 "{:>6}  {:<28} {:<11} {:<24} {:>8} {:>8} {:>8} {:>8} {:>7} {:>10} {:>9}",
-                "id",
-                "spec",
-                "status",
-                "started",
-                "seconds",
-                "listed",
-                "copied",
-                "skipped",
-                "failed",
-                "bytes",
-                "fallbacks"
+                "id", "spec", "status", "started", "seconds", "listed", "copied", "skipped", "failed", "bytes", "fallbacks"
             )?;
             for r in reader.runs(spec.as_deref(), last)? {
-                let secs = duration(&r.started_at, r.finished_at.as_deref())
-                    .map_or("-".into(), |d| format!("{d:.1}"));
+                let secs = duration(&r.started_at, r.finished_at.as_deref()).map_or("-".into(), |d| format!("{d:.1}"));
                 let fallbacks: u64 = serde_json::from_str::<serde_json::Value>(&r.details)
                     .ok()
                     .and_then(|v| {
@@ -173,7 +136,10 @@ pub async fn run(config: &ConfigArg, cmd: ManifestCommand) -> anyhow::Result<i32
         ManifestCommand::Export { format, spec } => {
             let mut io = Ok(());
             if let Format::Csv = format {
-                writeln!(out, "spec,dest_key,source_key,size,etag,source_last_modified,copied_at,mode,run_id,dest_etag,verified")?;
+                writeln!(
+                    out,
+                    "spec,dest_key,source_key,size,etag,source_last_modified,copied_at,mode,run_id,dest_etag,verified"
+                )?;
             }
             reader.each_object(
                 &ObjectFilter {
@@ -196,9 +162,7 @@ pub async fn run(config: &ConfigArg, cmd: ManifestCommand) -> anyhow::Result<i32
             return verify(&cfg, &reader, &spec, repair).await;
         }
         ManifestCommand::Status => {
-            let specs = crate::spec::load_dir(&cfg.spec_dir)
-                .map(|s| s.specs)
-                .unwrap_or_default();
+            let specs = crate::spec::load_dir(&cfg.spec_dir).map(|s| s.specs).unwrap_or_default();
             let mut names: Vec<String> = specs.keys().cloned().collect();
             for n in reader.known_specs()? {
                 if !names.contains(&n) {
@@ -211,24 +175,14 @@ pub async fn run(config: &ConfigArg, cmd: ManifestCommand) -> anyhow::Result<i32
                 let schedule = match spec {
                     None => "(no spec file)".to_string(),
                     Some(s) if !s.enabled => "disabled".to_string(),
-                    Some(s) => s
-                        .schedule
-                        .as_ref()
-                        .map_or("manual".to_string(), |(e, _)| format!("\"{e}\"")),
+                    Some(s) => s.schedule.as_ref().map_or("manual".to_string(), |(e, _)| format!("\"{e}\"")),
                 };
                 let next = spec
                     .filter(|s| s.enabled)
                     .and_then(|s| crate::scheduler::next_tick(s, chrono::Utc::now()))
-                    .map_or("-".to_string(), |t| {
-                        t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
-                    });
+                    .map_or("-".to_string(), |t| t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true));
                 let last = st.last_run.as_ref().map_or("never".to_string(), |r| {
-                    format!(
-                        "run {} {} {}",
-                        r.id,
-                        r.status,
-                        r.finished_at.as_deref().unwrap_or("(running)")
-                    )
+                    format!("run {} {} {}", r.id, r.status, r.finished_at.as_deref().unwrap_or("(running)"))
                 });
                 writeln!(
                     out,
@@ -295,12 +249,7 @@ fn json_line(r: &ObjectRow) -> String {
 }
 
 /// Lists the spec's destination prefix and merges it with the manifest, both in key order.
-async fn verify(
-    cfg: &crate::spec::Config,
-    reader: &Reader,
-    spec_name: &str,
-    repair: bool,
-) -> anyhow::Result<i32> {
+async fn verify(cfg: &crate::spec::Config, reader: &Reader, spec_name: &str, repair: bool) -> anyhow::Result<i32> {
     let spec = match resolve_spec(cfg, spec_name) {
         Ok(s) => s,
         Err(e) => {
@@ -308,15 +257,9 @@ async fn verify(
             return Ok(EXIT_INVALID);
         }
     };
-    let dst = s3::client(
-        &spec.destination,
-        &spec.transfer,
-        Arc::new(RequestCounter::default()),
-    )
-    .await;
+    let dst = s3::client(&spec.destination, &spec.transfer, Arc::new(RequestCounter::default())).await;
     let mut lister = Lister::new(dst, &spec.destination.bucket, &spec.destination.prefix);
-    let (mut checked, mut missing, mut different, mut unknown) =
-        (0u64, Vec::new(), Vec::new(), 0u64);
+    let (mut checked, mut missing, mut different, mut unknown) = (0u64, Vec::new(), Vec::new(), 0u64);
     let mut last: Option<String> = None;
     let report_missing = |rows: Vec<ObjectRow>, missing: &mut Vec<ObjectRow>| {
         for r in rows {
@@ -331,17 +274,10 @@ async fn verify(
         let Some(upper) = page.last().map(|o| o.key.clone()) else {
             continue;
         };
-        let rows = reader.range(
-            &spec.name,
-            &spec.destination.prefix,
-            last.as_deref(),
-            Some(&upper),
-        )?;
+        let rows = reader.range(&spec.name, &spec.destination.prefix, last.as_deref(), Some(&upper))?;
         let mut rows = rows.into_iter().peekable();
         for obj in page {
-            let before: Vec<ObjectRow> =
-                std::iter::from_fn(|| rows.next_if(|r| r.dest_key.as_bytes() < obj.key.as_bytes()))
-                    .collect();
+            let before: Vec<ObjectRow> = std::iter::from_fn(|| rows.next_if(|r| r.dest_key.as_bytes() < obj.key.as_bytes())).collect();
             report_missing(before, &mut missing);
             match rows.next_if(|r| r.dest_key == obj.key) {
                 Some(r) if r.size != obj.size => {
@@ -353,10 +289,7 @@ async fn verify(
                 }
                 Some(_) => checked += 1,
                 None => {
-                    println!(
-                        "unknown    {}  ({} bytes, not in the manifest)",
-                        obj.key, obj.size
-                    );
+                    println!("unknown    {}  ({} bytes, not in the manifest)", obj.key, obj.size);
                     unknown += 1;
                 }
             }

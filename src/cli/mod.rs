@@ -106,10 +106,7 @@ pub fn validate(config: &ConfigArg, paths: &[PathBuf]) -> i32 {
         eprintln!("{d}");
     }
     for s in set.specs.values() {
-        let schedule = s
-            .schedule
-            .as_ref()
-            .map_or("manual only", |(e, _)| e.as_str());
+        let schedule = s.schedule.as_ref().map_or("manual only", |(e, _)| e.as_str());
         println!(
             "ok {} ({}): s3://{}/{} -> s3://{}/{} mode {} schedule \"{}\"{}",
             s.name,
@@ -154,16 +151,8 @@ pub fn resolve_spec(config: &Config, arg: &str) -> Result<Spec, SpecError> {
 }
 
 /// `run`: one run of one spec in the foreground.
-pub async fn run(
-    config: &ConfigArg,
-    spec_arg: &str,
-    dry_run: bool,
-    mode: Option<Mode>,
-) -> anyhow::Result<i32> {
-    let (config, spec) = match config
-        .load()
-        .and_then(|c| resolve_spec(&c, spec_arg).map(|s| (c, s)))
-    {
+pub async fn run(config: &ConfigArg, spec_arg: &str, dry_run: bool, mode: Option<Mode>) -> anyhow::Result<i32> {
+    let (config, spec) = match config.load().and_then(|c| resolve_spec(&c, spec_arg).map(|s| (c, s))) {
         Ok(v) => v,
         Err(e) => {
             print_diagnostics(&e);
@@ -186,23 +175,13 @@ pub async fn run(
     let progress = (!dry_run && std::io::IsTerminal::is_terminal(&std::io::stderr())).then(|| {
         let bar = indicatif::ProgressBar::new(0);
         bar.set_style(
-            indicatif::ProgressStyle::with_template(
-                "{spinner} {pos}/{len} objects, {msg} copied, {per_sec}, ETA {eta} [{wide_bar}]",
-            )
-            .expect("valid template"),
+            indicatif::ProgressStyle::with_template("{spinner} {pos}/{len} objects, {msg} copied, {per_sec}, ETA {eta} [{wide_bar}]")
+                .expect("valid template"),
         );
         bar
     });
-    let opts = RunOptions {
-        dry_run,
-        mode,
-        progress,
-    };
+    let opts = RunOptions { dry_run, mode, progress };
     let report = engine::run(&engine, Arc::new(spec), opts, stop).await?;
     print!("{}", summary(&report));
-    Ok(if report.exit_code() == 0 {
-        EXIT_OK
-    } else {
-        EXIT_FAILED_OBJECTS
-    })
+    Ok(if report.exit_code() == 0 { EXIT_OK } else { EXIT_FAILED_OBJECTS })
 }

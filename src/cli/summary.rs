@@ -36,11 +36,7 @@ pub fn summary(r: &RunReport) -> String {
             row.objects_copied,
             human_bytes(r.bytes_planned)
         );
-        let _ = writeln!(
-            s,
-            "  would skip    {} objects (unchanged since copied)",
-            row.objects_skipped
-        );
+        let _ = writeln!(s, "  would skip    {} objects (unchanged since copied)", row.objects_skipped);
         let _ = writeln!(
             s,
             "  would delete  {}",
@@ -61,22 +57,13 @@ pub fn summary(r: &RunReport) -> String {
         }
         return s;
     }
-    let _ = writeln!(
-        s,
-        "s3syncd run {} (run {}): {} in {:.2} s",
-        row.spec, row.id, row.status, secs
-    );
+    let _ = writeln!(s, "s3syncd run {} (run {}): {} in {:.2} s", row.spec, row.id, row.status, secs);
     let _ = writeln!(
         s,
         "  listed        {} objects ({} excluded by filter)",
         row.objects_listed, r.filtered
     );
-    let modes: Vec<String> = r
-        .stats
-        .modes
-        .iter()
-        .map(|(m, c)| format!("{m} {}", c.objects))
-        .collect();
+    let modes: Vec<String> = r.stats.modes.iter().map(|(m, c)| format!("{m} {}", c.objects)).collect();
     let _ = writeln!(
         s,
         "  copied        {} objects, {}{}",
@@ -88,29 +75,17 @@ pub fn summary(r: &RunReport) -> String {
             format!(" ({})", modes.join(", "))
         }
     );
-    let _ = writeln!(
-        s,
-        "  skipped       {} objects (unchanged since copied)",
-        row.objects_skipped
-    );
+    let _ = writeln!(s, "  skipped       {} objects (unchanged since copied)", row.objects_skipped);
     let _ = writeln!(s, "  failed        {} objects", row.objects_failed);
     if row.objects_deleted > 0 || r.delete_refused.is_some() {
         let _ = writeln!(
             s,
             "  deleted       {} objects{}",
             row.objects_deleted,
-            r.delete_refused
-                .as_ref()
-                .map(|w| format!(" (refused: {w})"))
-                .unwrap_or_default()
+            r.delete_refused.as_ref().map(|w| format!(" (refused: {w})")).unwrap_or_default()
         );
     }
-    let fallbacks: Vec<String> = r
-        .stats
-        .fallbacks
-        .iter()
-        .map(|(k, n)| format!("{k} x{n}"))
-        .collect();
+    let fallbacks: Vec<String> = r.stats.fallbacks.iter().map(|(k, n)| format!("{k} x{n}")).collect();
     let _ = writeln!(
         s,
         "  fallbacks     {}",
@@ -121,12 +96,7 @@ pub fn summary(r: &RunReport) -> String {
         }
     );
     let _ = writeln!(s, "  through host  {}", human_bytes(row.bytes_through_host));
-    let reqs: Vec<String> = r
-        .stats
-        .requests
-        .iter()
-        .map(|(op, n)| format!("{op} {n}"))
-        .collect();
+    let reqs: Vec<String> = r.stats.requests.iter().map(|(op, n)| format!("{op} {n}")).collect();
     let _ = writeln!(
         s,
         "  requests      {} ({}){}",
@@ -155,7 +125,11 @@ pub fn summary(r: &RunReport) -> String {
         let _ = writeln!(s, "  error         {e}");
     }
     if row.objects_failed > 0 {
-        let _ = writeln!(s, "  see failures  sqlite3 manifest.db \"SELECT source_key, kind, message FROM failures WHERE run_id = {}\"", row.id);
+        let _ = writeln!(
+            s,
+            "  see failures  sqlite3 manifest.db \"SELECT source_key, kind, message FROM failures WHERE run_id = {}\"",
+            row.id
+        );
     }
     s
 }

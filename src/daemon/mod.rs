@@ -97,12 +97,7 @@ impl Daemon {
             }
             s.enabled
         });
-        let gone: Vec<String> = self
-            .feeds
-            .keys()
-            .filter(|n| !wanted.contains_key(*n))
-            .cloned()
-            .collect();
+        let gone: Vec<String> = self.feeds.keys().filter(|n| !wanted.contains_key(*n)).cloned().collect();
         for name in gone {
             if let Some(feed) = self.feeds.remove(&name) {
                 tracing::info!(spec = %name, "spec removed: no longer scheduled");
@@ -128,14 +123,7 @@ impl Daemon {
                         removed.clone(),
                         self.stop.clone(),
                     ));
-                    self.feeds.insert(
-                        name,
-                        Feed {
-                            spec: s,
-                            updates,
-                            removed,
-                        },
-                    );
+                    self.feeds.insert(name, Feed { spec: s, updates, removed });
                 }
             }
         }

@@ -24,11 +24,5 @@ pub enum Signal {
 /// A stream of daemon signals: SIGTERM/SIGINT terminate, SIGHUP reloads.
 pub fn stream() -> std::io::Result<impl futures::Stream<Item = Signal>> {
     let signals = Signals::new([SIGTERM, SIGINT, SIGHUP])?;
-    Ok(signals.map(|s| {
-        if s == SIGHUP {
-            Signal::Reload
-        } else {
-            Signal::Terminate
-        }
-    }))
+    Ok(signals.map(|s| if s == SIGHUP { Signal::Reload } else { Signal::Terminate }))
 }

@@ -1,9 +1,7 @@
 //! Read-side queries for audits. They stream rows to a callback, so `ls` and `export` run in
 //! constant memory over millions of rows.
 
-use super::{
-    object_from_row, run_from_row, sqlite_err, ObjectRow, Reader, Result, RunRow, RUN_COLUMNS,
-};
+use super::{object_from_row, run_from_row, sqlite_err, ObjectRow, Reader, Result, RunRow, RUN_COLUMNS};
 use rusqlite::params;
 
 /// Which objects `ls` and `export` show.
@@ -27,11 +25,7 @@ pub struct SpecStatus {
 
 impl Reader {
     /// Calls `each` for every matching object, in (spec, dest_key) order, until it returns false.
-    pub fn each_object(
-        &self,
-        f: &ObjectFilter,
-        mut each: impl FnMut(ObjectRow) -> bool,
-    ) -> Result<()> {
+    pub fn each_object(&self, f: &ObjectFilter, mut each: impl FnMut(ObjectRow) -> bool) -> Result<()> {
         let mut stmt = self
             .conn
             .prepare(
@@ -65,17 +59,13 @@ impl Reader {
             .map_err(&err)?;
         let last_success: Option<String> = self
             .conn
-            .query_row(
-                "SELECT max(finished_at) FROM runs WHERE spec = ?1 AND status = 'ok'",
-                [spec],
-                |r| r.get(0),
-            )
+            .query_row("SELECT max(finished_at) FROM runs WHERE spec = ?1 AND status = 'ok'", [spec], |r| {
+                r.get(0)
+            })
             .map_err(&err)?;
         let last_run = self
             .conn
-            .prepare(&format!(
-                "SELECT {RUN_COLUMNS} FROM runs WHERE spec = ?1 ORDER BY id DESC LIMIT 1"
-            ))
+            .prepare(&format!("SELECT {RUN_COLUMNS} FROM runs WHERE spec = ?1 ORDER BY id DESC LIMIT 1"))
             .and_then(|mut s| s.query_map([spec], run_from_row)?.next().transpose())
             .map_err(&err)?;
         Ok(SpecStatus {
@@ -86,15 +76,25 @@ impl Reader {
         })
     }
 
+    /// Multipart uploads a spec started and did not end: (bucket, key, upload id).
+    pub fn open_uploads(&self, spec: &str) -> Result<Vec<(String, String, String)>> {
+        let mut stmt = self
+            .conn
+            .prepare("SELECT bucket, dest_key, upload_id FROM uploads WHERE spec = ?1")
+            .map_err(sqlite_err(&self.path))?;
+        let rows = stmt
+            .query_map([spec], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+            .map_err(sqlite_err(&self.path))?;
+        rows.collect::<std::result::Result<Vec<_>, _>>().map_err(sqlite_err(&self.path))
+    }
+
     /// Specs that have objects or runs in the manifest.
     pub fn known_specs(&self) -> Result<Vec<String>> {
         let mut stmt = self
             .conn
             .prepare("SELECT spec FROM objects UNION SELECT spec FROM runs ORDER BY 1")
             .map_err(sqlite_err(&self.path))?;
-        let rows = stmt
-            .query_map([], |r| r.get(0))
-            .map_err(sqlite_err(&self.path))?;
+        let rows = stmt.query_map([], |r| r.get(0)).map_err(sqlite_err(&self.path))?;
         rows.collect::<std::result::Result<Vec<String>, _>>()
             .map_err(sqlite_err(&self.path))
     }

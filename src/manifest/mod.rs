@@ -19,21 +19,11 @@ use std::time::Duration;
 #[derive(Debug, thiserror::Error)]
 pub enum ManifestError {
     #[error("manifest {path}: {source}")]
-    Sqlite {
-        path: PathBuf,
-        source: rusqlite::Error,
-    },
+    Sqlite { path: PathBuf, source: rusqlite::Error },
     #[error("manifest {path}: schema version {found} is newer than this s3syncd understands ({supported}); upgrade s3syncd")]
-    TooNew {
-        path: PathBuf,
-        found: i64,
-        supported: i64,
-    },
+    TooNew { path: PathBuf, found: i64, supported: i64 },
     #[error("manifest {path}: cannot create its directory: {source}")]
-    Dir {
-        path: PathBuf,
-        source: std::io::Error,
-    },
+    Dir { path: PathBuf, source: std::io::Error },
     #[error("manifest writer stopped")]
     WriterGone,
 }
@@ -101,12 +91,9 @@ pub(crate) fn open_rw(path: &Path) -> Result<Connection> {
         })?;
     }
     let conn = Connection::open(path).map_err(sqlite_err(path))?;
-    conn.busy_timeout(Duration::from_secs(10))
-        .map_err(sqlite_err(path))?;
-    conn.pragma_update(None, "journal_mode", "WAL")
-        .map_err(sqlite_err(path))?;
-    conn.pragma_update(None, "synchronous", "NORMAL")
-        .map_err(sqlite_err(path))?;
+    conn.busy_timeout(Duration::from_secs(10)).map_err(sqlite_err(path))?;
+    conn.pragma_update(None, "journal_mode", "WAL").map_err(sqlite_err(path))?;
+    conn.pragma_update(None, "synchronous", "NORMAL").map_err(sqlite_err(path))?;
     schema::migrate(&conn, path)?;
     Ok(conn)
 }
@@ -119,13 +106,9 @@ pub struct Reader {
 
 impl Reader {
     pub fn open(path: &Path) -> Result<Reader> {
-        let conn = Connection::open_with_flags(
-            path,
-            OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
-        )
-        .map_err(sqlite_err(path))?;
-        conn.busy_timeout(Duration::from_secs(10))
+        let conn = Connection::open_with_flags(path, OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX)
             .map_err(sqlite_err(path))?;
+        conn.busy_timeout(Duration::from_secs(10)).map_err(sqlite_err(path))?;
         let version: i64 = conn
             .pragma_query_value(None, "user_version", |r| r.get(0))
             .map_err(sqlite_err(path))?;
@@ -148,13 +131,7 @@ impl Reader {
 
     /// The spec's rows with `lower < dest_key <= upper` (bounds optional) and `dest_key` under
     /// `prefix`, in key order: the planner's window onto the manifest beside one listing page.
-    pub fn range(
-        &self,
-        spec: &str,
-        prefix: &str,
-        lower: Option<&str>,
-        upper: Option<&str>,
-    ) -> Result<Vec<ObjectRow>> {
+    pub fn range(&self, spec: &str, prefix: &str, lower: Option<&str>, upper: Option<&str>) -> Result<Vec<ObjectRow>> {
         let mut stmt = self
             .conn
             .prepare_cached(
@@ -168,17 +145,12 @@ impl Reader {
         let rows = stmt
             .query_map(params![spec, prefix, lower, upper], object_from_row)
             .map_err(sqlite_err(&self.path))?;
-        rows.collect::<std::result::Result<Vec<_>, _>>()
-            .map_err(sqlite_err(&self.path))
+        rows.collect::<std::result::Result<Vec<_>, _>>().map_err(sqlite_err(&self.path))
     }
 
     pub fn count_objects(&self, spec: &str) -> Result<u64> {
         self.conn
-            .query_row(
-                "SELECT count(*) FROM objects WHERE spec = ?1",
-                [spec],
-                |r| r.get::<_, i64>(0),
-            )
+            .query_row("SELECT count(*) FROM objects WHERE spec = ?1", [spec], |r| r.get::<_, i64>(0))
             .map(|n| n as u64)
             .map_err(sqlite_err(&self.path))
     }
@@ -187,13 +159,12 @@ impl Reader {
     pub fn runs(&self, spec: Option<&str>, limit: u32) -> Result<Vec<RunRow>> {
         let mut stmt = self
             .conn
-            .prepare(&format!("SELECT {RUN_COLUMNS} FROM runs WHERE (?1 IS NULL OR spec = ?1) ORDER BY id DESC LIMIT ?2"))
+            .prepare(&format!(
+                "SELECT {RUN_COLUMNS} FROM runs WHERE (?1 IS NULL OR spec = ?1) ORDER BY id DESC LIMIT ?2"
+            ))
             .map_err(sqlite_err(&self.path))?;
-        let rows = stmt
-            .query_map(params![spec, limit], run_from_row)
-            .map_err(sqlite_err(&self.path))?;
-        rows.collect::<std::result::Result<Vec<_>, _>>()
-            .map_err(sqlite_err(&self.path))
+        let rows = stmt.query_map(params![spec, limit], run_from_row).map_err(sqlite_err(&self.path))?;
+        rows.collect::<std::result::Result<Vec<_>, _>>().map_err(sqlite_err(&self.path))
     }
 }
 

@@ -56,6 +56,16 @@ const STEPS: &[&str] = &[
         at       TEXT NOT NULL
     );
     CREATE INDEX deletions_by_run ON deletions (run_id);",
+    // 2: multipart uploads in progress, so a run after a crash can abort what a killed one left
+    //    (some servers have no ListMultipartUploads).
+    "CREATE TABLE uploads (
+        upload_id  TEXT PRIMARY KEY,
+        spec       TEXT NOT NULL,
+        bucket     TEXT NOT NULL,
+        dest_key   TEXT NOT NULL,
+        created_at TEXT NOT NULL
+    );
+    CREATE INDEX uploads_by_spec ON uploads (spec);",
 ];
 
 pub const VERSION: i64 = STEPS.len() as i64;
@@ -65,9 +75,7 @@ pub fn migrate(conn: &Connection, path: &Path) -> Result<()> {
     loop {
         // Re-read the version inside the write lock: another process may have upgraded meanwhile.
         conn.execute_batch("BEGIN IMMEDIATE").map_err(&err)?;
-        let found: i64 = conn
-            .pragma_query_value(None, "user_version", |r| r.get(0))
-            .map_err(&err)?;
+        let found: i64 = conn.pragma_query_value(None, "user_version", |r| r.get(0)).map_err(&err)?;
         if found >= VERSION {
             conn.execute_batch("COMMIT").map_err(&err)?;
             if found > VERSION {
@@ -81,9 +89,7 @@ pub fn migrate(conn: &Connection, path: &Path) -> Result<()> {
         }
         let target = found + 1;
         let step = STEPS[found as usize];
-        if let Err(e) =
-            conn.execute_batch(&format!("{step}; PRAGMA user_version = {target}; COMMIT;"))
-        {
+        if let Err(e) = conn.execute_batch(&format!("{step}; PRAGMA user_version = {target}; COMMIT;")) {
             let _ = conn.execute_batch("ROLLBACK");
             return Err(err(e));
         }

@@ -39,6 +39,16 @@ enum Op {
         reply: oneshot::Sender<Result<i64>>,
     },
     FinishRun(Box<RunRow>),
+    UploadStarted {
+        upload_id: String,
+        spec: String,
+        bucket: String,
+        dest_key: String,
+        reply: oneshot::Sender<Result<i64>>,
+    },
+    UploadEnded {
+        upload_id: String,
+    },
     Flush(oneshot::Sender<Result<()>>),
 }
 
@@ -97,15 +107,7 @@ impl Writer {
         });
     }
 
-    pub fn failure(
-        &self,
-        run_id: i64,
-        spec: &str,
-        source_key: &str,
-        mode: Option<&str>,
-        kind: &str,
-        message: &str,
-    ) {
+    pub fn failure(&self, run_id: i64, spec: &str, source_key: &str, mode: Option<&str>, kind: &str, message: &str) {
         self.send(Op::Failure {
             run_id,
             spec: spec.into(),
@@ -130,6 +132,26 @@ impl Writer {
 
     pub fn finish_run(&self, row: RunRow) {
         self.send(Op::FinishRun(Box::new(row)));
+    }
+
+    /// Records a multipart upload before any part is sent; returns once it is committed.
+    pub async fn upload_started(&self, upload_id: &str, spec: &str, bucket: &str, dest_key: &str) -> Result<()> {
+        let (reply, rx) = oneshot::channel();
+        self.send(Op::UploadStarted {
+            upload_id: upload_id.into(),
+            spec: spec.into(),
+            bucket: bucket.into(),
+            dest_key: dest_key.into(),
+            reply,
+        });
+        rx.await.map_err(|_| ManifestError::WriterGone)?.map(|_| ())
+    }
+
+    /// The upload was completed or aborted.
+    pub fn upload_ended(&self, upload_id: &str) {
+        self.send(Op::UploadEnded {
+            upload_id: upload_id.into(),
+        });
     }
 
     /// Waits until everything queued before this call is committed.
@@ -157,14 +179,9 @@ fn writer_loop(mut conn: Connection, rx: mpsc::Receiver<Op>, path: &Path) {
         for op in batch {
             match op {
                 Op::Flush(reply) => {
-                    let _ = reply.send(
-                        result
-                            .as_ref()
-                            .map(|_| ())
-                            .map_err(|_| ManifestError::WriterGone),
-                    );
+                    let _ = reply.send(result.as_ref().map(|_| ()).map_err(|_| ManifestError::WriterGone));
                 }
-                Op::StartRun { reply, .. } => {
+                Op::StartRun { reply, .. } | Op::UploadStarted { reply, .. } => {
                     let _ = reply.send(Err(ManifestError::WriterGone));
                 }
                 _ => {}
@@ -221,11 +238,9 @@ fn apply(conn: &mut Connection, batch: &mut Vec<Op>, path: &Path) -> Result<()> 
                 tx.prepare_cached("DELETE FROM objects WHERE spec = ?1 AND dest_key = ?2")
                     .and_then(|mut s| s.execute(params![spec, dest_key]))
                     .map_err(&err)?;
-                tx.prepare_cached(
-                    "INSERT INTO deletions (run_id, spec, dest_key, at) VALUES (?1, ?2, ?3, ?4)",
-                )
-                .and_then(|mut s| s.execute(params![run_id, spec, dest_key, at]))
-                .map_err(&err)?;
+                tx.prepare_cached("INSERT INTO deletions (run_id, spec, dest_key, at) VALUES (?1, ?2, ?3, ?4)")
+                    .and_then(|mut s| s.execute(params![run_id, spec, dest_key, at]))
+                    .map_err(&err)?;
             }
             Op::Failure {
                 run_id,
@@ -236,13 +251,13 @@ fn apply(conn: &mut Connection, batch: &mut Vec<Op>, path: &Path) -> Result<()> 
                 message,
                 at,
             } => {
-                tx.prepare_cached("INSERT INTO failures (run_id, spec, source_key, mode, kind, message, at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)")
-                    .and_then(|mut s| s.execute(params![run_id, spec, source_key, mode, kind, message, at]))
-                    .map_err(&err)?;
+                tx.prepare_cached(
+                    "INSERT INTO failures (run_id, spec, source_key, mode, kind, message, at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+                )
+                .and_then(|mut s| s.execute(params![run_id, spec, source_key, mode, kind, message, at]))
+                .map_err(&err)?;
             }
-            Op::StartRun {
-                spec, started_at, ..
-            } => {
+            Op::StartRun { spec, started_at, .. } => {
                 tx.execute(
                     "INSERT INTO runs (spec, started_at, status) VALUES (?1, ?2, 'running')",
                     params![spec, started_at],
@@ -273,13 +288,32 @@ fn apply(conn: &mut Connection, batch: &mut Vec<Op>, path: &Path) -> Result<()> 
                 )
                 .map_err(&err)?;
             }
+            Op::UploadStarted {
+                upload_id,
+                spec,
+                bucket,
+                dest_key,
+                ..
+            } => {
+                tx.prepare_cached(
+                    "INSERT OR REPLACE INTO uploads (upload_id, spec, bucket, dest_key, created_at) VALUES (?1, ?2, ?3, ?4, ?5)",
+                )
+                .and_then(|mut s| s.execute(params![upload_id, spec, bucket, dest_key, super::now()]))
+                .map_err(&err)?;
+                started.push((i, 0));
+            }
+            Op::UploadEnded { upload_id } => {
+                tx.prepare_cached("DELETE FROM uploads WHERE upload_id = ?1")
+                    .and_then(|mut s| s.execute([upload_id]))
+                    .map_err(&err)?;
+            }
             Op::Flush(_) => {}
         }
     }
     tx.commit().map_err(&err)?;
-    // Answer run starts now that their rows are committed; drop them from the batch.
+    // Answer run and upload starts now that their rows are committed; drop them from the batch.
     for (i, id) in started.into_iter().rev() {
-        if let Op::StartRun { reply, .. } = batch.remove(i) {
+        if let Op::StartRun { reply, .. } | Op::UploadStarted { reply, .. } = batch.remove(i) {
             let _ = reply.send(Ok(id));
         }
     }

@@ -2,9 +2,7 @@
 //! They run after serde has accepted the shapes, and collect every problem of a file.
 
 use super::raw::{MaxDeleteRaw, RawConfig, RawSide, RawSpec};
-use super::{
-    Config, Diagnostic, Filter, Locator, MaxDelete, Mode, Side, Spec, TransferOpts, VerifyOpts,
-};
+use super::{Config, Diagnostic, Filter, Locator, MaxDelete, Mode, Side, Spec, TransferOpts, VerifyOpts};
 use std::ops::Range;
 use std::path::Path;
 use std::str::FromStr;
@@ -38,10 +36,7 @@ pub fn config(loc: &Locator, raw: RawConfig) -> Result<Config, Diags> {
     if let Some(v) = raw.metrics_listen {
         match v.get_ref().parse() {
             Ok(a) => c.metrics_listen = Some(a),
-            Err(_) => d.push(loc.at(
-                span(&v),
-                "metrics_listen must be an address and port, like \"127.0.0.1:9184\"",
-            )),
+            Err(_) => d.push(loc.at(span(&v), "metrics_listen must be an address and port, like \"127.0.0.1:9184\"")),
         }
     }
     c.log_format = raw.log_format.unwrap_or_default();
@@ -60,9 +55,7 @@ pub fn config(loc: &Locator, raw: RawConfig) -> Result<Config, Diags> {
         c.cost = super::CostTable {
             class_a_per_1000: cost.class_a_per_1000.unwrap_or(dflt.class_a_per_1000),
             class_b_per_1000: cost.class_b_per_1000.unwrap_or(dflt.class_b_per_1000),
-            through_host_per_gib: cost
-                .through_host_per_gib
-                .unwrap_or(dflt.through_host_per_gib),
+            through_host_per_gib: cost.through_host_per_gib.unwrap_or(dflt.through_host_per_gib),
         };
     }
     if d.is_empty() {
@@ -75,10 +68,7 @@ pub fn config(loc: &Locator, raw: RawConfig) -> Result<Config, Diags> {
 fn in_range(loc: &Locator, d: &mut Diags, v: &Spanned<i64>, key: &str, lo: i64, hi: i64) -> usize {
     let n = *v.get_ref();
     if n < lo || n > hi {
-        d.push(loc.at(
-            span(v),
-            format!("{key} must be between {lo} and {hi}, got {n}"),
-        ));
+        d.push(loc.at(span(v), format!("{key} must be between {lo} and {hi}, got {n}")));
         return lo as usize;
     }
     n as usize
@@ -91,10 +81,7 @@ pub fn spec(loc: &Locator, raw: RawSpec, fingerprint: u64) -> Result<Spec, Diags
         .name
         .as_ref()
         .map_or((1, 1), |n| super::diag::line_col(loc.text, n.span().start));
-    let schedule = raw
-        .schedule
-        .as_ref()
-        .and_then(|s| check_schedule(loc, &mut d, s));
+    let schedule = raw.schedule.as_ref().and_then(|s| check_schedule(loc, &mut d, s));
     let mode = raw.mode.unwrap_or(Mode::Auto);
     let fallback = check_fallback(loc, &mut d, mode, raw.fallback.as_ref());
     let source = check_side(loc, &mut d, "source", raw.source);
@@ -111,11 +98,7 @@ pub fn spec(loc: &Locator, raw: RawSpec, fingerprint: u64) -> Result<Spec, Diags
     let filter = check_filter(loc, &mut d, raw.filter);
     let transfer = check_transfer(loc, &mut d, raw.transfer);
     let verify = VerifyOpts {
-        compare: raw
-            .verify
-            .as_ref()
-            .and_then(|v| v.compare)
-            .unwrap_or_default(),
+        compare: raw.verify.as_ref().and_then(|v| v.compare).unwrap_or_default(),
         checksum_sidecar: raw
             .verify
             .and_then(|v| v.checksum_sidecar)
@@ -143,37 +126,30 @@ pub fn spec(loc: &Locator, raw: RawSpec, fingerprint: u64) -> Result<Spec, Diags
     })
 }
 
-const NAME_RULE: &str =
-    "use only letters, digits, '.', '_' and '-' (at most 128 characters, not only dots)";
+const NAME_RULE: &str = "use only letters, digits, '.', '_' and '-' (at most 128 characters, not only dots)";
 
 fn valid_name(s: &str) -> bool {
     !s.is_empty()
         && s.len() <= 128
         && !s.chars().all(|c| c == '.')
-        && s.chars()
-            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'))
+        && s.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'))
 }
 
 fn check_name(loc: &Locator, d: &mut Diags, name: Option<&Spanned<String>>) -> String {
     match name {
         Some(n) => {
             if !valid_name(n.get_ref()) {
-                d.push(loc.at(
-                    span(n),
-                    format!("invalid spec name {:?}: {NAME_RULE}", n.get_ref()),
-                ));
+                d.push(loc.at(span(n), format!("invalid spec name {:?}: {NAME_RULE}", n.get_ref())));
             }
             n.get_ref().clone()
         }
         None => {
-            let stem = loc
-                .path
-                .file_stem()
-                .and_then(|s| s.to_str())
-                .unwrap_or("")
-                .to_string();
+            let stem = loc.path.file_stem().and_then(|s| s.to_str()).unwrap_or("").to_string();
             if !valid_name(&stem) {
-                d.push(loc.at(None, format!("the file name {stem:?} is not a valid spec name: set `name` or rename the file; {NAME_RULE}")));
+                d.push(loc.at(
+                    None,
+                    format!("the file name {stem:?} is not a valid spec name: set `name` or rename the file; {NAME_RULE}"),
+                ));
             }
             stem
         }
@@ -186,17 +162,16 @@ pub fn parse_cron(expr: &str) -> Result<cron::Schedule, String> {
     let normalized = match fields {
         5 => format!("0 {expr}"),
         6 => expr.to_string(),
-        n => return Err(format!("cron expression {expr:?} has {n} fields; use 5 (min hour day month weekday) or 6 (sec min hour day month weekday)")),
+        n => {
+            return Err(format!(
+                "cron expression {expr:?} has {n} fields; use 5 (min hour day month weekday) or 6 (sec min hour day month weekday)"
+            ))
+        }
     };
-    cron::Schedule::from_str(&normalized)
-        .map_err(|e| format!("invalid cron expression {expr:?}: {e}"))
+    cron::Schedule::from_str(&normalized).map_err(|e| format!("invalid cron expression {expr:?}: {e}"))
 }
 
-fn check_schedule(
-    loc: &Locator,
-    d: &mut Diags,
-    s: &Spanned<String>,
-) -> Option<(String, cron::Schedule)> {
+fn check_schedule(loc: &Locator, d: &mut Diags, s: &Spanned<String>) -> Option<(String, cron::Schedule)> {
     match parse_cron(s.get_ref()) {
         Ok(sched) => Some((s.get_ref().clone(), sched)),
         Err(m) => {
@@ -206,12 +181,7 @@ fn check_schedule(
     }
 }
 
-fn check_fallback(
-    loc: &Locator,
-    d: &mut Diags,
-    mode: Mode,
-    fb: Option<&Spanned<Vec<Spanned<Mode>>>>,
-) -> Vec<Mode> {
+fn check_fallback(loc: &Locator, d: &mut Diags, mode: Mode, fb: Option<&Spanned<Vec<Spanned<Mode>>>>) -> Vec<Mode> {
     let Some(list) = fb else {
         return if mode == Mode::Auto {
             vec![Mode::Stream, Mode::Staged]
@@ -219,24 +189,14 @@ fn check_fallback(
             Vec::new()
         };
     };
-    let first = if mode == Mode::Auto {
-        Mode::Direct
-    } else {
-        mode
-    };
+    let first = if mode == Mode::Auto { Mode::Direct } else { mode };
     let mut out = Vec::new();
     for m in list.get_ref() {
         let v = *m.get_ref();
         if v == Mode::Auto {
-            d.push(loc.at(
-                span(m),
-                "`auto` cannot be a fallback: list concrete modes (direct, stream, staged)",
-            ));
+            d.push(loc.at(span(m), "`auto` cannot be a fallback: list concrete modes (direct, stream, staged)"));
         } else if v == first || out.contains(&v) {
-            d.push(loc.at(
-                span(m),
-                format!("mode {v} appears twice in the mode order; list each mode once"),
-            ));
+            d.push(loc.at(span(m), format!("mode {v} appears twice in the mode order; list each mode once")));
         } else {
             out.push(v);
         }
@@ -245,21 +205,12 @@ fn check_fallback(
 }
 
 /// Returns the side and the span of its bucket (for overlap messages).
-fn check_side(
-    loc: &Locator,
-    d: &mut Diags,
-    which: &str,
-    raw: RawSide,
-) -> (Side, Option<Range<usize>>) {
+fn check_side(loc: &Locator, d: &mut Diags, which: &str, raw: RawSide) -> (Side, Option<Range<usize>>) {
     let bucket_span = span(&raw.bucket);
     if let Err(m) = bucket_name_problem(raw.bucket.get_ref()) {
         d.push(loc.at(bucket_span.clone(), format!("{which}.bucket: {m}")));
     }
-    let prefix = raw
-        .prefix
-        .as_ref()
-        .map(|p| p.get_ref().clone())
-        .unwrap_or_default();
+    let prefix = raw.prefix.as_ref().map(|p| p.get_ref().clone()).unwrap_or_default();
     if let Some(p) = &raw.prefix {
         if p.get_ref().starts_with('/') {
             d.push(loc.at(
@@ -268,10 +219,7 @@ fn check_side(
             ));
         }
         if p.get_ref().len() > 1024 {
-            d.push(loc.at(
-                span(p),
-                format!("{which}.prefix is longer than 1024 bytes, the S3 key limit"),
-            ));
+            d.push(loc.at(span(p), format!("{which}.prefix is longer than 1024 bytes, the S3 key limit")));
         }
     }
     if let Some(e) = &raw.endpoint {
@@ -280,17 +228,11 @@ fn check_side(
         }
     }
     if let Some(r) = &raw.region {
-        let ok = !r.get_ref().is_empty()
-            && r.get_ref()
-                .chars()
-                .all(|c| c.is_ascii_alphanumeric() || c == '-');
+        let ok = !r.get_ref().is_empty() && r.get_ref().chars().all(|c| c.is_ascii_alphanumeric() || c == '-');
         if !ok {
             d.push(loc.at(
                 span(r),
-                format!(
-                    "{which}.region {:?} is not a region name like \"us-east-1\"",
-                    r.get_ref()
-                ),
+                format!("{which}.region {:?} is not a region name like \"us-east-1\"", r.get_ref()),
             ));
         }
     }
@@ -306,9 +248,7 @@ fn check_side(
         prefix,
         region: raw.region.map(|r| r.into_inner()),
         path_style: raw.path_style.unwrap_or(raw.endpoint.is_some()),
-        endpoint: raw
-            .endpoint
-            .map(|e| e.into_inner().trim_end_matches('/').to_string()),
+        endpoint: raw.endpoint.map(|e| e.into_inner().trim_end_matches('/').to_string()),
         anonymous,
         profile: raw.profile.map(|p| p.into_inner()),
     };
@@ -324,26 +264,17 @@ pub fn bucket_name_problem(b: &str) -> Result<(), String> {
         .chars()
         .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '.' || c == '-')
     {
-        return Err(format!(
-            "bucket name {b:?} may use only lowercase letters, digits, '.' and '-'"
-        ));
+        return Err(format!("bucket name {b:?} may use only lowercase letters, digits, '.' and '-'"));
     }
-    let first_last_ok =
-        |c: Option<char>| c.is_some_and(|c| c.is_ascii_lowercase() || c.is_ascii_digit());
+    let first_last_ok = |c: Option<char>| c.is_some_and(|c| c.is_ascii_lowercase() || c.is_ascii_digit());
     if !first_last_ok(b.chars().next()) || !first_last_ok(b.chars().last()) {
-        return Err(format!(
-            "bucket name {b:?} must begin and end with a letter or digit"
-        ));
+        return Err(format!("bucket name {b:?} must begin and end with a letter or digit"));
     }
     if b.contains("..") || b.contains(".-") || b.contains("-.") {
-        return Err(format!(
-            "bucket name {b:?} must not contain '..', '.-' or '-.'"
-        ));
+        return Err(format!("bucket name {b:?} must not contain '..', '.-' or '-.'"));
     }
     if b.parse::<std::net::Ipv4Addr>().is_ok() {
-        return Err(format!(
-            "bucket name {b:?} must not look like an IP address"
-        ));
+        return Err(format!("bucket name {b:?} must not look like an IP address"));
     }
     Ok(())
 }
@@ -355,7 +286,9 @@ fn endpoint_problem(e: &str) -> Result<(), String> {
         .ok_or_else(|| format!("{e:?} must start with http:// or https://"))?;
     let host = rest.split('/').next().unwrap_or("");
     if host.is_empty() || host.contains(['?', '#', '@', ' ']) {
-        return Err(format!("{e:?} must be a URL like \"https://s3.example.com\" with a host and optional port, no credentials or query"));
+        return Err(format!(
+            "{e:?} must be a URL like \"https://s3.example.com\" with a host and optional port, no credentials or query"
+        ));
     }
     if rest.trim_end_matches('/').contains('/') {
         return Err(format!(
@@ -365,12 +298,7 @@ fn endpoint_problem(e: &str) -> Result<(), String> {
     Ok(())
 }
 
-fn check_overlap(
-    loc: &Locator,
-    d: &mut Diags,
-    src: &(Side, Option<Range<usize>>),
-    dst: &(Side, Option<Range<usize>>),
-) {
+fn check_overlap(loc: &Locator, d: &mut Diags, src: &(Side, Option<Range<usize>>), dst: &(Side, Option<Range<usize>>)) {
     let (s, _) = src;
     let (t, t_span) = dst;
     if s.endpoint_identity() == t.endpoint_identity()
@@ -387,13 +315,7 @@ fn check_overlap(
     }
 }
 
-fn check_delete_prefixes(
-    loc: &Locator,
-    d: &mut Diags,
-    del: &Spanned<bool>,
-    src: &Side,
-    dst: &Side,
-) {
+fn check_delete_prefixes(loc: &Locator, d: &mut Diags, del: &Spanned<bool>, src: &Side, dst: &Side) {
     if src.prefix.is_empty() || dst.prefix.is_empty() {
         d.push(loc.at(
             span(del),
@@ -403,19 +325,10 @@ fn check_delete_prefixes(
 }
 
 fn check_max_delete(loc: &Locator, d: &mut Diags, m: &Spanned<MaxDeleteRaw>) -> MaxDelete {
-    let bad = |d: &mut Diags| {
-        d.push(loc.at(
-            span(m),
-            "max_delete must be a count (like 100) or a percentage (like \"10%\")",
-        ))
-    };
+    let bad = |d: &mut Diags| d.push(loc.at(span(m), "max_delete must be a count (like 100) or a percentage (like \"10%\")"));
     match m.get_ref() {
         MaxDeleteRaw::Count(n) if *n >= 0 => MaxDelete::Count(*n as u64),
-        MaxDeleteRaw::Text(t) => match t
-            .strip_suffix('%')
-            .and_then(|p| p.trim().parse::<u8>().ok())
-            .filter(|p| *p <= 100)
-        {
+        MaxDeleteRaw::Text(t) => match t.strip_suffix('%').and_then(|p| p.trim().parse::<u8>().ok()).filter(|p| *p <= 100) {
             Some(p) => MaxDelete::Percent(p),
             None => {
                 bad(d);
@@ -434,17 +347,11 @@ fn check_filter(loc: &Locator, d: &mut Diags, raw: Option<super::raw::RawFilter>
         let globs = globs?;
         let mut b = globset::GlobSetBuilder::new();
         for g in &globs {
-            match globset::GlobBuilder::new(g.get_ref())
-                .literal_separator(true)
-                .build()
-            {
+            match globset::GlobBuilder::new(g.get_ref()).literal_separator(true).build() {
                 Ok(glob) => {
                     b.add(glob);
                 }
-                Err(e) => d.push(loc.at(
-                    span(g),
-                    format!("invalid glob {:?}: {}", g.get_ref(), e.kind()),
-                )),
+                Err(e) => d.push(loc.at(span(g), format!("invalid glob {:?}: {}", g.get_ref(), e.kind()))),
             }
         }
         b.build().ok()
@@ -456,11 +363,7 @@ fn check_filter(loc: &Locator, d: &mut Diags, raw: Option<super::raw::RawFilter>
     }
 }
 
-fn check_transfer(
-    loc: &Locator,
-    d: &mut Diags,
-    raw: Option<super::raw::RawTransfer>,
-) -> TransferOpts {
+fn check_transfer(loc: &Locator, d: &mut Diags, raw: Option<super::raw::RawTransfer>) -> TransferOpts {
     let mut t = TransferOpts::default();
     let Some(raw) = raw else { return t };
     if let Some(v) = &raw.concurrency {
@@ -486,21 +389,16 @@ fn check_transfer(
         }
     }
     for (v, key, slot) in [
-        (
-            &raw.multipart_threshold,
-            "transfer.multipart_threshold",
-            &mut t.multipart_threshold,
-        ),
-        (
-            &raw.copy_threshold,
-            "transfer.copy_threshold",
-            &mut t.copy_threshold,
-        ),
+        (&raw.multipart_threshold, "transfer.multipart_threshold", &mut t.multipart_threshold),
+        (&raw.copy_threshold, "transfer.copy_threshold", &mut t.copy_threshold),
     ] {
         if let Some(v) = v {
             let n = v.get_ref().0;
             if !(MIN_PART..=MAX_PART).contains(&n) {
-                d.push(loc.at(span(v), format!("{key} must be between 5MiB and 5GiB: S3 takes single requests up to 5GiB and parts of at least 5MiB")));
+                d.push(loc.at(
+                    span(v),
+                    format!("{key} must be between 5MiB and 5GiB: S3 takes single requests up to 5GiB and parts of at least 5MiB"),
+                ));
             } else {
                 *slot = n;
             }
@@ -529,16 +427,10 @@ mod tests {
         assert!(bucket_name_problem("data.binance.vision").is_ok());
         assert!(bucket_name_problem("crypto-lakehouse-bronze").is_ok());
         assert!(bucket_name_problem("ab").unwrap_err().contains("3 to 63"));
-        assert!(bucket_name_problem("Bronze")
-            .unwrap_err()
-            .contains("lowercase"));
+        assert!(bucket_name_problem("Bronze").unwrap_err().contains("lowercase"));
         assert!(bucket_name_problem("a..b").unwrap_err().contains("'..'"));
-        assert!(bucket_name_problem("-abc")
-            .unwrap_err()
-            .contains("begin and end"));
-        assert!(bucket_name_problem("192.168.1.1")
-            .unwrap_err()
-            .contains("IP address"));
+        assert!(bucket_name_problem("-abc").unwrap_err().contains("begin and end"));
+        assert!(bucket_name_problem("192.168.1.1").unwrap_err().contains("IP address"));
     }
 
     #[test]
@@ -546,21 +438,15 @@ mod tests {
         assert!(parse_cron("30 8 * * *").is_ok());
         assert!(parse_cron("*/2 * * * * *").is_ok());
         assert!(parse_cron("* * *").unwrap_err().contains("has 3 fields"));
-        assert!(parse_cron("0 61 * * * *")
-            .unwrap_err()
-            .contains("invalid cron expression"));
+        assert!(parse_cron("0 61 * * * *").unwrap_err().contains("invalid cron expression"));
     }
 
     #[test]
     fn endpoints() {
         assert!(endpoint_problem("http://127.0.0.1:9000").is_ok());
         assert!(endpoint_problem("https://s3.example.com/").is_ok());
-        assert!(endpoint_problem("127.0.0.1:9000")
-            .unwrap_err()
-            .contains("http://"));
-        assert!(endpoint_problem("http://k:s@host")
-            .unwrap_err()
-            .contains("no credentials"));
+        assert!(endpoint_problem("127.0.0.1:9000").unwrap_err().contains("http://"));
+        assert!(endpoint_problem("http://k:s@host").unwrap_err().contains("no credentials"));
         assert!(endpoint_problem("http://host/bucket")
             .unwrap_err()
             .contains("must not contain a path"));

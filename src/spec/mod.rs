@@ -129,11 +129,7 @@ impl Default for CostTable {
 
 impl CostTable {
     /// (requests, data) cost of a run from its attempts by operation and its bytes through the host.
-    pub fn estimate(
-        &self,
-        requests: &BTreeMap<String, u64>,
-        bytes_through_host: u64,
-    ) -> (f64, f64) {
+    pub fn estimate(&self, requests: &BTreeMap<String, u64>, bytes_through_host: u64) -> (f64, f64) {
         let (mut a, mut b) = (0u64, 0u64);
         for (op, n) in requests {
             if op.starts_with("Get") || op.starts_with("Head") {
@@ -142,12 +138,8 @@ impl CostTable {
                 a += n;
             }
         }
-        let req =
-            a as f64 / 1000.0 * self.class_a_per_1000 + b as f64 / 1000.0 * self.class_b_per_1000;
-        (
-            req,
-            bytes_through_host as f64 / (1u64 << 30) as f64 * self.through_host_per_gib,
-        )
+        let req = a as f64 / 1000.0 * self.class_a_per_1000 + b as f64 / 1000.0 * self.class_b_per_1000;
+        (req, bytes_through_host as f64 / (1u64 << 30) as f64 * self.through_host_per_gib)
     }
 }
 
@@ -181,22 +173,15 @@ impl Config {
     pub fn load(path: &Path, explicit: bool) -> Result<Config, SpecError> {
         match std::fs::read(path) {
             Ok(bytes) => Config::parse(path, &bytes),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound && !explicit => {
-                Ok(Config::default())
-            }
-            Err(e) => Err(SpecError::single(
-                path,
-                format!("cannot read config file: {e}"),
-            )),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound && !explicit => Ok(Config::default()),
+            Err(e) => Err(SpecError::single(path, format!("cannot read config file: {e}"))),
         }
     }
 
     pub fn parse(path: &Path, bytes: &[u8]) -> Result<Config, SpecError> {
-        let text = std::str::from_utf8(bytes)
-            .map_err(|e| SpecError::Invalid(vec![diag::utf8_error(path, bytes, &e)]))?;
+        let text = std::str::from_utf8(bytes).map_err(|e| SpecError::Invalid(vec![diag::utf8_error(path, bytes, &e)]))?;
         let loc = Locator { path, text };
-        let raw: raw::RawConfig = toml::from_str(text)
-            .map_err(|e| SpecError::Invalid(vec![loc.at(e.span(), e.message())]))?;
+        let raw: raw::RawConfig = toml::from_str(text).map_err(|e| SpecError::Invalid(vec![loc.at(e.span(), e.message())]))?;
         check::config(&loc, raw).map_err(SpecError::Invalid)
     }
 }
@@ -232,13 +217,7 @@ pub struct Filter {
 
 impl Filter {
     pub fn matches(&self, relative_key: &str) -> bool {
-        self.include
-            .as_ref()
-            .is_none_or(|g| g.is_match(relative_key))
-            && !self
-                .exclude
-                .as_ref()
-                .is_some_and(|g| g.is_match(relative_key))
+        self.include.as_ref().is_none_or(|g| g.is_match(relative_key)) && !self.exclude.as_ref().is_some_and(|g| g.is_match(relative_key))
     }
 }
 
@@ -324,23 +303,19 @@ impl Spec {
     }
 
     pub fn load(path: &Path) -> Result<Spec, SpecError> {
-        let bytes = std::fs::read(path)
-            .map_err(|e| SpecError::single(path, format!("cannot read spec file: {e}")))?;
+        let bytes = std::fs::read(path).map_err(|e| SpecError::single(path, format!("cannot read spec file: {e}")))?;
         Spec::parse(path, &bytes)
     }
 
     pub fn parse(path: &Path, bytes: &[u8]) -> Result<Spec, SpecError> {
-        let text = std::str::from_utf8(bytes)
-            .map_err(|e| SpecError::Invalid(vec![diag::utf8_error(path, bytes, &e)]))?;
+        let text = std::str::from_utf8(bytes).map_err(|e| SpecError::Invalid(vec![diag::utf8_error(path, bytes, &e)]))?;
         let loc = Locator { path, text };
         if text.trim().is_empty() {
-            return Err(SpecError::Invalid(vec![loc.at(
-                None,
-                "spec file is empty: it needs at least [source] and [destination] tables",
-            )]));
+            return Err(SpecError::Invalid(vec![
+                loc.at(None, "spec file is empty: it needs at least [source] and [destination] tables")
+            ]));
         }
-        let raw: raw::RawSpec = toml::from_str(text)
-            .map_err(|e| SpecError::Invalid(vec![loc.at(e.span(), e.message().trim_end())]))?;
+        let raw: raw::RawSpec = toml::from_str(text).map_err(|e| SpecError::Invalid(vec![loc.at(e.span(), e.message().trim_end())]))?;
         let fingerprint = fingerprint(bytes);
         check::spec(&loc, raw, fingerprint).map_err(SpecError::Invalid)
     }
@@ -349,11 +324,7 @@ impl Spec {
 /// The mode order for a spec's mode and fallback list: the mode first (`auto` means `direct`),
 /// then the fallbacks (default for `auto`: stream, then staged), without repeats.
 pub fn chain(mode: Mode, fallback: &[Mode]) -> Vec<Mode> {
-    let first = if mode == Mode::Auto {
-        Mode::Direct
-    } else {
-        mode
-    };
+    let first = if mode == Mode::Auto { Mode::Direct } else { mode };
     let mut out = vec![first];
     for m in fallback {
         if *m != Mode::Auto && !out.contains(m) {
@@ -373,9 +344,7 @@ fn fingerprint(bytes: &[u8]) -> u64 {
 /// Whether a directory entry is a spec file: `*.toml`, not hidden (editors' temp files, `.#x.toml`).
 pub fn is_spec_file(path: &Path) -> bool {
     let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("");
-    !name.starts_with('.')
-        && path.extension().is_some_and(|e| e == "toml")
-        && name.len() > ".toml".len()
+    !name.starts_with('.') && path.extension().is_some_and(|e| e == "toml") && name.len() > ".toml".len()
 }
 
 /// Every spec in a directory: the good ones, and the located problems of the others.
@@ -389,8 +358,7 @@ pub struct SpecSet {
 
 /// Loads every `*.toml` in `dir` (sorted by file name), checking name uniqueness across files.
 pub fn load_dir(dir: &Path) -> Result<SpecSet, SpecError> {
-    let entries = std::fs::read_dir(dir)
-        .map_err(|e| SpecError::single(dir, format!("cannot read spec directory: {e}")))?;
+    let entries = std::fs::read_dir(dir).map_err(|e| SpecError::single(dir, format!("cannot read spec directory: {e}")))?;
     let mut files: Vec<PathBuf> = entries
         .filter_map(|e| e.ok())
         .map(|e| e.path())

@@ -12,9 +12,9 @@ pub fn parse_size(s: &str) -> Result<u64, String> {
     let t = s.trim();
     let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
     let (num, unit) = t.split_at(split);
-    let n: u64 = num.parse().map_err(|_| {
-        format!("invalid size {s:?}: expected a number with an optional unit, like \"64MiB\"")
-    })?;
+    let n: u64 = num
+        .parse()
+        .map_err(|_| format!("invalid size {s:?}: expected a number with an optional unit, like \"64MiB\""))?;
     let mult: u64 = match unit.trim() {
         "" | "B" => 1,
         "KiB" => 1 << 10,
@@ -31,8 +31,7 @@ pub fn parse_size(s: &str) -> Result<u64, String> {
             ))
         }
     };
-    n.checked_mul(mult)
-        .ok_or_else(|| format!("size {s:?} is too large"))
+    n.checked_mul(mult).ok_or_else(|| format!("size {s:?} is too large"))
 }
 
 impl<'de> serde::Deserialize<'de> for ByteSize {
@@ -44,9 +43,7 @@ impl<'de> serde::Deserialize<'de> for ByteSize {
                 f.write_str("a size such as \"64MiB\" or a number of bytes")
             }
             fn visit_i64<E: de::Error>(self, v: i64) -> Result<ByteSize, E> {
-                u64::try_from(v)
-                    .map(ByteSize)
-                    .map_err(|_| E::custom("size must not be negative"))
+                u64::try_from(v).map(ByteSize).map_err(|_| E::custom("size must not be negative"))
             }
             fn visit_u64<E: de::Error>(self, v: u64) -> Result<ByteSize, E> {
                 Ok(ByteSize(v))
@@ -67,19 +64,15 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
     let t = s.trim();
     let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
     let (num, unit) = t.split_at(split);
-    let n: u64 = num.parse().map_err(|_| {
-        format!("invalid duration {s:?}: expected a number with a unit, like \"30s\"")
-    })?;
+    let n: u64 = num
+        .parse()
+        .map_err(|_| format!("invalid duration {s:?}: expected a number with a unit, like \"30s\""))?;
     Ok(match unit.trim() {
         "ms" => Duration::from_millis(n),
         "" | "s" => Duration::from_secs(n),
         "m" => Duration::from_secs(n.saturating_mul(60)),
         "h" => Duration::from_secs(n.saturating_mul(3600)),
-        other => {
-            return Err(format!(
-                "unknown duration unit {other:?} in {s:?}: use ms, s, m or h"
-            ))
-        }
+        other => return Err(format!("unknown duration unit {other:?} in {s:?}: use ms, s, m or h")),
     })
 }
 
@@ -114,12 +107,8 @@ mod tests {
         assert_eq!(parse_size("5 GiB"), Ok(5 << 30));
         assert_eq!(parse_size("1000"), Ok(1000));
         assert_eq!(parse_size("2MB"), Ok(2_000_000));
-        assert!(parse_size("64 mebibytes")
-            .unwrap_err()
-            .contains("unknown size unit"));
-        assert!(parse_size("99999999999TiB")
-            .unwrap_err()
-            .contains("too large"));
+        assert!(parse_size("64 mebibytes").unwrap_err().contains("unknown size unit"));
+        assert!(parse_size("99999999999TiB").unwrap_err().contains("too large"));
         assert!(parse_size("MiB").is_err());
     }
 

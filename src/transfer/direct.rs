@@ -14,11 +14,7 @@ fn is_md5(e: &str) -> bool {
     e.len() == 32 && e.bytes().all(|b| b.is_ascii_hexdigit())
 }
 
-pub async fn copy(
-    t: &Transferer,
-    job: &CopyJob,
-    sidecar: &Sidecar,
-) -> Result<Outcome, TransferError> {
+pub async fn copy(t: &Transferer, job: &CopyJob, sidecar: &Sidecar) -> Result<Outcome, TransferError> {
     let spec = &t.spec;
     if spec.source.endpoint_identity() != spec.destination.endpoint_identity() {
         return Err(TransferError::unusable(
@@ -60,16 +56,9 @@ pub async fn copy(
     }
     // A server that computed SHA-256 during the copy lets the sidecar check happen without a
     // byte here; only then is the sidecar worth fetching. Otherwise the row says `etag`/`size`.
-    let server_sha = result
-        .and_then(|r| r.checksum_sha256())
-        .filter(|_| wants_sidecar);
-    if let (Some(b64), Some(want)) = (
-        server_sha,
-        sidecar_if(server_sha.is_some(), t, job, sidecar).await?,
-    ) {
-        let got = aws_smithy_types::base64::decode(b64)
-            .map(hex::encode)
-            .unwrap_or_default();
+    let server_sha = result.and_then(|r| r.checksum_sha256()).filter(|_| wants_sidecar);
+    if let (Some(b64), Some(want)) = (server_sha, sidecar_if(server_sha.is_some(), t, job, sidecar).await?) {
+        let got = aws_smithy_types::base64::decode(b64).map(hex::encode).unwrap_or_default();
         if !got.eq_ignore_ascii_case(want) {
             return Err(TransferError::verify(format!(
                 "server-side sha256 {got} differs from the checksum sidecar's {want}"
@@ -85,12 +74,7 @@ pub async fn copy(
     })
 }
 
-async fn sidecar_if<'a>(
-    fetch: bool,
-    t: &Transferer,
-    job: &CopyJob,
-    sidecar: &'a Sidecar,
-) -> Result<Option<&'a str>, TransferError> {
+async fn sidecar_if<'a>(fetch: bool, t: &Transferer, job: &CopyJob, sidecar: &'a Sidecar) -> Result<Option<&'a str>, TransferError> {
     if fetch {
         sidecar.get(t, &job.source.key).await
     } else {
@@ -104,7 +88,7 @@ async fn copy_multipart(t: &Transferer, job: &CopyJob) -> Result<Outcome, Transf
     let size = job.source.size;
     let part = part_size_for(size, spec.transfer.part_size);
     let source = copy_source(&spec.source.bucket, &job.source.key);
-    let upload = Multipart::create(&t.dst, &spec.destination.bucket, &job.dest_key).await?;
+    let upload = Multipart::create(t, &job.dest_key).await?;
     let work = futures::stream::iter(parts(size, part))
         .map(|(n, offset, len)| {
             let mut req = t
@@ -120,10 +104,7 @@ async fn copy_multipart(t: &Transferer, job: &CopyJob) -> Result<Outcome, Transf
                 req = req.copy_source_if_match(format!("\"{e}\""));
             }
             async move {
-                let out = req
-                    .send()
-                    .await
-                    .map_err(|e| classify("UploadPartCopy", e))?;
+                let out = req.send().await.map_err(|e| classify("UploadPartCopy", e))?;
                 Ok::<_, TransferError>(completed(n, out.copy_part_result().and_then(|r| r.e_tag())))
             }
         })

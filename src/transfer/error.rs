@@ -93,11 +93,7 @@ pub fn classify<E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'sta
             let status = se.raw().status().as_u16();
             let code = se.err().code().map(str::to_string);
             let (kind, sticky) = classify_code(op, status, code.as_deref());
-            let message = se
-                .err()
-                .message()
-                .map(str::to_string)
-                .unwrap_or_else(|| format!("HTTP {status}"));
+            let message = se.err().message().map(str::to_string).unwrap_or_else(|| format!("HTTP {status}"));
             TransferError {
                 kind,
                 sticky,
@@ -134,13 +130,7 @@ pub fn classify_code(op: &str, status: u16, code: Option<&str>) -> (ErrorKind, b
             // The source object may simply be gone: the next mode's GET will tell.
             "NoSuchKey" => (ErrorKind::CantUseMode, false),
             "PreconditionFailed" => (ErrorKind::Fatal, false),
-            _ if status == 403
-                || status == 400
-                || status == 404
-                || code == "XAmzContentSHA256Mismatch" =>
-            {
-                (ErrorKind::CantUseMode, true)
-            }
+            _ if status == 403 || status == 400 || status == 404 || code == "XAmzContentSHA256Mismatch" => (ErrorKind::CantUseMode, true),
             _ => (ErrorKind::Fatal, false),
         };
     }
@@ -153,14 +143,8 @@ mod tests {
 
     #[test]
     fn kinds_drive_retry_fallback_fail() {
-        assert_eq!(
-            classify_code("CopyObject", 503, Some("SlowDown")),
-            (ErrorKind::Retryable, false)
-        );
-        assert_eq!(
-            classify_code("GetObject", 500, None),
-            (ErrorKind::Retryable, false)
-        );
+        assert_eq!(classify_code("CopyObject", 503, Some("SlowDown")), (ErrorKind::Retryable, false));
+        assert_eq!(classify_code("GetObject", 500, None), (ErrorKind::Retryable, false));
         assert_eq!(
             classify_code("CopyObject", 403, Some("AccessDenied")),
             (ErrorKind::CantUseMode, true)
@@ -169,25 +153,16 @@ mod tests {
             classify_code("UploadPartCopy", 501, Some("NotImplemented")),
             (ErrorKind::CantUseMode, true)
         );
-        assert_eq!(
-            classify_code("CopyObject", 404, Some("NoSuchKey")),
-            (ErrorKind::CantUseMode, false)
-        );
+        assert_eq!(classify_code("CopyObject", 404, Some("NoSuchKey")), (ErrorKind::CantUseMode, false));
         assert_eq!(
             classify_code("CopyObject", 412, Some("PreconditionFailed")),
             (ErrorKind::Fatal, false)
         );
-        assert_eq!(
-            classify_code("GetObject", 404, Some("NoSuchKey")),
-            (ErrorKind::Fatal, false)
-        );
+        assert_eq!(classify_code("GetObject", 404, Some("NoSuchKey")), (ErrorKind::Fatal, false));
         assert_eq!(
             classify_code("GetObject", 403, Some("InvalidObjectState")),
             (ErrorKind::Fatal, false)
         );
-        assert_eq!(
-            classify_code("PutObject", 403, Some("AccessDenied")),
-            (ErrorKind::Fatal, false)
-        );
+        assert_eq!(classify_code("PutObject", 403, Some("AccessDenied")), (ErrorKind::Fatal, false));
     }
 }

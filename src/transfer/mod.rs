@@ -5,7 +5,7 @@ mod direct;
 pub mod error;
 mod staged;
 mod stream;
-mod upload;
+pub(crate) mod upload;
 pub mod verify;
 
 pub use error::{ErrorKind, TransferError};
@@ -60,54 +60,28 @@ pub struct Stats {
     pub requests: BTreeMap<String, u64>,
 }
 
-/// Copies the objects of one run of one spec.
+/// Copies the objects of one run of one spec. Built by the engine for each run.
 pub struct Transferer {
     pub spec: Arc<Spec>,
     pub run_id: i64,
-    src: Client,
-    dst: Client,
-    chain: Vec<Mode>,
-    staging: PathBuf,
+    pub src: Client,
+    pub dst: Client,
+    /// The modes to try, in order.
+    pub chain: Vec<Mode>,
+    /// `{state_dir}/staging/{spec}`.
+    pub staging: PathBuf,
     /// Budget for buffered multipart parts, in MiB, shared by all runs of the process.
-    buffer: Arc<Semaphore>,
-    buffer_mib: u32,
+    pub buffer: Arc<Semaphore>,
+    pub buffer_mib: u32,
     /// Fired when in-flight work must stop now (grace period over): multipart uploads abort.
-    hard_stop: CancellationToken,
-    stats: Mutex<Stats>,
-    seq: AtomicU64,
+    pub hard_stop: CancellationToken,
     pub requests: Arc<RequestCounter>,
+    pub writer: crate::manifest::Writer,
+    pub stats: Mutex<Stats>,
+    pub seq: AtomicU64,
 }
 
 impl Transferer {
-    #[allow(clippy::too_many_arguments)]
-    pub fn new(
-        spec: Arc<Spec>,
-        run_id: i64,
-        src: Client,
-        dst: Client,
-        chain: Vec<Mode>,
-        staging: PathBuf,
-        buffer: Arc<Semaphore>,
-        buffer_mib: u32,
-        hard_stop: CancellationToken,
-        requests: Arc<RequestCounter>,
-    ) -> Self {
-        Transferer {
-            spec,
-            run_id,
-            src,
-            dst,
-            chain,
-            staging,
-            buffer,
-            buffer_mib,
-            hard_stop,
-            stats: Mutex::default(),
-            seq: AtomicU64::new(0),
-            requests,
-        }
-    }
-
     pub fn stats(&self) -> Stats {
         let mut s = self.stats.lock().unwrap().clone();
         s.requests = self.requests.snapshot();
@@ -115,11 +89,7 @@ impl Transferer {
     }
 
     fn disabled(&self, mode: Mode) -> bool {
-        self.stats
-            .lock()
-            .unwrap()
-            .disabled_modes
-            .contains_key(mode.as_str())
+        self.stats.lock().unwrap().disabled_modes.contains_key(mode.as_str())
     }
 
     /// Copies one object, trying each usable mode of the chain in turn.
@@ -146,9 +116,7 @@ impl Transferer {
                     let reason = e.code.clone().unwrap_or_else(|| e.message.clone());
                     let mut s = self.stats.lock().unwrap();
                     if let Some(next) = next {
-                        *s.fallbacks
-                            .entry(format!("{mode} -> {next} ({reason})"))
-                            .or_default() += 1;
+                        *s.fallbacks.entry(format!("{mode} -> {next} ({reason})")).or_default() += 1;
                     }
                     if e.sticky && !s.disabled_modes.contains_key(mode.as_str()) {
                         tracing::warn!(spec = %self.spec.name, run_id = self.run_id, %mode, reason = %e, "mode unusable for the rest of this run");
@@ -159,12 +127,7 @@ impl Transferer {
                         error: e,
                     });
                 }
-                Err(error) => {
-                    return Err(Failure {
-                        mode: Some(mode),
-                        error,
-                    })
-                }
+                Err(error) => return Err(Failure { mode: Some(mode), error }),
             }
         }
         Err(last.unwrap_or_else(|| Failure {
@@ -176,29 +139,16 @@ impl Transferer {
     /// One mode, retried with exponential backoff and jitter on transient errors. Direct copies
     /// are retried inside the SDK (they are idempotent requests); streams are retried here
     /// because a consumed body cannot be replayed by the SDK.
-    async fn try_mode(
-        &self,
-        mode: Mode,
-        job: &CopyJob,
-        sidecar: &Sidecar,
-    ) -> Result<Outcome, TransferError> {
+    async fn try_mode(&self, mode: Mode, job: &CopyJob, sidecar: &Sidecar) -> Result<Outcome, TransferError> {
         let mut attempt = 0;
         loop {
             let r = match mode {
                 Mode::Direct | Mode::Auto => return direct::copy(self, job, sidecar).await,
-                Mode::Stream => {
-                    stream::copy(self, job, sidecar.get(self, &job.source.key).await?).await
-                }
-                Mode::Staged => {
-                    staged::copy(self, job, sidecar.get(self, &job.source.key).await?).await
-                }
+                Mode::Stream => stream::copy(self, job, sidecar.get(self, &job.source.key).await?).await,
+                Mode::Staged => staged::copy(self, job, sidecar.get(self, &job.source.key).await?).await,
             };
             match r {
-                Err(e)
-                    if e.kind == ErrorKind::Retryable
-                        && attempt < self.spec.transfer.retries
-                        && !self.hard_stop.is_cancelled() =>
-                {
+                Err(e) if e.kind == ErrorKind::Retryable && attempt < self.spec.transfer.retries && !self.hard_stop.is_cancelled() => {
                     attempt += 1;
                     self.stats.lock().unwrap().retries += 1;
                     tracing::debug!(key = %job.source.key, %mode, attempt, error = %e, "retrying");
@@ -252,19 +202,14 @@ impl Transferer {
         self.stats.lock().unwrap().bytes_through_host += bytes.len() as u64;
         match verify::parse_sidecar(&String::from_utf8_lossy(&bytes)) {
             Some(h) => Ok(Some(h)),
-            None => Err(TransferError::verify(format!(
-                "checksum sidecar {key}{suffix} holds no sha256"
-            ))),
+            None => Err(TransferError::verify(format!("checksum sidecar {key}{suffix} holds no sha256"))),
         }
     }
 
     fn staging_file(&self) -> PathBuf {
         // Never derived from the key: keys may hold "../" or absolute paths.
-        self.staging.join(format!(
-            "{}-{}.part",
-            self.run_id,
-            self.seq.fetch_add(1, Ordering::Relaxed)
-        ))
+        self.staging
+            .join(format!("{}-{}.part", self.run_id, self.seq.fetch_add(1, Ordering::Relaxed)))
     }
 }
 
@@ -273,15 +218,8 @@ impl Transferer {
 pub(crate) struct Sidecar(tokio::sync::OnceCell<Option<String>>);
 
 impl Sidecar {
-    pub(crate) async fn get(
-        &self,
-        t: &Transferer,
-        key: &str,
-    ) -> Result<Option<&str>, TransferError> {
-        self.0
-            .get_or_try_init(|| t.sidecar_sha256(key))
-            .await
-            .map(|o| o.as_deref())
+    pub(crate) async fn get(&self, t: &Transferer, key: &str) -> Result<Option<&str>, TransferError> {
+        self.0.get_or_try_init(|| t.sidecar_sha256(key)).await.map(|o| o.as_deref())
     }
 }
 
@@ -301,9 +239,7 @@ pub fn clean_staging(dir: &std::path::Path) -> std::io::Result<usize> {
     match std::fs::read_dir(dir) {
         Ok(entries) => {
             for e in entries.flatten() {
-                if e.file_type().is_ok_and(|t| t.is_file())
-                    && std::fs::remove_file(e.path()).is_ok()
-                {
+                if e.file_type().is_ok_and(|t| t.is_file()) && std::fs::remove_file(e.path()).is_ok() {
                     removed += 1;
                 }
             }
@@ -328,19 +264,9 @@ mod tests {
     #[test]
     fn part_ranges_cover_the_object_exactly() {
         let p: Vec<_> = parts(12 << 20, 5 << 20).collect();
-        assert_eq!(
-            p,
-            vec![
-                (1, 0, 5 << 20),
-                (2, 5 << 20, 5 << 20),
-                (3, 10 << 20, 2 << 20)
-            ]
-        );
+        assert_eq!(p, vec![(1, 0, 5 << 20), (2, 5 << 20, 5 << 20), (3, 10 << 20, 2 << 20)]);
         assert_eq!(parts(0, 5).count(), 1);
-        assert_eq!(
-            part_size_for(100 << 30, 5 << 20),
-            (100u64 << 30).div_ceil(10_000)
-        );
+        assert_eq!(part_size_for(100 << 30, 5 << 20), (100u64 << 30).div_ceil(10_000));
     }
 
     #[test]

@@ -24,11 +24,7 @@ impl Drop for StagingFile {
     }
 }
 
-pub async fn copy(
-    t: &Transferer,
-    job: &CopyJob,
-    sha256: Option<&str>,
-) -> Result<Outcome, TransferError> {
+pub async fn copy(t: &Transferer, job: &CopyJob, sha256: Option<&str>) -> Result<Outcome, TransferError> {
     let expect = Expect::for_job(job, sha256);
     let file = StagingFile(t.staging_file());
     let (level, md5) = download(t, job, &file.0, &expect).await?;
@@ -60,12 +56,7 @@ pub async fn copy(
     })
 }
 
-async fn download(
-    t: &Transferer,
-    job: &CopyJob,
-    path: &Path,
-    expect: &Expect,
-) -> Result<(&'static str, String), TransferError> {
+async fn download(t: &Transferer, job: &CopyJob, path: &Path, expect: &Expect) -> Result<(&'static str, String), TransferError> {
     let get = get_source(t, job).await?;
     let mut out = tokio::fs::OpenOptions::new()
         .write(true)
@@ -78,24 +69,16 @@ async fn download(
     while let Some(chunk) = body.next().await {
         let chunk = chunk.map_err(|e| body_error("GetObject", e))?;
         digests.update(&chunk);
-        out.write_all(&chunk)
-            .await
-            .map_err(|e| TransferError::io("staging", e))?;
+        out.write_all(&chunk).await.map_err(|e| TransferError::io("staging", e))?;
     }
-    out.flush()
-        .await
-        .map_err(|e| TransferError::io("staging", e))?;
+    out.flush().await.map_err(|e| TransferError::io("staging", e))?;
     digests.finish(expect)
 }
 
-async fn upload_multipart(
-    t: &Transferer,
-    job: &CopyJob,
-    path: &Path,
-) -> Result<Option<String>, TransferError> {
+async fn upload_multipart(t: &Transferer, job: &CopyJob, path: &Path) -> Result<Option<String>, TransferError> {
     let spec = &t.spec;
     let part = part_size_for(job.source.size, spec.transfer.part_size);
-    let upload = Multipart::create(&t.dst, &spec.destination.bucket, &job.dest_key).await?;
+    let upload = Multipart::create(t, &job.dest_key).await?;
     let work = async {
         let mut inflight = JoinSet::new();
         let mut done = Vec::new();

@@ -15,49 +15,40 @@ use bytes::BytesMut;
 use tokio::task::JoinSet;
 
 /// GETs the listed version of the source object.
-pub(super) async fn get_source(
-    t: &Transferer,
-    job: &CopyJob,
-) -> Result<GetObjectOutput, TransferError> {
-    let mut req = t
-        .src
-        .get_object()
-        .bucket(&t.spec.source.bucket)
-        .key(&job.source.key);
+pub(super) async fn get_source(t: &Transferer, job: &CopyJob) -> Result<GetObjectOutput, TransferError> {
+    let mut req = t.src.get_object().bucket(&t.spec.source.bucket).key(&job.source.key);
     if let Some(e) = &job.source.etag {
         req = req.if_match(format!("\"{e}\""));
     }
     let out = req.send().await.map_err(|e| classify("GetObject", e))?;
     let len = out.content_length().unwrap_or(-1);
     if len != job.source.size as i64 {
-        return Err(TransferError::fatal("GetObject", format!("the object is {len} bytes now, {} when listed; it changed and will be copied next run", job.source.size)));
+        return Err(TransferError::fatal(
+            "GetObject",
+            format!(
+                "the object is {len} bytes now, {} when listed; it changed and will be copied next run",
+                job.source.size
+            ),
+        ));
     }
     Ok(out)
 }
 
 pub(super) fn body_error(op: &'static str, e: impl std::fmt::Display) -> TransferError {
-    TransferError::new(
-        ErrorKind::Retryable,
-        op,
-        format!("reading the source body: {e}"),
-    )
+    TransferError::new(ErrorKind::Retryable, op, format!("reading the source body: {e}"))
 }
 
 /// Checks a single-part PUT's ETag against the MD5 of what was sent.
 pub(super) fn check_put_etag(dest_etag: Option<&str>, md5: &str) -> Result<(), TransferError> {
     match dest_etag {
-        Some(e) if e.len() == 32 && !e.eq_ignore_ascii_case(md5) => Err(TransferError::verify(
-            format!("destination ETag {e} differs from the MD5 of the bytes sent ({md5})"),
-        )),
+        Some(e) if e.len() == 32 && !e.eq_ignore_ascii_case(md5) => Err(TransferError::verify(format!(
+            "destination ETag {e} differs from the MD5 of the bytes sent ({md5})"
+        ))),
         _ => Ok(()),
     }
 }
 
-pub async fn copy(
-    t: &Transferer,
-    job: &CopyJob,
-    sha256: Option<&str>,
-) -> Result<Outcome, TransferError> {
+pub async fn copy(t: &Transferer, job: &CopyJob, sha256: Option<&str>) -> Result<Outcome, TransferError> {
     let expect = Expect::for_job(job, sha256);
     let get = get_source(t, job).await?;
     if job.source.size > t.spec.transfer.multipart_threshold {
@@ -81,11 +72,7 @@ pub async fn copy(
         (_, Some(Err(verify_error))) => return Err(verify_error),
         (Err(e), _) => return Err(classify("PutObject", e)),
         (Ok(out), Some(Ok(v))) => (out, v),
-        (Ok(_), None) => {
-            return Err(TransferError::verify(
-                "the PUT completed before the whole source body was read",
-            ))
-        }
+        (Ok(_), None) => return Err(TransferError::verify("the PUT completed before the whole source body was read")),
     };
     let dest_etag = out.e_tag().map(normalize_etag);
     check_put_etag(dest_etag.as_deref(), &md5)?;
@@ -99,16 +86,11 @@ pub async fn copy(
 
 /// Reads the GET body into parts and uploads `parts_in_flight` of them at once; verifies the
 /// whole before completing, so a short or corrupt read never becomes an object.
-async fn copy_multipart(
-    t: &Transferer,
-    job: &CopyJob,
-    get: GetObjectOutput,
-    expect: Expect,
-) -> Result<Outcome, TransferError> {
+async fn copy_multipart(t: &Transferer, job: &CopyJob, get: GetObjectOutput, expect: Expect) -> Result<Outcome, TransferError> {
     let spec = &t.spec;
     let part = part_size_for(job.source.size, spec.transfer.part_size) as usize;
     let permits = ((part >> 20).max(1) as u32).min(t.buffer_mib);
-    let upload = Multipart::create(&t.dst, &spec.destination.bucket, &job.dest_key).await?;
+    let upload = Multipart::create(t, &job.dest_key).await?;
     let work = async {
         let mut digests = Digests::new(&expect);
         let mut body = get.body;
@@ -179,8 +161,6 @@ async fn copy_multipart(
     })
 }
 
-pub(super) fn joined<T>(
-    r: Result<Result<T, TransferError>, tokio::task::JoinError>,
-) -> Result<T, TransferError> {
+pub(super) fn joined<T>(r: Result<Result<T, TransferError>, tokio::task::JoinError>) -> Result<T, TransferError> {
     r.map_err(|e| TransferError::fatal("UploadPart", e.to_string()))?
 }

@@ -2,23 +2,23 @@
 //! its parts in order, or aborted on any failure so no incomplete upload is left to bill.
 
 use super::error::{classify, TransferError};
+use super::Transferer;
 use aws_sdk_s3::types::{CompletedMultipartUpload, CompletedPart};
 use aws_sdk_s3::Client;
 
 pub struct Multipart<'a> {
-    pub client: &'a Client,
-    pub bucket: &'a str,
+    t: &'a Transferer,
     pub key: &'a str,
     pub upload_id: String,
 }
 
 impl<'a> Multipart<'a> {
-    pub async fn create(
-        client: &'a Client,
-        bucket: &'a str,
-        key: &'a str,
-    ) -> Result<Multipart<'a>, TransferError> {
-        let out = client
+    /// Creates the upload at the destination and records its id in the manifest before any
+    /// part is sent, so that a run after a crash can abort it.
+    pub async fn create(t: &'a Transferer, key: &'a str) -> Result<Multipart<'a>, TransferError> {
+        let bucket = &t.spec.destination.bucket;
+        let out = t
+            .dst
             .create_multipart_upload()
             .bucket(bucket)
             .key(key)
@@ -27,53 +27,38 @@ impl<'a> Multipart<'a> {
             .map_err(|e| classify("CreateMultipartUpload", e))?;
         let upload_id = out
             .upload_id()
-            .ok_or_else(|| {
-                TransferError::fatal("CreateMultipartUpload", "the server returned no upload id")
-            })?
+            .ok_or_else(|| TransferError::fatal("CreateMultipartUpload", "the server returned no upload id"))?
             .to_string();
-        Ok(Multipart {
-            client,
-            bucket,
-            key,
-            upload_id,
-        })
+        let upload = Multipart { t, key, upload_id };
+        if let Err(e) = t.writer.upload_started(&upload.upload_id, &t.spec.name, bucket, key).await {
+            upload.abort().await;
+            return Err(TransferError::fatal("manifest", e.to_string()));
+        }
+        Ok(upload)
     }
 
     /// Completes with the given parts (any order) and returns the destination ETag.
-    pub async fn complete(
-        &self,
-        mut parts: Vec<CompletedPart>,
-    ) -> Result<Option<String>, TransferError> {
+    pub async fn complete(&self, mut parts: Vec<CompletedPart>) -> Result<Option<String>, TransferError> {
         parts.sort_by_key(|p| p.part_number());
         let out = self
-            .client
+            .t
+            .dst
             .complete_multipart_upload()
-            .bucket(self.bucket)
+            .bucket(&self.t.spec.destination.bucket)
             .key(self.key)
             .upload_id(&self.upload_id)
-            .multipart_upload(
-                CompletedMultipartUpload::builder()
-                    .set_parts(Some(parts))
-                    .build(),
-            )
+            .multipart_upload(CompletedMultipartUpload::builder().set_parts(Some(parts)).build())
             .send()
             .await
             .map_err(|e| classify("CompleteMultipartUpload", e))?;
+        self.t.writer.upload_ended(&self.upload_id);
         Ok(out.e_tag().map(crate::s3::normalize_etag))
     }
 
     /// Best effort: a failed abort is logged, and the error that caused it is what the caller reports.
     pub async fn abort(&self) {
-        let r = self
-            .client
-            .abort_multipart_upload()
-            .bucket(self.bucket)
-            .key(self.key)
-            .upload_id(&self.upload_id)
-            .send()
-            .await;
-        if let Err(e) = r {
-            tracing::warn!(key = %self.key, error = %aws_smithy_types::error::display::DisplayErrorContext(&e), "could not abort multipart upload");
+        if abort_upload(&self.t.dst, &self.t.spec.destination.bucket, self.key, &self.upload_id).await {
+            self.t.writer.upload_ended(&self.upload_id);
         }
     }
 
@@ -99,6 +84,26 @@ impl<'a> Multipart<'a> {
             self.abort().await;
         }
         result
+    }
+}
+
+/// Aborts an upload; true when it is gone (aborted now, or already gone). A failed abort is
+/// logged and left recorded, for the next run to try again.
+pub async fn abort_upload(dst: &Client, bucket: &str, key: &str, upload_id: &str) -> bool {
+    match dst
+        .abort_multipart_upload()
+        .bucket(bucket)
+        .key(key)
+        .upload_id(upload_id)
+        .send()
+        .await
+    {
+        Ok(_) => true,
+        Err(e) if e.as_service_error().is_some_and(|s| s.is_no_such_upload()) => true,
+        Err(e) => {
+            tracing::warn!(key = %key, error = %aws_smithy_types::error::display::DisplayErrorContext(&e), "could not abort multipart upload");
+            false
+        }
     }
 }
 

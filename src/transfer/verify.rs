@@ -24,22 +24,14 @@ pub struct Expect {
 impl Expect {
     /// What a copy job's bytes must match, given its sidecar checksum if any.
     pub fn for_job(job: &crate::plan::CopyJob, sha256: Option<&str>) -> Self {
-        Expect::new(
-            job.source.size,
-            job.source.etag.as_deref(),
-            sha256.map(str::to_string),
-        )
+        Expect::new(job.source.size, job.source.etag.as_deref(), sha256.map(str::to_string))
     }
 
     pub fn new(size: u64, source_etag: Option<&str>, sha256_hex: Option<String>) -> Self {
         let md5_hex = source_etag
             .filter(|e| e.len() == 32 && e.bytes().all(|b| b.is_ascii_hexdigit()))
             .map(str::to_ascii_lowercase);
-        Expect {
-            size,
-            md5_hex,
-            sha256_hex,
-        }
+        Expect { size, md5_hex, sha256_hex }
     }
 }
 
@@ -141,10 +133,7 @@ impl Body for HashingBody {
     type Data = Bytes;
     type Error = Box<dyn std::error::Error + Send + Sync>;
 
-    fn poll_frame(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
+    fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
         let this = &mut *self;
         match Pin::new(&mut this.inner).poll_frame(cx) {
             Poll::Ready(Some(Ok(frame))) => {
@@ -181,8 +170,7 @@ impl Body for HashingBody {
 /// Parses a Binance-style sidecar (`<sha256 hex>  <file name>`): the first word, if it is 64 hex digits.
 pub fn parse_sidecar(text: &str) -> Option<String> {
     let word = text.split_whitespace().next()?;
-    (word.len() == 64 && word.bytes().all(|b| b.is_ascii_hexdigit()))
-        .then(|| word.to_ascii_lowercase())
+    (word.len() == 64 && word.bytes().all(|b| b.is_ascii_hexdigit())).then(|| word.to_ascii_lowercase())
 }
 
 #[cfg(test)]
@@ -224,10 +212,7 @@ mod tests {
     #[test]
     fn sidecar_format() {
         let h = "a".repeat(64);
-        assert_eq!(
-            parse_sidecar(&format!("{h}  BTCUSDT-1m-2024-01-01.zip\n")),
-            Some(h)
-        );
+        assert_eq!(parse_sidecar(&format!("{h}  BTCUSDT-1m-2024-01-01.zip\n")), Some(h));
         assert_eq!(parse_sidecar("not a checksum"), None);
     }
 }

@@ -24,17 +24,10 @@ impl S3Server {
     /// Starts a server on `port` (0: any free port).
     pub fn start_on(port: u16) -> std::io::Result<S3Server> {
         let root = tempfile::tempdir()?;
-        let (access_key, secret_key) = (
-            "AKIATESTSERVER0001".to_string(),
-            "secret-key-for-s3s-fs-tests-0001".to_string(),
-        );
+        let (access_key, secret_key) = ("AKIATESTSERVER0001".to_string(), "secret-key-for-s3s-fs-tests-0001".to_string());
         let (addr_tx, addr_rx) = std::sync::mpsc::channel();
         let (stop, mut stop_rx) = tokio::sync::oneshot::channel::<()>();
-        let (ak, sk, dir) = (
-            access_key.clone(),
-            secret_key.clone(),
-            root.path().to_path_buf(),
-        );
+        let (ak, sk, dir) = (access_key.clone(), secret_key.clone(), root.path().to_path_buf());
         let thread = std::thread::spawn(move || {
             let rt = tokio::runtime::Builder::new_multi_thread()
                 .worker_threads(2)

@@ -40,17 +40,11 @@ impl Workspace {
         let dir = tempfile::tempdir().unwrap();
         let root = dir.path();
         std::fs::create_dir_all(root.join("specs.d")).unwrap();
-        std::fs::write(
-            root.join("s3syncd.toml"),
-            "spec_dir = \"specs.d\"\nstate_dir = \"state\"\n",
-        )
-        .unwrap();
+        std::fs::write(root.join("s3syncd.toml"), "spec_dir = \"specs.d\"\nstate_dir = \"state\"\n").unwrap();
         let mut creds = String::new();
         let mut conf = String::new();
         for (name, ak, sk) in profiles {
-            creds.push_str(&format!(
-                "[{name}]\naws_access_key_id = {ak}\naws_secret_access_key = {sk}\n\n"
-            ));
+            creds.push_str(&format!("[{name}]\naws_access_key_id = {ak}\naws_secret_access_key = {sk}\n\n"));
             conf.push_str(&format!("[profile {name}]\nregion = us-east-1\n\n"));
         }
         std::fs::write(root.join("aws-credentials"), creds).unwrap();
@@ -86,10 +80,7 @@ impl Workspace {
             .env("HOME", self.path())
             .env("S3SYNCD_CONFIG", self.config())
             .env("AWS_CONFIG_FILE", self.path().join("aws-config"))
-            .env(
-                "AWS_SHARED_CREDENTIALS_FILE",
-                self.path().join("aws-credentials"),
-            )
+            .env("AWS_SHARED_CREDENTIALS_FILE", self.path().join("aws-credentials"))
             .env("AWS_EC2_METADATA_DISABLED", "true")
             .env("S3SYNCD_LOG", "s3syncd=debug,warn");
         c

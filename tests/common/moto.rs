@@ -31,11 +31,7 @@ fn moto_binary() -> PathBuf {
                 .args(["install", "--quiet", "moto[server]>=5,<6"])
                 .status()
                 .is_ok_and(|s| s.success());
-        assert!(
-            ok,
-            "could not install moto into {} (needs python3 and PyPI)",
-            venv.display()
-        );
+        assert!(ok, "could not install moto into {} (needs python3 and PyPI)", venv.display());
     }
     bin
 }
@@ -43,11 +39,7 @@ fn moto_binary() -> PathBuf {
 impl Moto {
     pub fn start() -> Moto {
         let bin = moto_binary();
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
+        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
         let child = Command::new(&bin)
             .args(["-H", "127.0.0.1", "-p", &port.to_string()])
             .stdout(Stdio::null())
@@ -57,10 +49,7 @@ impl Moto {
         let endpoint = format!("http://127.0.0.1:{port}");
         let deadline = Instant::now() + Duration::from_secs(30);
         while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-            assert!(
-                Instant::now() < deadline,
-                "moto_server did not start on port {port}"
-            );
+            assert!(Instant::now() < deadline, "moto_server did not start on port {port}");
             std::thread::sleep(Duration::from_millis(100));
         }
         Moto { endpoint, child }

@@ -11,9 +11,7 @@ pub fn client(endpoint: &str, access_key: &str, secret_key: &str) -> Client {
         .region(Region::new("us-east-1"))
         .endpoint_url(endpoint)
         .force_path_style(true)
-        .credentials_provider(Credentials::new(
-            access_key, secret_key, None, None, "tests",
-        ))
+        .credentials_provider(Credentials::new(access_key, secret_key, None, None, "tests"))
         .request_checksum_calculation(aws_sdk_s3::config::RequestChecksumCalculation::WhenRequired)
         .response_checksum_validation(aws_sdk_s3::config::ResponseChecksumValidation::WhenRequired)
         .build();
@@ -48,12 +46,7 @@ pub async fn get(c: &Client, bucket: &str, key: &str) -> Option<Vec<u8>> {
 /// Every key under a prefix, with its size.
 pub async fn list(c: &Client, bucket: &str, prefix: &str) -> Vec<(String, i64)> {
     let mut out = Vec::new();
-    let mut pages = c
-        .list_objects_v2()
-        .bucket(bucket)
-        .prefix(prefix)
-        .into_paginator()
-        .send();
+    let mut pages = c.list_objects_v2().bucket(bucket).prefix(prefix).into_paginator().send();
     while let Some(p) = pages.next().await {
         for o in p.unwrap().contents() {
             out.push((o.key().unwrap().to_string(), o.size().unwrap_or(0)));

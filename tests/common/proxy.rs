@@ -33,13 +33,40 @@ pub fn operation<B>(req: &Request<B>) -> &'static str {
     }
 }
 
-/// Answer `status`/`code` to every `every`-th request of operation `op` ("*" for any).
+/// What the proxy does instead of (or to) a matching request.
+#[derive(Clone, Debug)]
+pub enum Action {
+    /// Answer with this HTTP status and S3 error code.
+    Status(u16, &'static str),
+    /// Forward, then send half the response body and drop the connection.
+    ResetMidBody,
+    /// Forward, then send half the body and end it, short of its Content-Length.
+    Truncate,
+    /// Wait this long, then forward.
+    Stall(std::time::Duration),
+    /// Forward a listing page, rewritten to say `IsTruncated=true` with no continuation token.
+    TruncatedListingWithoutToken,
+}
+
+/// Applies `action` to the n-th request of operation `op` ("*": any) when n > `after` and
+/// n % `every` == 0 (n counts from 1, per operation).
 #[derive(Clone, Debug)]
 pub struct Fault {
     pub op: &'static str,
     pub every: u64,
-    pub status: u16,
-    pub code: &'static str,
+    pub after: u64,
+    pub action: Action,
+}
+
+impl Fault {
+    pub fn status(op: &'static str, every: u64, status: u16, code: &'static str) -> Fault {
+        Fault {
+            op,
+            every,
+            after: 0,
+            action: Action::Status(status, code),
+        }
+    }
 }
 
 #[derive(Default)]
@@ -106,24 +133,19 @@ impl FaultProxy {
     }
 
     pub fn seen(&self, op: &str) -> u64 {
-        self.state
-            .seen
-            .lock()
-            .unwrap()
-            .get(op)
-            .copied()
-            .unwrap_or(0)
+        self.state.seen.lock().unwrap().get(op).copied().unwrap_or(0)
     }
 }
 
-type Body = http_body_util::combinators::BoxBody<Bytes, hyper::Error>;
+type BoxError = Box<dyn std::error::Error + Send + Sync>;
+type Body = http_body_util::combinators::BoxBody<Bytes, BoxError>;
 
 async fn handle(
     req: Request<Incoming>,
     client: Client<hyper_util::client::legacy::connect::HttpConnector, Full<Bytes>>,
     st: Arc<State>,
     upstream: String,
-) -> Result<Response<Body>, hyper::Error> {
+) -> Result<Response<Body>, BoxError> {
     let op = operation(&req);
     let n = {
         let mut seen = st.seen.lock().unwrap();
@@ -136,40 +158,68 @@ async fn handle(
         .lock()
         .unwrap()
         .iter()
-        .find(|f| (f.op == op || f.op == "*") && n % f.every == 0)
-        .cloned();
-    if let Some(f) = fault {
+        .find(|f| (f.op == op || f.op == "*") && n > f.after && n % f.every == 0)
+        .map(|f| f.action.clone());
+    if fault.is_some() {
         st.injected.fetch_add(1, Ordering::Relaxed);
-        // Drain the body so the client sees a clean response, not a reset.
-        let _ = req.into_body().collect().await;
-        let xml = format!("<?xml version=\"1.0\" encoding=\"UTF-8\"?><Error><Code>{}</Code><Message>injected by the test proxy</Message></Error>", f.code);
-        let resp = Response::builder()
-            .status(f.status)
-            .header("content-type", "application/xml")
-            .body(Full::new(Bytes::from(xml)).map_err(|e| match e {}).boxed())
-            .unwrap();
-        return Ok(resp);
+    }
+    match fault {
+        Some(Action::Status(status, code)) => {
+            // Drain the body so the client sees a clean response, not a reset.
+            let _ = req.into_body().collect().await;
+            let xml = format!(
+                "<?xml version=\"1.0\" encoding=\"UTF-8\"?><Error><Code>{code}</Code><Message>injected by the test proxy</Message></Error>"
+            );
+            return Ok(Response::builder()
+                .status(status)
+                .header("content-type", "application/xml")
+                .body(full(xml))
+                .unwrap());
+        }
+        Some(Action::Stall(d)) => tokio::time::sleep(d).await,
+        _ => {}
     }
     let (mut parts, body) = req.into_parts();
     let body = body.collect().await?.to_bytes();
-    let path = parts
-        .uri
-        .path_and_query()
-        .map(|p| p.as_str().to_string())
-        .unwrap_or_default();
+    let path = parts.uri.path_and_query().map(|p| p.as_str().to_string()).unwrap_or_default();
     parts.uri = format!("{upstream}{path}").parse().unwrap();
     let fwd = Request::from_parts(parts, Full::new(body));
-    match client.request(fwd).await {
-        Ok(resp) => Ok(resp.map(|b| b.boxed())),
-        Err(e) => Ok(Response::builder()
-            .status(502)
-            .body(
-                Full::new(Bytes::from(e.to_string()))
-                    .map_err(|e| match e {})
-                    .boxed(),
-            )
-            .unwrap()),
+    let resp = match client.request(fwd).await {
+        Ok(r) => r,
+        Err(e) => return Ok(Response::builder().status(502).body(full(e.to_string())).unwrap()),
+    };
+    match fault {
+        Some(Action::ResetMidBody) | Some(Action::Truncate) => {
+            let reset = matches!(fault, Some(Action::ResetMidBody));
+            let (parts, body) = resp.into_parts();
+            let bytes = body.collect().await?.to_bytes();
+            let half = bytes.slice(..bytes.len() / 2);
+            let mut frames: Vec<Result<hyper::body::Frame<Bytes>, std::io::Error>> = vec![Ok(hyper::body::Frame::data(half))];
+            if reset {
+                frames.push(Err(std::io::Error::new(std::io::ErrorKind::ConnectionReset, "injected reset")));
+            }
+            // The original Content-Length stays: the client sees a body that ends short, and
+            // with the error frame hyper aborts the connection mid-body.
+            let body = http_body_util::StreamBody::new(futures::stream::iter(frames));
+            Ok(Response::from_parts(parts, BodyExt::boxed(body.map_err(BoxError::from))))
+        }
+        Some(Action::TruncatedListingWithoutToken) => {
+            let (mut parts, body) = resp.into_parts();
+            let xml = String::from_utf8_lossy(&body.collect().await?.to_bytes()).into_owned();
+            let xml = xml.replace("<IsTruncated>false</IsTruncated>", "<IsTruncated>true</IsTruncated>");
+            let xml = match (xml.find("<NextContinuationToken>"), xml.find("</NextContinuationToken>")) {
+                (Some(a), Some(b)) => format!("{}{}", &xml[..a], &xml[b + "</NextContinuationToken>".len()..]),
+                _ => xml,
+            };
+            parts.headers.remove("content-length");
+            Ok(Response::from_parts(parts, full(xml)))
+        }
+        _ => Ok(resp.map(|b| b.map_err(BoxError::from).boxed())),
     }
+}
+
+fn full(s: impl Into<Bytes>) -> Body {
+    Full::new(s.into()).map_err(|e| match e {}).boxed()
 }
 
 impl Drop for FaultProxy {
