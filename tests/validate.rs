@@ -24,7 +24,8 @@ fn files(dir: &Path, ext: &str) -> Vec<PathBuf> {
 fn each_invalid_spec_reports_its_located_error() {
     let ws = Workspace::new(&[]);
     let specs = files(&data("invalid"), "toml");
-    assert!(specs.len() >= 20);
+    assert!(specs.len() >= 50);
+    let mut failures = Vec::new();
     for spec in specs {
         let expected = std::fs::read_to_string(spec.with_extension("expected")).unwrap();
         let out = ws.run(&["validate", spec.to_str().unwrap()]);
@@ -36,7 +37,30 @@ fn each_invalid_spec_reports_its_located_error() {
         } else {
             expected.trim_end().to_string()
         };
-        assert!(stderr.contains(&want), "{}\nwanted: {want}\ngot: {stderr}", spec.display());
+        if !stderr.contains(&want) {
+            failures.push(format!(
+                "{}\n  wanted: {want}\n  got:    {}",
+                spec.display(),
+                stderr.lines().next().unwrap_or("")
+            ));
+        }
+        assert!(!stderr.contains("panicked"), "{stderr}");
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+}
+
+#[test]
+fn each_invalid_config_reports_its_located_error() {
+    let ws = Workspace::new(&[]);
+    let configs = files(&data("invalid-config"), "toml");
+    assert!(configs.len() >= 10);
+    for config in configs {
+        let expected = std::fs::read_to_string(config.with_extension("expected")).unwrap();
+        let out = ws.run(&["validate", "--config", config.to_str().unwrap()]);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{}: {}", config.display(), text(&out));
+        let want = format!("{}:{}", config.display(), expected.trim_end());
+        assert!(stderr.contains(&want), "{}\nwanted: {want}\ngot: {stderr}", config.display());
         assert!(!stderr.contains("panicked"), "{stderr}");
     }
 }
@@ -148,4 +172,67 @@ fn the_shipped_examples_are_valid() {
         root.join("etc/s3syncd/specs.d").to_str().unwrap(),
     ]);
     assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+}
+
+/// Mutates every fixture spec many ways (byte flips, cuts, splices, odd tokens): parsing must
+/// return a spec or located diagnostics inside the file, and never panic. The cargo-fuzz target
+/// in fuzz/ does the same with coverage guidance, for longer runs.
+#[test]
+fn mutated_specs_never_panic_and_errors_stay_in_the_file() {
+    let mut corpus: Vec<Vec<u8>> = Vec::new();
+    for dir in ["valid", "invalid"] {
+        for f in files(&data(dir), "toml") {
+            corpus.push(std::fs::read(f).unwrap());
+        }
+    }
+    let tokens: [&[u8]; 12] = [
+        b"\"",
+        b"[",
+        b"]]",
+        b"=",
+        b"\n",
+        b"\xff\xfe",
+        b"'''",
+        b"\\u{0}",
+        b"99999999999999999999",
+        b"-1",
+        b"inf",
+        b"[transfer]\n",
+    ];
+    let mut rng = fastrand::Rng::with_seed(7);
+    let path = Path::new("mutant.toml");
+    let mut checked = 0;
+    for base in &corpus {
+        for _ in 0..400 {
+            let mut m = base.clone();
+            for _ in 0..rng.usize(1..4) {
+                let at = rng.usize(0..=m.len());
+                match rng.u8(0..4) {
+                    0 if !m.is_empty() => {
+                        let i = rng.usize(0..m.len());
+                        m[i] ^= 1 << rng.u8(0..8);
+                    }
+                    1 => m.truncate(at),
+                    2 => {
+                        let t = tokens[rng.usize(0..tokens.len())];
+                        m.splice(at..at, t.iter().copied());
+                    }
+                    _ => {
+                        let other = &corpus[rng.usize(0..corpus.len())];
+                        let from = rng.usize(0..=other.len());
+                        m.splice(at..at, other[from..].iter().copied());
+                    }
+                }
+            }
+            let lines = m.split(|b| *b == b'\n').count();
+            if let Err(e) = s3syncd::spec::Spec::parse(path, &m) {
+                for d in e.diagnostics() {
+                    assert!(d.line >= 1 && d.line <= lines.max(1), "line {} of {lines}: {d}", d.line);
+                    assert!(d.column >= 1 && !d.message.is_empty(), "{d}\n{}", String::from_utf8_lossy(&m));
+                }
+            }
+            checked += 1;
+        }
+    }
+    assert!(checked > 20_000, "{checked}");
 }

@@ -181,7 +181,7 @@ impl Config {
     pub fn parse(path: &Path, bytes: &[u8]) -> Result<Config, SpecError> {
         let text = std::str::from_utf8(bytes).map_err(|e| SpecError::Invalid(vec![diag::utf8_error(path, bytes, &e)]))?;
         let loc = Locator { path, text };
-        let raw: raw::RawConfig = toml::from_str(text).map_err(|e| SpecError::Invalid(vec![loc.at(e.span(), e.message())]))?;
+        let raw: raw::RawConfig = toml::from_str(text).map_err(|e| SpecError::Invalid(vec![loc.at(e.span(), toml_message(&e))]))?;
         check::config(&loc, raw).map_err(SpecError::Invalid)
     }
 }
@@ -310,12 +310,12 @@ impl Spec {
     pub fn parse(path: &Path, bytes: &[u8]) -> Result<Spec, SpecError> {
         let text = std::str::from_utf8(bytes).map_err(|e| SpecError::Invalid(vec![diag::utf8_error(path, bytes, &e)]))?;
         let loc = Locator { path, text };
-        if text.trim().is_empty() {
+        if text.lines().all(|l| l.trim().is_empty() || l.trim_start().starts_with('#')) {
             return Err(SpecError::Invalid(vec![
                 loc.at(None, "spec file is empty: it needs at least [source] and [destination] tables")
             ]));
         }
-        let raw: raw::RawSpec = toml::from_str(text).map_err(|e| SpecError::Invalid(vec![loc.at(e.span(), e.message().trim_end())]))?;
+        let raw: raw::RawSpec = toml::from_str(text).map_err(|e| SpecError::Invalid(vec![loc.at(e.span(), toml_message(&e))]))?;
         let fingerprint = fingerprint(bytes);
         check::spec(&loc, raw, fingerprint).map_err(SpecError::Invalid)
     }
@@ -332,6 +332,15 @@ pub fn chain(mode: Mode, fallback: &[Mode]) -> Vec<Mode> {
         }
     }
     out
+}
+
+/// The parser's message; some syntax errors (a value missing at the end of the file) carry an
+/// empty one.
+fn toml_message(e: &toml::de::Error) -> String {
+    match e.message().trim() {
+        "" => "incomplete TOML: a value, quote or bracket is missing here".into(),
+        m => m.to_string(),
+    }
 }
 
 fn fingerprint(bytes: &[u8]) -> u64 {
