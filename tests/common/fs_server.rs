@@ -9,8 +9,8 @@ pub struct S3Server {
     pub endpoint: String,
     pub access_key: String,
     pub secret_key: String,
-    /// The server's files; removed when the server is dropped.
-    _root: tempfile::TempDir,
+    /// The server's temporary files, if any; removed when the server is dropped.
+    _root: Option<tempfile::TempDir>,
     stop: Option<tokio::sync::oneshot::Sender<()>>,
     thread: Option<std::thread::JoinHandle<()>>,
 }
@@ -21,13 +21,24 @@ impl S3Server {
         Self::start_on(0).expect("start s3s-fs")
     }
 
-    /// Starts a server on `port` (0: any free port).
+    /// Starts a server on `port` (0: any free port), storing its files in a temporary directory.
     pub fn start_on(port: u16) -> std::io::Result<S3Server> {
         let root = tempfile::tempdir()?;
+        let dir = root.path().to_path_buf();
+        Self::start_with(port, dir, Some(root))
+    }
+
+    /// Starts a server on `port` storing its files in `dir` (kept after the server stops).
+    pub fn start_in(port: u16, dir: std::path::PathBuf) -> std::io::Result<S3Server> {
+        std::fs::create_dir_all(&dir)?;
+        Self::start_with(port, dir, None)
+    }
+
+    fn start_with(port: u16, dir: std::path::PathBuf, root: Option<tempfile::TempDir>) -> std::io::Result<S3Server> {
         let (access_key, secret_key) = ("AKIATESTSERVER0001".to_string(), "secret-key-for-s3s-fs-tests-0001".to_string());
         let (addr_tx, addr_rx) = std::sync::mpsc::channel();
         let (stop, mut stop_rx) = tokio::sync::oneshot::channel::<()>();
-        let (ak, sk, dir) = (access_key.clone(), secret_key.clone(), root.path().to_path_buf());
+        let (ak, sk) = (access_key.clone(), secret_key.clone());
         let thread = std::thread::spawn(move || {
             let rt = tokio::runtime::Builder::new_multi_thread()
                 .worker_threads(2)
