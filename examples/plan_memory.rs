@@ -52,7 +52,12 @@ async fn main() -> anyhow::Result<()> {
     let (mut copies, mut skipped) = (0u64, 0u64);
     for first in (0..n).step_by(1000) {
         let page: Vec<SourceObject> = (first..(first + 1000).min(n))
-            .map(|i| SourceObject { key: format!("data/{}", key(i)), size: 1000, etag: Some("e".into()), last_modified: Some(lm.clone()) })
+            .map(|i| SourceObject {
+                key: format!("data/{}", key(i)),
+                size: 1000,
+                etag: Some("e".into()),
+                last_modified: Some(lm.clone()),
+            })
             .collect();
         let plan = planner.plan_page(&reader, page)?;
         copies += plan.copies.len() as u64;
@@ -71,6 +76,10 @@ async fn main() -> anyhow::Result<()> {
 fn status_kib(field: &str) -> u64 {
     std::fs::read_to_string("/proc/self/status")
         .ok()
-        .and_then(|s| s.lines().find(|l| l.starts_with(field)).and_then(|l| l.split_whitespace().nth(1)?.parse().ok()))
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with(field))
+                .and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
+        })
         .unwrap_or(0)
 }

@@ -132,19 +132,34 @@ impl Reader {
     /// The spec's rows with `lower < dest_key <= upper` (bounds optional) and `dest_key` under
     /// `prefix`, in key order: the planner's window onto the manifest beside one listing page.
     pub fn range(&self, spec: &str, prefix: &str, lower: Option<&str>, upper: Option<&str>) -> Result<Vec<ObjectRow>> {
-        let mut stmt = self
-            .conn
-            .prepare_cached(
-                "SELECT spec, dest_key, source_key, size, etag, source_last_modified, copied_at, mode, run_id, dest_etag, verified
-                 FROM objects
-                 WHERE spec = ?1 AND dest_key >= ?2 AND substr(dest_key, 1, length(?2)) = ?2
-                   AND (?3 IS NULL OR dest_key > ?3) AND (?4 IS NULL OR dest_key <= ?4)
-                 ORDER BY dest_key",
-            )
-            .map_err(sqlite_err(&self.path))?;
-        let rows = stmt
-            .query_map(params![spec, prefix, lower, upper], object_from_row)
-            .map_err(sqlite_err(&self.path))?;
+        // Each bound is a plain comparison on the primary key, so SQLite seeks straight to the
+        // window: an `?3 IS NULL OR ...` form would scan from the prefix every page (quadratic).
+        let low = match lower {
+            Some(_) => "dest_key > ?3",
+            None => "dest_key >= ?2",
+        };
+        let high = match upper {
+            Some(_) => "AND dest_key <= ?4",
+            None => "",
+        };
+        let sql = format!(
+            "SELECT spec, dest_key, source_key, size, etag, source_last_modified, copied_at, mode, run_id, dest_etag, verified
+             FROM objects
+             WHERE spec = ?1 AND {low} {high} AND substr(dest_key, 1, length(?2)) = ?2
+             ORDER BY dest_key"
+        );
+        let mut stmt = self.conn.prepare_cached(&sql).map_err(sqlite_err(&self.path))?;
+        let mut p: Vec<&dyn rusqlite::ToSql> = vec![&spec, &prefix];
+        // Parameters are numbered: ?3 needs a placeholder value whenever ?4 is bound.
+        match &lower {
+            Some(l) => p.push(l),
+            None if upper.is_some() => p.push(&rusqlite::types::Null),
+            None => {}
+        }
+        if let Some(u) = &upper {
+            p.push(u);
+        }
+        let rows = stmt.query_map(p.as_slice(), object_from_row).map_err(sqlite_err(&self.path))?;
         rows.collect::<std::result::Result<Vec<_>, _>>().map_err(sqlite_err(&self.path))
     }
 
@@ -206,4 +221,49 @@ fn run_from_row(r: &rusqlite::Row) -> rusqlite::Result<RunRow> {
         details: r.get(13)?,
         error: r.get(14)?,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn row(key: &str) -> ObjectRow {
+        ObjectRow {
+            spec: "s".into(),
+            dest_key: key.into(),
+            source_key: key.into(),
+            size: 1,
+            etag: None,
+            source_last_modified: None,
+            copied_at: now(),
+            mode: "direct".into(),
+            run_id: 1,
+            dest_etag: None,
+            verified: "size".into(),
+        }
+    }
+
+    #[tokio::test]
+    async fn range_honours_every_combination_of_bounds_and_the_prefix() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("m.db");
+        let w = Writer::open(&path).unwrap();
+        for k in ["a/1", "p/1", "p/2", "p/3", "p/4", "q/1"] {
+            w.upsert(row(k));
+        }
+        w.flush().await.unwrap();
+        let r = Reader::open(&path).unwrap();
+        let keys = |lo, hi| {
+            r.range("s", "p/", lo, hi)
+                .unwrap()
+                .into_iter()
+                .map(|x| x.dest_key)
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(keys(None, None), ["p/1", "p/2", "p/3", "p/4"]);
+        assert_eq!(keys(None, Some("p/2")), ["p/1", "p/2"]);
+        assert_eq!(keys(Some("p/2"), None), ["p/3", "p/4"]);
+        assert_eq!(keys(Some("p/1"), Some("p/3")), ["p/2", "p/3"]);
+        assert!(r.range("other", "p/", None, None).unwrap().is_empty());
+    }
 }
