@@ -77,25 +77,26 @@ def env_for(endpoint):
     return e
 
 
-def command(tool, path, endpoint, src, dst, mode, state):
+def command(tool, path, endpoint, src, dst, mode, state, noop=False):
     if tool == "s3syncd":
         os.makedirs(state, exist_ok=True)
         with open(os.path.join(state, "s3syncd.toml"), "w") as f:
             f.write(f'spec_dir = "specs.d"\nstate_dir = "."\n')
         with open(os.path.join(state, "bench.toml"), "w") as f:
-            f.write(f'mode = "{mode}"\n[source]\nbucket = "{src}"\nprefix = "obj/"\nendpoint = "{endpoint}"\n'
-                    f'[destination]\nbucket = "{dst}"\nprefix = "obj/"\nendpoint = "{endpoint}"\n')
+            f.write(f'mode = "{mode}"\n[source]\nbucket = "{src}"\nendpoint = "{endpoint}"\n'
+                    f'[destination]\nbucket = "{dst}"\nendpoint = "{endpoint}"\n')
         return [path, "run", "--config", os.path.join(state, "s3syncd.toml"), os.path.join(state, "bench.toml")]
     if tool == "s5cmd":
         if mode == "stream":
             return None  # s5cmd always copies server-side
-        return [path, "--endpoint-url", endpoint, "sync", f"s3://{src}/obj/*", f"s3://{dst}/obj/"]
+        # As GROUND measured it: `cp` for a copy, `sync` for a re-run.
+        return [path, "--endpoint-url", endpoint, "sync" if noop else "cp", f"s3://{src}/*", f"s3://{dst}/"]
     if tool == "rclone":
-        cmd = [path, "copy", "--transfers", "32", "--checkers", "32", f"x:{src}/obj", f"x:{dst}/obj"]
+        cmd = [path, "copy", "--transfers", "32", "--checkers", "32", f"x:{src}", f"x:{dst}"]
         return cmd + (["--disable", "copy"] if mode == "stream" else [])
     if tool == "s3sync":
         cmd = [path, "--source-endpoint-url", endpoint, "--target-endpoint-url", endpoint, "--source-force-path-style",
-               "--target-force-path-style", f"s3://{src}/obj/", f"s3://{dst}/obj/"]
+               "--target-force-path-style", f"s3://{src}/", f"s3://{dst}/"]
         return cmd + (["--server-side-copy", "--multipart-threshold", "5GiB"] if mode == "direct" else [])
     raise ValueError(tool)
 
@@ -112,8 +113,8 @@ def timed(cmd, env):
 
 
 def count(data, bucket):
-    d = os.path.join(data, bucket, "obj")
-    return len(os.listdir(d)) if os.path.isdir(d) else 0
+    d = os.path.join(data, bucket)
+    return len([f for f in os.listdir(d) if f.endswith(".bin")]) if os.path.isdir(d) else 0
 
 
 def main():
@@ -135,14 +136,13 @@ def main():
                 for tool, path in tools.items():
                     dst = f"dst-{w}-{tool}-{i}".lower()
                     state = os.path.join(WORK, "state", dst)
-                    cmd = command(tool, path, endpoint, src, dst, mode, state)
-                    if cmd is None:
+                    shutil.rmtree(state, ignore_errors=True)
+                    if command(tool, path, endpoint, src, dst, mode, state) is None:
                         continue
-                    shutil.rmtree(state, ignore_errors=True) if not noop else None
                     os.makedirs(os.path.join(data, dst), exist_ok=True)
                     if noop:  # the first copy is set-up, not measured
-                        shutil.rmtree(state, ignore_errors=True)
                         timed(command(tool, path, endpoint, src, dst, mode, state), env)
+                    cmd = command(tool, path, endpoint, src, dst, mode, state, noop)
                     wall, rss = timed(cmd, env)
                     got = count(data, dst)
                     if got != n:

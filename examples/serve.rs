@@ -32,14 +32,14 @@ async fn main() -> anyhow::Result<()> {
             if a == "--fill" {
                 let count: usize = parts.next().unwrap_or("0").parse()?;
                 let size: usize = parts.next().unwrap_or("0").parse()?;
-                let have = objects::list(&c, &bucket, "obj/").await.len();
+                let have = objects::list(&c, &bucket, "").await.len();
                 if have < count {
                     futures::stream::iter(0..count)
                         .map(|n| {
                             let (c, bucket) = (c.clone(), bucket.clone());
                             async move {
                                 let body: Vec<u8> = (0..size).map(|j| (j as u64 * 31 + n as u64 * 7919) as u8).collect();
-                                objects::put(&c, &bucket, &format!("obj/{n:06}.bin"), body).await
+                                objects::put(&c, &bucket, &format!("{n:06}.bin"), body).await
                             }
                         })
                         .buffer_unordered(16)

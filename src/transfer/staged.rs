@@ -45,18 +45,18 @@ pub async fn copy(t: &Transferer, job: &CopyJob, sha256: Option<&str>) -> Result
             .await
             .map_err(|e| classify("PutObject", e))?;
         let etag = out.e_tag().map(normalize_etag);
-        check_put_etag(etag.as_deref(), &md5)?;
+        check_put_etag(etag.as_deref(), md5.as_deref())?;
         etag
     };
     Ok(Outcome {
         mode: Mode::Staged,
-        etag: job.source.etag.clone().or(Some(md5)),
+        etag: job.source.etag.clone().or(md5).or_else(|| dest_etag.clone()),
         dest_etag,
         verified: level,
     })
 }
 
-async fn download(t: &Transferer, job: &CopyJob, path: &Path, expect: &Expect) -> Result<(&'static str, String), TransferError> {
+async fn download(t: &Transferer, job: &CopyJob, path: &Path, expect: &Expect) -> Result<(&'static str, Option<String>), TransferError> {
     let get = get_source(t, job).await?;
     let mut out = tokio::fs::OpenOptions::new()
         .write(true)

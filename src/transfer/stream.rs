@@ -39,7 +39,8 @@ pub(super) fn body_error(op: &'static str, e: impl std::fmt::Display) -> Transfe
 }
 
 /// Checks a single-part PUT's ETag against the MD5 of what was sent.
-pub(super) fn check_put_etag(dest_etag: Option<&str>, md5: &str) -> Result<(), TransferError> {
+pub(super) fn check_put_etag(dest_etag: Option<&str>, md5: Option<&str>) -> Result<(), TransferError> {
+    let Some(md5) = md5 else { return Ok(()) };
     match dest_etag {
         Some(e) if e.len() == 32 && !e.eq_ignore_ascii_case(md5) => Err(TransferError::verify(format!(
             "destination ETag {e} differs from the MD5 of the bytes sent ({md5})"
@@ -75,10 +76,10 @@ pub async fn copy(t: &Transferer, job: &CopyJob, sha256: Option<&str>) -> Result
         (Ok(_), None) => return Err(TransferError::verify("the PUT completed before the whole source body was read")),
     };
     let dest_etag = out.e_tag().map(normalize_etag);
-    check_put_etag(dest_etag.as_deref(), &md5)?;
+    check_put_etag(dest_etag.as_deref(), md5.as_deref())?;
     Ok(Outcome {
         mode: Mode::Stream,
-        etag: job.source.etag.clone().or(Some(md5)),
+        etag: job.source.etag.clone().or(md5).or_else(|| dest_etag.clone()),
         dest_etag,
         verified: level,
     })

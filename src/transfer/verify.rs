@@ -37,7 +37,8 @@ impl Expect {
 
 /// Running digests of one object.
 pub struct Digests {
-    md5: Md5,
+    /// Only when there is a source MD5 to check against: hashing costs a core on big streams.
+    md5: Option<Md5>,
     sha256: Option<Sha256>,
     pub len: u64,
 }
@@ -45,14 +46,16 @@ pub struct Digests {
 impl Digests {
     pub fn new(expect: &Expect) -> Self {
         Digests {
-            md5: Md5::new(),
+            md5: expect.md5_hex.as_ref().map(|_| Md5::new()),
             sha256: expect.sha256_hex.as_ref().map(|_| Sha256::new()),
             len: 0,
         }
     }
 
     pub fn update(&mut self, chunk: &[u8]) {
-        self.md5.update(chunk);
+        if let Some(m) = &mut self.md5 {
+            m.update(chunk);
+        }
         if let Some(s) = &mut self.sha256 {
             s.update(chunk);
         }
@@ -60,18 +63,18 @@ impl Digests {
     }
 
     /// Checks the finished digests; returns the strongest check passed (`sha256`, `etag`, `size`)
-    /// and the content MD5 in hex.
-    pub fn finish(self, expect: &Expect) -> Result<(&'static str, String), TransferError> {
+    /// and the content MD5 in hex, when it was computed.
+    pub fn finish(self, expect: &Expect) -> Result<(&'static str, Option<String>), TransferError> {
         if self.len != expect.size {
             return Err(TransferError::verify(format!(
                 "read {} bytes, the listing said {}",
                 self.len, expect.size
             )));
         }
-        let md5 = hex::encode(self.md5.finalize());
+        let md5 = self.md5.map(|m| hex::encode(m.finalize()));
         let mut level = "size";
-        if let Some(want) = &expect.md5_hex {
-            if *want != md5 {
+        if let (Some(want), Some(md5)) = (&expect.md5_hex, &md5) {
+            if want != md5 {
                 return Err(TransferError::verify(format!(
                     "content MD5 {md5} differs from the source ETag {want}"
                 )));
@@ -92,7 +95,7 @@ impl Digests {
 }
 
 /// The result a [`HashingBody`] leaves behind once it has been read to the end.
-pub type BodyVerdict = Arc<Mutex<Option<Result<(&'static str, String), TransferError>>>>;
+pub type BodyVerdict = Arc<Mutex<Option<Result<(&'static str, Option<String>), TransferError>>>>;
 
 /// Wraps a GET body on its way into a PUT: hashes it, counts it, and ends in an error (so the
 /// PUT is abandoned) if it comes up short or fails verification.
