@@ -22,18 +22,7 @@ async fn ls_runs_export_and_verify_tell_what_happened() {
     let objects = fixture();
     let (server, c, ws) = seeded(&objects).await;
     // Feed a: direct; feed b: stream, with one corrupt sidecar so that one object fails.
-    let a = ws.write_spec(
-        "a",
-        &spec_text(
-            &server.endpoint,
-            "src-bucket",
-            "data/",
-            &server.endpoint,
-            "dst-bucket",
-            "a/",
-            "mode = \"direct\"\n",
-        ),
-    );
+    let a = ws.seeded_spec("a", &server.endpoint, "a/", "mode = \"direct\"\n");
     let victim = "data/spot/daily/klines/ETHUSDT/1m/ETHUSDT-1m-2024-01-02.zip";
     put(
         &c,
@@ -42,17 +31,11 @@ async fn ls_runs_export_and_verify_tell_what_happened() {
         format!("{}  x.zip\n", "f".repeat(64)).into_bytes(),
     )
     .await;
-    let b = ws.write_spec(
+    let b = ws.seeded_spec(
         "b",
-        &spec_text(
-            &server.endpoint,
-            "src-bucket",
-            "data/",
-            &server.endpoint,
-            "dst-bucket",
-            "b/",
-            "mode = \"stream\"\n[verify]\nchecksum_sidecar = \".CHECKSUM\"\n",
-        ),
+        &server.endpoint,
+        "b/",
+        "mode = \"stream\"\n[verify]\nchecksum_sidecar = \".CHECKSUM\"\n",
     );
     let out = ws.run(&["run", a.to_str().unwrap()]);
     assert_eq!(out.status.code(), Some(0), "{}", text(&out));
@@ -156,18 +139,7 @@ async fn the_daemon_serves_prometheus_metrics() {
     .unwrap();
     use std::os::unix::fs::PermissionsExt;
     std::fs::set_permissions(ws.spec_dir(), std::fs::Permissions::from_mode(0o755)).unwrap();
-    let spec = ws.write_spec(
-        "m",
-        &spec_text(
-            &server.endpoint,
-            "src-bucket",
-            "data/",
-            &server.endpoint,
-            "dst-bucket",
-            "m/",
-            "schedule = \"*/2 * * * * *\"\n",
-        ),
-    );
+    let spec = ws.seeded_spec("m", &server.endpoint, "m/", "schedule = \"*/2 * * * * *\"\n");
     std::fs::set_permissions(&spec, std::fs::Permissions::from_mode(0o644)).unwrap();
     let mut child = ws.command().arg("daemon").stderr(std::process::Stdio::null()).spawn().unwrap();
     let n = objects.len() as f64;

@@ -92,18 +92,7 @@ async fn copy_refused_with_access_denied_falls_back_to_stream_once_per_run() {
     let objects = small_fixture();
     let (server, c, ws) = seeded(&objects).await;
     let proxy = FaultProxy::start(&server.endpoint, vec![Fault::status("CopyObject", 1, 403, "AccessDenied")]);
-    let spec = ws.write_spec(
-        "denied",
-        &spec_text(
-            &proxy.endpoint,
-            "src-bucket",
-            "data/",
-            &proxy.endpoint,
-            "dst-bucket",
-            "x/",
-            "[transfer]\nconcurrency = 4\n",
-        ),
-    );
+    let spec = ws.seeded_spec("denied", &proxy.endpoint, "x/", "[transfer]\nconcurrency = 4\n");
     let out = ws.run(&["run", spec.to_str().unwrap()]);
     assert_eq!(out.status.code(), Some(0), "{}", text(&out));
     assert_copied(&c, "dst-bucket", "x/", &objects).await;
@@ -122,10 +111,7 @@ async fn slowdown_is_retried_and_nothing_falls_back() {
     let objects = small_fixture();
     let (server, c, ws) = seeded(&objects).await;
     let proxy = FaultProxy::start(&server.endpoint, vec![Fault::status("CopyObject", 3, 503, "SlowDown")]);
-    let spec = ws.write_spec(
-        "slow",
-        &spec_text(&proxy.endpoint, "src-bucket", "data/", &proxy.endpoint, "dst-bucket", "x/", ""),
-    );
+    let spec = ws.seeded_spec("slow", &proxy.endpoint, "x/", "");
     let out = ws.run(&["run", spec.to_str().unwrap()]);
     assert_eq!(out.status.code(), Some(0), "{}", text(&out));
     assert!(proxy.injected() >= objects.len() as u64 / 4, "injected {}", proxy.injected());
@@ -160,18 +146,7 @@ async fn multipart_copy_and_stream_with_5mib_parts() {
         ("stream", "s/", "UploadPart"),
         ("staged", "g/", "UploadPart"),
     ] {
-        let spec = ws.write_spec(
-            mode,
-            &spec_text(
-                &server.endpoint,
-                "src-bucket",
-                "data/",
-                &server.endpoint,
-                "dst-bucket",
-                prefix,
-                &format!("mode = \"{mode}\"\n{tuning}"),
-            ),
-        );
+        let spec = ws.seeded_spec(mode, &server.endpoint, prefix, &format!("mode = \"{mode}\"\n{tuning}"));
         let out = ws.run(&["run", spec.to_str().unwrap()]);
         assert_eq!(out.status.code(), Some(0), "{mode}: {}", text(&out));
         assert_copied(&c, "dst-bucket", prefix, &objects).await;
@@ -243,17 +218,11 @@ async fn a_sidecar_mismatch_fails_that_object_only() {
     objects[victim].1 = format!("{}  BTCUSDT-1m-2024-01-02.zip\n", "0".repeat(64)).into_bytes();
     put_all(&c, "src-bucket", objects.clone()).await;
     let ws = signed_ws(&server);
-    let spec = ws.write_spec(
+    let spec = ws.seeded_spec(
         "sums",
-        &spec_text(
-            &server.endpoint,
-            "src-bucket",
-            "data/",
-            &server.endpoint,
-            "dst-bucket",
-            "x/",
-            "mode = \"stream\"\n[verify]\nchecksum_sidecar = \".CHECKSUM\"\n",
-        ),
+        &server.endpoint,
+        "x/",
+        "mode = \"stream\"\n[verify]\nchecksum_sidecar = \".CHECKSUM\"\n",
     );
     let out = ws.run(&["run", spec.to_str().unwrap()]);
     assert_eq!(out.status.code(), Some(1), "{}", text(&out));

@@ -88,18 +88,7 @@ async fn about_five_percent_faults_still_copy_everything_exactly() {
         ],
     );
     for (mode, prefix) in [("auto", "a/"), ("stream", "s/")] {
-        let spec = ws.write_spec(
-            mode,
-            &spec_text(
-                &proxy.endpoint,
-                "src-bucket",
-                "data/",
-                &proxy.endpoint,
-                "dst-bucket",
-                prefix,
-                &format!("mode = \"{mode}\"\n"),
-            ),
-        );
+        let spec = ws.seeded_spec(mode, &proxy.endpoint, prefix, &format!("mode = \"{mode}\"\n"));
         let out = ws.run(&["run", spec.to_str().unwrap()]);
         assert_eq!(out.status.code(), Some(0), "{mode}: {}", text(&out));
         assert_converged(&c, &ws, mode, &objects, prefix).await;
@@ -117,10 +106,7 @@ async fn a_failed_or_truncated_listing_never_deletes() {
     let objects = fixture(3, 600);
     let (server, c, ws) = seeded(&objects).await;
     let extra = "delete = true\n[transfer]\nretries = 1\n";
-    let direct = ws.write_spec(
-        "mirror",
-        &spec_text(&server.endpoint, "src-bucket", "data/", &server.endpoint, "dst-bucket", "m/", extra),
-    );
+    let direct = ws.seeded_spec("mirror", &server.endpoint, "m/", extra);
     let out = ws.run(&["run", direct.to_str().unwrap()]);
     assert_eq!(out.status.code(), Some(0), "{}", text(&out));
     let gone: Vec<&String> = objects
@@ -197,18 +183,7 @@ async fn a_failed_or_truncated_listing_never_deletes() {
     );
 
     // A complete listing: exactly the five are deleted and recorded.
-    ws.write_spec(
-        "mirror",
-        &spec_text(
-            &server.endpoint,
-            "src-bucket",
-            "data/",
-            &server.endpoint,
-            "dst-bucket",
-            "m/",
-            &format!("name = \"mirror\"\n{extra}"),
-        ),
-    );
+    ws.seeded_spec("mirror", &server.endpoint, "m/", &format!("name = \"mirror\"\n{extra}"));
     let out = ws.run(&["run", spec.to_str().unwrap()]);
     assert_eq!(out.status.code(), Some(0), "{}", text(&out));
     assert_eq!(list(&c, "dst-bucket", "m/").await.len(), dest_count - 5);
@@ -226,18 +201,7 @@ async fn a_failed_or_truncated_listing_never_deletes() {
 async fn deletes_above_max_delete_are_refused_whole() {
     let objects = fixture(3, 0);
     let (server, c, ws) = seeded(&objects).await;
-    let spec = ws.write_spec(
-        "mirror",
-        &spec_text(
-            &server.endpoint,
-            "src-bucket",
-            "data/",
-            &server.endpoint,
-            "dst-bucket",
-            "m/",
-            "delete = true\n",
-        ),
-    );
+    let spec = ws.seeded_spec("mirror", &server.endpoint, "m/", "delete = true\n");
     assert_eq!(ws.run(&["run", spec.to_str().unwrap()]).status.code(), Some(0));
     let doomed: Vec<&String> = objects.iter().map(|(k, _)| k).step_by(5).collect(); // 20% > the default 10%
     for k in &doomed {
@@ -256,18 +220,7 @@ async fn deletes_above_max_delete_are_refused_whole() {
     assert_eq!(list(&c, "dst-bucket", "m/").await.len(), objects.len());
     assert_eq!(db_i64(&ws, "SELECT count(*) FROM deletions"), 0);
     // Raising the cap lets them go.
-    ws.write_spec(
-        "mirror",
-        &spec_text(
-            &server.endpoint,
-            "src-bucket",
-            "data/",
-            &server.endpoint,
-            "dst-bucket",
-            "m/",
-            "delete = true\nmax_delete = \"25%\"\n",
-        ),
-    );
+    ws.seeded_spec("mirror", &server.endpoint, "m/", "delete = true\nmax_delete = \"25%\"\n");
     let out = ws.run(&["run", spec.to_str().unwrap()]);
     assert_eq!(out.status.code(), Some(0), "{}", text(&out));
     assert_eq!(list(&c, "dst-bucket", "m/").await.len(), objects.len() - doomed.len());

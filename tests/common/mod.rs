@@ -86,6 +86,14 @@ impl Workspace {
         c
     }
 
+    /// A spec from `src-bucket/data/` to `dst-bucket/{prefix}` on one server (the `seeded` layout).
+    pub fn seeded_spec(&self, name: &str, endpoint: &str, prefix: &str, extra: &str) -> PathBuf {
+        self.write_spec(
+            name,
+            &spec_text(endpoint, "src-bucket", "data/", endpoint, "dst-bucket", prefix, extra),
+        )
+    }
+
     pub fn run(&self, args: &[&str]) -> Output {
         self.command().args(args).output().unwrap()
     }
