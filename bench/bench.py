@@ -1,10 +1,12 @@
 #!/usr/bin/env python3
-"""Side-by-side benchmarks: s3syncd against s5cmd, rclone (and s3sync when installed), on one
-local s3s-fs server on a tmpfs, same workloads, same run, tools alternating. Prints a table of
-median wall times, ratios to the best peer, and peak RSS (GNU time). Not part of `cargo test`.
+"""Side-by-side benchmarks: s3syncd against s5cmd, rclone (and s3sync when installed), on local
+servers on a tmpfs (s3s-fs; Garage for the 100,000-key workload), same workloads, same run, tools
+alternating. Prints a table of median wall times, ratios to the best peer, and peak RSS (GNU
+time). Not part of `cargo test`.
 
-    python3 bench/bench.py                 # installs what it lacks, runs everything
+    python3 bench/bench.py                 # installs what it lacks, runs a, b, d, e on s3s-fs
     python3 bench/bench.py --repeat 5 --workloads a,b,e
+    python3 bench/bench.py --workloads c,bg   # on Garage (cargo-installed on first use, ~8 min)
 """
 import argparse
 import json
@@ -17,14 +19,19 @@ import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 WORK = os.path.join(ROOT, "target", "bench")
-AK, SK = "AKIATESTSERVER0001", "secret-key-for-s3s-fs-tests-0001"
-SMALL, BIG = ("src-small", 2000, 64 * 1024), ("src-big", 20, 64 * 1024 * 1024)
+# Credentials of the local servers (Garage wants GK + 24 hex and 64 hex).
+KEYS = {"s3s-fs": ("AKIATESTSERVER0001", "secret-key-for-s3s-fs-tests-0001"),
+        "garage": ("GK" + "5e" * 12, "c0ffee" * 10 + "c0de")}
+SMALL, BIG, HUGE = ("src-small", 2000, 64 * 1024), ("src-big", 20, 64 * 1024 * 1024), ("src-huge", 100_000, 1024)
 
+# name -> (title, fixture, mode, no-op, server)
 WORKLOADS = {
-    "a": ("copy 2,000 x 64 KiB (server-side)", SMALL, "direct", False),
-    "b": ("no-op re-run of (a)", SMALL, "direct", True),
-    "d": ("copy 20 x 64 MiB (server-side)", BIG, "direct", False),
-    "e": ("copy 20 x 64 MiB (streamed)", BIG, "stream", False),
+    "a": ("copy 2,000 x 64 KiB (server-side)", SMALL, "direct", False, "s3s-fs"),
+    "b": ("no-op re-run of (a)", SMALL, "direct", True, "s3s-fs"),
+    "bg": ("no-op re-run of (a), on Garage", SMALL, "direct", True, "garage"),
+    "c": ("no-op re-run over 100,000 x 1 KiB", HUGE, "direct", True, "garage"),
+    "d": ("copy 20 x 64 MiB (server-side)", BIG, "direct", False, "s3s-fs"),
+    "e": ("copy 20 x 64 MiB (streamed)", BIG, "stream", False, "s3s-fs"),
 }
 
 
@@ -32,7 +39,7 @@ def run(cmd, **kw):
     return subprocess.run(cmd, check=True, **kw)
 
 
-def ensure_tools(with_s3sync):
+def ensure_tools(with_s3sync, with_garage):
     run(["cargo", "build", "--release", "--quiet", "--bin", "s3syncd", "--example", "serve"], cwd=ROOT)
     venv = os.path.join(ROOT, "target", "bench-venv")
     if not os.path.exists(os.path.join(venv, "bin", "s5cmd")):
@@ -42,6 +49,8 @@ def ensure_tools(with_s3sync):
         run(["apt-get", "install", "-y", "-qq", "rclone"])
     if with_s3sync and not shutil.which("s3sync"):
         run(["cargo", "install", "s3sync", "--locked", "--quiet"])
+    if with_garage and not shutil.which("garage"):
+        run(["cargo", "install", "garage@2.5.0", "--locked", "--quiet"])
     tools = {"s3syncd": os.path.join(ROOT, "target", "release", "s3syncd"), "s5cmd": os.path.join(venv, "bin", "s5cmd"), "rclone": shutil.which("rclone")}
     if shutil.which("s3sync"):
         tools["s3sync"] = shutil.which("s3sync")
@@ -56,7 +65,7 @@ def tmpfs_dir():
     return d
 
 
-def start_server(data, port):
+def start_s3s_fs(data, port):
     serve = os.path.join(ROOT, "target", "release", "examples", "serve")
     fills = []
     for bucket, n, size in (SMALL, BIG):
@@ -68,7 +77,57 @@ def start_server(data, port):
     return p, line.split()[1]
 
 
-def env_for(endpoint):
+def start_garage(data, port, s5cmd, fixtures):
+    """One Garage node on 127.0.0.1 (as GROUND.md measured it), filled with s5cmd from local files."""
+    os.makedirs(data, exist_ok=True)
+    cfg = os.path.join(data, "garage.toml")
+    with open(cfg, "w") as f:
+        f.write(f'metadata_dir = "{data}/meta"\ndata_dir = "{data}/data"\ndb_engine = "lmdb"\n'
+                f'replication_factor = 1\nrpc_bind_addr = "127.0.0.1:{port + 1}"\n'
+                f'rpc_public_addr = "127.0.0.1:{port + 1}"\nrpc_secret = "{"ab" * 32}"\n'
+                f'[s3_api]\ns3_region = "us-east-1"\napi_bind_addr = "127.0.0.1:{port}"\n')
+    garage = lambda *a, **kw: subprocess.run(["garage", "-c", cfg, *a], check=True, capture_output=True, text=True, **kw)
+    p = subprocess.Popen(["garage", "-c", cfg, "server"], stdout=subprocess.DEVNULL, stderr=open(os.path.join(data, "server.log"), "w"))
+    for _ in range(100):
+        try:
+            node = garage("node", "id", "-q").stdout.strip().split("@")[0]
+            break
+        except subprocess.CalledProcessError:
+            time.sleep(0.2)
+    else:
+        raise SystemExit("garage did not start: see " + os.path.join(data, "server.log"))
+    if "NO ROLE" in garage("status").stdout or "pending" in garage("layout", "show").stdout.lower():
+        garage("layout", "assign", "-z", "dc1", "-c", "4G", node)
+        garage("layout", "apply", "--version", "1")
+    ak, sk = KEYS["garage"]
+    if ak not in garage("key", "list").stdout:
+        garage("key", "import", "--yes", "-n", "bench", ak, sk)
+        garage("key", "allow", "--create-bucket", ak)
+    endpoint = f"http://127.0.0.1:{port}"
+    env = env_for(endpoint, "garage")
+    for bucket, n, size in fixtures:
+        time.sleep(1)  # the layout takes a moment to apply
+        if count_s3(s5cmd, endpoint, env, bucket) >= n:
+            continue
+        subprocess.run([s5cmd, "--endpoint-url", endpoint, "mb", f"s3://{bucket}"], env=env, capture_output=True)
+        local = os.path.join(WORK, "fill", bucket)
+        os.makedirs(local, exist_ok=True)
+        body = os.urandom(size)
+        for i in range(n):
+            with open(os.path.join(local, f"{i:07}.bin"), "wb") as f:
+                f.write(body[:size - 8] + i.to_bytes(8, "big"))
+        run([s5cmd, "--endpoint-url", endpoint, "--numworkers", "64", "cp", f"{local}/", f"s3://{bucket}/"], env=env, stdout=subprocess.DEVNULL)
+        shutil.rmtree(local)
+    return p, endpoint
+
+
+def count_s3(s5cmd, endpoint, env, bucket):
+    r = subprocess.run([s5cmd, "--endpoint-url", endpoint, "ls", f"s3://{bucket}/*"], env=env, capture_output=True, text=True)
+    return len(r.stdout.splitlines()) if r.returncode == 0 else 0
+
+
+def env_for(endpoint, server):
+    AK, SK = KEYS[server]
     e = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")}
     e.update(AWS_ACCESS_KEY_ID=AK, AWS_SECRET_ACCESS_KEY=SK, AWS_REGION="us-east-1", AWS_EC2_METADATA_DISABLED="true")
     e.update(RCLONE_CONFIG_X_TYPE="s3", RCLONE_CONFIG_X_PROVIDER="Other", RCLONE_CONFIG_X_ENDPOINT=endpoint,
@@ -87,8 +146,6 @@ def command(tool, path, endpoint, src, dst, mode, state, noop=False):
                     f'[destination]\nbucket = "{dst}"\nendpoint = "{endpoint}"\n')
         return [path, "run", "--config", os.path.join(state, "s3syncd.toml"), os.path.join(state, "bench.toml")]
     if tool == "s5cmd":
-        if mode == "stream":
-            return None  # s5cmd always copies server-side
         # As GROUND measured it: `cp` for a copy, `sync` for a re-run.
         return [path, "--endpoint-url", endpoint, "sync" if noop else "cp", f"s3://{src}/*", f"s3://{dst}/"]
     if tool == "rclone":
@@ -114,9 +171,51 @@ def timed(cmd, env):
     return wall, rss_kib / 1024
 
 
-def count(data, bucket):
-    d = os.path.join(data, bucket)
-    return len([f for f in os.listdir(d) if f.endswith(".bin")]) if os.path.isdir(d) else 0
+def count(server, bucket):
+    if server["name"] == "s3s-fs":  # its listing is O(N^2): count the files instead
+        d = os.path.join(server["data"], bucket)
+        return len([f for f in os.listdir(d) if f.endswith(".bin")]) if os.path.isdir(d) else 0
+    return count_s3(server["s5cmd"], server["endpoint"], server["env"], bucket)
+
+
+def measure(w, tools, server, repeat, results):
+    title, (src, n, _), mode, noop, _ = WORKLOADS[w]
+    endpoint, env = server["endpoint"], server["env"]
+    # A no-op workload copies once per tool (set-up, not measured), then measures the re-runs.
+    dests = {}
+    for i in range(repeat):
+        for tool, path in tools.items():
+            if tool == "s5cmd" and mode == "stream":
+                continue  # s5cmd always copies server-side
+            dst = f"dst-{w}-{tool}" + ("" if noop else f"-{i}")
+            dst = dst.lower()
+            state = os.path.join(WORK, "state", dst)
+            if dst not in dests:
+                shutil.rmtree(state, ignore_errors=True)
+                subprocess.run([server["s5cmd"], "--endpoint-url", endpoint, "mb", f"s3://{dst}"], env=env, capture_output=True)
+                if noop:
+                    timed(command(tool, path, endpoint, src, dst, mode, state), env)
+                dests[dst] = state
+            wall, rss = timed(command(tool, path, endpoint, src, dst, mode, state, noop), env)
+            results.setdefault((w, tool), []).append((wall, rss))
+            print(f"  {w} {tool:8} run {i}: {wall:6.2f} s, {rss:6.1f} MiB", file=sys.stderr)
+            if not noop or i == repeat - 1:
+                got = count(server, dst)
+                if got != n:
+                    raise RuntimeError(f"{tool} {w}: {got} of {n} objects at the destination")
+            if not noop:  # 64 MiB objects fill the tmpfs quickly
+                remove(server, dst, dests.pop(dst))
+    for dst, state in dests.items():
+        remove(server, dst, state)
+
+
+def remove(server, bucket, state):
+    if server["name"] == "s3s-fs":
+        shutil.rmtree(os.path.join(server["data"], bucket), ignore_errors=True)
+    else:
+        for cmd in (["rm", f"s3://{bucket}/*"], ["rb", f"s3://{bucket}"]):
+            subprocess.run([server["s5cmd"], "--endpoint-url", server["endpoint"]] + cmd, env=server["env"], capture_output=True)
+    shutil.rmtree(state, ignore_errors=True)
 
 
 def main():
@@ -126,40 +225,32 @@ def main():
     ap.add_argument("--with-s3sync", action="store_true", help="cargo install s3sync if missing (about 8 minutes)")
     ap.add_argument("--port", type=int, default=19100)
     args = ap.parse_args()
-    tools = ensure_tools(args.with_s3sync)
-    data = os.path.join(tmpfs_dir(), "data")
-    server, endpoint = start_server(data, args.port)
-    env = env_for(endpoint)
+    workloads = args.workloads.split(",")
+    on = {WORKLOADS[w][4] for w in workloads}
+    tools = ensure_tools(args.with_s3sync, "garage" in on)
     results = {}  # (workload, tool) -> [(wall, rss)]
-    try:
-        for w in args.workloads.split(","):
-            title, (src, n, _), mode, noop = WORKLOADS[w]
-            for i in range(args.repeat):
-                for tool, path in tools.items():
-                    dst = f"dst-{w}-{tool}-{i}".lower()
-                    state = os.path.join(WORK, "state", dst)
-                    shutil.rmtree(state, ignore_errors=True)
-                    if command(tool, path, endpoint, src, dst, mode, state) is None:
-                        continue
-                    os.makedirs(os.path.join(data, dst), exist_ok=True)
-                    if noop:  # the first copy is set-up, not measured
-                        timed(command(tool, path, endpoint, src, dst, mode, state), env)
-                    cmd = command(tool, path, endpoint, src, dst, mode, state, noop)
-                    wall, rss = timed(cmd, env)
-                    got = count(data, dst)
-                    if got != n:
-                        raise RuntimeError(f"{tool} {w}: {got} of {n} objects at the destination")
-                    results.setdefault((w, tool), []).append((wall, rss))
-                    print(f"  {w} {tool:8} run {i}: {wall:6.2f} s, {rss:6.1f} MiB", file=sys.stderr)
-                    shutil.rmtree(os.path.join(data, dst), ignore_errors=True)
-                    shutil.rmtree(state, ignore_errors=True)
-    finally:
-        server.kill()
-    print(f"\nmachine: {os.cpu_count()} cores; server: s3s-fs on tmpfs; {args.repeat} runs each, medians\n")
-    print("| workload | tool | wall (median) | vs best peer | peak RSS |")
-    print("|---|---|---|---|---|")
+    for name in ("s3s-fs", "garage"):
+        if name not in on:
+            continue
+        data = os.path.join(tmpfs_dir(), name)
+        if name == "s3s-fs":
+            proc, endpoint = start_s3s_fs(data, args.port)
+        else:
+            fixtures = {WORKLOADS[w][1] for w in workloads if WORKLOADS[w][4] == name}
+            proc, endpoint = start_garage(data, args.port + 10, tools["s5cmd"], sorted(fixtures))
+        server = {"name": name, "data": data, "endpoint": endpoint, "env": env_for(endpoint, name), "s5cmd": tools["s5cmd"]}
+        try:
+            for w in workloads:
+                if WORKLOADS[w][4] == name:
+                    measure(w, tools, server, args.repeat, results)
+        finally:
+            proc.kill()
+            proc.wait()
+    print(f"\nmachine: {os.cpu_count()} cores; servers on tmpfs; {args.repeat} runs each, medians\n")
+    print("| workload | server | tool | wall (median) | vs best peer | peak RSS |")
+    print("|---|---|---|---|---|---|")
     table = []
-    for w in args.workloads.split(","):
+    for w in workloads:
         peers = {t: statistics.median(x[0] for x in v) for (ww, t), v in results.items() if ww == w and t != "s3syncd"}
         best = min(peers.values()) if peers else None
         for (ww, t), v in results.items():
@@ -168,8 +259,9 @@ def main():
             wall = statistics.median(x[0] for x in v)
             rss = max(x[1] for x in v)
             ratio = f"{wall / best:.2f}x" if best else "-"
-            print(f"| ({w}) {WORKLOADS[w][0]} | {t} | {wall:.2f} s | {ratio} | {rss:.0f} MiB |")
-            table.append({"workload": w, "tool": t, "wall": wall, "ratio_to_best_peer": wall / best if best else None, "peak_rss_mib": rss})
+            print(f"| ({w}) {WORKLOADS[w][0]} | {WORKLOADS[w][4]} | {t} | {wall:.2f} s | {ratio} | {rss:.0f} MiB |")
+            table.append({"workload": w, "server": WORKLOADS[w][4], "tool": t, "wall": wall,
+                          "ratio_to_best_peer": wall / best if best else None, "peak_rss_mib": rss})
     with open(os.path.join(WORK, "results.json"), "w") as f:
         json.dump(table, f, indent=1)
 

@@ -98,6 +98,7 @@ async fn about_five_percent_faults_still_copy_everything_exactly() {
         .map(|op| proxy.seen(op))
         .sum();
     let rate = proxy.injected() as f64 / seen as f64;
+    eprintln!("{} objects per mode; {} of {seen} requests faulted ({:.1}%)", objects.len(), proxy.injected(), rate * 100.0);
     assert!(rate > 0.04, "only {} of {seen} requests faulted", proxy.injected());
 }
 
