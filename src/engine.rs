@@ -4,7 +4,7 @@
 
 use crate::manifest::{self, ManifestError, Reader, RunRow, Writer};
 use crate::plan::{CopyJob, Planner};
-use crate::s3::{self, Lister, RequestCounter};
+use crate::s3::{self, Listing, RequestCounter};
 use crate::spec::{Config, Mode, Spec};
 use crate::transfer::{self, Failure, Outcome, Stats, Transferer};
 use std::sync::Arc;
@@ -239,41 +239,63 @@ async fn run_inner(engine: &Engine, spec: Arc<Spec>, opts: RunOptions, stop: Sto
 
     let per_spec = Arc::new(Semaphore::new(spec.transfer.concurrency));
     let mut tasks: JoinSet<(CopyJob, Result<Outcome, Failure>)> = JoinSet::new();
-    let mut planner = Planner::new(&spec);
-    let mut lister = Lister::new(src.clone(), &spec.source.bucket, &spec.source.prefix);
+    // Key ranges listed at once, cut where the manifest says the keys are (none on a first run).
+    // Rows recorded under an earlier source prefix could be out of place: only increasing keys
+    // under the current prefix make valid cuts.
+    let mut split: Vec<String> = Vec::new();
+    for k in reader.split_keys(&spec.name, &spec.destination.prefix, spec.transfer.list_partitions)? {
+        if k.starts_with(&spec.source.prefix) && split.last().is_none_or(|l| k > *l) {
+            split.push(k);
+        }
+    }
+    let mut lister = Listing::start(&src, &spec.source.bucket, &spec.source.prefix, &split);
+    let mut planners: Vec<Planner> = (0..=split.len())
+        .map(|i| Planner::part(&spec, i.checked_sub(1).map(|j| split[j].as_str()), split.get(i).map(String::as_str)))
+        .collect();
+    if planners.len() > 1 {
+        tracing::info!(partitions = planners.len(), "listing the source in key ranges at once");
+    }
     let mut listing_complete = false;
     let mut progress = Progress {
         bar: opts.progress.clone(),
         last_log: Instant::now(),
     };
-    loop {
-        let page = tokio::select! {
-            biased;
-            () = stop.stop.cancelled() => break,
-            p = lister.next_page() => p,
-        };
-        let page = match page {
-            Ok(Some(p)) => p,
-            Ok(None) => {
-                listing_complete = true;
-                break;
-            }
-            Err(e) => {
-                tracing::error!(error = %e, "source listing failed; no deletes this run");
-                report.listing_error = Some(e.to_string());
-                break;
-            }
-        };
-        let plan = planner.plan_page(&reader, page)?;
-        report.row.objects_listed += plan.listed;
-        report.filtered += plan.filtered;
-        report.row.objects_skipped += plan.skipped;
-        for r in plan.source_gone {
+    let mut note_gone = |rows: Vec<manifest::ObjectRow>| {
+        for r in rows {
             gone_count += 1;
             if gone.len() as u64 <= delete_cap {
                 gone.push(r);
             }
         }
+    };
+    loop {
+        let next = tokio::select! {
+            biased;
+            () = stop.stop.cancelled() => break,
+            n = lister.next() => n,
+        };
+        let (part, page) = match next {
+            None => {
+                listing_complete = true;
+                break;
+            }
+            Some(Ok((part, Some(page)))) => (part, page),
+            Some(Ok((part, None))) => {
+                // The part is complete: manifest rows left in its range have no source.
+                note_gone(planners[part].finish(&reader)?);
+                continue;
+            }
+            Some(Err(e)) => {
+                tracing::error!(error = %e, "source listing failed; no deletes this run");
+                report.listing_error = Some(e.to_string());
+                break;
+            }
+        };
+        let plan = planners[part].plan_page(&reader, page)?;
+        report.row.objects_listed += plan.listed;
+        report.filtered += plan.filtered;
+        report.row.objects_skipped += plan.skipped;
+        note_gone(plan.source_gone);
         for job in plan.copies {
             report.bytes_planned += job.source.size;
             if opts.dry_run {
@@ -306,15 +328,6 @@ async fn run_inner(engine: &Engine, spec: Arc<Spec>, opts: RunOptions, stop: Sto
         }
         if stop.stop.is_cancelled() {
             break;
-        }
-    }
-    if listing_complete {
-        let rest = planner.finish(&reader)?;
-        for r in rest {
-            gone_count += 1;
-            if gone.len() as u64 <= delete_cap {
-                gone.push(r);
-            }
         }
     }
     // In-flight copies finish unless the hard stop fires, which aborts them (nothing recorded).

@@ -12,7 +12,8 @@ fn init_tracing(json: bool) {
     match (json, under_journal) {
         (true, _) => builder.json().flatten_event(true).init(),
         (false, true) => builder.without_time().with_ansi(false).init(),
-        (false, false) => builder.init(),
+        // Colour only on a terminal: piped or redirected logs stay plain text for grep.
+        (false, false) => builder.with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr())).init(),
     }
 }
 

@@ -72,16 +72,28 @@ pub struct PagePlan {
     pub source_gone: Vec<ObjectRow>,
 }
 
-/// Walks the listing page by page, keeping the position reached in the manifest.
+/// Walks the listing page by page, keeping the position reached in the manifest. One planner
+/// covers the whole listing, or one part of a partitioned one: the source keys in
+/// `(after, until]`.
 pub struct Planner<'a> {
     spec: &'a Spec,
     /// Destination key of the last listed object: the manifest window's exclusive lower bound.
     last_dest_key: Option<String>,
+    /// Destination key of the part's last possible key: where `finish` stops.
+    until: Option<String>,
 }
 
 impl<'a> Planner<'a> {
     pub fn new(spec: &'a Spec) -> Self {
-        Planner { spec, last_dest_key: None }
+        Planner::part(spec, None, None)
+    }
+
+    pub fn part(spec: &'a Spec, after: Option<&str>, until: Option<&str>) -> Self {
+        Planner {
+            spec,
+            last_dest_key: after.and_then(|k| spec.dest_key(k)),
+            until: until.and_then(|k| spec.dest_key(k)),
+        }
     }
 
     pub fn plan_page(&mut self, reader: &Reader, page: Vec<SourceObject>) -> Result<PagePlan, ManifestError> {
@@ -99,9 +111,14 @@ impl<'a> Planner<'a> {
         Ok(self.merge(page, rows))
     }
 
-    /// Manifest rows after the last listed key: their sources are gone too.
+    /// Manifest rows after the last listed key (up to the part's end): their sources are gone too.
     pub fn finish(&mut self, reader: &Reader) -> Result<Vec<ObjectRow>, ManifestError> {
-        let rows = reader.range(&self.spec.name, &self.spec.destination.prefix, self.last_dest_key.as_deref(), None)?;
+        let rows = reader.range(
+            &self.spec.name,
+            &self.spec.destination.prefix,
+            self.last_dest_key.as_deref(),
+            self.until.as_deref(),
+        )?;
         Ok(rows.into_iter().filter(|r| self.in_filter(r)).collect())
     }
 

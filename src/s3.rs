@@ -138,6 +138,8 @@ pub enum ListError {
     Failed { bucket: String, prefix: String, message: String },
     #[error("listing s3://{bucket}/{prefix} came back truncated without a continuation token; refusing to treat it as complete")]
     TruncatedWithoutToken { bucket: String, prefix: String },
+    #[error("a part of the source listing stopped before its end")]
+    PartEnded,
     #[error(
         "listing s3://{bucket}/{prefix} is not in key order ({previous:?} then {next:?}); the server breaks the ListObjectsV2 contract"
     )]
@@ -151,10 +153,13 @@ pub enum ListError {
 
 /// Pages through ListObjectsV2 one page at a time, checking what a sync relies on: every page
 /// sorted after the one before, and a truncated page always carrying a continuation token.
+/// Optionally only the keys in `(start_after, until]`, for one part of a partitioned listing.
 pub struct Lister {
     client: Client,
     bucket: String,
     prefix: String,
+    start_after: Option<String>,
+    until: Option<String>,
     token: Option<String>,
     done: bool,
     last_key: Option<String>,
@@ -162,10 +167,16 @@ pub struct Lister {
 
 impl Lister {
     pub fn new(client: Client, bucket: &str, prefix: &str) -> Lister {
+        Lister::range(client, bucket, prefix, None, None)
+    }
+
+    fn range(client: Client, bucket: &str, prefix: &str, start_after: Option<String>, until: Option<String>) -> Lister {
         Lister {
             client,
             bucket: bucket.into(),
             prefix: prefix.into(),
+            start_after,
+            until,
             token: None,
             done: false,
             last_key: None,
@@ -178,9 +189,10 @@ impl Lister {
             return Ok(None);
         }
         let mut req = self.client.list_objects_v2().bucket(&self.bucket).prefix(&self.prefix);
-        if let Some(t) = &self.token {
-            req = req.continuation_token(t);
-        }
+        req = match &self.token {
+            Some(t) => req.continuation_token(t),
+            None => req.set_start_after(self.start_after.clone()),
+        };
         let out = req.send().await.map_err(|e| ListError::Failed {
             bucket: self.bucket.clone(),
             prefix: self.prefix.clone(),
@@ -198,6 +210,15 @@ impl Lister {
         let mut page = Vec::with_capacity(out.contents().len());
         for o in out.contents() {
             let Some(key) = o.key() else { continue };
+            // A server that ignores start-after lists from the start: those keys belong to
+            // another part, so they are skipped rather than listed twice.
+            if self.start_after.as_deref().is_some_and(|s| key.as_bytes() <= s.as_bytes()) {
+                continue;
+            }
+            if self.until.as_deref().is_some_and(|u| key.as_bytes() > u.as_bytes()) {
+                self.done = true;
+                break;
+            }
             if let Some(prev) = &self.last_key {
                 if key.as_bytes() <= prev.as_bytes() {
                     return Err(ListError::OutOfOrder {
@@ -217,6 +238,67 @@ impl Lister {
             });
         }
         Ok(Some(page))
+    }
+}
+
+/// What a part's listing task sends: a page of part `i`, its end (`None`), or its error. The
+/// end is explicit so that a task that died is never mistaken for a complete part (which could
+/// trigger deletes).
+type PartMessage = (usize, Result<Option<Vec<SourceObject>>, ListError>);
+
+/// A source listing split into key ranges listed at once. Part `i` holds the keys in
+/// `(split[i-1], split[i]]`; pages come in the order they arrive, each tagged with its part, so
+/// the parts proceed in parallel and the caller plans each part on its own. Each part runs at
+/// most two pages ahead of the caller, so memory stays bounded and a stopped run stops listing.
+/// The split keys come from the manifest (`Reader::split_keys`), so parts are about equal; none
+/// means one plain sequential listing.
+pub struct Listing {
+    rx: tokio::sync::mpsc::Receiver<PartMessage>,
+    open: usize,
+    /// Dropping the listing aborts its tasks.
+    _tasks: tokio::task::JoinSet<()>,
+}
+
+impl Listing {
+    pub fn start(client: &Client, bucket: &str, prefix: &str, split_keys: &[String]) -> Listing {
+        let parts = split_keys.len() + 1;
+        let (tx, rx) = tokio::sync::mpsc::channel::<PartMessage>(2 * parts);
+        let mut tasks = tokio::task::JoinSet::new();
+        for i in 0..parts {
+            let start_after = i.checked_sub(1).map(|j| split_keys[j].clone());
+            let mut lister = Lister::range(client.clone(), bucket, prefix, start_after, split_keys.get(i).cloned());
+            let tx = tx.clone();
+            tasks.spawn(async move {
+                loop {
+                    let msg = lister.next_page().await;
+                    let last = !matches!(msg, Ok(Some(_)));
+                    if tx.send((i, msg)).await.is_err() || last {
+                        break;
+                    }
+                }
+            });
+        }
+        Listing {
+            rx,
+            open: parts,
+            _tasks: tasks,
+        }
+    }
+
+    /// The next page of some part, `(part, None)` when that part is complete, or `None` when
+    /// every part is.
+    pub async fn next(&mut self) -> Option<Result<(usize, Option<Vec<SourceObject>>), ListError>> {
+        if self.open == 0 {
+            return None;
+        }
+        Some(match self.rx.recv().await {
+            Some((i, Ok(page))) => {
+                self.open -= usize::from(page.is_none());
+                Ok((i, page))
+            }
+            Some((_, Err(e))) => Err(e),
+            None => Err(ListError::PartEnded),
+        })
     }
 }
 

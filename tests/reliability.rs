@@ -98,7 +98,12 @@ async fn about_five_percent_faults_still_copy_everything_exactly() {
         .map(|op| proxy.seen(op))
         .sum();
     let rate = proxy.injected() as f64 / seen as f64;
-    eprintln!("{} objects per mode; {} of {seen} requests faulted ({:.1}%)", objects.len(), proxy.injected(), rate * 100.0);
+    eprintln!(
+        "{} objects per mode; {} of {seen} requests faulted ({:.1}%)",
+        objects.len(),
+        proxy.injected(),
+        rate * 100.0
+    );
     assert!(rate > 0.04, "only {} of {seen} requests faulted", proxy.injected());
 }
 
@@ -407,4 +412,87 @@ async fn tricky_keys_copy_byte_exact_in_every_mode_on_moto_and_no_secret_is_logg
     assert!(logs.len() > 1000, "expected trace logs");
     assert!(!logs.contains(secret) && !logs.contains(token), "a credential appears in the logs");
     assert!(!logs.contains("X-Amz-Signature="), "a signed URL appears in the logs");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_partitioned_listing_finds_every_change_and_a_failed_part_never_deletes() {
+    let mut objects = fixture(3, 1500);
+    objects.sort();
+    let (server, c, ws) = seeded(&objects).await;
+    let extra = "delete = true\n[transfer]\nretries = 1\nlist_partitions = 3\n";
+    let spec = ws.seeded_spec("parts", &server.endpoint, "p/", extra);
+    let out = ws.run(&["run", spec.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    assert!(
+        !text(&out).contains("key ranges"),
+        "a first run has no manifest to split by: {}",
+        text(&out)
+    );
+
+    // Changes at the start, the middle and the end of the key order, so every part has some.
+    let n = objects.len();
+    let picks: Vec<String> = [1, n / 3, n / 2, 2 * n / 3, n - 2].iter().map(|&i| objects[i].0.clone()).collect();
+    for k in [&picks[0], &picks[2], &picks[4]] {
+        c.delete_object().bucket("src-bucket").key(k).send().await.unwrap();
+    }
+    objects.retain(|(k, _)| ![&picks[0], &picks[2], &picks[4]].contains(&k));
+    for (k, body) in objects.iter_mut().filter(|(k, _)| *k == picks[1] || *k == picks[3]) {
+        *body = format!("rewritten {k}").into_bytes();
+        put(&c, "src-bucket", k, body.clone()).await;
+    }
+    for k in &picks {
+        let (key, body) = (format!("{k}.new"), format!("added after {k}").into_bytes());
+        put(&c, "src-bucket", &key, body.clone()).await;
+        objects.push((key, body));
+    }
+
+    // One part's listing fails: whatever the other parts copied, nothing is deleted.
+    let failing = FaultProxy::start(
+        &server.endpoint,
+        vec![Fault {
+            op: "ListObjectsV2",
+            every: 1,
+            after: 2,
+            action: Action::Status(500, "InternalError"),
+        }],
+    );
+    let via_proxy = spec_text(
+        &failing.endpoint,
+        "src-bucket",
+        "data/",
+        &failing.endpoint,
+        "dst-bucket",
+        "p/",
+        &format!("name = \"parts\"\n{extra}"),
+    );
+    ws.write_spec("parts", &via_proxy);
+    let out = ws.run(&["run", spec.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    assert!(
+        text(&out).contains("listing the source in key ranges at once partitions=3"),
+        "{}",
+        text(&out)
+    );
+    assert!(text(&out).contains("listing s3://src-bucket/data/ failed"), "{}", text(&out));
+    assert_eq!(db_i64(&ws, "SELECT count(*) FROM deletions"), 0);
+    for k in [&picks[0], &picks[2], &picks[4]] {
+        let dest = format!("p/{}", k.strip_prefix("data/").unwrap());
+        assert!(
+            get(&c, "dst-bucket", &dest).await.is_some(),
+            "{dest} deleted after a failed listing"
+        );
+    }
+
+    // A complete partitioned listing: the destination and the manifest equal the source.
+    ws.seeded_spec("parts", &server.endpoint, "p/", &format!("name = \"parts\"\n{extra}"));
+    let out = ws.run(&["run", spec.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    assert!(text(&out).contains("partitions=3"), "{}", text(&out));
+    assert_converged(&c, &ws, "parts", &objects, "p/").await;
+    assert_eq!(db_i64(&ws, "SELECT count(*) FROM deletions"), 3);
+    assert_eq!(db_i64(&ws, "SELECT sum(objects_copied) FROM runs WHERE id > 1"), 2 + 5);
+    assert_eq!(
+        db_i64(&ws, "SELECT objects_listed FROM runs ORDER BY id DESC LIMIT 1") as usize,
+        objects.len()
+    );
 }

@@ -163,6 +163,38 @@ impl Reader {
         rows.collect::<std::result::Result<Vec<_>, _>>().map_err(sqlite_err(&self.path))
     }
 
+    /// Source keys that cut the spec's rows under `prefix` into `parts` runs of equal size, in
+    /// key order: where parallel listings of the source start. Fewer (or none) when the manifest
+    /// holds less than a listing page (1,000 keys) per part.
+    pub fn split_keys(&self, spec: &str, prefix: &str, parts: usize) -> Result<Vec<String>> {
+        const WHERE: &str = "WHERE spec = ?1 AND dest_key >= ?2 AND substr(dest_key, 1, length(?2)) = ?2";
+        let rows: u64 = self
+            .conn
+            .query_row(&format!("SELECT count(*) FROM objects {WHERE}"), [spec, prefix], |r| {
+                r.get::<_, i64>(0)
+            })
+            .map_err(sqlite_err(&self.path))? as u64;
+        let parts = (parts as u64).min(rows / 1000);
+        if parts < 2 {
+            return Ok(Vec::new());
+        }
+        let step = rows / parts;
+        let mut stmt = self
+            .conn
+            .prepare_cached(&format!("SELECT source_key FROM objects {WHERE} ORDER BY dest_key"))
+            .map_err(sqlite_err(&self.path))?;
+        let keys = stmt
+            .query_map([spec, prefix], |r| r.get::<_, String>(0))
+            .map_err(sqlite_err(&self.path))?
+            .enumerate()
+            .filter(|(i, _)| *i as u64 % step == step - 1)
+            .take(parts as usize - 1)
+            .map(|(_, k)| k)
+            .collect::<std::result::Result<Vec<_>, _>>()
+            .map_err(sqlite_err(&self.path))?;
+        Ok(keys)
+    }
+
     pub fn count_objects(&self, spec: &str) -> Result<u64> {
         self.conn
             .query_row("SELECT count(*) FROM objects WHERE spec = ?1", [spec], |r| r.get::<_, i64>(0))

@@ -372,6 +372,9 @@ fn check_transfer(loc: &Locator, d: &mut Diags, raw: Option<super::raw::RawTrans
     if let Some(v) = &raw.parts_in_flight {
         t.parts_in_flight = in_range(loc, d, v, "transfer.parts_in_flight", 1, 64);
     }
+    if let Some(v) = &raw.list_partitions {
+        t.list_partitions = in_range(loc, d, v, "transfer.list_partitions", 1, 64);
+    }
     if let Some(v) = &raw.retries {
         t.retries = in_range(loc, d, v, "transfer.retries", 0, 20) as u32;
     }

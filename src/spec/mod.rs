@@ -228,6 +228,8 @@ pub struct TransferOpts {
     pub multipart_threshold: u64,
     pub copy_threshold: u64,
     pub parts_in_flight: usize,
+    /// Source listings run this many key ranges at once, split at the manifest's quantiles.
+    pub list_partitions: usize,
     pub retries: u32,
 }
 
@@ -239,6 +241,7 @@ impl Default for TransferOpts {
             multipart_threshold: 256 << 20,
             copy_threshold: 5 << 30,
             parts_in_flight: 4,
+            list_partitions: 8,
             retries: 5,
         }
     }

@@ -86,6 +86,7 @@ pub struct RawTransfer {
     pub multipart_threshold: Option<Spanned<ByteSize>>,
     pub copy_threshold: Option<Spanned<ByteSize>>,
     pub parts_in_flight: Option<Spanned<i64>>,
+    pub list_partitions: Option<Spanned<i64>>,
     pub retries: Option<Spanned<i64>>,
 }
 
