@@ -431,7 +431,14 @@ async fn run_inner(engine: &Engine, spec: Arc<Spec>, opts: RunOptions, stop: Sto
 async fn abort_stale_uploads(engine: &Engine, spec: &Spec, dst: &aws_sdk_s3::Client) -> Result<(), EngineError> {
     let stale = Reader::open(engine.writer.path())?.open_uploads(&spec.name)?;
     for (bucket, key, id) in &stale {
-        if transfer::upload::abort_upload(dst, bucket, key, id).await {
+        let gone = if id.starts_with(transfer::upload::PENDING_PREFIX) {
+            // Tried once: on a server without ListMultipartUploads it would never succeed.
+            transfer::upload::abort_uploads_on_key(dst, bucket, key).await;
+            true
+        } else {
+            transfer::upload::abort_upload(dst, bucket, key, id).await
+        };
+        if gone {
             engine.writer.upload_ended(id);
         }
     }

@@ -14,25 +14,45 @@ pub struct Multipart<'a> {
 
 impl<'a> Multipart<'a> {
     /// Creates the upload at the destination and records its id in the manifest before any
-    /// part is sent, so that a run after a crash can abort it.
+    /// part is sent, so that a run after a crash can abort it. A crash between the upload's
+    /// creation and that record is covered by a pending row written before the create: the next
+    /// run looks for uploads on that key (`abort_stale_uploads`).
     pub async fn create(t: &'a Transferer, key: &'a str) -> Result<Multipart<'a>, TransferError> {
         let bucket = &t.spec.destination.bucket;
-        let out = t
+        static PENDING: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+        let n = PENDING.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let pending = format!("{PENDING_PREFIX}{}:{n}", std::process::id());
+        let manifest_err = |e: crate::manifest::ManifestError| TransferError::fatal("manifest", e.to_string());
+        t.writer
+            .upload_started(&pending, &t.spec.name, bucket, key)
+            .await
+            .map_err(manifest_err)?;
+        let created = t
             .dst
             .create_multipart_upload()
             .bucket(bucket)
             .key(key)
             .send()
             .await
-            .map_err(|e| classify("CreateMultipartUpload", e))?;
-        let upload_id = out
-            .upload_id()
-            .ok_or_else(|| TransferError::fatal("CreateMultipartUpload", "the server returned no upload id"))?
-            .to_string();
+            .map_err(|e| classify("CreateMultipartUpload", e))
+            .and_then(|out| {
+                out.upload_id()
+                    .map(str::to_string)
+                    .ok_or_else(|| TransferError::fatal("CreateMultipartUpload", "the server returned no upload id"))
+            });
+        let upload_id = match created {
+            Ok(id) => id,
+            Err(e) => {
+                t.writer.upload_ended(&pending);
+                return Err(e);
+            }
+        };
         let upload = Multipart { t, key, upload_id };
-        if let Err(e) = t.writer.upload_started(&upload.upload_id, &t.spec.name, bucket, key).await {
+        let recorded = t.writer.upload_started(&upload.upload_id, &t.spec.name, bucket, key).await;
+        t.writer.upload_ended(&pending);
+        if let Err(e) = recorded {
             upload.abort().await;
-            return Err(TransferError::fatal("manifest", e.to_string()));
+            return Err(manifest_err(e));
         }
         Ok(upload)
     }
@@ -85,6 +105,30 @@ impl<'a> Multipart<'a> {
         }
         result
     }
+}
+
+/// Upload ids of the rows written before CreateMultipartUpload: the real id is not known yet.
+pub const PENDING_PREFIX: &str = "pending:";
+
+/// Aborts the uploads on exactly `key`, for a pending row: a run killed between creating an
+/// upload and recording its id. The spec lock rules out a live s3syncd upload on that key.
+/// True when none is left; false when the server cannot list uploads (s3s-fs) or an abort failed.
+pub async fn abort_uploads_on_key(dst: &Client, bucket: &str, key: &str) -> bool {
+    let listed = match dst.list_multipart_uploads().bucket(bucket).prefix(key).send().await {
+        Ok(out) => out,
+        Err(e) => {
+            tracing::warn!(key = %key, error = %aws_smithy_types::error::display::DisplayErrorContext(&e),
+                "cannot list multipart uploads: an upload a killed run created may be left (a lifecycle rule AbortIncompleteMultipartUpload removes it)");
+            return false;
+        }
+    };
+    let mut all_gone = true;
+    for u in listed.uploads().iter().filter(|u| u.key() == Some(key)) {
+        if let Some(id) = u.upload_id() {
+            all_gone &= abort_upload(dst, bucket, key, id).await;
+        }
+    }
+    all_gone
 }
 
 /// Aborts an upload; true when it is gone (aborted now, or already gone). A failed abort is
