@@ -248,8 +248,8 @@ type PartMessage = (usize, Result<Option<Vec<SourceObject>>, ListError>);
 
 /// A source listing split into key ranges listed at once. Part `i` holds the keys in
 /// `(split[i-1], split[i]]`; pages come in the order they arrive, each tagged with its part, so
-/// the parts proceed in parallel and the caller plans each part on its own. Each part runs at
-/// most two pages ahead of the caller, so memory stays bounded and a stopped run stops listing.
+/// the parts proceed in parallel and the caller plans each part on its own. At most two pages
+/// per part wait for the caller, so memory stays bounded and a stopped run stops listing.
 /// The split keys come from the manifest (`Reader::split_keys`), so parts are about equal; none
 /// means one plain sequential listing.
 pub struct Listing {
