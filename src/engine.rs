@@ -249,8 +249,8 @@ async fn run_inner(engine: &Engine, spec: Arc<Spec>, opts: RunOptions, stop: Sto
         }
     }
     let mut lister = Listing::start(&src, &spec.source.bucket, &spec.source.prefix, &split);
-    let mut planners: Vec<Planner> = (0..=split.len())
-        .map(|i| Planner::part(&spec, i.checked_sub(1).map(|j| split[j].as_str()), split.get(i).map(String::as_str)))
+    let mut planners: Vec<Planner> = s3::key_ranges(&split)
+        .map(|(after, until)| Planner::part(&spec, after, until))
         .collect();
     if planners.len() > 1 {
         tracing::info!(partitions = planners.len(), "listing the source in key ranges at once");

@@ -259,14 +259,24 @@ pub struct Listing {
     _tasks: tokio::task::JoinSet<()>,
 }
 
+/// The key range `(after, until]` of each part, in part order: the one definition the listing
+/// and the planners share.
+pub fn key_ranges(split_keys: &[String]) -> impl Iterator<Item = (Option<&str>, Option<&str>)> {
+    (0..=split_keys.len()).map(|i| {
+        (
+            i.checked_sub(1).map(|j| split_keys[j].as_str()),
+            split_keys.get(i).map(String::as_str),
+        )
+    })
+}
+
 impl Listing {
     pub fn start(client: &Client, bucket: &str, prefix: &str, split_keys: &[String]) -> Listing {
         let parts = split_keys.len() + 1;
         let (tx, rx) = tokio::sync::mpsc::channel::<PartMessage>(2 * parts);
         let mut tasks = tokio::task::JoinSet::new();
-        for i in 0..parts {
-            let start_after = i.checked_sub(1).map(|j| split_keys[j].clone());
-            let mut lister = Lister::range(client.clone(), bucket, prefix, start_after, split_keys.get(i).cloned());
+        for (i, (after, until)) in key_ranges(split_keys).enumerate() {
+            let mut lister = Lister::range(client.clone(), bucket, prefix, after.map(str::to_string), until.map(str::to_string));
             let tx = tx.clone();
             tasks.spawn(async move {
                 loop {

@@ -112,23 +112,22 @@ pub const PENDING_PREFIX: &str = "pending:";
 
 /// Aborts the uploads on exactly `key`, for a pending row: a run killed between creating an
 /// upload and recording its id. The spec lock rules out a live s3syncd upload on that key.
-/// True when none is left; false when the server cannot list uploads (s3s-fs) or an abort failed.
-pub async fn abort_uploads_on_key(dst: &Client, bucket: &str, key: &str) -> bool {
+/// Best effort, tried once: failures are logged (a server without ListMultipartUploads, such as
+/// s3s-fs, can never answer).
+pub async fn abort_uploads_on_key(dst: &Client, bucket: &str, key: &str) {
     let listed = match dst.list_multipart_uploads().bucket(bucket).prefix(key).send().await {
         Ok(out) => out,
         Err(e) => {
             tracing::warn!(key = %key, error = %aws_smithy_types::error::display::DisplayErrorContext(&e),
                 "cannot list multipart uploads: an upload a killed run created may be left (a lifecycle rule AbortIncompleteMultipartUpload removes it)");
-            return false;
+            return;
         }
     };
-    let mut all_gone = true;
     for u in listed.uploads().iter().filter(|u| u.key() == Some(key)) {
         if let Some(id) = u.upload_id() {
-            all_gone &= abort_upload(dst, bucket, key, id).await;
+            abort_upload(dst, bucket, key, id).await;
         }
     }
-    all_gone
 }
 
 /// Aborts an upload; true when it is gone (aborted now, or already gone). A failed abort is
