@@ -5,25 +5,21 @@
 //!
 //!     cargo run --example demo
 
-// The part of the test ground the demo needs: the in-process server and the S3 helpers.
-#[allow(dead_code)]
-#[path = "../tests/common/fs_server.rs"]
-mod fs_server;
-#[allow(dead_code)]
-#[path = "../tests/common/objects.rs"]
-mod objects;
-
-use s3syncd::cli::{self, ConfigArg};
+use s3syncd::cli;
 use s3syncd::fixture::{generate, FixtureSpec};
+use s3syncd::spec::size::ByteSize;
+use s3syncd::spec::Config;
+use s3syncd_testkit::{objects, S3Server};
+use std::os::unix::fs::PermissionsExt;
 
 const SPEC: &str = "examples/specs/binance-demo.toml";
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     // Port 19000 as the spec says; if it is taken, any free port, written into a copy of the spec.
-    let server = match fs_server::S3Server::start_on(19000) {
+    let server = match S3Server::start_on(19000) {
         Ok(s) => s,
-        Err(_) => fs_server::S3Server::start_on(0)?,
+        Err(_) => S3Server::start_on(0)?,
     };
     println!("local S3 server (s3s-fs) at {}", server.endpoint);
     let work = std::env::current_dir()?.join("target/demo");
@@ -43,6 +39,9 @@ async fn main() -> anyhow::Result<()> {
         &spec_path,
         std::fs::read_to_string(SPEC)?.replace("http://127.0.0.1:19000", &server.endpoint),
     )?;
+    // s3syncd refuses spec files and directories that others may write, whatever the umask.
+    std::fs::set_permissions(work.join("specs.d"), std::fs::Permissions::from_mode(0o755))?;
+    std::fs::set_permissions(&spec_path, std::fs::Permissions::from_mode(0o644))?;
     // SAFETY: set before any other thread reads the environment (the server thread does not).
     unsafe {
         std::env::set_var("AWS_SHARED_CREDENTIALS_FILE", work.join("credentials"));
@@ -59,17 +58,15 @@ async fn main() -> anyhow::Result<()> {
     objects::create_bucket(&c, "crypto-lakehouse-bronze").await;
     let objects = generate(&FixtureSpec::small().with_big_folder(600));
     let bytes: usize = objects.iter().map(|o| o.body.len()).sum();
-    println!("source: {} Binance-like objects, {}", objects.len(), cli::human_bytes(bytes as u64));
+    println!("source: {} Binance-like objects, {}", objects.len(), ByteSize(bytes as u64));
     objects::put_all(&c, "data.binance.vision", objects.into_iter().map(|o| (o.key, o.body)).collect()).await;
 
-    let config = ConfigArg {
-        config: Some(work.join("s3syncd.toml")),
-    };
+    let config = Config::load(&work.join("s3syncd.toml"), true)?;
     let spec = spec_path.to_string_lossy().to_string();
     println!("\n$ s3syncd run {SPEC}");
-    let first = cli::run(&config, &spec, false, None).await?;
+    let first = cli::run(config.clone(), &spec, false, None).await?;
     println!("\n$ s3syncd run {SPEC}    # again: nothing new at the source");
-    let second = cli::run(&config, &spec, false, None).await?;
+    let second = cli::run(config, &spec, false, None).await?;
 
     let db = rusqlite::Connection::open(work.join("state/manifest.db"))?;
     let (rows, total, verified): (i64, i64, i64) = db.query_row(
@@ -80,7 +77,7 @@ async fn main() -> anyhow::Result<()> {
     println!(
         "\nmanifest {}: {rows} objects, {}, {verified} checked against their .CHECKSUM sidecar",
         work.join("state/manifest.db").display(),
-        cli::human_bytes(total as u64)
+        ByteSize(total as u64)
     );
     println!(
         "audit it:  sqlite3 {} \"SELECT id, status, objects_copied, objects_skipped FROM runs\"",

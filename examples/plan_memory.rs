@@ -34,10 +34,10 @@ async fn main() -> anyhow::Result<()> {
             etag: Some("e".into()),
             source_last_modified: Some(lm.clone()),
             copied_at: lm.clone(),
-            mode: "direct".into(),
+            mode: s3syncd::spec::Mode::Direct,
             run_id: 1,
             dest_etag: None,
-            verified: "etag".into(),
+            verified: s3syncd::manifest::Verified::Etag,
         });
         if i % 200_000 == 0 {
             writer.flush().await?; // keep the writer's queue short

@@ -6,14 +6,8 @@
 //!
 //! Credentials: AKIATESTSERVER0001 / secret-key-for-s3s-fs-tests-0001.
 
-#[allow(dead_code)]
-#[path = "../tests/common/fs_server.rs"]
-mod fs_server;
-#[allow(dead_code)]
-#[path = "../tests/common/objects.rs"]
-mod objects;
-
 use futures::StreamExt;
+use s3syncd_testkit::{objects, S3Server};
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
@@ -21,7 +15,7 @@ async fn main() -> anyhow::Result<()> {
     let arg = |name: &str| args.iter().position(|a| a == name).and_then(|i| args.get(i + 1)).cloned();
     let port: u16 = arg("--port").unwrap_or_else(|| "19100".into()).parse()?;
     let root = std::path::PathBuf::from(arg("--root").ok_or_else(|| anyhow::anyhow!("--root DIR is required"))?);
-    let server = fs_server::S3Server::start_in(port, root)?;
+    let server = S3Server::start_in(port, root)?;
     let c = server.client();
     for (i, a) in args.iter().enumerate() {
         if a == "--bucket" || a == "--fill" {

@@ -2,7 +2,12 @@
 //!
 //! The data path of a run is `spec` (what to sync) → `s3` listing → `plan` (merge with the
 //! `manifest`) → `transfer` (direct / stream / staged with fallback) → `manifest` (record what
-//! was verified). `engine` drives one run; `daemon` schedules runs; `cli` is the command line.
+//! was verified). `engine` drives one run; `scheduler` and `daemon` run feeds on their
+//! schedules; `cli` is the command line.
+//!
+//! Layers, lowest first; a module imports only from layers below its own (checked by the
+//! `layers` test): `spec` · `s3`, `manifest` · `plan` · `transfer` · `engine` · `scheduler` ·
+//! `daemon` · `cli`. `metrics` and `fixture` are leaves that import nothing of the crate.
 
 pub mod cli;
 pub mod daemon;
@@ -15,4 +20,3 @@ pub mod s3;
 pub mod scheduler;
 pub mod spec;
 pub mod transfer;
-pub mod watcher;

@@ -1,7 +1,9 @@
-//! The thin binary: parse arguments, set up logging, dispatch, map the outcome to an exit code.
+//! The thin binary: parse arguments, load the config once, set up logging, dispatch, exit with
+//! the code the command returned.
 
 use clap::Parser;
-use s3syncd::cli::{self, Cli, Command, EXIT_ERROR};
+use s3syncd::cli::{self, Cli};
+use s3syncd::spec::LogFormat;
 
 fn init_tracing(json: bool) {
     use tracing_subscriber::EnvFilter;
@@ -19,38 +21,7 @@ fn init_tracing(json: bool) {
 
 fn main() {
     let cli = Cli::parse();
-    let json = match &cli.command {
-        Command::Daemon { config } | Command::Run { config, .. } => config
-            .load()
-            .map(|c| c.log_format == s3syncd::spec::LogFormat::Json)
-            .unwrap_or(false),
-        _ => false,
-    };
-    init_tracing(json);
-    let code = match cli.command {
-        Command::Validate { config, paths } => cli::validate(&config, &paths),
-        Command::Run {
-            config,
-            spec,
-            dry_run,
-            mode,
-        } => block_on(cli::run(&config, &spec, dry_run, mode)),
-        Command::Daemon { config } => block_on(s3syncd::daemon::run(&config)),
-        Command::Manifest { config, command } => block_on(cli::manifest::run(&config, command)),
-    };
-    std::process::exit(code);
-}
-
-fn block_on(f: impl std::future::Future<Output = anyhow::Result<i32>>) -> i32 {
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .expect("tokio runtime");
-    match rt.block_on(f) {
-        Ok(code) => code,
-        Err(e) => {
-            eprintln!("s3syncd: error: {e:#}");
-            EXIT_ERROR
-        }
-    }
+    let config = cli.load_config();
+    init_tracing(config.as_ref().is_ok_and(|c| c.log_format == LogFormat::Json));
+    std::process::exit(cli::dispatch(cli.command, config));
 }

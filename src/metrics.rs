@@ -2,8 +2,8 @@
 //! endpoint configured every call here is a no-op (no recorder is installed).
 //!
 //! Names follow Prometheus conventions: `s3syncd_` prefix, `_total` counters, base units.
+//! A leaf: callers pass plain values, so this module imports nothing of the crate.
 
-use crate::engine::RunReport;
 use metrics::{counter, describe_counter, describe_gauge, describe_histogram, gauge, histogram, Unit};
 use std::net::SocketAddr;
 
@@ -65,23 +65,33 @@ pub fn object_failed(spec: &str) {
     counter!("s3syncd_objects_failed_total", "spec" => spec.to_string()).increment(1);
 }
 
-pub fn run_finished(r: &RunReport, requests: &std::collections::BTreeMap<(String, &'static str), u64>) {
-    let spec = r.row.spec.clone();
+/// What a finished run adds to the metrics.
+pub struct RunFinished<'a> {
+    pub spec: &'a str,
+    pub status: &'static str,
+    pub skipped: u64,
+    pub through_host: u64,
+    pub seconds: f64,
+    /// (from, to) mode names and the number of objects.
+    pub fallbacks: Vec<(&'static str, &'static str, u64)>,
+    /// (operation, result) and the number of request attempts.
+    pub requests: &'a std::collections::BTreeMap<(String, &'static str), u64>,
+}
+
+pub fn run_finished(r: RunFinished<'_>) {
+    let spec = r.spec.to_string();
     gauge!("s3syncd_runs_in_flight", "spec" => spec.clone()).decrement(1.0);
-    counter!("s3syncd_runs_total", "spec" => spec.clone(), "status" => r.row.status.clone()).increment(1);
-    counter!("s3syncd_objects_skipped_total", "spec" => spec.clone()).increment(r.row.objects_skipped);
-    counter!("s3syncd_bytes_through_host_total", "spec" => spec.clone()).increment(r.row.bytes_through_host);
-    histogram!("s3syncd_run_duration_seconds", "spec" => spec.clone()).record(r.wall.as_secs_f64());
-    if r.row.status == "ok" {
+    counter!("s3syncd_runs_total", "spec" => spec.clone(), "status" => r.status).increment(1);
+    counter!("s3syncd_objects_skipped_total", "spec" => spec.clone()).increment(r.skipped);
+    counter!("s3syncd_bytes_through_host_total", "spec" => spec.clone()).increment(r.through_host);
+    histogram!("s3syncd_run_duration_seconds", "spec" => spec.clone()).record(r.seconds);
+    if r.status == "ok" {
         gauge!("s3syncd_last_success_timestamp_seconds", "spec" => spec.clone()).set(chrono::Utc::now().timestamp() as f64);
     }
-    for (key, n) in &r.stats.fallbacks {
-        // "from -> to (reason)"
-        let (from, rest) = key.split_once(" -> ").unwrap_or((key, ""));
-        let to = rest.split(' ').next().unwrap_or("");
-        counter!("s3syncd_fallbacks_total", "spec" => spec.clone(), "from" => from.to_string(), "to" => to.to_string()).increment(*n);
+    for (from, to, n) in r.fallbacks {
+        counter!("s3syncd_fallbacks_total", "spec" => spec.clone(), "from" => from, "to" => to).increment(n);
     }
-    for ((op, result), n) in requests {
+    for ((op, result), n) in r.requests {
         counter!("s3syncd_s3_requests_total", "spec" => spec.clone(), "operation" => op.clone(), "result" => *result).increment(*n);
     }
 }

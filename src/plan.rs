@@ -11,6 +11,43 @@ use crate::s3::SourceObject;
 use crate::spec::{Compare, Spec};
 use std::cmp::Ordering;
 
+/// One step of a sorted merge of two key-ordered sequences.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Step<L, R> {
+    /// A key only the left side has.
+    Left(L),
+    /// A key only the right side has.
+    Right(R),
+    Both(L, R),
+}
+
+/// Walks two sequences sorted by the byte order of their keys together, as rclone's march
+/// walks a source and a destination: one merge for every caller (the planner merges a listing
+/// with the manifest, `manifest verify` the destination listing with the manifest), each
+/// deciding what a step means.
+pub fn march<L, R>(
+    left: impl IntoIterator<Item = L>,
+    right: impl IntoIterator<Item = R>,
+    left_key: impl Fn(&L) -> &str,
+    right_key: impl Fn(&R) -> &str,
+) -> impl Iterator<Item = Step<L, R>> {
+    let mut left = left.into_iter().peekable();
+    let mut right = right.into_iter().peekable();
+    std::iter::from_fn(move || {
+        let order = match (left.peek(), right.peek()) {
+            (None, None) => return None,
+            (Some(_), None) => Ordering::Less,
+            (None, Some(_)) => Ordering::Greater,
+            (Some(l), Some(r)) => left_key(l).as_bytes().cmp(right_key(r).as_bytes()),
+        };
+        Some(match order {
+            Ordering::Less => Step::Left(left.next()?),
+            Ordering::Greater => Step::Right(right.next()?),
+            Ordering::Equal => Step::Both(left.next()?, right.next()?),
+        })
+    })
+}
+
 /// Why an object is copied.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Reason {
@@ -133,20 +170,21 @@ impl<'a> Planner<'a> {
             listed: page.len() as u64,
             ..PagePlan::default()
         };
-        let mut rows = rows.into_iter().peekable();
-        for src in page {
-            let Some(dest_key) = self.spec.dest_key(&src.key) else {
-                continue;
-            };
-            // Rows before this key have no source in the listing.
-            while let Some(r) = rows.next_if(|r| r.dest_key.as_bytes().cmp(dest_key.as_bytes()) == Ordering::Less) {
-                if self.in_filter(&r) {
-                    plan.source_gone.push(r);
+        // Destination keys keep the source order (same prefix replaced), so the merge runs on them.
+        let listed = page.into_iter().filter_map(|src| Some((self.spec.dest_key(&src.key)?, src)));
+        for step in march(listed, rows, |(k, _)| k, |r| &r.dest_key) {
+            let ((dest_key, src), row) = match step {
+                Step::Right(r) => {
+                    // A manifest row with no source in the listing.
+                    if self.in_filter(&r) {
+                        plan.source_gone.push(r);
+                    }
+                    continue;
                 }
-            }
-            let row = rows.next_if(|r| r.dest_key == dest_key);
-            let rel = &src.key[self.spec.source.prefix.len()..];
-            if !self.spec.filter.matches(rel) {
+                Step::Left(l) => (l, None),
+                Step::Both(l, r) => (l, Some(r)),
+            };
+            if !self.spec.filter.matches(&src.key[self.spec.source.prefix.len()..]) {
                 plan.filtered += 1;
                 continue;
             }
@@ -159,7 +197,6 @@ impl<'a> Planner<'a> {
                 None => plan.skipped += 1,
             }
         }
-        plan.source_gone.extend(rows.filter(|r| self.in_filter(r)));
         plan
     }
 }
@@ -186,10 +223,10 @@ mod tests {
             etag: etag.map(Into::into),
             source_last_modified: Some(lm.into()),
             copied_at: String::new(),
-            mode: "direct".into(),
+            mode: crate::spec::Mode::Direct,
             run_id: 1,
             dest_etag: None,
-            verified: "etag".into(),
+            verified: crate::manifest::Verified::Etag,
         }
     }
 
@@ -233,6 +270,21 @@ mod tests {
             exclude = ["**/*.tmp"]
         "#;
         Spec::parse(std::path::Path::new("t.toml"), text).unwrap()
+    }
+
+    #[test]
+    fn march_pairs_equal_keys_and_keeps_byte_order() {
+        let steps: Vec<_> = march(["a", "c", "é"], ["b", "c", "z"], |k| k, |k| k).collect();
+        assert_eq!(
+            steps,
+            [
+                Step::Left("a"),
+                Step::Right("b"),
+                Step::Both("c", "c"),
+                Step::Right("z"),
+                Step::Left("é")
+            ]
+        );
     }
 
     #[test]

@@ -21,20 +21,9 @@ pub struct RequestCounter {
 }
 
 impl RequestCounter {
-    /// Attempts by operation.
-    pub fn snapshot(&self) -> BTreeMap<String, u64> {
-        let mut out = BTreeMap::new();
-        for ((op, _), n) in self.by_op.lock().unwrap().iter() {
-            *out.entry(op.clone()).or_default() += n;
-        }
-        out
-    }
     /// Attempts by (operation, result).
     pub fn by_result(&self) -> BTreeMap<(String, &'static str), u64> {
         self.by_op.lock().unwrap().clone()
-    }
-    pub fn total(&self) -> u64 {
-        self.by_op.lock().unwrap().values().sum()
     }
     fn add(&self, op: &str, result: &'static str) {
         let mut m = self.by_op.lock().unwrap();
@@ -130,6 +119,12 @@ pub fn format_time(t: &aws_smithy_types::DateTime) -> Option<String> {
 /// ETags without their quotes, so that listings and copy responses compare equal.
 pub fn normalize_etag(e: &str) -> String {
     e.trim_matches('"').to_string()
+}
+
+/// Whether an ETag has the shape of a content MD5 (a single-part upload without SSE-KMS):
+/// multipart ETags (`md5-N`) are not content hashes and must never be compared as one.
+pub fn is_md5_etag(e: &str) -> bool {
+    e.len() == 32 && e.bytes().all(|b| b.is_ascii_hexdigit())
 }
 
 #[derive(Debug, thiserror::Error)]

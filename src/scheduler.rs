@@ -1,24 +1,16 @@
 //! Scheduling one feed: its cron ticks (UTC), never two runs at once, a catch-up run at start
 //! when a tick was missed while the daemon was down, and spec changes taking effect between runs.
 
-use crate::engine::{self, Engine, RunOptions, Stop};
+use crate::engine::{self, Engine, Observer, RunOptions, Stop};
 use crate::spec::Spec;
 use chrono::{DateTime, Utc};
 use std::sync::Arc;
 use tokio::sync::{watch, Semaphore};
 use tokio_util::sync::CancellationToken;
 
-/// The next tick strictly after `after`.
-pub fn next_tick(spec: &Spec, after: DateTime<Utc>) -> Option<DateTime<Utc>> {
-    spec.schedule.as_ref().and_then(|(_, s)| s.after(&after).next())
-}
-
-/// Whether a tick fell between the last run's start and now (the daemon was down or busy).
-pub fn missed_tick(spec: &Spec, last_run: Option<DateTime<Utc>>, now: DateTime<Utc>) -> bool {
-    match (last_run, next_tick(spec, last_run.unwrap_or(now))) {
-        (Some(_), Some(t)) => t <= now,
-        _ => false,
-    }
+/// The next tick strictly after `after`, if the spec has a schedule.
+fn next_tick(spec: &Spec, after: DateTime<Utc>) -> Option<DateTime<Utc>> {
+    spec.schedule.as_ref()?.next_after(after)
 }
 
 fn last_run_start(engine: &Engine, spec: &str) -> Option<DateTime<Utc>> {
@@ -29,11 +21,29 @@ fn last_run_start(engine: &Engine, spec: &str) -> Option<DateTime<Utc>> {
         .map(|t| t.with_timezone(&Utc))
 }
 
+/// What every feed's loop shares: the engine, the `max_running_specs` limit, the daemon's
+/// shutdown (passed to runs) and the observer of runs.
+#[derive(Clone)]
+pub struct Feeds {
+    pub engine: Engine,
+    pub running: Arc<Semaphore>,
+    pub stop: Stop,
+    /// Makes the observer of each run.
+    pub observer: fn() -> Arc<dyn Observer>,
+}
+
 /// One feed's loop. `spec` delivers new versions (applied after the current run); `removed`
-/// ends the loop between runs; `stop` is the daemon's shutdown, passed to runs.
-pub async fn feed(engine: Engine, mut spec: watch::Receiver<Arc<Spec>>, running: Arc<Semaphore>, removed: CancellationToken, stop: Stop) {
+/// ends the loop between runs.
+pub async fn feed(feeds: Feeds, mut spec: watch::Receiver<Arc<Spec>>, removed: CancellationToken) {
+    let Feeds {
+        engine,
+        running,
+        stop,
+        observer,
+    } = feeds;
     let mut current = spec.borrow_and_update().clone();
-    let mut catch_up = missed_tick(&current, last_run_start(&engine, &current.name), Utc::now());
+    let last = last_run_start(&engine, &current.name);
+    let mut catch_up = current.schedule.as_ref().is_some_and(|s| s.missed(last, Utc::now()));
     loop {
         let now = Utc::now();
         let Some(next) = next_tick(&current, now) else {
@@ -68,19 +78,20 @@ pub async fn feed(engine: Engine, mut spec: watch::Receiver<Arc<Spec>>, running:
         };
         let Ok(_permit) = permit else { return };
         let started = Utc::now();
-        match engine::run(&engine, current.clone(), RunOptions::default(), stop.clone()).await {
+        let opts = RunOptions {
+            observer: observer(),
+            ..RunOptions::default()
+        };
+        match engine::run(&engine, current.clone(), opts, stop.clone()).await {
             Ok(report) => {
-                tracing::info!(spec = %current.name, run_id = report.row.id, status = %report.row.status, copied = report.row.objects_copied, failed = report.row.objects_failed, "scheduled run done")
+                tracing::info!(spec = %current.name, run_id = report.run_id, status = %report.status, copied = report.tally.copied, failed = report.tally.failed, "scheduled run done")
             }
             Err(e) => {
                 tracing::error!(spec = %current.name, error = %e, "scheduled run could not start")
             }
         }
         // Ticks that fell during the run are skipped, not queued: never two runs at once.
-        let skipped = current
-            .schedule
-            .as_ref()
-            .map_or(0, |(_, s)| s.after(&started).take_while(|t| *t <= Utc::now()).count());
+        let skipped = current.schedule.as_ref().map_or(0, |s| s.ticks_between(started, Utc::now()));
         if skipped > 0 {
             tracing::info!(spec = %current.name, skipped, "ticks skipped because the previous run was still going");
         }
@@ -104,9 +115,11 @@ mod tests {
     fn catch_up_only_when_a_tick_was_missed() {
         let s = spec("0 30 8 * * *");
         let t = |x: &str| DateTime::parse_from_rfc3339(x).unwrap().with_timezone(&Utc);
-        assert!(missed_tick(&s, Some(t("2026-11-20T08:30:00Z")), t("2026-11-24T09:00:00Z")));
-        assert!(!missed_tick(&s, Some(t("2026-11-24T08:30:00Z")), t("2026-11-24T09:00:00Z")));
-        assert!(!missed_tick(&s, None, t("2026-11-24T09:00:00Z")));
+        let sched = s.schedule.as_ref().unwrap();
+        assert!(sched.missed(Some(t("2026-11-20T08:30:00Z")), t("2026-11-24T09:00:00Z")));
+        assert!(!sched.missed(Some(t("2026-11-24T08:30:00Z")), t("2026-11-24T09:00:00Z")));
+        assert!(!sched.missed(None, t("2026-11-24T09:00:00Z")));
         assert_eq!(next_tick(&s, t("2026-11-24T09:00:00Z")), Some(t("2026-11-25T08:30:00Z")));
+        assert_eq!(sched.ticks_between(t("2026-11-20T09:00:00Z"), t("2026-11-24T09:00:00Z")), 4);
     }
 }

@@ -1,12 +1,17 @@
 //! `s3syncd manifest ...`: audits of what was copied and of the runs, exports, and a check of
 //! the manifest against the destination.
 
-use super::{resolve_spec, summary::human_bytes, ConfigArg, EXIT_FAILED_OBJECTS, EXIT_INVALID, EXIT_OK};
-use crate::manifest::{ObjectFilter, ObjectRow, Reader, Writer};
-use crate::s3::{self, Lister, RequestCounter};
+use super::{resolve_spec, EXIT_FAILED_OBJECTS, EXIT_INVALID, EXIT_OK};
+use crate::manifest::{ObjectFilter, ObjectRow, Reader, RunRow, Writer};
+use crate::plan::{march, Step};
+use crate::s3::{self, Lister, RequestCounter, SourceObject};
+use crate::spec::size::ByteSize;
+use crate::spec::{Config, Mode};
 use clap::{Subcommand, ValueEnum};
 use std::io::Write;
 use std::sync::Arc;
+
+type Out<'a> = std::io::BufWriter<std::io::StdoutLock<'a>>;
 
 #[derive(Debug, Subcommand)]
 pub enum ManifestCommand {
@@ -20,8 +25,8 @@ pub enum ManifestCommand {
         /// Only objects copied since: a date, an RFC 3339 time, or an age like 24h or 7d.
         #[arg(long, value_parser = parse_since)]
         since: Option<String>,
-        #[arg(long, value_parser = ["direct", "stream", "staged"])]
-        mode: Option<String>,
+        #[arg(long, value_enum)]
+        mode: Option<Mode>,
     },
     /// The run history, newest first.
     Runs {
@@ -76,126 +81,142 @@ fn parse_since(s: &str) -> Result<String, String> {
     Ok(fmt(Utc::now() - chrono::Duration::from_std(age).map_err(|e| e.to_string())?))
 }
 
-pub async fn run(config: &ConfigArg, cmd: ManifestCommand) -> anyhow::Result<i32> {
-    let cfg = match config.load() {
-        Ok(c) => c,
-        Err(e) => {
-            super::print_diagnostics(&e);
-            return Ok(EXIT_INVALID);
-        }
-    };
+pub async fn run(cfg: &Config, cmd: ManifestCommand) -> anyhow::Result<i32> {
     let path = cfg.manifest_path();
     if !path.exists() {
         anyhow::bail!("no manifest at {} yet: no run has been recorded with this config", path.display());
     }
     let reader = Reader::open(&path)?;
+    if let ManifestCommand::Verify { spec, repair } = cmd {
+        return verify(cfg, &reader, &spec, repair).await;
+    }
     let out = std::io::stdout();
     let mut out = std::io::BufWriter::new(out.lock());
     match cmd {
         ManifestCommand::Ls { spec, prefix, since, mode } => {
-            let mut io = Ok(());
-            reader.each_object(&ObjectFilter { spec, prefix, since, mode }, |r| {
-                io = writeln!(out, "{}\t{}\t{}\t{}\t{}", r.spec, r.dest_key, r.size, r.mode, r.copied_at);
-                io.is_ok()
+            let filter = ObjectFilter {
+                spec,
+                prefix,
+                since,
+                mode: mode.map(|m| m.as_str().to_string()),
+            };
+            each_line(&reader, &filter, &mut out, |r| {
+                format!("{}\t{}\t{}\t{}\t{}", r.spec, r.dest_key, r.size, r.mode, r.copied_at)
             })?;
-            ignore_broken_pipe(io)?;
         }
-        ManifestCommand::Runs { spec, last } => {
-            writeln!(
-                out,
-                "{:>6}  {:<28} {:<11} {:<24} {:>8} {:>8} {:>8} {:>8} {:>7} {:>10} {:>9}",
-                "id", "spec", "status", "started", "seconds", "listed", "copied", "skipped", "failed", "bytes", "fallbacks"
-            )?;
-            for r in reader.runs(spec.as_deref(), last)? {
-                let secs = duration(&r.started_at, r.finished_at.as_deref()).map_or("-".into(), |d| format!("{d:.1}"));
-                let fallbacks: u64 = serde_json::from_str::<serde_json::Value>(&r.details)
-                    .ok()
-                    .and_then(|v| {
-                        v.get("fallbacks")
-                            .and_then(|f| f.as_object())
-                            .map(|m| m.values().filter_map(|n| n.as_u64()).sum())
-                    })
-                    .unwrap_or(0);
-                writeln!(
-                    out,
-                    "{:>6}  {:<28} {:<11} {:<24} {:>8} {:>8} {:>8} {:>8} {:>7} {:>10} {:>9}",
-                    r.id,
-                    r.spec,
-                    r.status,
-                    r.started_at,
-                    secs,
-                    r.objects_listed,
-                    r.objects_copied,
-                    r.objects_skipped,
-                    r.objects_failed,
-                    human_bytes(r.bytes_copied),
-                    fallbacks
-                )?;
-            }
-        }
+        ManifestCommand::Runs { spec, last } => runs(&reader, spec.as_deref(), last, &mut out)?,
         ManifestCommand::Export { format, spec } => {
-            let mut io = Ok(());
-            if let Format::Csv = format {
-                writeln!(
-                    out,
-                    "spec,dest_key,source_key,size,etag,source_last_modified,copied_at,mode,run_id,dest_etag,verified"
-                )?;
-            }
-            reader.each_object(
-                &ObjectFilter {
-                    spec,
-                    ..ObjectFilter::default()
-                },
-                |r| {
-                    let line = match format {
-                        Format::Csv => csv_line(&r),
-                        Format::Jsonl => json_line(&r),
-                    };
-                    io = writeln!(out, "{line}");
-                    io.is_ok()
-                },
-            )?;
-            ignore_broken_pipe(io)?;
-        }
-        ManifestCommand::Verify { spec, repair } => {
-            drop(out);
-            return verify(&cfg, &reader, &spec, repair).await;
-        }
-        ManifestCommand::Status => {
-            let specs = crate::spec::load_dir(&cfg.spec_dir).map(|s| s.specs).unwrap_or_default();
-            let mut names: Vec<String> = specs.keys().cloned().collect();
-            for n in reader.known_specs()? {
-                if !names.contains(&n) {
-                    names.push(n);
+            let filter = ObjectFilter {
+                spec,
+                ..ObjectFilter::default()
+            };
+            match format {
+                Format::Csv => {
+                    writeln!(out, "{CSV_HEADER}")?;
+                    each_line(&reader, &filter, &mut out, csv_line)?;
                 }
-            }
-            for name in names {
-                let st = reader.spec_status(&name)?;
-                let spec = specs.get(&name);
-                let schedule = match spec {
-                    None => "(no spec file)".to_string(),
-                    Some(s) if !s.enabled => "disabled".to_string(),
-                    Some(s) => s.schedule.as_ref().map_or("manual".to_string(), |(e, _)| format!("\"{e}\"")),
-                };
-                let next = spec
-                    .filter(|s| s.enabled)
-                    .and_then(|s| crate::scheduler::next_tick(s, chrono::Utc::now()))
-                    .map_or("-".to_string(), |t| t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true));
-                let last = st.last_run.as_ref().map_or("never".to_string(), |r| {
-                    format!("run {} {} {}", r.id, r.status, r.finished_at.as_deref().unwrap_or("(running)"))
-                });
-                writeln!(
-                    out,
-                    "{name}: schedule {schedule}, next {next}, last {last}, holds {} objects ({}), last success {}",
-                    st.objects,
-                    human_bytes(st.bytes),
-                    st.last_success.as_deref().unwrap_or("never")
-                )?;
+                Format::Jsonl => each_line(&reader, &filter, &mut out, json_line)?,
             }
         }
+        ManifestCommand::Status => status(cfg, &reader, &mut out)?,
+        ManifestCommand::Verify { .. } => unreachable!("answered above"),
     }
     ignore_broken_pipe(out.flush())?;
     Ok(EXIT_OK)
+}
+
+/// Streams the matching objects, one formatted line each.
+fn each_line(reader: &Reader, filter: &ObjectFilter, out: &mut Out, line: impl Fn(&ObjectRow) -> String) -> anyhow::Result<()> {
+    let mut io = Ok(());
+    reader.each_object(filter, |r| {
+        io = writeln!(out, "{}", line(&r));
+        io.is_ok()
+    })?;
+    Ok(ignore_broken_pipe(io)?)
+}
+
+/// One line of the `runs` table; the header and the rows share the widths.
+macro_rules! runs_line {
+    ($($col:expr),+) => {
+        format!("{:>6}  {:<28} {:<11} {:<24} {:>8} {:>8} {:>8} {:>8} {:>7} {:>10} {:>9}", $($col),+)
+    };
+}
+
+fn runs(reader: &Reader, spec: Option<&str>, last: u32, out: &mut Out) -> anyhow::Result<()> {
+    let head = runs_line!(
+        "id",
+        "spec",
+        "status",
+        "started",
+        "seconds",
+        "listed",
+        "copied",
+        "skipped",
+        "failed",
+        "bytes",
+        "fallbacks"
+    );
+    writeln!(out, "{head}")?;
+    for r in reader.runs(spec, last)? {
+        let secs = duration(&r.started_at, r.finished_at.as_deref()).map_or("-".into(), |d| format!("{d:.1}"));
+        let line = runs_line!(
+            r.id,
+            r.spec,
+            r.status.as_str(),
+            r.started_at,
+            secs,
+            r.objects_listed,
+            r.objects_copied,
+            r.objects_skipped,
+            r.objects_failed,
+            ByteSize(r.bytes_copied).to_string(),
+            fallbacks(&r)
+        );
+        writeln!(out, "{line}")?;
+    }
+    Ok(())
+}
+
+/// Objects that fell back in a run, from its `details`.
+fn fallbacks(r: &RunRow) -> u64 {
+    serde_json::from_str::<serde_json::Value>(&r.details)
+        .ok()
+        .and_then(|v| v.get("fallbacks")?.as_object().map(|m| m.values().filter_map(|n| n.as_u64()).sum()))
+        .unwrap_or(0)
+}
+
+fn status(cfg: &Config, reader: &Reader, out: &mut Out) -> anyhow::Result<()> {
+    let specs = crate::spec::load_dir(&cfg.spec_dir).map(|s| s.specs).unwrap_or_default();
+    let mut names: Vec<String> = specs.keys().cloned().collect();
+    for n in reader.known_specs()? {
+        if !names.contains(&n) {
+            names.push(n);
+        }
+    }
+    for name in names {
+        let st = reader.spec_status(&name)?;
+        let spec = specs.get(&name);
+        let schedule = match spec {
+            None => "(no spec file)".to_string(),
+            Some(s) if !s.enabled => "disabled".to_string(),
+            Some(s) => s.schedule.as_ref().map_or("manual".to_string(), |x| format!("\"{}\"", x.expr)),
+        };
+        let next = spec
+            .filter(|s| s.enabled)
+            .and_then(|s| s.schedule.as_ref()?.next_after(chrono::Utc::now()))
+            .map_or("-".to_string(), |t| t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true));
+        let last = st.last_run.as_ref().map_or("never".to_string(), |r| {
+            format!("run {} {} {}", r.id, r.status, r.finished_at.as_deref().unwrap_or("(running)"))
+        });
+        writeln!(
+            out,
+            "{name}: schedule {schedule}, next {next}, last {last}, holds {} objects ({}), last success {}",
+            st.objects,
+            ByteSize(st.bytes),
+            st.last_success.as_deref().unwrap_or("never")
+        )?;
+    }
+    Ok(())
 }
 
 /// `| head` closing the pipe is not an error.
@@ -221,6 +242,8 @@ fn csv_field(s: &str) -> String {
     }
 }
 
+const CSV_HEADER: &str = "spec,dest_key,source_key,size,etag,source_last_modified,copied_at,mode,run_id,dest_etag,verified";
+
 fn csv_line(r: &ObjectRow) -> String {
     let o = |v: &Option<String>| v.as_deref().map(csv_field).unwrap_or_default();
     format!(
@@ -242,14 +265,51 @@ fn csv_line(r: &ObjectRow) -> String {
 fn json_line(r: &ObjectRow) -> String {
     serde_json::json!({
         "spec": r.spec, "dest_key": r.dest_key, "source_key": r.source_key, "size": r.size, "etag": r.etag,
-        "source_last_modified": r.source_last_modified, "copied_at": r.copied_at, "mode": r.mode, "run_id": r.run_id,
-        "dest_etag": r.dest_etag, "verified": r.verified,
+        "source_last_modified": r.source_last_modified, "copied_at": r.copied_at, "mode": r.mode.as_str(), "run_id": r.run_id,
+        "dest_etag": r.dest_etag, "verified": r.verified.as_str(),
     })
     .to_string()
 }
 
-/// Lists the spec's destination prefix and merges it with the manifest, both in key order.
-async fn verify(cfg: &crate::spec::Config, reader: &Reader, spec_name: &str, repair: bool) -> anyhow::Result<i32> {
+/// Drift between the manifest and the destination, found by `verify`.
+#[derive(Default)]
+struct Drift {
+    checked: u64,
+    unknown: u64,
+    /// Rows whose object is missing or of another size: what `--repair` forgets.
+    bad: Vec<ObjectRow>,
+    missing: u64,
+}
+
+impl Drift {
+    fn step(&mut self, step: Step<SourceObject, ObjectRow>) {
+        match step {
+            Step::Right(r) => {
+                println!(
+                    "missing    {}  (manifest: {} bytes, copied {} by run {})",
+                    r.dest_key, r.size, r.copied_at, r.run_id
+                );
+                self.missing += 1;
+                self.bad.push(r);
+            }
+            Step::Left(obj) => {
+                println!("unknown    {}  ({} bytes, not in the manifest)", obj.key, obj.size);
+                self.unknown += 1;
+            }
+            Step::Both(obj, r) if r.size != obj.size => {
+                println!(
+                    "different  {}  (manifest: {} bytes, destination: {} bytes)",
+                    obj.key, r.size, obj.size
+                );
+                self.bad.push(r);
+            }
+            Step::Both(..) => self.checked += 1,
+        }
+    }
+}
+
+/// Lists the spec's destination prefix and marches it with the manifest, page by page.
+async fn verify(cfg: &Config, reader: &Reader, spec_name: &str, repair: bool) -> anyhow::Result<i32> {
     let spec = match resolve_spec(cfg, spec_name) {
         Ok(s) => s,
         Err(e) => {
@@ -259,67 +319,39 @@ async fn verify(cfg: &crate::spec::Config, reader: &Reader, spec_name: &str, rep
     };
     let dst = s3::client(&spec.destination, &spec.transfer, Arc::new(RequestCounter::default())).await;
     let mut lister = Lister::new(dst, &spec.destination.bucket, &spec.destination.prefix);
-    let (mut checked, mut missing, mut different, mut unknown) = (0u64, Vec::new(), Vec::new(), 0u64);
+    let mut drift = Drift::default();
     let mut last: Option<String> = None;
-    let report_missing = |rows: Vec<ObjectRow>, missing: &mut Vec<ObjectRow>| {
-        for r in rows {
-            println!(
-                "missing    {}  (manifest: {} bytes, copied {} by run {})",
-                r.dest_key, r.size, r.copied_at, r.run_id
-            );
-            missing.push(r);
-        }
-    };
+    let window = |lower: Option<&str>, upper: Option<&str>| reader.range(&spec.name, &spec.destination.prefix, lower, upper);
     while let Some(page) = lister.next_page().await? {
         let Some(upper) = page.last().map(|o| o.key.clone()) else {
             continue;
         };
-        let rows = reader.range(&spec.name, &spec.destination.prefix, last.as_deref(), Some(&upper))?;
-        let mut rows = rows.into_iter().peekable();
-        for obj in page {
-            let before: Vec<ObjectRow> = std::iter::from_fn(|| rows.next_if(|r| r.dest_key.as_bytes() < obj.key.as_bytes())).collect();
-            report_missing(before, &mut missing);
-            match rows.next_if(|r| r.dest_key == obj.key) {
-                Some(r) if r.size != obj.size => {
-                    println!(
-                        "different  {}  (manifest: {} bytes, destination: {} bytes)",
-                        obj.key, r.size, obj.size
-                    );
-                    different.push(r);
-                }
-                Some(_) => checked += 1,
-                None => {
-                    println!("unknown    {}  ({} bytes, not in the manifest)", obj.key, obj.size);
-                    unknown += 1;
-                }
-            }
-        }
-        report_missing(rows.collect(), &mut missing);
+        let rows = window(last.as_deref(), Some(&upper))?;
+        march(page, rows, |o| &o.key, |r| &r.dest_key).for_each(|s| drift.step(s));
         last = Some(upper);
     }
-    report_missing(
-        reader.range(&spec.name, &spec.destination.prefix, last.as_deref(), None)?,
-        &mut missing,
-    );
+    window(last.as_deref(), None)?.into_iter().for_each(|r| drift.step(Step::Right(r)));
     println!(
-        "{}: {checked} objects match the manifest; {} missing, {} different, {unknown} unknown at s3://{}/{}",
+        "{}: {} objects match the manifest; {} missing, {} different, {} unknown at s3://{}/{}",
         spec.name,
-        missing.len(),
-        different.len(),
+        drift.checked,
+        drift.missing,
+        drift.bad.len() as u64 - drift.missing,
+        drift.unknown,
         spec.destination.bucket,
         spec.destination.prefix
     );
-    if repair && !(missing.is_empty() && different.is_empty()) {
+    if repair && !drift.bad.is_empty() {
         let writer = Writer::open(reader.path())?;
-        for r in missing.iter().chain(&different) {
+        for r in &drift.bad {
             writer.forget(&r.spec, &r.dest_key);
         }
         writer.flush().await?;
-        println!(
-            "repair: {} objects forgotten; the next run copies them again",
-            missing.len() + different.len()
-        );
+        println!("repair: {} objects forgotten; the next run copies them again", drift.bad.len());
     }
-    let drift = !missing.is_empty() || !different.is_empty() || unknown > 0;
-    Ok(if drift { EXIT_FAILED_OBJECTS } else { EXIT_OK })
+    Ok(if drift.bad.is_empty() && drift.unknown == 0 {
+        EXIT_OK
+    } else {
+        EXIT_FAILED_OBJECTS
+    })
 }

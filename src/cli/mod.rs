@@ -1,14 +1,18 @@
-//! The command line: argument shapes (clap) and the commands behind them. Exit codes follow the
-//! contract: 0 success, 1 some objects failed, 2 invalid command line / config / spec.
+//! The command line: argument shapes (clap), the commands behind them, signals, and exit codes,
+//! which belong here alone: 0 success, 1 some objects failed, 2 invalid command line / config /
+//! spec, 3 the run could not be carried out at all.
 
 pub mod manifest;
+mod progress;
+mod signals;
 mod summary;
 
-pub use summary::{human_bytes, summary};
+pub use summary::summary;
 
-use crate::engine::{self, Engine, RunOptions, Stop};
-use crate::spec::{self, Config, Mode, Spec, SpecError};
-use clap::{Args, Parser, Subcommand};
+use crate::engine::{self, Engine, Observer, RunOptions, Stop};
+use crate::manifest::RunStatus;
+use crate::spec::{self, Config, ModeChoice, Spec, SpecError};
+use clap::{Parser, Subcommand};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -21,19 +25,17 @@ pub const EXIT_ERROR: i32 = 3;
 #[derive(Debug, Parser)]
 #[command(name = "s3syncd", version, about = "Declarative S3-to-S3 sync daemon")]
 pub struct Cli {
+    /// Global config file.
+    #[arg(long, global = true, env = "S3SYNCD_CONFIG", value_name = "FILE")]
+    pub config: Option<PathBuf>,
     #[command(subcommand)]
     pub command: Command,
 }
 
-#[derive(Debug, Args, Clone)]
-pub struct ConfigArg {
-    /// Global config file.
-    #[arg(long, global = true, env = "S3SYNCD_CONFIG", value_name = "FILE")]
-    pub config: Option<PathBuf>,
-}
-
-impl ConfigArg {
-    pub fn load(&self) -> Result<Config, SpecError> {
+impl Cli {
+    /// Loads the config, once for the whole command: the given file, else the default
+    /// location (built-in defaults when no file is there).
+    pub fn load_config(&self) -> Result<Config, SpecError> {
         match &self.config {
             Some(p) => Config::load(p, true),
             None => Config::load(Path::new(spec::DEFAULT_CONFIG_PATH), false),
@@ -44,40 +46,59 @@ impl ConfigArg {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Run until SIGTERM: watch spec_dir, run each spec on its schedule.
-    Daemon {
-        #[command(flatten)]
-        config: ConfigArg,
-    },
+    Daemon,
     /// Run one spec now, in the foreground, and print a summary.
     Run {
-        #[command(flatten)]
-        config: ConfigArg,
         /// A spec file, or the name of a spec in spec_dir.
         spec: String,
         /// Print the plan (counts, bytes, first keys) and change nothing.
         #[arg(long)]
         dry_run: bool,
         /// Override the spec's mode for this run.
-        #[arg(long, value_parser = parse_mode)]
-        mode: Option<Mode>,
+        #[arg(long, value_enum)]
+        mode: Option<ModeChoice>,
     },
     /// Audits: copied objects, runs, exports, drift against the destination.
     Manifest {
-        #[command(flatten)]
-        config: ConfigArg,
         #[command(subcommand)]
         command: manifest::ManifestCommand,
     },
     /// Check the config and spec files or directories (default: the config and its spec_dir).
-    Validate {
-        #[command(flatten)]
-        config: ConfigArg,
-        paths: Vec<PathBuf>,
-    },
+    Validate { paths: Vec<PathBuf> },
 }
 
-fn parse_mode(s: &str) -> Result<Mode, String> {
-    Mode::parse(s).ok_or_else(|| format!("unknown mode {s:?}: use auto, direct, stream or staged"))
+/// Runs the command with the config loaded once; returns the exit code.
+pub fn dispatch(command: Command, config: Result<Config, SpecError>) -> i32 {
+    if let Command::Validate { paths } = &command {
+        return validate(config, paths);
+    }
+    let config = match config {
+        Ok(c) => c,
+        Err(e) => {
+            print_diagnostics(&e);
+            return EXIT_INVALID;
+        }
+    };
+    let result = block_on(async move {
+        match command {
+            Command::Run { spec, dry_run, mode } => run(config, &spec, dry_run, mode).await,
+            Command::Daemon => daemon(config).await,
+            Command::Manifest { command } => manifest::run(&config, command).await,
+            Command::Validate { .. } => unreachable!("handled above"),
+        }
+    });
+    result.unwrap_or_else(|e| {
+        eprintln!("s3syncd: error: {e:#}");
+        EXIT_ERROR
+    })
+}
+
+fn block_on<T>(f: impl std::future::Future<Output = T>) -> T {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("tokio runtime")
+        .block_on(f)
 }
 
 pub(crate) fn print_diagnostics(e: &SpecError) {
@@ -86,11 +107,11 @@ pub(crate) fn print_diagnostics(e: &SpecError) {
     }
 }
 
-/// `validate`: every error in every file, `FILE:LINE:COLUMN: message`; exit 2 if any.
-pub fn validate(config: &ConfigArg, paths: &[PathBuf]) -> i32 {
-    let mut errors = Vec::new();
+/// `validate`: every error in every file, `FILE:LINE:COLUMN: message`; exit 2 if any. Specs are
+/// loaded exactly as the daemon loads them, so the verdicts agree.
+pub fn validate(config: Result<Config, SpecError>, paths: &[PathBuf]) -> i32 {
     let targets = if paths.is_empty() {
-        match config.load() {
+        match config {
             Ok(c) => vec![c.spec_dir],
             Err(e) => {
                 print_diagnostics(&e);
@@ -101,12 +122,11 @@ pub fn validate(config: &ConfigArg, paths: &[PathBuf]) -> i32 {
         paths.to_vec()
     };
     let set = spec::load_paths(&targets);
-    errors.extend(set.errors);
-    for d in &errors {
+    for d in &set.errors {
         eprintln!("{d}");
     }
     for s in set.specs.values() {
-        let schedule = s.schedule.as_ref().map_or("manual only", |(e, _)| e.as_str());
+        let schedule = s.schedule.as_ref().map_or("manual only", |x| x.expr.as_str());
         println!(
             "ok {} ({}): s3://{}/{} -> s3://{}/{} mode {} schedule \"{}\"{}",
             s.name,
@@ -120,10 +140,10 @@ pub fn validate(config: &ConfigArg, paths: &[PathBuf]) -> i32 {
             if s.enabled { "" } else { " (disabled)" }
         );
     }
-    if errors.is_empty() {
+    if set.errors.is_empty() {
         EXIT_OK
     } else {
-        eprintln!("{} error(s); nothing was changed", errors.len());
+        eprintln!("{} error(s); nothing was changed", set.errors.len());
         EXIT_INVALID
     }
 }
@@ -151,9 +171,9 @@ pub fn resolve_spec(config: &Config, arg: &str) -> Result<Spec, SpecError> {
 }
 
 /// `run`: one run of one spec in the foreground.
-pub async fn run(config: &ConfigArg, spec_arg: &str, dry_run: bool, mode: Option<Mode>) -> anyhow::Result<i32> {
-    let (config, spec) = match config.load().and_then(|c| resolve_spec(&c, spec_arg).map(|s| (c, s))) {
-        Ok(v) => v,
+pub async fn run(config: Config, spec_arg: &str, dry_run: bool, mode: Option<ModeChoice>) -> anyhow::Result<i32> {
+    let spec = match resolve_spec(&config, spec_arg) {
+        Ok(s) => s,
         Err(e) => {
             print_diagnostics(&e);
             return Ok(EXIT_INVALID);
@@ -162,26 +182,34 @@ pub async fn run(config: &ConfigArg, spec_arg: &str, dry_run: bool, mode: Option
     let engine = Engine::new(config)?;
     let stop = Stop::default();
     // Ctrl-C / SIGTERM: stop listing and starting copies, let in-flight ones finish; a second one aborts.
-    {
-        let stop = stop.clone();
-        tokio::spawn(async move {
-            crate::daemon::signals::wait_terminate().await;
-            tracing::warn!("stopping: finishing in-flight copies (send again to abort them)");
-            stop.stop.cancel();
-            crate::daemon::signals::wait_terminate().await;
-            stop.hard_stop.cancel();
-        });
-    }
-    let progress = (!dry_run && std::io::IsTerminal::is_terminal(&std::io::stderr())).then(|| {
-        let bar = indicatif::ProgressBar::new(0);
-        bar.set_style(
-            indicatif::ProgressStyle::with_template("{spinner} {pos}/{len} objects, {msg} copied, {per_sec}, ETA {eta} [{wide_bar}]")
-                .expect("valid template"),
-        );
-        bar
-    });
-    let opts = RunOptions { dry_run, mode, progress };
+    signals::spawn(stop.clone(), None)?;
+    let observer: Arc<dyn Observer> = if dry_run {
+        Arc::new(engine::Quiet)
+    } else if std::io::IsTerminal::is_terminal(&std::io::stderr()) {
+        Arc::new(progress::Bar::new())
+    } else {
+        Arc::new(crate::daemon::LogProgress::default())
+    };
+    let opts = RunOptions { dry_run, mode, observer };
     let report = engine::run(&engine, Arc::new(spec), opts, stop).await?;
     print!("{}", summary(&report));
-    Ok(if report.exit_code() == 0 { EXIT_OK } else { EXIT_FAILED_OBJECTS })
+    Ok(if report.status == RunStatus::Ok {
+        EXIT_OK
+    } else {
+        EXIT_FAILED_OBJECTS
+    })
+}
+
+/// `daemon`: the service, with signals wired to its controls.
+async fn daemon(config: Config) -> anyhow::Result<i32> {
+    let controls = crate::daemon::Controls::default();
+    signals::spawn(controls.stop.clone(), Some(controls.reloader()))?;
+    match crate::daemon::run(config, controls).await {
+        Ok(()) => Ok(EXIT_OK),
+        Err(e @ (crate::daemon::DaemonError::SpecDir(_) | crate::daemon::DaemonError::Metrics(_))) => {
+            eprintln!("{e}");
+            Ok(EXIT_INVALID)
+        }
+        Err(e) => Err(e.into()),
+    }
 }

@@ -1,26 +1,77 @@
-//! The long-running service: loads the spec directory, runs one scheduler task per feed, reloads
-//! on file changes and SIGHUP through one path, tells systemd what it is doing, and shuts down
-//! gracefully on SIGTERM.
+//! The long-running service: loads the spec directory, runs one scheduler task per feed,
+//! reloads on file changes and on the caller's reload requests (SIGHUP) through one path,
+//! tells systemd what it is doing, and shuts down gracefully when the caller says so.
 //!
-//! Shutdown: the first SIGTERM/SIGINT stops scheduling and listing; in-flight transfers get
-//! `shutdown_grace` to finish, then multipart uploads are aborted; run rows say `interrupted`;
-//! exit 0. A second signal skips the grace period.
+//! Signals and exit codes stay at the edge (`cli`), as in mini-redis's `server::run`: the caller
+//! hands in [`Controls`]. Shutdown: `stop` ends scheduling and listing; in-flight transfers get
+//! `shutdown_grace` to finish, then `hard_stop` aborts them (multipart uploads are aborted);
+//! run rows say `interrupted`. The caller may fire `hard_stop` early (a second signal).
 
-pub mod signals;
+mod progress;
 mod systemd;
+pub mod watcher;
 
-use crate::cli::{ConfigArg, EXIT_INVALID};
-use crate::engine::{Engine, Stop};
-use crate::spec::{self, Spec};
-use futures::StreamExt;
+pub use progress::LogProgress;
+
+use crate::engine::{Engine, EngineError, Observer, Stop};
+use crate::manifest::ManifestError;
+use crate::scheduler::Feeds;
+use crate::spec::{self, Config, Spec, SpecError};
 use std::collections::BTreeMap;
-use std::os::unix::fs::PermissionsExt;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::{mpsc, watch, Semaphore};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
+
+#[derive(Debug, thiserror::Error)]
+pub enum DaemonError {
+    /// The spec directory cannot be used at all (missing, or writable by others).
+    #[error(transparent)]
+    SpecDir(SpecError),
+    #[error("{0}")]
+    Metrics(String),
+    #[error(transparent)]
+    Engine(#[from] EngineError),
+    #[error(transparent)]
+    Manifest(#[from] ManifestError),
+}
+
+/// Why the spec directory is loaded again.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Reload {
+    /// SIGHUP, or `systemctl reload`.
+    Signal,
+    /// The watcher saw files change.
+    FileChange,
+}
+
+/// How the caller steers the daemon: its shutdown tokens, and a channel of reload requests
+/// that the spec directory's watcher feeds too.
+pub struct Controls {
+    pub stop: Stop,
+    reload_tx: mpsc::Sender<Reload>,
+    reload_rx: mpsc::Receiver<Reload>,
+}
+
+impl Default for Controls {
+    fn default() -> Self {
+        let (reload_tx, reload_rx) = mpsc::channel(4);
+        Controls {
+            stop: Stop::default(),
+            reload_tx,
+            reload_rx,
+        }
+    }
+}
+
+impl Controls {
+    /// Sends reload requests.
+    pub fn reloader(&self) -> mpsc::Sender<Reload> {
+        self.reload_tx.clone()
+    }
+}
 
 /// A scheduled feed: the channel that hands it new spec versions, and its removal token.
 struct Feed {
@@ -29,198 +80,141 @@ struct Feed {
     removed: CancellationToken,
 }
 
-/// Like sshd's StrictModes: the spec directory decides what gets copied where with which
-/// credentials, so group- or world-writable files and directories are refused.
-pub fn unsafe_permissions(path: &Path) -> Option<String> {
-    let meta = std::fs::metadata(path).ok()?;
-    let mode = meta.permissions().mode();
-    (mode & 0o022 != 0).then(|| {
-        format!(
-            "{} is writable by group or others (mode {:o}); refusing it: run `chmod go-w {}`",
-            path.display(),
-            mode & 0o777,
-            path.display()
-        )
-    })
-}
-
 struct Daemon {
-    engine: Engine,
     spec_dir: PathBuf,
+    shared: Feeds,
     feeds: BTreeMap<String, Feed>,
-    running: Arc<Semaphore>,
-    stop: Stop,
     tracker: TaskTracker,
 }
 
-impl Daemon {
-    /// Loads the spec directory and applies the difference: new feeds start, removed ones stop
-    /// being scheduled (a run in flight finishes), changed ones take effect after their current
-    /// run. A file that fails keeps its feed's last good version.
-    fn reload(&mut self) {
-        if let Some(why) = unsafe_permissions(&self.spec_dir) {
-            tracing::error!("{why}; keeping the feeds as they are");
-            return;
-        }
-        let set = match spec::load_dir(&self.spec_dir) {
-            Ok(s) => s,
-            Err(e) => {
-                for d in e.diagnostics() {
-                    tracing::error!(diagnostic = %d, "cannot load spec directory; keeping the feeds as they are");
-                }
-                return;
-            }
-        };
-        for d in &set.errors {
-            tracing::error!("{d}");
-        }
-        let mut wanted: BTreeMap<String, Arc<Spec>> = BTreeMap::new();
-        for (name, s) in set.specs {
-            if let Some(why) = unsafe_permissions(&s.path) {
-                tracing::error!(spec = %name, "{why}");
-                continue;
-            }
-            wanted.insert(name, Arc::new(s));
-        }
-        // Feeds whose file failed to load keep their last good version.
-        for f in &set.failed_files {
-            if let Some((name, feed)) = self.feeds.iter().find(|(_, feed)| &feed.spec.path == f) {
-                if !wanted.contains_key(name) {
-                    tracing::warn!(spec = %name, file = %f.display(), "keeping the last good version of this spec");
-                    wanted.insert(name.clone(), feed.spec.clone());
-                }
-            }
-        }
-        wanted.retain(|name, s| {
-            if !s.enabled {
-                tracing::info!(spec = %name, "disabled: not scheduled");
-            }
-            s.enabled
-        });
-        let gone: Vec<String> = self.feeds.keys().filter(|n| !wanted.contains_key(*n)).cloned().collect();
-        for name in gone {
-            if let Some(feed) = self.feeds.remove(&name) {
-                tracing::info!(spec = %name, "spec removed: no longer scheduled");
-                feed.removed.cancel();
-            }
-        }
-        for (name, s) in wanted {
-            match self.feeds.get_mut(&name) {
-                Some(feed) if feed.spec.fingerprint == s.fingerprint => {}
-                Some(feed) => {
-                    tracing::info!(spec = %name, "spec changed");
-                    feed.spec = s.clone();
-                    let _ = feed.updates.send(s);
-                }
-                None => {
-                    tracing::info!(spec = %name, schedule = s.schedule.as_ref().map_or("none", |(e, _)| e.as_str()), "spec added");
-                    let (updates, rx) = watch::channel(s.clone());
-                    let removed = CancellationToken::new();
-                    self.tracker.spawn(crate::scheduler::feed(
-                        self.engine.clone(),
-                        rx,
-                        self.running.clone(),
-                        removed.clone(),
-                        self.stop.clone(),
-                    ));
-                    self.feeds.insert(name, Feed { spec: s, updates, removed });
-                }
-            }
-        }
-        systemd::status(&format!("{} feeds scheduled", self.feeds.len()));
-    }
+fn log_progress() -> Arc<dyn Observer> {
+    Arc::new(LogProgress::default())
 }
 
-/// `s3syncd daemon`.
-pub async fn run(config_arg: &ConfigArg) -> anyhow::Result<i32> {
-    let config = match config_arg.load() {
-        Ok(c) => c,
-        Err(e) => {
-            for d in e.diagnostics() {
-                eprintln!("{d}");
-            }
-            return Ok(EXIT_INVALID);
-        }
-    };
-    if let Some(why) = unsafe_permissions(&config.spec_dir) {
-        eprintln!("{why}");
-        return Ok(EXIT_INVALID);
-    }
+/// `s3syncd daemon`: runs until `controls.stop` fires, then drains.
+pub async fn run(config: Config, controls: Controls) -> Result<(), DaemonError> {
     if let Some(addr) = config.metrics_listen {
-        if let Err(e) = crate::metrics::install(addr) {
-            eprintln!("{e}");
-            return Ok(EXIT_INVALID);
-        }
+        crate::metrics::install(addr).map_err(DaemonError::Metrics)?;
         tracing::info!(%addr, "serving Prometheus metrics at /metrics");
     }
+    // The first load decides whether the daemon can start at all: `validate` gives the same verdict.
+    let first = spec::load_dir(&config.spec_dir).map_err(DaemonError::SpecDir)?;
     let grace = config.shutdown_grace;
     let spec_dir = config.spec_dir.clone();
+    let running = Arc::new(Semaphore::new(config.max_running_specs));
     let engine = Engine::new(config)?;
-    let running = Arc::new(Semaphore::new(engine.config.max_running_specs));
+    let Controls {
+        stop,
+        reload_tx,
+        mut reload_rx,
+    } = controls;
     let mut d = Daemon {
-        engine,
         spec_dir,
+        shared: Feeds {
+            engine,
+            running,
+            stop: stop.clone(),
+            observer: log_progress,
+        },
         feeds: BTreeMap::new(),
-        running,
-        stop: Stop::default(),
         tracker: TaskTracker::new(),
     };
-
-    let (reload_tx, mut reload_rx) = mpsc::channel::<()>(4);
-    let _watcher = match crate::watcher::watch(&d.spec_dir, reload_tx.clone()) {
-        Ok(w) => Some(w),
-        Err(e) => {
-            tracing::warn!(error = %e, dir = %d.spec_dir.display(), "cannot watch the spec directory; reload with SIGHUP");
-            None
-        }
-    };
-    let mut signals = signals::stream()?;
-    d.reload();
+    let _watcher = watcher::watch(&d.spec_dir, reload_tx)
+        .inspect_err(|e| tracing::warn!(error = %e, dir = %d.spec_dir.display(), "cannot watch the spec directory; reload with SIGHUP"))
+        .ok();
+    d.apply(first);
     systemd::ready();
     systemd::spawn_watchdog();
     tracing::info!(spec_dir = %d.spec_dir.display(), feeds = d.feeds.len(), "daemon started");
-
     loop {
         tokio::select! {
-            sig = signals.next() => match sig {
-                Some(signals::Signal::Reload) => {
-                    tracing::info!("SIGHUP: reloading specs");
-                    systemd::reloading();
-                    d.reload();
-                    systemd::ready();
+            () = stop.stop.cancelled() => break,
+            Some(cause) = reload_rx.recv() => {
+                match cause {
+                    Reload::Signal => tracing::info!("SIGHUP: reloading specs"),
+                    Reload::FileChange => tracing::info!("spec directory changed: reloading"),
                 }
-                Some(signals::Signal::Terminate) | None => break,
-            },
-            Some(()) = reload_rx.recv() => {
-                tracing::info!("spec directory changed: reloading");
                 systemd::reloading();
                 d.reload();
                 systemd::ready();
             }
         }
     }
+    d.shut_down(grace).await
+}
 
-    tracing::info!(
-        grace_seconds = grace.as_secs(),
-        "stopping: no new runs; in-flight transfers may finish"
-    );
-    systemd::stopping();
-    d.stop.stop.cancel();
-    d.tracker.close();
-    tokio::select! {
-        () = d.tracker.wait() => {}
-        () = tokio::time::sleep(grace) => {
-            tracing::warn!("grace period over: aborting in-flight transfers");
-            d.stop.hard_stop.cancel();
-        }
-        _ = signals.next() => {
-            tracing::warn!("second signal: aborting in-flight transfers now");
-            d.stop.hard_stop.cancel();
+impl Daemon {
+    /// Loads the spec directory again; a directory that cannot be read keeps every feed as it is.
+    fn reload(&mut self) {
+        match spec::load_dir(&self.spec_dir) {
+            Ok(set) => self.apply(set),
+            Err(e) => {
+                for d in e.diagnostics() {
+                    tracing::error!(diagnostic = %d, "cannot load spec directory; keeping the feeds as they are");
+                }
+            }
         }
     }
-    // Aborted tasks record their run rows before they end; bound the wait anyway.
-    let _ = tokio::time::timeout(Duration::from_secs(10), d.tracker.wait()).await;
-    d.engine.writer.flush().await?;
-    tracing::info!("stopped");
-    Ok(0)
+
+    /// Applies a loaded directory: new feeds start, removed ones stop being scheduled (a run in
+    /// flight finishes), changed ones take effect after their current run, and a file that
+    /// fails keeps its feed's last good version.
+    fn apply(&mut self, set: spec::SpecSet) {
+        for d in &set.errors {
+            tracing::error!("{d}");
+        }
+        let running: BTreeMap<String, Arc<Spec>> = self.feeds.iter().map(|(n, f)| (n.clone(), f.spec.clone())).collect();
+        let diff = spec::diff(&running, set);
+        for name in &diff.disabled {
+            tracing::info!(spec = %name, "disabled: not scheduled");
+        }
+        for (name, file) in &diff.kept {
+            tracing::warn!(spec = %name, file = %file.display(), "keeping the last good version of this spec");
+        }
+        for name in diff.removed {
+            if let Some(feed) = self.feeds.remove(&name) {
+                tracing::info!(spec = %name, "spec removed: no longer scheduled");
+                feed.removed.cancel();
+            }
+        }
+        for s in diff.changed {
+            if let Some(feed) = self.feeds.get_mut(&s.name) {
+                tracing::info!(spec = %s.name, "spec changed");
+                feed.spec = s.clone();
+                let _ = feed.updates.send(s);
+            }
+        }
+        for s in diff.added {
+            tracing::info!(spec = %s.name, schedule = s.schedule.as_ref().map_or("none", |x| x.expr.as_str()), "spec added");
+            let (updates, rx) = watch::channel(s.clone());
+            let removed = CancellationToken::new();
+            self.tracker.spawn(crate::scheduler::feed(self.shared.clone(), rx, removed.clone()));
+            self.feeds.insert(s.name.clone(), Feed { spec: s, updates, removed });
+        }
+        systemd::status(&format!("{} feeds scheduled", self.feeds.len()));
+    }
+
+    /// Waits for runs in flight: up to `grace`, or until the caller's hard stop; then aborts them.
+    async fn shut_down(self, grace: Duration) -> Result<(), DaemonError> {
+        let stop = &self.shared.stop;
+        tracing::info!(
+            grace_seconds = grace.as_secs(),
+            "stopping: no new runs; in-flight transfers may finish"
+        );
+        systemd::stopping();
+        self.tracker.close();
+        tokio::select! {
+            () = self.tracker.wait() => {}
+            () = tokio::time::sleep(grace) => {
+                tracing::warn!("grace period over: aborting in-flight transfers");
+                stop.hard_stop.cancel();
+            }
+            () = stop.hard_stop.cancelled() => tracing::warn!("second signal: aborting in-flight transfers now"),
+        }
+        // Aborted tasks record their run rows before they end; bound the wait anyway.
+        let _ = tokio::time::timeout(Duration::from_secs(10), self.tracker.wait()).await;
+        self.shared.engine.writer.flush().await?;
+        tracing::info!("stopped");
+        Ok(())
+    }
 }

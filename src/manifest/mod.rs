@@ -12,23 +12,119 @@ pub use audit::{ObjectFilter, SpecStatus};
 
 pub use writer::Writer;
 
+use crate::spec::Mode;
+use rusqlite::types::{FromSql, FromSqlError, FromSqlResult, ToSql, ToSqlOutput, ValueRef};
 use rusqlite::{params, Connection, OpenFlags};
+use std::fmt;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
-#[derive(Debug, thiserror::Error)]
+/// Cloneable so that every caller waiting on one failed batch gets the real SQLite error.
+#[derive(Debug, Clone, thiserror::Error)]
 pub enum ManifestError {
     #[error("manifest {path}: {source}")]
-    Sqlite { path: PathBuf, source: rusqlite::Error },
+    Sqlite {
+        path: PathBuf,
+        #[source]
+        source: Arc<rusqlite::Error>,
+    },
     #[error("manifest {path}: schema version {found} is newer than this s3syncd understands ({supported}); upgrade s3syncd")]
     TooNew { path: PathBuf, found: i64, supported: i64 },
     #[error("manifest {path}: cannot create its directory: {source}")]
-    Dir { path: PathBuf, source: std::io::Error },
+    Dir {
+        path: PathBuf,
+        #[source]
+        source: Arc<std::io::Error>,
+    },
     #[error("manifest writer stopped")]
     WriterGone,
 }
 
 pub type Result<T> = std::result::Result<T, ManifestError>;
+
+/// Implements the text form a column stores, for enums kept as their documented names.
+macro_rules! text_column {
+    ($t:ty, $($variant:path => $s:literal),+ $(,)?) => {
+        impl $t {
+            pub fn as_str(self) -> &'static str {
+                match self { $($variant => $s),+ }
+            }
+            pub fn parse(s: &str) -> Option<Self> {
+                match s { $($s => Some($variant),)+ _ => None }
+            }
+        }
+        impl fmt::Display for $t {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str(self.as_str())
+            }
+        }
+        impl ToSql for $t {
+            fn to_sql(&self) -> rusqlite::Result<ToSqlOutput<'_>> {
+                Ok(ToSqlOutput::from(self.as_str()))
+            }
+        }
+        impl FromSql for $t {
+            fn column_result(v: ValueRef<'_>) -> FromSqlResult<Self> {
+                let s = v.as_str()?;
+                Self::parse(s).ok_or_else(|| FromSqlError::Other(format!("unknown value {s:?}").into()))
+            }
+        }
+    };
+}
+
+/// The `status` column of `runs`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum RunStatus {
+    #[default]
+    Running,
+    /// Everything listed was handled.
+    Ok,
+    /// The run finished, but some objects failed or deletions were refused over the cap.
+    Partial,
+    /// The source listing failed.
+    Failed,
+    /// Stopped by a signal or shutdown before the end.
+    Interrupted,
+}
+
+text_column!(RunStatus,
+    RunStatus::Running => "running",
+    RunStatus::Ok => "ok",
+    RunStatus::Partial => "partial",
+    RunStatus::Failed => "failed",
+    RunStatus::Interrupted => "interrupted",
+);
+
+/// The `verified` column of `objects`: the strongest check the object passed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Verified {
+    Size,
+    /// The bytes' MD5 equals the source's single-part ETag.
+    Etag,
+    /// The bytes' SHA-256 equals the checksum sidecar's.
+    Sha256,
+}
+
+text_column!(Verified,
+    Verified::Size => "size",
+    Verified::Etag => "etag",
+    Verified::Sha256 => "sha256",
+);
+
+/// The `mode` column: a [`Mode`] by its spec name.
+struct ModeColumn(Mode);
+
+impl FromSql for ModeColumn {
+    fn column_result(v: ValueRef<'_>) -> FromSqlResult<Self> {
+        match v.as_str()? {
+            "direct" => Ok(ModeColumn(Mode::Direct)),
+            "stream" => Ok(ModeColumn(Mode::Stream)),
+            "staged" => Ok(ModeColumn(Mode::Staged)),
+            s => Err(FromSqlError::Other(format!("unknown mode {s:?}").into())),
+        }
+    }
+}
 
 /// One row of `objects`: an object held at the destination, verified when it was written.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -41,12 +137,11 @@ pub struct ObjectRow {
     pub etag: Option<String>,
     pub source_last_modified: Option<String>,
     pub copied_at: String,
-    pub mode: String,
+    pub mode: Mode,
     pub run_id: i64,
     /// The ETag the destination returned.
     pub dest_etag: Option<String>,
-    /// How the content was verified: `sha256` (sidecar), `etag`, or `size`.
-    pub verified: String,
+    pub verified: Verified,
 }
 
 /// Counters of a run, as stored in `runs`.
@@ -56,7 +151,7 @@ pub struct RunRow {
     pub spec: String,
     pub started_at: String,
     pub finished_at: Option<String>,
-    pub status: String,
+    pub status: RunStatus,
     pub objects_listed: u64,
     pub objects_copied: u64,
     pub objects_skipped: u64,
@@ -78,7 +173,7 @@ pub fn now() -> String {
 fn sqlite_err(path: &Path) -> impl Fn(rusqlite::Error) -> ManifestError + '_ {
     move |source| ManifestError::Sqlite {
         path: path.to_path_buf(),
-        source,
+        source: Arc::new(source),
     }
 }
 
@@ -87,7 +182,7 @@ pub(crate) fn open_rw(path: &Path) -> Result<Connection> {
     if let Some(dir) = path.parent() {
         std::fs::create_dir_all(dir).map_err(|source| ManifestError::Dir {
             path: path.to_path_buf(),
-            source,
+            source: Arc::new(source),
         })?;
     }
     let conn = Connection::open(path).map_err(sqlite_err(path))?;
@@ -227,7 +322,7 @@ fn object_from_row(r: &rusqlite::Row) -> rusqlite::Result<ObjectRow> {
         etag: r.get(4)?,
         source_last_modified: r.get(5)?,
         copied_at: r.get(6)?,
-        mode: r.get(7)?,
+        mode: r.get::<_, ModeColumn>(7)?.0,
         run_id: r.get(8)?,
         dest_etag: r.get(9)?,
         verified: r.get(10)?,
@@ -268,10 +363,10 @@ mod tests {
             etag: None,
             source_last_modified: None,
             copied_at: now(),
-            mode: "direct".into(),
+            mode: Mode::Direct,
             run_id: 1,
             dest_etag: None,
-            verified: "size".into(),
+            verified: Verified::Size,
         }
     }
 

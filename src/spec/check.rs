@@ -2,7 +2,7 @@
 //! They run after serde has accepted the shapes, and collect every problem of a file.
 
 use super::raw::{MaxDeleteRaw, RawConfig, RawSide, RawSpec};
-use super::{Config, Diagnostic, Filter, Locator, MaxDelete, Mode, Side, Spec, TransferOpts, VerifyOpts};
+use super::{Config, Diagnostic, Filter, Locator, MaxDelete, Mode, ModeChoice, Schedule, Side, Spec, TransferOpts, VerifyOpts};
 use std::ops::Range;
 use std::path::Path;
 use std::str::FromStr;
@@ -82,7 +82,7 @@ pub fn spec(loc: &Locator, raw: RawSpec, fingerprint: u64) -> Result<Spec, Diags
         .as_ref()
         .map_or((1, 1), |n| super::diag::line_col(loc.text, n.span().start));
     let schedule = raw.schedule.as_ref().and_then(|s| check_schedule(loc, &mut d, s));
-    let mode = raw.mode.unwrap_or(Mode::Auto);
+    let mode = raw.mode.unwrap_or(ModeChoice::Auto);
     let fallback = check_fallback(loc, &mut d, mode, raw.fallback.as_ref());
     let source = check_side(loc, &mut d, "source", raw.source);
     let destination = check_side(loc, &mut d, "destination", raw.destination);
@@ -171,9 +171,9 @@ pub fn parse_cron(expr: &str) -> Result<cron::Schedule, String> {
     cron::Schedule::from_str(&normalized).map_err(|e| format!("invalid cron expression {expr:?}: {e}"))
 }
 
-fn check_schedule(loc: &Locator, d: &mut Diags, s: &Spanned<String>) -> Option<(String, cron::Schedule)> {
-    match parse_cron(s.get_ref()) {
-        Ok(sched) => Some((s.get_ref().clone(), sched)),
+fn check_schedule(loc: &Locator, d: &mut Diags, s: &Spanned<String>) -> Option<Schedule> {
+    match Schedule::parse(s.get_ref()) {
+        Ok(sched) => Some(sched),
         Err(m) => {
             d.push(loc.at(span(s), m));
             None
@@ -181,19 +181,20 @@ fn check_schedule(loc: &Locator, d: &mut Diags, s: &Spanned<String>) -> Option<(
     }
 }
 
-fn check_fallback(loc: &Locator, d: &mut Diags, mode: Mode, fb: Option<&Spanned<Vec<Spanned<Mode>>>>) -> Vec<Mode> {
+fn check_fallback(loc: &Locator, d: &mut Diags, mode: ModeChoice, fb: Option<&Spanned<Vec<Spanned<ModeChoice>>>>) -> Vec<Mode> {
     let Some(list) = fb else {
-        return if mode == Mode::Auto {
+        return if mode == ModeChoice::Auto {
             vec![Mode::Stream, Mode::Staged]
         } else {
             Vec::new()
         };
     };
-    let first = if mode == Mode::Auto { Mode::Direct } else { mode };
+    let first = mode.first();
     let mut out = Vec::new();
     for m in list.get_ref() {
-        let v = *m.get_ref();
-        if v == Mode::Auto {
+        let choice = *m.get_ref();
+        let v = choice.first();
+        if choice == ModeChoice::Auto {
             d.push(loc.at(span(m), "`auto` cannot be a fallback: list concrete modes (direct, stream, staged)"));
         } else if v == first || out.contains(&v) {
             d.push(loc.at(span(m), format!("mode {v} appears twice in the mode order; list each mode once")));
@@ -458,9 +459,9 @@ mod tests {
     #[test]
     fn fallback_order() {
         assert_eq!(
-            super::super::chain(Mode::Auto, &[Mode::Stream, Mode::Staged]),
+            super::super::chain(ModeChoice::Auto, &[Mode::Stream, Mode::Staged]),
             vec![Mode::Direct, Mode::Stream, Mode::Staged]
         );
-        assert_eq!(super::super::chain(Mode::Stream, &[]), vec![Mode::Stream]);
+        assert_eq!(super::super::chain(ModeChoice::Stream, &[]), vec![Mode::Stream]);
     }
 }

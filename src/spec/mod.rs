@@ -6,12 +6,15 @@
 
 mod check;
 mod diag;
+pub mod diff;
 mod raw;
 pub mod size;
 
 pub use diag::{Diagnostic, Locator};
+pub use diff::{diff, SpecDiff};
 pub use raw::LogFormat;
 
+use chrono::{DateTime, Utc};
 use globset::GlobSet;
 use serde::Deserialize;
 use std::collections::BTreeMap;
@@ -44,32 +47,25 @@ impl SpecError {
     }
 }
 
-/// How objects are copied; see `docs/spec-reference.md`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Deserialize)]
+/// How one object is copied. `auto` is not a mode but a chain of them ([`ModeChoice`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Deserialize, clap::ValueEnum)]
 #[serde(rename_all = "lowercase")]
 pub enum Mode {
-    Auto,
+    /// Server-side CopyObject / UploadPartCopy: no byte through the host.
     Direct,
+    /// GET piped into a PUT or multipart upload, bounded memory, no disk.
     Stream,
+    /// Download to the staging directory, verify, upload.
     Staged,
 }
 
 impl Mode {
+    /// The name in specs, the manifest's `mode` column and metrics labels.
     pub fn as_str(self) -> &'static str {
         match self {
-            Mode::Auto => "auto",
             Mode::Direct => "direct",
             Mode::Stream => "stream",
             Mode::Staged => "staged",
-        }
-    }
-    pub fn parse(s: &str) -> Option<Mode> {
-        match s {
-            "auto" => Some(Mode::Auto),
-            "direct" => Some(Mode::Direct),
-            "stream" => Some(Mode::Stream),
-            "staged" => Some(Mode::Staged),
-            _ => None,
         }
     }
 }
@@ -77,6 +73,72 @@ impl Mode {
 impl fmt::Display for Mode {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(self.as_str())
+    }
+}
+
+/// The spec's `mode` key and `run --mode`: one mode, or `auto` (direct first, then the fallbacks).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum ModeChoice {
+    /// Direct, falling back per object to stream, then staged.
+    Auto,
+    Direct,
+    Stream,
+    Staged,
+}
+
+impl ModeChoice {
+    /// The mode tried first.
+    pub fn first(self) -> Mode {
+        match self {
+            ModeChoice::Auto | ModeChoice::Direct => Mode::Direct,
+            ModeChoice::Stream => Mode::Stream,
+            ModeChoice::Staged => Mode::Staged,
+        }
+    }
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ModeChoice::Auto => "auto",
+            m => m.first().as_str(),
+        }
+    }
+}
+
+impl fmt::Display for ModeChoice {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// A feed's cron schedule (UTC), as written and parsed.
+#[derive(Debug, Clone)]
+pub struct Schedule {
+    pub expr: String,
+    parsed: cron::Schedule,
+}
+
+impl Schedule {
+    /// Accepts 5-field (minute first) and 6-field (seconds first) cron.
+    pub fn parse(expr: &str) -> Result<Schedule, String> {
+        check::parse_cron(expr).map(|parsed| Schedule {
+            expr: expr.to_string(),
+            parsed,
+        })
+    }
+
+    /// The first tick strictly after `after`.
+    pub fn next_after(&self, after: DateTime<Utc>) -> Option<DateTime<Utc>> {
+        self.parsed.after(&after).next()
+    }
+
+    /// Ticks in `(from, to]`: how many a run that lasted that long made the feed skip.
+    pub fn ticks_between(&self, from: DateTime<Utc>, to: DateTime<Utc>) -> usize {
+        self.parsed.after(&from).take_while(|t| *t <= to).count()
+    }
+
+    /// Whether a tick fell between the last run's start and now (the daemon was down or busy).
+    pub fn missed(&self, last_run: Option<DateTime<Utc>>, now: DateTime<Utc>) -> bool {
+        last_run.is_some_and(|l| self.next_after(l).is_some_and(|t| t <= now))
     }
 }
 
@@ -129,7 +191,7 @@ impl Default for CostTable {
 
 impl CostTable {
     /// (requests, data) cost of a run from its attempts by operation and its bytes through the host.
-    pub fn estimate(&self, requests: &BTreeMap<String, u64>, bytes_through_host: u64) -> (f64, f64) {
+    pub fn estimate(&self, requests: &BTreeMap<&str, u64>, bytes_through_host: u64) -> (f64, f64) {
         let (mut a, mut b) = (0u64, 0u64);
         for (op, n) in requests {
             if op.starts_with("Get") || op.starts_with("Head") {
@@ -275,10 +337,9 @@ impl MaxDelete {
 pub struct Spec {
     pub name: String,
     pub path: PathBuf,
-    /// The cron expression as written, and its parsed form (UTC).
-    pub schedule: Option<(String, cron::Schedule)>,
+    pub schedule: Option<Schedule>,
     pub enabled: bool,
-    pub mode: Mode,
+    pub mode: ModeChoice,
     pub fallback: Vec<Mode>,
     pub delete: bool,
     pub max_delete: MaxDelete,
@@ -294,9 +355,10 @@ pub struct Spec {
 }
 
 impl Spec {
-    /// The modes to try for each object, in order.
-    pub fn mode_chain(&self) -> Vec<Mode> {
-        chain(self.mode, &self.fallback)
+    /// The modes to try for each object, in order; `choice` overrides the spec's `mode`
+    /// (`run --mode`), and the fallback list still applies.
+    pub fn mode_chain(&self, choice: Option<ModeChoice>) -> Vec<Mode> {
+        chain(choice.unwrap_or(self.mode), &self.fallback)
     }
 
     /// Maps a source key to its destination key; `None` if outside `source.prefix`.
@@ -305,7 +367,26 @@ impl Spec {
         Some(format!("{}{}", self.destination.prefix, rel))
     }
 
+    /// Reads and checks a spec file, refusing what the daemon must not trust: anything but a
+    /// regular file of a sane size, and a file that others may write ([`unsafe_permissions`]).
+    /// `validate`, `run` and the daemon all load specs here, so they agree on every file.
     pub fn load(path: &Path) -> Result<Spec, SpecError> {
+        let meta = std::fs::metadata(path).map_err(|e| SpecError::single(path, format!("cannot read spec file: {e}")))?;
+        if !meta.is_file() {
+            return Err(SpecError::single(path, "not a regular file: a spec must be a plain *.toml file"));
+        }
+        if meta.len() > MAX_SPEC_BYTES {
+            return Err(SpecError::single(
+                path,
+                format!(
+                    "spec file is {} bytes; the limit is {MAX_SPEC_BYTES}: split it into one file per feed",
+                    meta.len()
+                ),
+            ));
+        }
+        if let Some(why) = unsafe_permissions(path) {
+            return Err(SpecError::single(path, why));
+        }
         let bytes = std::fs::read(path).map_err(|e| SpecError::single(path, format!("cannot read spec file: {e}")))?;
         Spec::parse(path, &bytes)
     }
@@ -324,13 +405,12 @@ impl Spec {
     }
 }
 
-/// The mode order for a spec's mode and fallback list: the mode first (`auto` means `direct`),
+/// The mode order for a mode choice and fallback list: the first mode (`auto` means `direct`),
 /// then the fallbacks (default for `auto`: stream, then staged), without repeats.
-pub fn chain(mode: Mode, fallback: &[Mode]) -> Vec<Mode> {
-    let first = if mode == Mode::Auto { Mode::Direct } else { mode };
-    let mut out = vec![first];
+pub fn chain(choice: ModeChoice, fallback: &[Mode]) -> Vec<Mode> {
+    let mut out = vec![choice.first()];
     for m in fallback {
-        if *m != Mode::Auto && !out.contains(m) {
+        if !out.contains(m) {
             out.push(*m);
         }
     }
@@ -353,6 +433,24 @@ fn fingerprint(bytes: &[u8]) -> u64 {
     h.finish()
 }
 
+/// A spec describes one feed; anything larger than this is a generated file gone wrong.
+pub const MAX_SPEC_BYTES: u64 = 1 << 20;
+
+/// Like sshd's StrictModes: spec files decide what gets copied where with which credentials,
+/// so a file or directory that group or others may write is refused.
+pub fn unsafe_permissions(path: &Path) -> Option<String> {
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::metadata(path).ok()?.permissions().mode();
+    (mode & 0o022 != 0).then(|| {
+        format!(
+            "{} is writable by group or others (mode {:o}); refusing it: run `chmod go-w {}`",
+            path.display(),
+            mode & 0o777,
+            path.display()
+        )
+    })
+}
+
 /// Whether a directory entry is a spec file: `*.toml`, not hidden (editors' temp files, `.#x.toml`).
 pub fn is_spec_file(path: &Path) -> bool {
     let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("");
@@ -370,11 +468,14 @@ pub struct SpecSet {
 
 /// Loads every `*.toml` in `dir` (sorted by file name), checking name uniqueness across files.
 pub fn load_dir(dir: &Path) -> Result<SpecSet, SpecError> {
+    if let Some(why) = unsafe_permissions(dir) {
+        return Err(SpecError::single(dir, why));
+    }
     let entries = std::fs::read_dir(dir).map_err(|e| SpecError::single(dir, format!("cannot read spec directory: {e}")))?;
     let mut files: Vec<PathBuf> = entries
         .filter_map(|e| e.ok())
         .map(|e| e.path())
-        .filter(|p| is_spec_file(p) && p.is_file())
+        .filter(|p| is_spec_file(p))
         .collect();
     files.sort();
     let mut set = SpecSet::default();

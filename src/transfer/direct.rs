@@ -1,24 +1,20 @@
 //! `direct`: server-side CopyObject (UploadPartCopy above `copy_threshold`), signed by the
 //! destination's credentials. No object byte passes through the host.
 
-use super::error::{classify, TransferError};
+use super::error::{classify, Op, TransferError};
 use super::upload::{completed, Multipart};
-use super::{part_size_for, parts, Outcome, Sidecar, Transferer};
+use super::{part_size_for, parts, Copied, Sidecar, Transferer};
+use crate::manifest::Verified;
 use crate::plan::CopyJob;
-use crate::s3::{copy_source, normalize_etag};
-use crate::spec::Mode;
+use crate::s3::{copy_source, is_md5_etag, normalize_etag};
 use aws_sdk_s3::types::{ChecksumAlgorithm, MetadataDirective};
 use futures::{StreamExt, TryStreamExt};
 
-fn is_md5(e: &str) -> bool {
-    e.len() == 32 && e.bytes().all(|b| b.is_ascii_hexdigit())
-}
-
-pub async fn copy(t: &Transferer, job: &CopyJob, sidecar: &Sidecar) -> Result<Outcome, TransferError> {
+pub async fn copy(t: &Transferer, job: &CopyJob, sidecar: &Sidecar) -> Result<Copied, TransferError> {
     let spec = &t.spec;
     if spec.source.endpoint_identity() != spec.destination.endpoint_identity() {
         return Err(TransferError::unusable(
-            "CopyObject",
+            Op::CopyObject,
             "source and destination are on different endpoints",
         ));
     }
@@ -40,18 +36,18 @@ pub async fn copy(t: &Transferer, job: &CopyJob, sidecar: &Sidecar) -> Result<Ou
     if wants_sidecar {
         req = req.checksum_algorithm(ChecksumAlgorithm::Sha256);
     }
-    let out = req.send().await.map_err(|e| classify("CopyObject", e))?;
+    let out = req.send().await.map_err(|e| classify(Op::CopyObject, e))?;
     let result = out.copy_object_result();
     let dest_etag = result.and_then(|r| r.e_tag()).map(normalize_etag);
-    let mut verified = "size";
+    let mut verified = Verified::Size;
     if let (Some(src), Some(dst)) = (&job.source.etag, &dest_etag) {
-        if is_md5(src) && is_md5(dst) {
+        if is_md5_etag(src) && is_md5_etag(dst) {
             if !src.eq_ignore_ascii_case(dst) {
                 return Err(TransferError::verify(format!(
                     "destination ETag {dst} differs from the source ETag {src}"
                 )));
             }
-            verified = "etag";
+            verified = Verified::Etag;
         }
     }
     // A server that computed SHA-256 during the copy lets the sidecar check happen without a
@@ -64,10 +60,9 @@ pub async fn copy(t: &Transferer, job: &CopyJob, sidecar: &Sidecar) -> Result<Ou
                 "server-side sha256 {got} differs from the checksum sidecar's {want}"
             )));
         }
-        verified = "sha256";
+        verified = Verified::Sha256;
     }
-    Ok(Outcome {
-        mode: Mode::Direct,
+    Ok(Copied {
         etag: job.source.etag.clone().or_else(|| dest_etag.clone()),
         dest_etag,
         verified,
@@ -83,7 +78,7 @@ async fn sidecar_if<'a>(fetch: bool, t: &Transferer, job: &CopyJob, sidecar: &'a
 }
 
 /// UploadPartCopy with exact byte ranges, `parts_in_flight` at a time.
-async fn copy_multipart(t: &Transferer, job: &CopyJob) -> Result<Outcome, TransferError> {
+async fn copy_multipart(t: &Transferer, job: &CopyJob) -> Result<Copied, TransferError> {
     let spec = &t.spec;
     let size = job.source.size;
     let part = part_size_for(size, spec.transfer.part_size);
@@ -104,7 +99,7 @@ async fn copy_multipart(t: &Transferer, job: &CopyJob) -> Result<Outcome, Transf
                 req = req.copy_source_if_match(format!("\"{e}\""));
             }
             async move {
-                let out = req.send().await.map_err(|e| classify("UploadPartCopy", e))?;
+                let out = req.send().await.map_err(|e| classify(Op::UploadPartCopy, e))?;
                 Ok::<_, TransferError>(completed(n, out.copy_part_result().and_then(|r| r.e_tag())))
             }
         })
@@ -112,10 +107,9 @@ async fn copy_multipart(t: &Transferer, job: &CopyJob) -> Result<Outcome, Transf
         .try_collect::<Vec<_>>();
     let work = async { work.await.map(|parts| (parts, ())) };
     let (dest_etag, ()) = upload.finish_or_abort(&t.hard_stop, work).await?;
-    Ok(Outcome {
-        mode: Mode::Direct,
+    Ok(Copied {
         etag: job.source.etag.clone(),
         dest_etag,
-        verified: "size",
+        verified: Verified::Size,
     })
 }

@@ -5,22 +5,135 @@
 use aws_sdk_s3::error::{ProvideErrorMetadata, SdkError};
 use std::fmt;
 
+type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ErrorKind {
     /// Transient: throttling, 5xx, timeouts, resets. Retried with backoff.
     Retryable,
-    /// This mode cannot copy this object (or any object, when `sticky`): try the next mode.
-    CantUseMode,
+    /// This mode cannot copy this object; with `for_run`, no object of this run: try the next mode.
+    ModeUnusable { for_run: bool },
     /// This object fails; the run goes on.
     Fatal,
 }
 
 impl ErrorKind {
+    /// The name stored in the manifest's `failures.kind` column.
     pub fn as_str(self) -> &'static str {
         match self {
             ErrorKind::Retryable => "retryable",
-            ErrorKind::CantUseMode => "cant-use-mode",
+            ErrorKind::ModeUnusable { .. } => "cant-use-mode",
             ErrorKind::Fatal => "fatal",
+        }
+    }
+}
+
+/// The S3 operation or the local step that failed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Op {
+    GetObject,
+    PutObject,
+    CopyObject,
+    UploadPartCopy,
+    UploadPart,
+    CreateMultipartUpload,
+    CompleteMultipartUpload,
+    DeleteObjects,
+    /// Comparing what arrived with what was expected.
+    Verify,
+    /// Writing or reading the staging file.
+    Staging,
+    /// Recording an upload in the manifest.
+    Manifest,
+    /// A multipart upload as a whole (stopped by shutdown).
+    Multipart,
+    /// Choosing a mode.
+    Copy,
+}
+
+impl Op {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Op::GetObject => "GetObject",
+            Op::PutObject => "PutObject",
+            Op::CopyObject => "CopyObject",
+            Op::UploadPartCopy => "UploadPartCopy",
+            Op::UploadPart => "UploadPart",
+            Op::CreateMultipartUpload => "CreateMultipartUpload",
+            Op::CompleteMultipartUpload => "CompleteMultipartUpload",
+            Op::DeleteObjects => "DeleteObjects",
+            Op::Verify => "verify",
+            Op::Staging => "staging",
+            Op::Manifest => "manifest",
+            Op::Multipart => "multipart",
+            Op::Copy => "copy",
+        }
+    }
+
+    /// Operations whose refusal means "server-side copy is not possible here" rather than "this
+    /// object is broken": the destination signs them, and the source may not let it read.
+    fn is_server_side_copy(self) -> bool {
+        matches!(self, Op::CopyObject | Op::UploadPartCopy)
+    }
+}
+
+impl fmt::Display for Op {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// An S3 error code, typed where s3syncd decides on it; any other code is kept as sent.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Code {
+    NoSuchKey,
+    PreconditionFailed,
+    NotImplemented,
+    AccessDenied,
+    /// Throttling and transient server codes (SlowDown, InternalError, ...), kept as sent.
+    Throttled(String),
+    Other(String),
+    /// No code in the answer, only an HTTP status.
+    Http(u16),
+}
+
+impl Code {
+    pub fn new(code: Option<&str>, status: u16) -> Code {
+        match code {
+            None | Some("") => Code::Http(status),
+            Some("NoSuchKey") => Code::NoSuchKey,
+            Some("PreconditionFailed") => Code::PreconditionFailed,
+            Some("NotImplemented") => Code::NotImplemented,
+            Some("AccessDenied") => Code::AccessDenied,
+            Some(
+                c @ ("SlowDown"
+                | "Throttling"
+                | "ThrottlingException"
+                | "RequestTimeout"
+                | "InternalError"
+                | "ServiceUnavailable"
+                | "RequestTimeTooSkewed"),
+            ) => Code::Throttled(c.into()),
+            Some(c) => Code::Other(c.into()),
+        }
+    }
+
+    /// The object (or the key) does not exist: a coded NoSuchKey, or a bare 404 (HEAD answers
+    /// have no body to carry a code).
+    pub fn is_not_found(&self) -> bool {
+        matches!(self, Code::NoSuchKey | Code::Http(404))
+    }
+}
+
+impl fmt::Display for Code {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Code::NoSuchKey => f.write_str("NoSuchKey"),
+            Code::PreconditionFailed => f.write_str("PreconditionFailed"),
+            Code::NotImplemented => f.write_str("NotImplemented"),
+            Code::AccessDenied => f.write_str("AccessDenied"),
+            Code::Throttled(c) | Code::Other(c) => f.write_str(c),
+            Code::Http(s) => write!(f, "HTTP {s}"),
         }
     }
 }
@@ -28,12 +141,12 @@ impl ErrorKind {
 #[derive(Debug, thiserror::Error)]
 pub struct TransferError {
     pub kind: ErrorKind,
-    /// For `CantUseMode`: the mode is unusable for the rest of the run, not just this object.
-    pub sticky: bool,
-    /// The S3 operation or step that failed.
-    pub op: &'static str,
-    pub code: Option<String>,
+    pub op: Op,
+    pub code: Option<Code>,
     pub message: String,
+    /// The SDK or I/O error behind this one, for `{:#}` chains and debugging.
+    #[source]
+    pub source: Option<BoxError>,
 }
 
 impl fmt::Display for TransferError {
@@ -46,123 +159,125 @@ impl fmt::Display for TransferError {
 }
 
 impl TransferError {
-    pub fn new(kind: ErrorKind, op: &'static str, message: impl Into<String>) -> Self {
+    pub fn new(kind: ErrorKind, op: Op, message: impl Into<String>) -> Self {
         TransferError {
             kind,
-            sticky: false,
             op,
             code: None,
             message: message.into(),
+            source: None,
         }
     }
-    pub fn fatal(op: &'static str, message: impl Into<String>) -> Self {
+    pub fn fatal(op: Op, message: impl Into<String>) -> Self {
         Self::new(ErrorKind::Fatal, op, message)
     }
     /// The mode can't be used for any object of this run.
-    pub fn unusable(op: &'static str, message: impl Into<String>) -> Self {
-        TransferError {
-            sticky: true,
-            ..Self::new(ErrorKind::CantUseMode, op, message)
-        }
+    pub fn unusable(op: Op, message: impl Into<String>) -> Self {
+        Self::new(ErrorKind::ModeUnusable { for_run: true }, op, message)
     }
     pub fn verify(message: impl Into<String>) -> Self {
-        Self::fatal("verify", message)
+        Self::fatal(Op::Verify, message)
     }
-    pub fn io(op: &'static str, e: std::io::Error) -> Self {
-        Self::fatal(op, e.to_string())
+    pub fn io(op: Op, e: std::io::Error) -> Self {
+        TransferError {
+            message: e.to_string(),
+            source: Some(Box::new(e)),
+            ..Self::fatal(op, "")
+        }
     }
-}
-
-/// Operations whose refusal means "server-side copy is not possible here" rather than "this
-/// object is broken": the destination signs them, and the source may not let it read.
-fn is_copy_op(op: &str) -> bool {
-    matches!(op, "CopyObject" | "UploadPartCopy")
+    /// Reading a GET body failed midway: the connection broke, so another try may succeed.
+    pub fn body(op: Op, e: impl Into<BoxError>) -> Self {
+        let e = e.into();
+        TransferError {
+            message: format!("reading the source body: {e}"),
+            source: Some(e),
+            ..Self::new(ErrorKind::Retryable, op, "")
+        }
+    }
+    /// Whether this failure means the destination object may have been overwritten with bytes
+    /// that did not verify: the manifest must then stop vouching for it.
+    pub fn is_verify(&self) -> bool {
+        self.op == Op::Verify
+    }
 }
 
 /// Classifies an SDK error of operation `op`.
 pub fn classify<E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static>(
-    op: &'static str,
+    op: Op,
     err: SdkError<E, aws_smithy_runtime_api::http::Response>,
 ) -> TransferError {
     let message = aws_smithy_types::error::display::DisplayErrorContext(&err).to_string();
-    match &err {
-        SdkError::TimeoutError(_) | SdkError::DispatchFailure(_) | SdkError::ResponseError(_) => {
-            TransferError::new(ErrorKind::Retryable, op, message)
-        }
+    let (kind, code, message) = match &err {
+        SdkError::TimeoutError(_) | SdkError::DispatchFailure(_) | SdkError::ResponseError(_) => (ErrorKind::Retryable, None, message),
         SdkError::ServiceError(se) => {
             let status = se.raw().status().as_u16();
-            let code = se.err().code().map(str::to_string);
-            let (kind, sticky) = classify_code(op, status, code.as_deref());
+            let code = Code::new(se.err().code(), status);
             let message = se.err().message().map(str::to_string).unwrap_or_else(|| format!("HTTP {status}"));
-            TransferError {
-                kind,
-                sticky,
-                op,
-                code: code.or(Some(format!("HTTP {status}"))),
-                message,
-            }
+            (classify_code(op, status, &code), Some(code), message)
         }
-        _ => TransferError::fatal(op, message),
+        _ => (ErrorKind::Fatal, None, message),
+    };
+    TransferError {
+        kind,
+        op,
+        code,
+        message,
+        source: Some(Box::new(err)),
     }
 }
 
-/// The kind (and stickiness) for an S3 error code and HTTP status.
-pub fn classify_code(op: &str, status: u16, code: Option<&str>) -> (ErrorKind, bool) {
-    let code = code.unwrap_or("");
-    let throttled = matches!(
-        code,
-        "SlowDown"
-            | "Throttling"
-            | "ThrottlingException"
-            | "RequestTimeout"
-            | "InternalError"
-            | "ServiceUnavailable"
-            | "RequestTimeTooSkewed"
-    );
-    if status == 501 || code == "NotImplemented" {
-        return (ErrorKind::CantUseMode, true);
+/// The kind for an S3 error code and HTTP status of operation `op`.
+pub fn classify_code(op: Op, status: u16, code: &Code) -> ErrorKind {
+    if status == 501 || *code == Code::NotImplemented {
+        return ErrorKind::ModeUnusable { for_run: true };
     }
-    if throttled || status >= 500 || status == 429 {
-        return (ErrorKind::Retryable, false);
+    if matches!(code, Code::Throttled(_)) || status >= 500 || status == 429 {
+        return ErrorKind::Retryable;
     }
-    if is_copy_op(op) {
+    if op.is_server_side_copy() {
         return match code {
             // The source object may simply be gone: the next mode's GET will tell.
-            "NoSuchKey" => (ErrorKind::CantUseMode, false),
-            "PreconditionFailed" => (ErrorKind::Fatal, false),
-            _ if status == 403 || status == 400 || status == 404 || code == "XAmzContentSHA256Mismatch" => (ErrorKind::CantUseMode, true),
-            _ => (ErrorKind::Fatal, false),
+            Code::NoSuchKey => ErrorKind::ModeUnusable { for_run: false },
+            Code::PreconditionFailed => ErrorKind::Fatal,
+            Code::Other(c) if c == "XAmzContentSHA256Mismatch" => ErrorKind::ModeUnusable { for_run: true },
+            _ if matches!(status, 400 | 403 | 404) => ErrorKind::ModeUnusable { for_run: true },
+            _ => ErrorKind::Fatal,
         };
     }
-    (ErrorKind::Fatal, false)
+    ErrorKind::Fatal
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
+    fn kind(op: Op, status: u16, code: Option<&str>) -> ErrorKind {
+        classify_code(op, status, &Code::new(code, status))
+    }
+
     #[test]
     fn kinds_drive_retry_fallback_fail() {
-        assert_eq!(classify_code("CopyObject", 503, Some("SlowDown")), (ErrorKind::Retryable, false));
-        assert_eq!(classify_code("GetObject", 500, None), (ErrorKind::Retryable, false));
+        let for_run = ErrorKind::ModeUnusable { for_run: true };
+        assert_eq!(kind(Op::CopyObject, 503, Some("SlowDown")), ErrorKind::Retryable);
+        assert_eq!(kind(Op::GetObject, 500, None), ErrorKind::Retryable);
+        assert_eq!(kind(Op::CopyObject, 403, Some("AccessDenied")), for_run);
+        assert_eq!(kind(Op::UploadPartCopy, 501, Some("NotImplemented")), for_run);
+        assert_eq!(kind(Op::CopyObject, 400, Some("XAmzContentSHA256Mismatch")), for_run);
         assert_eq!(
-            classify_code("CopyObject", 403, Some("AccessDenied")),
-            (ErrorKind::CantUseMode, true)
+            kind(Op::CopyObject, 404, Some("NoSuchKey")),
+            ErrorKind::ModeUnusable { for_run: false }
         );
-        assert_eq!(
-            classify_code("UploadPartCopy", 501, Some("NotImplemented")),
-            (ErrorKind::CantUseMode, true)
-        );
-        assert_eq!(classify_code("CopyObject", 404, Some("NoSuchKey")), (ErrorKind::CantUseMode, false));
-        assert_eq!(
-            classify_code("CopyObject", 412, Some("PreconditionFailed")),
-            (ErrorKind::Fatal, false)
-        );
-        assert_eq!(classify_code("GetObject", 404, Some("NoSuchKey")), (ErrorKind::Fatal, false));
-        assert_eq!(
-            classify_code("GetObject", 403, Some("InvalidObjectState")),
-            (ErrorKind::Fatal, false)
-        );
-        assert_eq!(classify_code("PutObject", 403, Some("AccessDenied")), (ErrorKind::Fatal, false));
+        assert_eq!(kind(Op::CopyObject, 412, Some("PreconditionFailed")), ErrorKind::Fatal);
+        assert_eq!(kind(Op::GetObject, 404, Some("NoSuchKey")), ErrorKind::Fatal);
+        assert_eq!(kind(Op::GetObject, 403, Some("InvalidObjectState")), ErrorKind::Fatal);
+        assert_eq!(kind(Op::PutObject, 403, Some("AccessDenied")), ErrorKind::Fatal);
+    }
+
+    #[test]
+    fn codes_read_as_s3_sent_them() {
+        assert_eq!(Code::new(None, 404).to_string(), "HTTP 404");
+        assert!(Code::new(None, 404).is_not_found() && Code::new(Some("NoSuchKey"), 404).is_not_found());
+        assert_eq!(Code::new(Some("SlowDown"), 503).to_string(), "SlowDown");
+        assert_eq!(Code::new(Some("Weird"), 400), Code::Other("Weird".into()));
     }
 }

@@ -1,21 +1,22 @@
-//! Copying one object: the mode chain (direct, stream, staged), per-object fallback, retries,
-//! verification, and the run's accounting of modes, fallbacks and bytes through the host.
+//! Copying one object: the mode chain (direct, stream, staged), per-object fallback, retries and
+//! verification. Each copy reports what it took (a [`Trail`]); the engine does the accounting.
 
 mod direct;
 pub mod error;
+mod host;
 mod staged;
 mod stream;
 pub(crate) mod upload;
 pub mod verify;
 
-pub use error::{ErrorKind, TransferError};
+pub use error::{Code, ErrorKind, Op, TransferError};
 
+use crate::manifest::Verified;
 use crate::plan::CopyJob;
-use crate::s3::RequestCounter;
 use crate::spec::{Mode, Spec};
 use aws_sdk_s3::Client;
-use serde::Serialize;
 use std::collections::BTreeMap;
+use std::fmt;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -23,15 +24,42 @@ use std::time::Duration;
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 
+/// An object moved from one mode to the next, and why.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Fallback {
+    pub from: Mode,
+    pub to: Mode,
+    /// The S3 error code, or the message when there is none.
+    pub reason: String,
+}
+
+/// The form stored in the run's `details` and printed in the summary.
+impl fmt::Display for Fallback {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{} -> {} ({})", self.from, self.to, self.reason)
+    }
+}
+
+/// What copying one object took, whether it succeeded or not.
+#[derive(Debug, Default)]
+pub struct Trail {
+    pub fallbacks: Vec<Fallback>,
+    /// Modes this object found unusable for the rest of the run, with the error.
+    pub disabled: Vec<(Mode, String)>,
+    pub retries: u64,
+    /// Bytes that passed through this host for this object (its copy and its sidecar).
+    pub through_host: u64,
+}
+
 /// How an object was copied and checked.
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 pub struct Outcome {
     pub mode: Mode,
     /// The source ETag: as listed, else as the copy revealed it.
     pub etag: Option<String>,
     pub dest_etag: Option<String>,
-    /// `sha256`, `etag` or `size`: the strongest check the object passed.
-    pub verified: &'static str,
+    pub verified: Verified,
+    pub trail: Trail,
 }
 
 /// An object that could not be copied, with the last mode tried.
@@ -39,25 +67,14 @@ pub struct Outcome {
 pub struct Failure {
     pub mode: Option<Mode>,
     pub error: TransferError,
+    pub trail: Trail,
 }
 
-#[derive(Debug, Clone, Default, Serialize, PartialEq, Eq)]
-pub struct ModeCount {
-    pub objects: u64,
-    pub bytes: u64,
-}
-
-/// Per-run accounting, stored as the run row's `details` JSON and printed in the summary.
-#[derive(Debug, Clone, Default, Serialize)]
-pub struct Stats {
-    pub modes: BTreeMap<String, ModeCount>,
-    /// "from -> to (reason)" -> count.
-    pub fallbacks: BTreeMap<String, u64>,
-    /// Modes found unusable for the whole run, with the reason.
-    pub disabled_modes: BTreeMap<String, String>,
-    pub bytes_through_host: u64,
-    pub retries: u64,
-    pub requests: BTreeMap<String, u64>,
+/// What one mode's copy returns before the chain adds the trail.
+pub(crate) struct Copied {
+    pub etag: Option<String>,
+    pub dest_etag: Option<String>,
+    pub verified: Verified,
 }
 
 /// Copies the objects of one run of one spec. Built by the engine for each run.
@@ -75,82 +92,91 @@ pub struct Transferer {
     pub buffer_mib: u32,
     /// Fired when in-flight work must stop now (grace period over): multipart uploads abort.
     pub hard_stop: CancellationToken,
-    pub requests: Arc<RequestCounter>,
     pub writer: crate::manifest::Writer,
-    pub stats: Mutex<Stats>,
-    pub seq: AtomicU64,
+    /// Modes found unusable for the whole run, with the reason: later objects skip them.
+    pub(crate) disabled: Mutex<BTreeMap<Mode, String>>,
+    /// Numbers staging files.
+    pub(crate) seq: AtomicU64,
 }
 
 impl Transferer {
-    pub fn stats(&self) -> Stats {
-        let mut s = self.stats.lock().unwrap().clone();
-        s.requests = self.requests.snapshot();
-        s
-    }
-
     fn disabled(&self, mode: Mode) -> bool {
-        self.stats.lock().unwrap().disabled_modes.contains_key(mode.as_str())
+        self.disabled.lock().unwrap().contains_key(&mode)
     }
 
     /// Copies one object, trying each usable mode of the chain in turn.
     pub async fn copy(&self, job: &CopyJob) -> Result<Outcome, Failure> {
         let sidecar = Sidecar::default();
-        let mut last: Option<Failure> = None;
+        let mut trail = Trail::default();
+        let mut last: Option<(Mode, TransferError)> = None;
         for (i, &mode) in self.chain.iter().enumerate() {
             if self.disabled(mode) {
                 continue;
             }
-            match self.try_mode(mode, job, &sidecar).await {
-                Ok(o) => {
-                    let mut s = self.stats.lock().unwrap();
-                    let c = s.modes.entry(mode.as_str().into()).or_default();
-                    c.objects += 1;
-                    c.bytes += job.source.size;
+            match self.try_mode(mode, job, &sidecar, &mut trail).await {
+                Ok(c) => {
                     if mode != Mode::Direct {
-                        s.bytes_through_host += job.source.size;
+                        trail.through_host += job.source.size;
                     }
-                    return Ok(o);
-                }
-                Err(e) if e.kind == ErrorKind::CantUseMode => {
-                    let next = self.chain[i + 1..].iter().find(|m| !self.disabled(**m));
-                    let reason = e.code.clone().unwrap_or_else(|| e.message.clone());
-                    let mut s = self.stats.lock().unwrap();
-                    if let Some(next) = next {
-                        *s.fallbacks.entry(format!("{mode} -> {next} ({reason})")).or_default() += 1;
-                    }
-                    if e.sticky && !s.disabled_modes.contains_key(mode.as_str()) {
-                        tracing::warn!(spec = %self.spec.name, run_id = self.run_id, %mode, reason = %e, "mode unusable for the rest of this run");
-                        s.disabled_modes.insert(mode.as_str().into(), e.to_string());
-                    }
-                    last = Some(Failure {
-                        mode: Some(mode),
-                        error: e,
+                    trail.through_host += sidecar.bytes.load(Ordering::Relaxed);
+                    return Ok(Outcome {
+                        mode,
+                        etag: c.etag,
+                        dest_etag: c.dest_etag,
+                        verified: c.verified,
+                        trail,
                     });
                 }
-                Err(error) => return Err(Failure { mode: Some(mode), error }),
+                Err(e) if matches!(e.kind, ErrorKind::ModeUnusable { .. }) => {
+                    self.fall_back(mode, &self.chain[i + 1..], &e, &mut trail);
+                    last = Some((mode, e));
+                }
+                Err(error) => return Err(self.failure(Some(mode), error, &sidecar, trail)),
             }
         }
-        Err(last.unwrap_or_else(|| Failure {
-            mode: None,
-            error: TransferError::fatal("copy", "no usable transfer mode is left for this run"),
-        }))
+        let (mode, error) = match last {
+            Some((m, e)) => (Some(m), e),
+            None => (None, TransferError::fatal(Op::Copy, "no usable transfer mode is left for this run")),
+        };
+        Err(self.failure(mode, error, &sidecar, trail))
+    }
+
+    fn failure(&self, mode: Option<Mode>, error: TransferError, sidecar: &Sidecar, mut trail: Trail) -> Failure {
+        trail.through_host += sidecar.bytes.load(Ordering::Relaxed);
+        Failure { mode, error, trail }
+    }
+
+    /// Notes the move to the next usable mode, and disables `mode` for the run when the error
+    /// says no object can use it.
+    fn fall_back(&self, mode: Mode, rest: &[Mode], e: &TransferError, trail: &mut Trail) {
+        if let Some(&to) = rest.iter().find(|m| !self.disabled(**m)) {
+            let reason = e.code.as_ref().map_or_else(|| e.message.clone(), ToString::to_string);
+            trail.fallbacks.push(Fallback { from: mode, to, reason });
+        }
+        if e.kind == (ErrorKind::ModeUnusable { for_run: true }) {
+            if let std::collections::btree_map::Entry::Vacant(v) = self.disabled.lock().unwrap().entry(mode) {
+                tracing::warn!(spec = %self.spec.name, run_id = self.run_id, %mode, reason = %e, "mode unusable for the rest of this run");
+                v.insert(e.to_string());
+                trail.disabled.push((mode, e.to_string()));
+            }
+        }
     }
 
     /// One mode, retried with exponential backoff and jitter on transient errors. Direct copies
     /// are retried inside the SDK (they are idempotent requests); streams are retried here
     /// because a consumed body cannot be replayed by the SDK.
-    async fn try_mode(&self, mode: Mode, job: &CopyJob, sidecar: &Sidecar) -> Result<Outcome, TransferError> {
+    async fn try_mode(&self, mode: Mode, job: &CopyJob, sidecar: &Sidecar, trail: &mut Trail) -> Result<Copied, TransferError> {
         let mut attempt = 0;
         loop {
             let r = match mode {
-                Mode::Direct | Mode::Auto => return direct::copy(self, job, sidecar).await,
+                Mode::Direct => return direct::copy(self, job, sidecar).await,
                 Mode::Stream => stream::copy(self, job, sidecar.get(self, &job.source.key).await?).await,
                 Mode::Staged => staged::copy(self, job, sidecar.get(self, &job.source.key).await?).await,
             };
             match r {
                 Err(e) if e.kind == ErrorKind::Retryable && attempt < self.spec.transfer.retries && !self.hard_stop.is_cancelled() => {
                     attempt += 1;
-                    self.stats.lock().unwrap().retries += 1;
+                    trail.retries += 1;
                     tracing::debug!(key = %job.source.key, %mode, attempt, error = %e, "retrying");
                     tokio::time::sleep(backoff(attempt)).await;
                 }
@@ -168,14 +194,12 @@ impl Transferer {
             .is_some_and(|s| !key.ends_with(s.as_str()))
     }
 
-    /// The SHA-256 from the object's checksum sidecar, when the spec names one and it exists.
-    async fn sidecar_sha256(&self, key: &str) -> Result<Option<String>, TransferError> {
-        let Some(suffix) = &self.spec.verify.checksum_sidecar else {
-            return Ok(None);
+    /// The SHA-256 from the object's checksum sidecar, when the spec names one and it exists;
+    /// also returns the sidecar's size (bytes through the host).
+    async fn sidecar_sha256(&self, key: &str) -> Result<(Option<String>, u64), TransferError> {
+        let Some(suffix) = self.spec.verify.checksum_sidecar.as_ref().filter(|_| self.wants_sidecar(key)) else {
+            return Ok((None, 0));
         };
-        if key.ends_with(suffix.as_str()) {
-            return Ok(None);
-        }
         let got = self
             .src
             .get_object()
@@ -183,25 +207,19 @@ impl Transferer {
             .key(format!("{key}{suffix}"))
             .send()
             .await;
-        let out = match got {
+        let out = match got.map_err(|e| error::classify(Op::GetObject, e)) {
             Ok(o) => o,
-            Err(e) => {
-                let e = error::classify("GetObject", e);
-                return match e.code.as_deref() {
-                    Some("NoSuchKey" | "HTTP 404") => Ok(None),
-                    _ => Err(e),
-                };
-            }
+            Err(e) if e.code.as_ref().is_some_and(Code::is_not_found) => return Ok((None, 0)),
+            Err(e) => return Err(e),
         };
         let bytes = out
             .body
             .collect()
             .await
-            .map_err(|e| TransferError::new(ErrorKind::Retryable, "GetObject", e.to_string()))?
+            .map_err(|e| TransferError::body(Op::GetObject, e))?
             .into_bytes();
-        self.stats.lock().unwrap().bytes_through_host += bytes.len() as u64;
         match verify::parse_sidecar(&String::from_utf8_lossy(&bytes)) {
-            Some(h) => Ok(Some(h)),
+            Some(h) => Ok((Some(h), bytes.len() as u64)),
             None => Err(TransferError::verify(format!("checksum sidecar {key}{suffix} holds no sha256"))),
         }
     }
@@ -215,14 +233,26 @@ impl Transferer {
 
 /// The object's sidecar checksum, fetched at most once per object and only by a mode that can use it.
 #[derive(Default)]
-pub(crate) struct Sidecar(tokio::sync::OnceCell<Option<String>>);
+pub(crate) struct Sidecar {
+    sha256: tokio::sync::OnceCell<Option<String>>,
+    bytes: AtomicU64,
+}
 
 impl Sidecar {
     pub(crate) async fn get(&self, t: &Transferer, key: &str) -> Result<Option<&str>, TransferError> {
-        self.0.get_or_try_init(|| t.sidecar_sha256(key)).await.map(|o| o.as_deref())
+        let sha = self
+            .sha256
+            .get_or_try_init(|| async {
+                let (sha, bytes) = t.sidecar_sha256(key).await?;
+                self.bytes.store(bytes, Ordering::Relaxed);
+                Ok::<_, TransferError>(sha)
+            })
+            .await?;
+        Ok(sha.as_deref())
     }
 }
 
+/// Exponential backoff with jitter: 50-100% of 100 ms x 2^attempt, capped at 10 s.
 fn backoff(attempt: u32) -> Duration {
     let base = 100u64.saturating_mul(1 << attempt.min(7)).min(10_000);
     Duration::from_millis(base / 2 + fastrand::u64(0..=base / 2))
@@ -273,5 +303,15 @@ mod tests {
     fn backoff_grows_and_is_capped() {
         assert!(backoff(1) <= Duration::from_millis(200));
         assert!(backoff(20) <= Duration::from_secs(10));
+    }
+
+    #[test]
+    fn fallbacks_read_as_documented() {
+        let f = Fallback {
+            from: Mode::Direct,
+            to: Mode::Stream,
+            reason: "AccessDenied".into(),
+        };
+        assert_eq!(f.to_string(), "direct -> stream (AccessDenied)");
     }
 }

@@ -2,18 +2,17 @@
 //! The traditional path, for when neither server-side copy nor streaming can be used; the
 //! upload is retryable by the SDK because the body is a file.
 
-use super::error::{classify, TransferError};
-use super::stream::{body_error, check_put_etag, get_source, joined};
-use super::upload::{completed, Multipart};
+use super::error::{classify, Op, TransferError};
+use super::host::{check_put_etag, get_source, put_object, upload_part, PartUploads};
+use super::upload::Multipart;
 use super::verify::{Digests, Expect};
-use super::{part_size_for, parts, Outcome, Transferer};
+use super::{part_size_for, parts, Copied, Transferer};
+use crate::manifest::Verified;
 use crate::plan::CopyJob;
 use crate::s3::normalize_etag;
-use crate::spec::Mode;
 use aws_sdk_s3::primitives::{ByteStream, Length};
 use std::path::{Path, PathBuf};
 use tokio::io::AsyncWriteExt;
-use tokio::task::JoinSet;
 
 /// Removes the staging file however the copy ends (success, error, cancellation).
 struct StagingFile(PathBuf);
@@ -24,7 +23,7 @@ impl Drop for StagingFile {
     }
 }
 
-pub async fn copy(t: &Transferer, job: &CopyJob, sha256: Option<&str>) -> Result<Outcome, TransferError> {
+pub async fn copy(t: &Transferer, job: &CopyJob, sha256: Option<&str>) -> Result<Copied, TransferError> {
     let expect = Expect::for_job(job, sha256);
     let file = StagingFile(t.staging_file());
     let (level, md5) = download(t, job, &file.0, &expect).await?;
@@ -33,86 +32,56 @@ pub async fn copy(t: &Transferer, job: &CopyJob, sha256: Option<&str>) -> Result
     } else {
         let body = ByteStream::from_path(&file.0)
             .await
-            .map_err(|e| TransferError::fatal("staging", e.to_string()))?;
-        let out = t
-            .dst
-            .put_object()
-            .bucket(&t.spec.destination.bucket)
-            .key(&job.dest_key)
-            .content_length(job.source.size as i64)
-            .body(body)
-            .send()
-            .await
-            .map_err(|e| classify("PutObject", e))?;
+            .map_err(|e| TransferError::fatal(Op::Staging, e.to_string()))?;
+        let out = put_object(t, job).body(body).send().await.map_err(|e| classify(Op::PutObject, e))?;
         let etag = out.e_tag().map(normalize_etag);
         check_put_etag(etag.as_deref(), md5.as_deref())?;
         etag
     };
-    Ok(Outcome {
-        mode: Mode::Staged,
+    Ok(Copied {
         etag: job.source.etag.clone().or(md5).or_else(|| dest_etag.clone()),
         dest_etag,
         verified: level,
     })
 }
 
-async fn download(t: &Transferer, job: &CopyJob, path: &Path, expect: &Expect) -> Result<(&'static str, Option<String>), TransferError> {
+async fn download(t: &Transferer, job: &CopyJob, path: &Path, expect: &Expect) -> Result<(Verified, Option<String>), TransferError> {
     let get = get_source(t, job).await?;
     let mut out = tokio::fs::OpenOptions::new()
         .write(true)
         .create_new(true)
         .open(path)
         .await
-        .map_err(|e| TransferError::io("staging", e))?;
+        .map_err(|e| TransferError::io(Op::Staging, e))?;
     let mut digests = Digests::new(expect);
     let mut body = get.body;
     while let Some(chunk) = body.next().await {
-        let chunk = chunk.map_err(|e| body_error("GetObject", e))?;
+        let chunk = chunk.map_err(|e| TransferError::body(Op::GetObject, e))?;
         digests.update(&chunk);
-        out.write_all(&chunk).await.map_err(|e| TransferError::io("staging", e))?;
+        out.write_all(&chunk).await.map_err(|e| TransferError::io(Op::Staging, e))?;
     }
-    out.flush().await.map_err(|e| TransferError::io("staging", e))?;
+    out.flush().await.map_err(|e| TransferError::io(Op::Staging, e))?;
     digests.finish(expect)
 }
 
 async fn upload_multipart(t: &Transferer, job: &CopyJob, path: &Path) -> Result<Option<String>, TransferError> {
-    let spec = &t.spec;
-    let part = part_size_for(job.source.size, spec.transfer.part_size);
+    let part = part_size_for(job.source.size, t.spec.transfer.part_size);
     let upload = Multipart::create(t, &job.dest_key).await?;
     let work = async {
-        let mut inflight = JoinSet::new();
-        let mut done = Vec::new();
+        let mut uploads = PartUploads::new(t.spec.transfer.parts_in_flight);
         for (n, offset, len) in parts(job.source.size, part) {
-            while inflight.len() >= spec.transfer.parts_in_flight {
-                done.push(joined(inflight.join_next().await.expect("not empty"))?);
-            }
             let body = ByteStream::read_from()
                 .path(path)
                 .offset(offset)
                 .length(Length::Exact(len))
                 .build()
                 .await
-                .map_err(|e| TransferError::fatal("staging", e.to_string()))?;
-            let req = t
-                .dst
-                .upload_part()
-                .bucket(&spec.destination.bucket)
-                .key(&job.dest_key)
-                .upload_id(&upload.upload_id)
-                .part_number(n)
-                .content_length(len as i64)
-                .body(body);
-            inflight.spawn(async move {
-                req.send()
-                    .await
-                    .map_err(|e| classify("UploadPart", e))
-                    .map(|o| completed(n, o.e_tag()))
-            });
+                .map_err(|e| TransferError::fatal(Op::Staging, e.to_string()))?;
+            uploads
+                .send(n, upload_part(t, job, &upload.upload_id, n, len).body(body), ())
+                .await?;
         }
-        while let Some(r) = inflight.join_next().await {
-            done.push(joined(r)?);
-        }
-        Ok((done, ()))
+        Ok((uploads.finish().await?, ()))
     };
     let (etag, ()) = upload.finish_or_abort(&t.hard_stop, work).await?;
     Ok(etag)

@@ -1,7 +1,7 @@
 //! A multipart upload at the destination, shared by the three modes: created, completed with
 //! its parts in order, or aborted on any failure so no incomplete upload is left to bill.
 
-use super::error::{classify, TransferError};
+use super::error::{classify, Op, TransferError};
 use super::Transferer;
 use aws_sdk_s3::types::{CompletedMultipartUpload, CompletedPart};
 use aws_sdk_s3::Client;
@@ -22,7 +22,7 @@ impl<'a> Multipart<'a> {
         static PENDING: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
         let n = PENDING.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let pending = format!("{PENDING_PREFIX}{}:{n}", std::process::id());
-        let manifest_err = |e: crate::manifest::ManifestError| TransferError::fatal("manifest", e.to_string());
+        let manifest_err = |e: crate::manifest::ManifestError| TransferError::fatal(Op::Manifest, e.to_string());
         t.writer
             .upload_started(&pending, &t.spec.name, bucket, key)
             .await
@@ -34,11 +34,11 @@ impl<'a> Multipart<'a> {
             .key(key)
             .send()
             .await
-            .map_err(|e| classify("CreateMultipartUpload", e))
+            .map_err(|e| classify(Op::CreateMultipartUpload, e))
             .and_then(|out| {
                 out.upload_id()
                     .map(str::to_string)
-                    .ok_or_else(|| TransferError::fatal("CreateMultipartUpload", "the server returned no upload id"))
+                    .ok_or_else(|| TransferError::fatal(Op::CreateMultipartUpload, "the server returned no upload id"))
             });
         let upload_id = match created {
             Ok(id) => id,
@@ -70,7 +70,7 @@ impl<'a> Multipart<'a> {
             .multipart_upload(CompletedMultipartUpload::builder().set_parts(Some(parts)).build())
             .send()
             .await
-            .map_err(|e| classify("CompleteMultipartUpload", e))?;
+            .map_err(|e| classify(Op::CompleteMultipartUpload, e))?;
         self.t.writer.upload_ended(&self.upload_id);
         Ok(out.e_tag().map(crate::s3::normalize_etag))
     }
@@ -94,7 +94,7 @@ impl<'a> Multipart<'a> {
     {
         let result = tokio::select! {
             r = work => r,
-            () = stop.cancelled() => Err(TransferError::fatal("multipart", "stopped by shutdown before the upload finished")),
+            () = stop.cancelled() => Err(TransferError::fatal(Op::Multipart, "stopped by shutdown before the upload finished")),
         };
         let result = match result {
             Ok((parts, verdict)) => self.complete(parts).await.map(|etag| (etag, verdict)),

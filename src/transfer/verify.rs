@@ -3,6 +3,7 @@
 //! and turns a short read or a mismatch into a body error, so the PUT never completes with bad data.
 
 use super::error::TransferError;
+use crate::manifest::Verified;
 use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
 use md5::{Digest, Md5};
@@ -28,9 +29,7 @@ impl Expect {
     }
 
     pub fn new(size: u64, source_etag: Option<&str>, sha256_hex: Option<String>) -> Self {
-        let md5_hex = source_etag
-            .filter(|e| e.len() == 32 && e.bytes().all(|b| b.is_ascii_hexdigit()))
-            .map(str::to_ascii_lowercase);
+        let md5_hex = source_etag.filter(|e| crate::s3::is_md5_etag(e)).map(str::to_ascii_lowercase);
         Expect { size, md5_hex, sha256_hex }
     }
 }
@@ -62,9 +61,9 @@ impl Digests {
         self.len += chunk.len() as u64;
     }
 
-    /// Checks the finished digests; returns the strongest check passed (`sha256`, `etag`, `size`)
-    /// and the content MD5 in hex, when it was computed.
-    pub fn finish(self, expect: &Expect) -> Result<(&'static str, Option<String>), TransferError> {
+    /// Checks the finished digests; returns the strongest check passed and the content MD5 in
+    /// hex, when it was computed.
+    pub fn finish(self, expect: &Expect) -> Result<(Verified, Option<String>), TransferError> {
         if self.len != expect.size {
             return Err(TransferError::verify(format!(
                 "read {} bytes, the listing said {}",
@@ -72,14 +71,14 @@ impl Digests {
             )));
         }
         let md5 = self.md5.map(|m| hex::encode(m.finalize()));
-        let mut level = "size";
+        let mut level = Verified::Size;
         if let (Some(want), Some(md5)) = (&expect.md5_hex, &md5) {
             if want != md5 {
                 return Err(TransferError::verify(format!(
                     "content MD5 {md5} differs from the source ETag {want}"
                 )));
             }
-            level = "etag";
+            level = Verified::Etag;
         }
         if let (Some(want), Some(s)) = (&expect.sha256_hex, self.sha256) {
             let got = hex::encode(s.finalize());
@@ -88,14 +87,14 @@ impl Digests {
                     "sha256 {got} differs from the checksum sidecar's {want}"
                 )));
             }
-            level = "sha256";
+            level = Verified::Sha256;
         }
         Ok((level, md5))
     }
 }
 
 /// The result a [`HashingBody`] leaves behind once it has been read to the end.
-pub type BodyVerdict = Arc<Mutex<Option<Result<(&'static str, Option<String>), TransferError>>>>;
+pub type BodyVerdict = Arc<Mutex<Option<Result<(Verified, Option<String>), TransferError>>>>;
 
 /// Wraps a GET body on its way into a PUT: hashes it, counts it, and ends in an error (so the
 /// PUT is abandoned) if it comes up short or fails verification.
@@ -188,7 +187,7 @@ mod tests {
         let ok = Expect::new(11, Some(&md5), Some(sha.clone()));
         let mut d = Digests::new(&ok);
         d.update(data);
-        assert_eq!(d.finish(&ok).unwrap().0, "sha256");
+        assert_eq!(d.finish(&ok).unwrap().0, Verified::Sha256);
 
         let short = Expect::new(12, None, None);
         let mut d = Digests::new(&short);

@@ -1,12 +1,10 @@
 //! Reliability: faults injected by a real proxy, listing failures and delete guards, SIGKILL at
 //! random points, and keys that are data, not paths or URLs.
 
-mod common;
-
-use common::moto::Moto;
-use common::proxy::{Action, Fault, FaultProxy};
-use common::*;
+use crate::util::*;
 use s3syncd::fixture::{generate, FixtureSpec};
+use s3syncd_testkit::moto::Moto;
+use s3syncd_testkit::proxy::{Action, Fault, FaultProxy};
 use std::collections::BTreeMap;
 use std::time::Duration;
 

@@ -1,9 +1,8 @@
 //! `s3syncd validate`: every broken spec gives exit 2 and a located `FILE:LINE:COLUMN: message`,
-//! never a panic; good specs exit 0 with a one-line summary each.
+//! never a panic; good specs exit 0 with a one-line summary each. Fixtures are validated from
+//! private copies (`private_dir`), so their modes never depend on the clone's umask.
 
-mod common;
-
-use common::*;
+use crate::util::*;
 use std::path::{Path, PathBuf};
 
 fn data(dir: &str) -> PathBuf {
@@ -23,7 +22,8 @@ fn files(dir: &Path, ext: &str) -> Vec<PathBuf> {
 #[test]
 fn each_invalid_spec_reports_its_located_error() {
     let ws = Workspace::new(&[]);
-    let specs = files(&data("invalid"), "toml");
+    let fixtures = private_dir(&data("invalid"));
+    let specs = files(fixtures.path(), "toml");
     assert!(specs.len() >= 50);
     let mut failures = Vec::new();
     for spec in specs {
@@ -68,7 +68,8 @@ fn each_invalid_config_reports_its_located_error() {
 #[test]
 fn valid_specs_pass_with_a_summary_line_each() {
     let ws = Workspace::new(&[]);
-    let out = ws.run(&["validate", data("valid").to_str().unwrap()]);
+    let valid = private_dir(&data("valid"));
+    let out = ws.run(&["validate", valid.path().to_str().unwrap()]);
     assert_eq!(out.status.code(), Some(0), "{}", text(&out));
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(stdout.contains("ok binance-spot-klines-1m ("), "{stdout}");
@@ -80,9 +81,9 @@ fn valid_specs_pass_with_a_summary_line_each() {
 fn a_directory_with_three_broken_specs_reports_all_three() {
     let ws = Workspace::new(&[]);
     let dir = ws.spec_dir();
-    std::fs::copy(data("valid/binance-spot-klines-1m.toml"), dir.join("good.toml")).unwrap();
+    private_copy(&data("valid/binance-spot-klines-1m.toml"), &dir.join("good.toml"));
     for name in ["bad-cron", "unknown-key", "overlap"] {
-        std::fs::copy(data("invalid").join(format!("{name}.toml")), dir.join(format!("{name}.toml"))).unwrap();
+        private_copy(&data("invalid").join(format!("{name}.toml")), &dir.join(format!("{name}.toml")));
     }
     // Not spec files: ignored.
     std::fs::write(dir.join(".good.toml.swp"), "junk").unwrap();
@@ -122,22 +123,23 @@ fn a_directory_with_three_broken_specs_reports_all_three() {
 #[test]
 fn duplicate_names_across_files_are_an_error() {
     let ws = Workspace::new(&[]);
-    let text = "name = \"feed\"\n[source]\nbucket = \"src-bucket\"\n[destination]\nbucket = \"dst-bucket\"\n";
-    ws.write_spec("a", text);
-    ws.write_spec("b", text);
+    let spec = "name = \"feed\"\n[source]\nbucket = \"src-bucket\"\n[destination]\nbucket = \"dst-bucket\"\n";
+    ws.write_spec("a", spec);
+    ws.write_spec("b", spec);
     let out = ws.run(&["validate"]);
-    assert_eq!(out.status.code(), Some(2), "{}", common::text(&out));
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
     assert!(
         String::from_utf8_lossy(&out.stderr).contains("b.toml:1:8: spec name \"feed\" is already used by"),
         "{}",
-        common::text(&out)
+        text(&out)
     );
 }
 
 #[test]
 fn run_with_an_invalid_spec_exits_2_and_copies_nothing() {
     let ws = Workspace::new(&[]);
-    let spec = data("invalid/bad-cron.toml");
+    let spec = ws.spec_dir().join("bad-cron.toml");
+    private_copy(&data("invalid/bad-cron.toml"), &spec);
     let out = ws.run(&["run", spec.to_str().unwrap()]);
     assert_eq!(out.status.code(), Some(2), "{}", text(&out));
     assert!(String::from_utf8_lossy(&out.stderr).contains("bad-cron.toml:1:12: invalid cron expression"));
@@ -162,14 +164,16 @@ fn the_shipped_examples_are_valid() {
     let ws = Workspace::new(&[]);
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
     for dir in ["etc/s3syncd/specs.d", "examples/specs"] {
-        let out = ws.run(&["validate", root.join(dir).to_str().unwrap()]);
+        let copy = private_dir(&root.join(dir));
+        let out = ws.run(&["validate", copy.path().to_str().unwrap()]);
         assert_eq!(out.status.code(), Some(0), "{dir}: {}", text(&out));
     }
+    let specs = private_dir(&root.join("etc/s3syncd/specs.d"));
     let out = ws.run(&[
         "validate",
         "--config",
         root.join("etc/s3syncd/s3syncd.toml").to_str().unwrap(),
-        root.join("etc/s3syncd/specs.d").to_str().unwrap(),
+        specs.path().to_str().unwrap(),
     ]);
     assert_eq!(out.status.code(), Some(0), "{}", text(&out));
 }

@@ -1,12 +1,10 @@
 //! Transfer modes against real servers: direct, stream, staged, fallback through a fault proxy,
 //! anonymous public sources, multipart paths and checksum sidecars.
 
-mod common;
-
-use common::moto::Moto;
-use common::proxy::{Fault, FaultProxy};
-use common::*;
+use crate::util::*;
 use s3syncd::fixture::{generate, FixtureSpec};
+use s3syncd_testkit::moto::Moto;
+use s3syncd_testkit::proxy::{Fault, FaultProxy};
 
 fn small_fixture() -> Vec<(String, Vec<u8>)> {
     let mut f = FixtureSpec::small();

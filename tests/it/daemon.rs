@@ -1,9 +1,7 @@
 //! The real daemon binary with a temporary config and spec dir, against a real local S3 server:
 //! feeds appear, change, break, disappear and shut down while files and signals come and go.
 
-mod common;
-
-use common::*;
+use crate::util::*;
 use s3syncd::fixture::{generate, FixtureSpec};
 use std::os::unix::fs::PermissionsExt;
 use std::process::{Child, Stdio};
@@ -250,4 +248,56 @@ async fn sigterm_during_a_run_records_it_as_interrupted_and_nothing_false() {
             "manifest row {key} without its object at the destination"
         );
     }
+}
+
+/// One permission rule in spec loading: `validate` (systemd's ExecStartPre and ExecReload),
+/// `run` and the daemon give the same verdict on a world-writable spec and spec directory.
+#[tokio::test(flavor = "multi_thread")]
+async fn validate_run_and_the_daemon_agree_on_file_permissions() {
+    let ws = Workspace::new(&[]);
+    strict(&ws);
+    // No schedule and no endpoint: nothing here ever sends a request.
+    let spec = "[source]\nbucket = \"src-bucket\"\n[destination]\nbucket = \"dst-bucket\"\n";
+    write_spec(&ws, "good", spec);
+    write_spec(&ws, "open", &spec.replace("dst-bucket", "other-bucket"));
+    let open = ws.spec_dir().join("open.toml");
+    std::fs::set_permissions(&open, std::fs::Permissions::from_mode(0o666)).unwrap();
+    let refused = format!(
+        "{}:1:1: {} is writable by group or others (mode 666)",
+        open.display(),
+        open.display()
+    );
+
+    let out = ws.run(&["validate"]);
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    assert!(String::from_utf8_lossy(&out.stderr).contains(&refused), "{}", text(&out));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("ok good ("), "{}", text(&out));
+    for arg in [open.to_str().unwrap(), "open"] {
+        let out = ws.run(&["run", arg]);
+        assert_eq!(out.status.code(), Some(2), "run {arg}: {}", text(&out));
+        assert!(String::from_utf8_lossy(&out.stderr).contains(&refused), "run {arg}: {}", text(&out));
+    }
+    assert!(!ws.manifest().exists(), "nothing ran");
+
+    let mut d = Daemon::start(&ws);
+    assert!(eventually(10, || async { d.log().contains("daemon started") }).await, "{}", d.log());
+    assert!(d.log().contains(&refused), "{}", d.log());
+    assert!(d.log().contains("spec added") && d.log().contains("spec=good"), "{}", d.log());
+    assert!(!d.log().contains("spec=open"), "the refused spec was scheduled\n{}", d.log());
+    d.signal("TERM");
+    let (status, d) = tokio::task::spawn_blocking(move || (d.child.wait().unwrap(), d)).await.unwrap();
+    assert_eq!(status.code(), Some(0), "{}", d.log());
+
+    // A spec directory others may write: validate refuses it, and the daemon does not start.
+    std::fs::set_permissions(&open, std::fs::Permissions::from_mode(0o644)).unwrap();
+    std::fs::set_permissions(ws.spec_dir(), std::fs::Permissions::from_mode(0o777)).unwrap();
+    let dir_refused = format!("{} is writable by group or others (mode 777)", ws.spec_dir().display());
+    let out = ws.run(&["validate"]);
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    assert!(String::from_utf8_lossy(&out.stderr).contains(&dir_refused), "{}", text(&out));
+    let out = ws.run(&["daemon"]);
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    assert!(String::from_utf8_lossy(&out.stderr).contains(&dir_refused), "{}", text(&out));
+    let out = ws.run(&["run", "good"]);
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
 }

@@ -15,7 +15,8 @@ fn moto_binary() -> PathBuf {
     if let Some(p) = std::env::var_os("S3SYNCD_MOTO_SERVER") {
         return PathBuf::from(p);
     }
-    let target = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target");
+    // The workspace's target directory (this crate lives in tests/testkit).
+    let target = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../target");
     let venv = target.join("test-venv");
     let bin = venv.join("bin/moto_server");
     std::fs::create_dir_all(&target).unwrap();

@@ -1,9 +1,7 @@
 //! Audits and observability: `manifest ls/runs/export/verify/status`, the run summary's counts,
 //! and the Prometheus endpoint of a running daemon, against real servers.
 
-mod common;
-
-use common::*;
+use crate::util::*;
 use s3syncd::fixture::{generate, FixtureSpec};
 
 fn fixture() -> Vec<(String, Vec<u8>)> {

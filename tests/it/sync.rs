@@ -1,9 +1,7 @@
 //! One-shot sync against a real S3 server (s3s-fs on 127.0.0.1) through the real binary:
 //! bytes at the destination, manifest rows, exit codes, re-runs and changed objects.
 
-mod common;
-
-use common::*;
+use crate::util::*;
 use s3syncd::fixture::{generate, FixtureSpec};
 
 struct Setup {

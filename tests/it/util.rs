@@ -1,18 +1,38 @@
-//! Test ground shared by the integration tests and the demo example: real S3 servers on
-//! 127.0.0.1 (s3s-fs in-process, with SigV4 keys), a workspace with config, spec dir, state dir
-//! and AWS profiles, and a runner for the real `s3syncd` binary. No SDK mocks.
-#![allow(dead_code)]
+//! What every test uses beside the servers of the testkit: a workspace with config, spec dir,
+//! state dir and AWS profiles, and a runner for the real `s3syncd` binary.
 
-pub mod fs_server;
-pub mod moto;
-pub mod objects;
-pub mod proxy;
-
+use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
-pub use fs_server::S3Server;
-pub use objects::*;
+pub use s3syncd_testkit::*;
+
+/// Writes a spec-like file with an explicit mode, whatever the umask: s3syncd refuses files
+/// that group or others may write, and a clone under umask 002 must still pass.
+pub fn write_private(path: &Path, text: &str) {
+    std::fs::write(path, text).unwrap();
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o644)).unwrap();
+}
+
+/// A copy of a directory of spec fixtures with explicit modes (files 0644, the directory
+/// 0755), so that permission checks judge the fixture, not the clone's umask.
+pub fn private_dir(from: &Path) -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    for e in std::fs::read_dir(from).unwrap() {
+        let p = e.unwrap().path();
+        if p.is_file() {
+            private_copy(&p, &dir.path().join(p.file_name().unwrap()));
+        }
+    }
+    dir
+}
+
+/// Copies a file and sets mode 0644 (`fs::copy` would keep the source's mode).
+pub fn private_copy(from: &Path, to: &Path) {
+    std::fs::write(to, std::fs::read(from).unwrap()).unwrap();
+    std::fs::set_permissions(to, std::fs::Permissions::from_mode(0o644)).unwrap();
+}
 
 /// An s3s-fs server with `src-bucket` holding `objects` and an empty `dst-bucket`, and a
 /// workspace whose `src` and `dst` profiles hold the server's keys.
@@ -40,7 +60,8 @@ impl Workspace {
         let dir = tempfile::tempdir().unwrap();
         let root = dir.path();
         std::fs::create_dir_all(root.join("specs.d")).unwrap();
-        std::fs::write(root.join("s3syncd.toml"), "spec_dir = \"specs.d\"\nstate_dir = \"state\"\n").unwrap();
+        std::fs::set_permissions(root.join("specs.d"), std::fs::Permissions::from_mode(0o755)).unwrap();
+        write_private(&root.join("s3syncd.toml"), "spec_dir = \"specs.d\"\nstate_dir = \"state\"\n");
         let mut creds = String::new();
         let mut conf = String::new();
         for (name, ak, sk) in profiles {
@@ -67,7 +88,7 @@ impl Workspace {
 
     pub fn write_spec(&self, name: &str, text: &str) -> PathBuf {
         let p = self.spec_dir().join(format!("{name}.toml"));
-        std::fs::write(&p, text).unwrap();
+        write_private(&p, text);
         p
     }
 

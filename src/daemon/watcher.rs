@@ -2,6 +2,7 @@
 //! the same request SIGHUP makes. Editors write temp files and rename them, so events are
 //! debounced: a reload happens once the directory has been quiet for a moment.
 
+use super::Reload;
 use notify::{RecursiveMode, Watcher};
 use std::path::Path;
 use std::time::Duration;
@@ -9,9 +10,9 @@ use tokio::sync::mpsc;
 
 const QUIET: Duration = Duration::from_millis(300);
 
-/// Starts watching; every settled burst of changes sends `()` on `reload`. The returned watcher
+/// Starts watching; every settled burst of changes sends a reload request. The returned watcher
 /// must be kept alive.
-pub fn watch(dir: &Path, reload: mpsc::Sender<()>) -> notify::Result<notify::RecommendedWatcher> {
+pub fn watch(dir: &Path, reload: mpsc::Sender<Reload>) -> notify::Result<notify::RecommendedWatcher> {
     let (tx, mut rx) = mpsc::unbounded_channel();
     let mut watcher = notify::recommended_watcher(move |ev: notify::Result<notify::Event>| {
         if ev.is_ok_and(|e| !e.kind.is_access()) {
@@ -29,7 +30,7 @@ pub fn watch(dir: &Path, reload: mpsc::Sender<()>) -> notify::Result<notify::Rec
                     Err(_) => break,
                 }
             }
-            if reload.send(()).await.is_err() {
+            if reload.send(Reload::FileChange).await.is_err() {
                 return;
             }
         }

@@ -1,0 +1,125 @@
+//! The copy stage: take the spec's and the process's transfer limits, copy each job (the
+//! transfer module's mode chain), and record each result: a manifest row only for a verified
+//! object, a failure row otherwise.
+
+use super::{Event, Run};
+use crate::manifest::ObjectRow;
+use crate::plan::CopyJob;
+use crate::transfer::{Failure, Outcome};
+use std::sync::Arc;
+use tokio::sync::{mpsc, Semaphore};
+use tokio::task::{JoinError, JoinSet};
+
+type Done = Result<(CopyJob, Result<Outcome, Failure>), JoinError>;
+
+impl Run {
+    pub(super) async fn copy(&self, mut jobs: mpsc::Receiver<CopyJob>) {
+        let per_spec = Arc::new(Semaphore::new(self.spec.transfer.concurrency));
+        let mut tasks: JoinSet<(CopyJob, Result<Outcome, Failure>)> = JoinSet::new();
+        loop {
+            let job = tokio::select! {
+                biased;
+                () = self.stop.stop.cancelled() => break,
+                j = jobs.recv() => match j {
+                    Some(j) => j,
+                    None => break,
+                },
+            };
+            if self.opts.dry_run {
+                self.tally(|t| t.would_copy(&job));
+                continue;
+            }
+            // Both limits are taken before spawning, so planning waits when transfers are saturated.
+            let permits = tokio::select! {
+                biased;
+                () = self.stop.stop.cancelled() => None,
+                p = async { (per_spec.clone().acquire_owned().await, self.engine.transfers.clone().acquire_owned().await) } => Some(p),
+            };
+            let Some((Ok(p1), Ok(p2))) = permits else {
+                break;
+            };
+            let t = self.transferer.clone();
+            tasks.spawn(async move {
+                let r = t.copy(&job).await;
+                drop((p1, p2));
+                (job, r)
+            });
+            self.opts.observer.on(Event::Queued);
+            while let Some(done) = tasks.try_join_next() {
+                self.record(done);
+            }
+        }
+        // Closing the queue stops the plan stage when this one stopped first.
+        drop(jobs);
+        // In-flight copies finish unless the hard stop fires, which aborts them (nothing recorded).
+        loop {
+            tokio::select! {
+                biased;
+                () = self.stop.hard_stop.cancelled() => {
+                    tasks.abort_all();
+                    while tasks.join_next().await.is_some() {}
+                    break;
+                }
+                next = tasks.join_next() => match next {
+                    Some(done) => self.record(done),
+                    None => break,
+                },
+            }
+        }
+    }
+
+    /// Records one finished copy.
+    fn record(&self, done: Done) {
+        let spec = &self.spec.name;
+        let (job, result) = match done {
+            Ok(d) => d,
+            Err(e) => {
+                tracing::error!(error = %e, "copy task panicked");
+                crate::metrics::object_failed(spec);
+                return self.count(|t| t.failed(None));
+            }
+        };
+        match result {
+            Ok(o) => {
+                crate::metrics::object_copied(spec, o.mode.as_str(), job.source.size);
+                tracing::debug!(key = %job.source.key, mode = %o.mode, reason = job.reason.as_str(), "copied");
+                self.count(|t| t.copied(&job, &o));
+                self.engine.writer.upsert(ObjectRow {
+                    spec: spec.clone(),
+                    dest_key: job.dest_key,
+                    source_key: job.source.key,
+                    size: job.source.size,
+                    etag: o.etag,
+                    source_last_modified: job.source.last_modified,
+                    copied_at: crate::manifest::now(),
+                    mode: o.mode,
+                    run_id: self.run_id,
+                    dest_etag: o.dest_etag,
+                    verified: o.verified,
+                });
+            }
+            Err(f) => {
+                crate::metrics::object_failed(spec);
+                let mode = f.mode.map_or("-", |m| m.as_str());
+                tracing::warn!(key = %job.source.key, mode, kind = f.error.kind.as_str(), error = %f.error, "object failed");
+                self.count(|t| t.failed(Some(&f.trail)));
+                // A failed overwrite may have replaced what the manifest vouched for.
+                if f.error.is_verify() {
+                    self.engine.writer.forget(spec, &job.dest_key);
+                }
+                let message = f.error.to_string();
+                self.engine
+                    .writer
+                    .failure(self.run_id, spec, &job.source.key, f.mode, f.error.kind.as_str(), &message);
+            }
+        }
+    }
+
+    /// Updates the tally and tells the observer.
+    fn count(&self, f: impl FnOnce(&mut super::Tally)) {
+        self.tally(|t| {
+            f(t);
+            self.opts.observer.on(Event::Done(t));
+        });
+    }
+}

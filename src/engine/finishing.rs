@@ -1,0 +1,186 @@
+//! The finish stage: the delete guard, the deletes, the run's status and its row. The guard and
+//! the status are pure functions of what the other stages found, tested on their own.
+
+use super::planning::Planned;
+use super::{EngineError, Event, Run, RunReport, Tally};
+use crate::manifest::{ObjectRow, RunStatus};
+use crate::transfer::{error::classify, Op};
+
+/// Why the run must delete nothing, if it must not: deletes follow only a complete listing, an
+/// uninterrupted run without failures, and stay within the `max_delete` cap.
+fn delete_refusal(p: &Planned, interrupted: bool, failed: u64) -> Option<String> {
+    if !p.complete || interrupted {
+        Some("the source listing did not complete".to_string())
+    } else if failed > 0 {
+        Some(format!("{failed} objects failed in this run"))
+    } else if p.gone_count > p.cap {
+        Some(format!(
+            "{} deletions exceed max_delete ({} of {} objects held)",
+            p.gone_count, p.cap, p.held
+        ))
+    } else {
+        None
+    }
+}
+
+fn run_status(interrupted: bool, listing_failed: bool, failed: u64, over_cap: bool) -> RunStatus {
+    if interrupted {
+        RunStatus::Interrupted
+    } else if listing_failed {
+        RunStatus::Failed
+    } else if failed > 0 || over_cap {
+        RunStatus::Partial
+    } else {
+        RunStatus::Ok
+    }
+}
+
+impl Run {
+    pub(super) async fn finish(self, planned: Planned) -> Result<RunReport, EngineError> {
+        let interrupted = self.stop.stop.is_cancelled() || self.stop.hard_stop.is_cancelled();
+        let mut tally = std::mem::take(&mut *self.tally.lock().unwrap());
+        let mut sample_deletes = Vec::new();
+        let mut delete_refused = None;
+        if self.spec.delete && planned.gone_count > 0 {
+            match delete_refusal(&planned, interrupted, tally.failed) {
+                Some(why) => {
+                    tracing::warn!(candidates = planned.gone_count, reason = %why, "deleting nothing");
+                    delete_refused = Some(why);
+                }
+                None if self.opts.dry_run => sample_deletes = planned.gone.iter().take(10).map(|r| r.dest_key.clone()).collect(),
+                None => self.delete(&planned.gone, &mut tally).await,
+            }
+        }
+        tally.requests = self.requests.by_result();
+        let wall = self.started.elapsed();
+        let cost_usd = self.engine.config.cost.estimate(&tally.requests_by_op(), tally.bytes_through_host);
+        let over_cap = delete_refused.is_some() && planned.gone_count > planned.cap;
+        let report = RunReport {
+            spec: self.spec.name.clone(),
+            run_id: self.run_id,
+            started_at: self.started_at.clone(),
+            status: run_status(interrupted, planned.listing_error.is_some(), tally.failed, over_cap),
+            tally,
+            wall,
+            dry_run: self.opts.dry_run,
+            sample_deletes,
+            deletes_planned: if self.spec.delete { planned.gone_count } else { 0 },
+            delete_refused,
+            listing_error: planned.listing_error,
+            cost_usd,
+        };
+        if !report.dry_run {
+            self.engine.writer.finish_run(report.row());
+            self.engine.writer.flush().await?;
+            metrics(&report);
+        }
+        self.opts.observer.on(Event::Finished);
+        log_finished(&report);
+        Ok(report)
+    }
+
+    /// Deletes destination objects whose source is gone, 1,000 keys per DeleteObjects request.
+    async fn delete(&self, gone: &[ObjectRow], tally: &mut Tally) {
+        use aws_sdk_s3::types::{Delete, ObjectIdentifier};
+        let writer = &self.engine.writer;
+        let spec = &self.spec.name;
+        for chunk in gone.chunks(1000) {
+            let ids: Vec<_> = chunk
+                .iter()
+                .filter_map(|r| ObjectIdentifier::builder().key(&r.dest_key).build().ok())
+                .collect();
+            let Ok(del) = Delete::builder().set_objects(Some(ids)).quiet(true).build() else {
+                continue;
+            };
+            let sent = self
+                .transferer
+                .dst
+                .delete_objects()
+                .bucket(&self.spec.destination.bucket)
+                .delete(del)
+                .send()
+                .await;
+            match sent {
+                Ok(out) => {
+                    let refused: std::collections::HashSet<&str> = out.errors().iter().filter_map(|e| e.key()).collect();
+                    for r in chunk {
+                        if refused.contains(r.dest_key.as_str()) {
+                            tally.failed += 1;
+                            writer.failure(self.run_id, spec, &r.source_key, None, "delete", "DeleteObjects refused this key");
+                        } else {
+                            writer.deleted(self.run_id, spec, &r.dest_key);
+                            tally.deleted += 1;
+                        }
+                    }
+                }
+                Err(e) => {
+                    let e = classify(Op::DeleteObjects, e);
+                    tracing::warn!(error = %e, keys = chunk.len(), "delete failed");
+                    tally.failed += chunk.len() as u64;
+                }
+            }
+        }
+    }
+}
+
+fn metrics(r: &RunReport) {
+    let t = &r.tally;
+    crate::metrics::run_finished(crate::metrics::RunFinished {
+        spec: &r.spec,
+        status: r.status.as_str(),
+        skipped: t.skipped,
+        through_host: t.bytes_through_host,
+        seconds: r.wall.as_secs_f64(),
+        fallbacks: t.fallbacks.iter().map(|(f, n)| (f.from.as_str(), f.to.as_str(), *n)).collect(),
+        requests: &t.requests,
+    });
+}
+
+fn log_finished(r: &RunReport) {
+    let t = &r.tally;
+    tracing::info!(
+        status = %r.status, listed = t.listed, copied = t.copied, skipped = t.skipped, failed = t.failed, deleted = t.deleted,
+        bytes = t.bytes_copied, through_host = t.bytes_through_host, fallbacks = t.fallback_count(), requests = t.requests_total(),
+        cost_usd = r.cost_usd.0 + r.cost_usd.1, seconds = r.wall.as_secs_f64(),
+        "run finished"
+    );
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn planned(complete: bool, gone: u64, cap: u64) -> Planned {
+        Planned {
+            complete,
+            gone_count: gone,
+            cap,
+            held: 100,
+            ..Planned::default()
+        }
+    }
+
+    #[test]
+    fn deletes_only_after_a_complete_clean_run_within_the_cap() {
+        assert_eq!(delete_refusal(&planned(true, 3, 10), false, 0), None);
+        assert!(delete_refusal(&planned(false, 3, 10), false, 0)
+            .unwrap()
+            .contains("did not complete"));
+        assert!(delete_refusal(&planned(true, 3, 10), true, 0).unwrap().contains("did not complete"));
+        assert!(delete_refusal(&planned(true, 3, 10), false, 1)
+            .unwrap()
+            .contains("1 objects failed"));
+        assert!(delete_refusal(&planned(true, 11, 10), false, 0)
+            .unwrap()
+            .contains("exceed max_delete (10 of 100"));
+    }
+
+    #[test]
+    fn status_orders_interrupted_failed_partial_ok() {
+        assert_eq!(run_status(true, true, 1, true), RunStatus::Interrupted);
+        assert_eq!(run_status(false, true, 1, true), RunStatus::Failed);
+        assert_eq!(run_status(false, false, 1, false), RunStatus::Partial);
+        assert_eq!(run_status(false, false, 0, true), RunStatus::Partial);
+        assert_eq!(run_status(false, false, 0, false), RunStatus::Ok);
+    }
+}

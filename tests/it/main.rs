@@ -1,0 +1,12 @@
+//! The integration tests, as one binary (ripgrep's `tests/tests.rs`): one link of the crate and
+//! the servers, helpers compiled once. Each module is one area; every test drives the real
+//! `s3syncd` binary against real S3 servers on 127.0.0.1.
+
+mod audit;
+mod daemon;
+mod layers;
+mod modes;
+mod reliability;
+mod sync;
+mod util;
+mod validate;
