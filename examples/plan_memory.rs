@@ -24,9 +24,13 @@ async fn main() -> anyhow::Result<()> {
     // Zero-padded, so that key order is index order: pages are generated, never stored.
     let key = |i: u64| format!("spot/daily/klines/SYM{:05}/1m/SYM-1m-{:09}.zip", i / 1000, i);
     let db = dir.path().join("manifest.db");
-    let writer = Writer::open(&db)?;
+    let writer = Writer::open(&db, std::time::Duration::from_secs(30))?;
     for i in (0..n).step_by(2) {
         writer.upsert(ObjectRow {
+            dest_endpoint: spec.destination.endpoint_identity(),
+            dest_bucket: spec.destination.bucket.clone(),
+            source_endpoint: spec.source.endpoint_identity(),
+            source_bucket: spec.source.bucket.clone(),
             spec: spec.name.clone(),
             dest_key: format!("bronze/{}", key(i)),
             source_key: format!("data/{}", key(i)),

@@ -5,9 +5,29 @@ use clap::Parser;
 use s3syncd::cli::{self, Cli};
 use s3syncd::spec::LogFormat;
 
+/// The SDK's own debug and trace logs print credentials (the access key id, in the debug
+/// form of a provider chain or a resolved identity), and its profile provider does so at info:
+/// they are held at these levels whatever `S3SYNCD_LOG` asks, so that no credential appears at
+/// any level. s3syncd's own targets log keys, codes and messages, never credentials.
+const QUIET_TARGETS: &[&str] = &[
+    "aws_config=warn",
+    "aws_credential_types=info",
+    "aws_runtime=info",
+    "aws_sdk_s3=info",
+    "aws_sdk_sso=info",
+    "aws_sdk_ssooidc=info",
+    "aws_sdk_sts=info",
+    "aws_sigv4=info",
+    "aws_smithy_runtime=info",
+    "aws_smithy_runtime_api=info",
+];
+
 fn init_tracing(json: bool) {
     use tracing_subscriber::EnvFilter;
-    let filter = EnvFilter::try_from_env("S3SYNCD_LOG").unwrap_or_else(|_| EnvFilter::new("s3syncd=info,warn"));
+    let mut filter = EnvFilter::try_from_env("S3SYNCD_LOG").unwrap_or_else(|_| EnvFilter::new("s3syncd=info,warn"));
+    for t in QUIET_TARGETS {
+        filter = filter.add_directive(t.parse().expect("a valid directive"));
+    }
     let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
     // journald stamps every line already; don't print a second timestamp under systemd.
     let under_journal = std::env::var_os("JOURNAL_STREAM").is_some();
@@ -20,6 +40,12 @@ fn init_tracing(json: bool) {
 }
 
 fn main() {
+    // As the systemd unit's UMask=0027, for `s3syncd run` from any shell too: what s3syncd
+    // creates (state, manifest, locks, staging) is never readable by other users.
+    // SAFETY: umask has no preconditions and this runs before any other thread exists.
+    unsafe {
+        libc::umask(0o027);
+    }
     let cli = Cli::parse();
     let config = cli.load_config();
     init_tracing(config.as_ref().is_ok_and(|c| c.log_format == LogFormat::Json));

@@ -6,7 +6,7 @@
 //! they are `destination.prefix` + (source key without `source.prefix`), and SQLite's binary
 //! collation orders UTF-8 text as S3 does, by bytes.
 
-use crate::manifest::{ManifestError, ObjectRow, Reader};
+use crate::manifest::{ManifestError, ObjectRow, Reader, Target};
 use crate::s3::SourceObject;
 use crate::spec::{Compare, Spec};
 use std::cmp::Ordering;
@@ -55,6 +55,9 @@ pub enum Reason {
     Size,
     Etag,
     LastModified,
+    /// The row was copied from another source (endpoint or bucket), and size and ETag do not
+    /// prove the objects equal.
+    Source,
 }
 
 impl Reason {
@@ -64,6 +67,7 @@ impl Reason {
             Reason::Size => "size changed",
             Reason::Etag => "etag changed",
             Reason::LastModified => "last-modified changed",
+            Reason::Source => "source changed",
         }
     }
 }
@@ -71,13 +75,20 @@ impl Reason {
 /// Whether a listed object must be copied, given what the manifest recorded for it. The
 /// listing's ETag decides when both sides have one; servers whose listings carry no ETag fall
 /// back to LastModified. Destination ETags are never compared with source ETags: multipart
-/// ETags are not content hashes.
-pub fn decide(src: &SourceObject, row: Option<&ObjectRow>, compare: Compare) -> Option<Reason> {
+/// ETags are not content hashes. A row recorded from another source (`same_source` false)
+/// skips the object only when size and ETag prove it equal: no LastModified, no size alone.
+pub fn decide(src: &SourceObject, row: Option<&ObjectRow>, compare: Compare, same_source: bool) -> Option<Reason> {
     let Some(row) = row else {
         return Some(Reason::New);
     };
     if src.size != row.size {
         return Some(Reason::Size);
+    }
+    if !same_source {
+        return match (&src.etag, &row.etag) {
+            (Some(a), Some(b)) if a == b => None,
+            _ => Some(Reason::Source),
+        };
     }
     if compare == Compare::Size {
         return None;
@@ -114,6 +125,10 @@ pub struct PagePlan {
 /// `(after, until]`.
 pub struct Planner<'a> {
     spec: &'a Spec,
+    /// Where the spec's rows are: its destination.
+    target: Target,
+    /// The source as rows record it: endpoint identity and bucket.
+    source: (String, String),
     /// Destination key of the last listed object: the manifest window's exclusive lower bound.
     last_dest_key: Option<String>,
     /// Destination key of the part's last possible key: where `finish` stops.
@@ -128,6 +143,8 @@ impl<'a> Planner<'a> {
     pub fn part(spec: &'a Spec, after: Option<&str>, until: Option<&str>) -> Self {
         Planner {
             spec,
+            target: Target::of(spec),
+            source: (spec.source.endpoint_identity(), spec.source.bucket.clone()),
             last_dest_key: after.and_then(|k| spec.dest_key(k)),
             until: until.and_then(|k| spec.dest_key(k)),
         }
@@ -139,7 +156,7 @@ impl<'a> Planner<'a> {
         };
         let upper = self.spec.dest_key(&last.key);
         let rows = reader.range(
-            &self.spec.name,
+            &self.target,
             &self.spec.destination.prefix,
             self.last_dest_key.as_deref(),
             upper.as_deref(),
@@ -151,7 +168,7 @@ impl<'a> Planner<'a> {
     /// Manifest rows after the last listed key (up to the part's end): their sources are gone too.
     pub fn finish(&mut self, reader: &Reader) -> Result<Vec<ObjectRow>, ManifestError> {
         let rows = reader.range(
-            &self.spec.name,
+            &self.target,
             &self.spec.destination.prefix,
             self.last_dest_key.as_deref(),
             self.until.as_deref(),
@@ -188,7 +205,10 @@ impl<'a> Planner<'a> {
                 plan.filtered += 1;
                 continue;
             }
-            match decide(&src, row.as_ref(), self.spec.verify.compare) {
+            let same_source = row
+                .as_ref()
+                .is_some_and(|r| r.source_endpoint == self.source.0 && r.source_bucket == self.source.1);
+            match decide(&src, row.as_ref(), self.spec.verify.compare, same_source) {
                 Some(reason) => plan.copies.push(CopyJob {
                     source: src,
                     dest_key,
@@ -217,6 +237,10 @@ mod tests {
     fn row(key: &str, size: u64, etag: Option<&str>, lm: &str) -> ObjectRow {
         ObjectRow {
             spec: "s".into(),
+            dest_endpoint: "aws".into(),
+            dest_bucket: "dst-bucket".into(),
+            source_endpoint: "aws".into(),
+            source_bucket: "src-bucket".into(),
             dest_key: key.into(),
             source_key: key.into(),
             size,
@@ -235,26 +259,42 @@ mod tests {
         let t1 = "2024-01-01T00:00:00.000Z";
         let t2 = "2024-01-02T00:00:00.000Z";
         let c = Compare::SizeEtag;
-        assert_eq!(decide(&src("k", 1, Some("a"), t1), None, c), Some(Reason::New));
+        assert_eq!(decide(&src("k", 1, Some("a"), t1), None, c, true), Some(Reason::New));
         assert_eq!(
-            decide(&src("k", 2, Some("a"), t1), Some(&row("k", 1, Some("a"), t1)), c),
+            decide(&src("k", 2, Some("a"), t1), Some(&row("k", 1, Some("a"), t1)), c, true),
             Some(Reason::Size)
         );
         assert_eq!(
-            decide(&src("k", 1, Some("b"), t1), Some(&row("k", 1, Some("a"), t1)), c),
+            decide(&src("k", 1, Some("b"), t1), Some(&row("k", 1, Some("a"), t1)), c, true),
             Some(Reason::Etag)
         );
         // Same content re-uploaded: a new LastModified alone does not copy when ETags agree.
-        assert_eq!(decide(&src("k", 1, Some("a"), t2), Some(&row("k", 1, Some("a"), t1)), c), None);
+        assert_eq!(
+            decide(&src("k", 1, Some("a"), t2), Some(&row("k", 1, Some("a"), t1)), c, true),
+            None
+        );
         // No ETag in the listing (s3s-fs): LastModified decides.
         assert_eq!(
-            decide(&src("k", 1, None, t2), Some(&row("k", 1, Some("a"), t1)), c),
+            decide(&src("k", 1, None, t2), Some(&row("k", 1, Some("a"), t1)), c, true),
             Some(Reason::LastModified)
         );
-        assert_eq!(decide(&src("k", 1, None, t1), Some(&row("k", 1, Some("a"), t1)), c), None);
+        assert_eq!(decide(&src("k", 1, None, t1), Some(&row("k", 1, Some("a"), t1)), c, true), None);
         assert_eq!(
-            decide(&src("k", 1, Some("b"), t2), Some(&row("k", 1, Some("a"), t1)), Compare::Size),
+            decide(&src("k", 1, Some("b"), t2), Some(&row("k", 1, Some("a"), t1)), Compare::Size, true),
             None
+        );
+        // A row from another source: only size and ETag together prove the object equal.
+        assert_eq!(
+            decide(&src("k", 1, Some("a"), t2), Some(&row("k", 1, Some("a"), t1)), c, false),
+            None
+        );
+        assert_eq!(
+            decide(&src("k", 1, Some("b"), t1), Some(&row("k", 1, Some("a"), t1)), Compare::Size, false),
+            Some(Reason::Source)
+        );
+        assert_eq!(
+            decide(&src("k", 1, None, t1), Some(&row("k", 1, Some("a"), t1)), c, false),
+            Some(Reason::Source)
         );
     }
 

@@ -55,6 +55,38 @@ impl Intercept for CountRequests {
     }
 }
 
+/// The AWS shared config and credentials files, as the SDK finds them.
+fn profile_files() -> [std::path::PathBuf; 2] {
+    let home = std::env::var_os("HOME").map(std::path::PathBuf::from).unwrap_or_default();
+    let file = |var: &str, default: &str| std::env::var_os(var).map_or_else(|| home.join(default), std::path::PathBuf::from);
+    [
+        file("AWS_CONFIG_FILE", ".aws/config"),
+        file("AWS_SHARED_CREDENTIALS_FILE", ".aws/credentials"),
+    ]
+}
+
+/// Why a side's named profile cannot be used: no AWS config or credentials file defines it.
+/// The SDK would otherwise fail every request with a page-long dump of its credential chain.
+pub fn missing_profile(side: &Side) -> Option<String> {
+    let name = side.profile.as_deref().filter(|_| !side.anonymous)?;
+    let files = profile_files();
+    let defined = files.iter().any(|f| {
+        std::fs::read_to_string(f).is_ok_and(|text| {
+            text.lines().map(str::trim).any(|l| {
+                let section = l.strip_prefix('[').and_then(|l| l.strip_suffix(']')).map(str::trim);
+                section.is_some_and(|s| s == name || s.strip_prefix("profile").map(str::trim) == Some(name))
+            })
+        })
+    });
+    (!defined).then(|| {
+        format!(
+            "profile {name:?} is not defined in {} or {}: add it there, or point AWS_CONFIG_FILE / AWS_SHARED_CREDENTIALS_FILE at the files that define it",
+            files[0].display(),
+            files[1].display()
+        )
+    })
+}
+
 /// Builds the client for one side: its own endpoint, region, addressing and credentials
 /// (`anonymous` sends unsigned requests; `profile` picks a named profile; else the default chain).
 pub async fn client(side: &Side, transfer: &TransferOpts, counter: Arc<RequestCounter>) -> Client {
@@ -315,6 +347,33 @@ mod tests {
     fn copy_source_encodes_what_urls_would_misread() {
         assert_eq!(copy_source("b", "data/a b+c%d?e#f.zip"), "b/data/a%20b%2Bc%25d%3Fe%23f.zip");
         assert_eq!(copy_source("b", "ü/x~y-z_.zip"), "b/%C3%BC/x~y-z_.zip");
+    }
+
+    #[test]
+    fn a_profile_counts_when_either_file_defines_it() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("config"), "[default]\nregion = x\n[profile bronze]\nregion = y\n").unwrap();
+        std::fs::write(dir.path().join("credentials"), "[partner]\naws_access_key_id = A\n").unwrap();
+        // SAFETY: this test alone reads these variables in this process.
+        unsafe {
+            std::env::set_var("AWS_CONFIG_FILE", dir.path().join("config"));
+            std::env::set_var("AWS_SHARED_CREDENTIALS_FILE", dir.path().join("credentials"));
+        }
+        let side = |p: &str| Side {
+            bucket: "b".into(),
+            prefix: String::new(),
+            region: None,
+            endpoint: None,
+            path_style: false,
+            anonymous: false,
+            profile: Some(p.into()),
+        };
+        assert_eq!(missing_profile(&side("bronze")), None);
+        assert_eq!(missing_profile(&side("partner")), None);
+        assert_eq!(missing_profile(&side("default")), None);
+        assert!(missing_profile(&side("silver"))
+            .unwrap()
+            .contains("profile \"silver\" is not defined in"));
     }
 
     #[test]

@@ -2,7 +2,7 @@
 //! the manifest against the destination.
 
 use super::{resolve_spec, EXIT_FAILED_OBJECTS, EXIT_INVALID, EXIT_OK};
-use crate::manifest::{ObjectFilter, ObjectRow, Reader, RunRow, Writer};
+use crate::manifest::{ObjectFilter, ObjectRow, Reader, RunRow, Target, Writer};
 use crate::plan::{march, Step};
 use crate::s3::{self, Lister, RequestCounter, SourceObject};
 use crate::spec::size::ByteSize;
@@ -242,12 +242,13 @@ fn csv_field(s: &str) -> String {
     }
 }
 
-const CSV_HEADER: &str = "spec,dest_key,source_key,size,etag,source_last_modified,copied_at,mode,run_id,dest_etag,verified";
+const CSV_HEADER: &str =
+    "spec,dest_key,source_key,size,etag,source_last_modified,copied_at,mode,run_id,dest_etag,verified,dest_endpoint,dest_bucket,source_endpoint,source_bucket";
 
 fn csv_line(r: &ObjectRow) -> String {
     let o = |v: &Option<String>| v.as_deref().map(csv_field).unwrap_or_default();
     format!(
-        "{},{},{},{},{},{},{},{},{},{},{}",
+        "{},{},{},{},{},{},{},{},{},{},{},{},{},{},{}",
         csv_field(&r.spec),
         csv_field(&r.dest_key),
         csv_field(&r.source_key),
@@ -258,7 +259,11 @@ fn csv_line(r: &ObjectRow) -> String {
         r.mode,
         r.run_id,
         o(&r.dest_etag),
-        r.verified
+        r.verified,
+        csv_field(&r.dest_endpoint),
+        csv_field(&r.dest_bucket),
+        csv_field(&r.source_endpoint),
+        csv_field(&r.source_bucket)
     )
 }
 
@@ -266,7 +271,8 @@ fn json_line(r: &ObjectRow) -> String {
     serde_json::json!({
         "spec": r.spec, "dest_key": r.dest_key, "source_key": r.source_key, "size": r.size, "etag": r.etag,
         "source_last_modified": r.source_last_modified, "copied_at": r.copied_at, "mode": r.mode.as_str(), "run_id": r.run_id,
-        "dest_etag": r.dest_etag, "verified": r.verified.as_str(),
+        "dest_etag": r.dest_etag, "verified": r.verified.as_str(), "dest_endpoint": r.dest_endpoint,
+        "dest_bucket": r.dest_bucket, "source_endpoint": r.source_endpoint, "source_bucket": r.source_bucket,
     })
     .to_string()
 }
@@ -321,7 +327,8 @@ async fn verify(cfg: &Config, reader: &Reader, spec_name: &str, repair: bool) ->
     let mut lister = Lister::new(dst, &spec.destination.bucket, &spec.destination.prefix);
     let mut drift = Drift::default();
     let mut last: Option<String> = None;
-    let window = |lower: Option<&str>, upper: Option<&str>| reader.range(&spec.name, &spec.destination.prefix, lower, upper);
+    let target = Target::of(&spec);
+    let window = |lower: Option<&str>, upper: Option<&str>| reader.range(&target, &spec.destination.prefix, lower, upper);
     while let Some(page) = lister.next_page().await? {
         let Some(upper) = page.last().map(|o| o.key.clone()) else {
             continue;
@@ -342,9 +349,9 @@ async fn verify(cfg: &Config, reader: &Reader, spec_name: &str, repair: bool) ->
         spec.destination.prefix
     );
     if repair && !drift.bad.is_empty() {
-        let writer = Writer::open(reader.path())?;
+        let writer = Writer::open(reader.path(), std::time::Duration::from_secs(30))?;
         for r in &drift.bad {
-            writer.forget(&r.spec, &r.dest_key);
+            writer.forget(&target, &r.dest_key);
         }
         writer.flush().await?;
         println!("repair: {} objects forgotten; the next run copies them again", drift.bad.len());

@@ -126,6 +126,13 @@ pub fn validate(config: Result<Config, SpecError>, paths: &[PathBuf]) -> i32 {
         eprintln!("{d}");
     }
     for s in set.specs.values() {
+        // Profiles are the host's, not the spec's: a missing one is worth a warning, and the
+        // run says the same in one line, but it does not stop the other feeds from loading.
+        for (side, x) in [("source", &s.source), ("destination", &s.destination)] {
+            if let Some(why) = crate::s3::missing_profile(x) {
+                eprintln!("{}: warning: [{side}] {why}", s.path.display());
+            }
+        }
         let schedule = s.schedule.as_ref().map_or("manual only", |x| x.expr.as_str());
         println!(
             "ok {} ({}): s3://{}/{} -> s3://{}/{} mode {} schedule \"{}\"{}",
@@ -157,6 +164,10 @@ pub fn resolve_spec(config: &Config, arg: &str) -> Result<Spec, SpecError> {
     let set = spec::load_dir(&config.spec_dir)?;
     if let Some(s) = set.specs.get(arg) {
         return Ok(s.clone());
+    }
+    // Refused for a clash with another file (a duplicate name, an overlapping destination).
+    if let Some(file) = set.refused.get(arg) {
+        return Err(SpecError::Invalid(set.errors.into_iter().filter(|d| &d.path == file).collect()));
     }
     let file = config.spec_dir.join(format!("{arg}.toml"));
     if set.failed_files.contains(&file) {

@@ -85,6 +85,10 @@ struct Daemon {
     shared: Feeds,
     feeds: BTreeMap<String, Feed>,
     tracker: TaskTracker,
+    /// The spec directory's watcher; made anew at each reload, since a directory that was
+    /// deleted and created again is another inode that the old watch no longer sees.
+    watcher: Option<notify::RecommendedWatcher>,
+    reload_tx: mpsc::Sender<Reload>,
 }
 
 fn log_progress() -> Arc<dyn Observer> {
@@ -103,6 +107,7 @@ pub async fn run(config: Config, controls: Controls) -> Result<(), DaemonError> 
     let spec_dir = config.spec_dir.clone();
     let running = Arc::new(Semaphore::new(config.max_running_specs));
     let engine = Engine::new(config)?;
+    crate::engine::close_abandoned_runs(&engine)?;
     let Controls {
         stop,
         reload_tx,
@@ -118,14 +123,15 @@ pub async fn run(config: Config, controls: Controls) -> Result<(), DaemonError> 
         },
         feeds: BTreeMap::new(),
         tracker: TaskTracker::new(),
+        watcher: None,
+        reload_tx,
     };
-    let _watcher = watcher::watch(&d.spec_dir, reload_tx)
-        .inspect_err(|e| tracing::warn!(error = %e, dir = %d.spec_dir.display(), "cannot watch the spec directory; reload with SIGHUP"))
-        .ok();
+    d.rewatch();
     d.apply(first);
     systemd::ready();
     systemd::spawn_watchdog();
     tracing::info!(spec_dir = %d.spec_dir.display(), feeds = d.feeds.len(), "daemon started");
+    let mut rewatch = tokio::time::interval(REWATCH);
     loop {
         tokio::select! {
             () = stop.stop.cancelled() => break,
@@ -135,15 +141,33 @@ pub async fn run(config: Config, controls: Controls) -> Result<(), DaemonError> 
                     Reload::FileChange => tracing::info!("spec directory changed: reloading"),
                 }
                 systemd::reloading();
+                d.rewatch();
                 d.reload();
                 systemd::ready();
+            }
+            // A spec directory that was gone: watch it again once it is back, and load it.
+            _ = rewatch.tick(), if d.watcher.is_none() => {
+                d.rewatch();
+                if d.watcher.is_some() {
+                    d.reload();
+                }
             }
         }
     }
     d.shut_down(grace).await
 }
 
+/// How often the daemon tries to watch a spec directory it could not watch.
+const REWATCH: Duration = Duration::from_secs(5);
+
 impl Daemon {
+    fn rewatch(&mut self) {
+        self.watcher = None; // drop the old watch first: one event source at a time
+        self.watcher = watcher::watch(&self.spec_dir, self.reload_tx.clone())
+            .inspect_err(|e| tracing::warn!(error = %e, dir = %self.spec_dir.display(), "cannot watch the spec directory; trying again every 5 s, or reload with SIGHUP"))
+            .ok();
+    }
+
     /// Loads the spec directory again; a directory that cannot be read keeps every feed as it is.
     fn reload(&mut self) {
         match spec::load_dir(&self.spec_dir) {
@@ -192,6 +216,19 @@ impl Daemon {
             self.feeds.insert(s.name.clone(), Feed { spec: s, updates, removed });
         }
         systemd::status(&format!("{} feeds scheduled", self.feeds.len()));
+        self.abort_orphan_uploads();
+    }
+
+    /// In the background: uploads that removed feeds left open are aborted (see
+    /// `engine::abort_orphan_uploads`); a feed's own runs clean up its other uploads.
+    fn abort_orphan_uploads(&self) {
+        let engine = self.shared.engine.clone();
+        let live = self.feeds.keys().cloned().collect();
+        self.tracker.spawn(async move {
+            if let Err(e) = crate::engine::abort_orphan_uploads(&engine, &live).await {
+                tracing::warn!(error = %e, "could not look for uploads of removed feeds");
+            }
+        });
     }
 
     /// Waits for runs in flight: up to `grace`, or until the caller's hard stop; then aborts them.
@@ -213,6 +250,7 @@ impl Daemon {
         }
         // Aborted tasks record their run rows before they end; bound the wait anyway.
         let _ = tokio::time::timeout(Duration::from_secs(10), self.tracker.wait()).await;
+        self.shared.engine.writer.checkpoint();
         self.shared.engine.writer.flush().await?;
         tracing::info!("stopped");
         Ok(())

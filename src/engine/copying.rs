@@ -12,6 +12,9 @@ use tokio::task::{JoinError, JoinSet};
 
 type Done = Result<(CopyJob, Result<Outcome, Failure>), JoinError>;
 
+/// How long copies get after a hard stop to abort their multipart uploads.
+const ABORT_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
+
 impl Run {
     pub(super) async fn copy(&self, mut jobs: mpsc::Receiver<CopyJob>) {
         let per_spec = Arc::new(Semaphore::new(self.spec.transfer.concurrency));
@@ -28,6 +31,10 @@ impl Run {
             if self.opts.dry_run {
                 self.tally(|t| t.would_copy(&job));
                 continue;
+            }
+            if self.unrecorded() > 0 {
+                tracing::error!("the manifest cannot record copies: starting no more");
+                break;
             }
             // Both limits are taken before spawning, so planning waits when transfers are saturated.
             let permits = tokio::select! {
@@ -51,20 +58,28 @@ impl Run {
         }
         // Closing the queue stops the plan stage when this one stopped first.
         drop(jobs);
-        // In-flight copies finish unless the hard stop fires, which aborts them (nothing recorded).
+        // In-flight copies finish unless the hard stop fires. Then each copy aborts its own
+        // multipart upload (it watches the same token); copies still going after ABORT_WAIT are
+        // dropped. Whatever ends now is recorded as it ended: nothing unverified becomes a row.
         loop {
             tokio::select! {
                 biased;
-                () = self.stop.hard_stop.cancelled() => {
-                    tasks.abort_all();
-                    while tasks.join_next().await.is_some() {}
-                    break;
-                }
+                () = self.stop.hard_stop.cancelled() => break,
                 next = tasks.join_next() => match next {
                     Some(done) => self.record(done),
-                    None => break,
+                    None => return,
                 },
             }
+        }
+        let drained = tokio::time::timeout(ABORT_WAIT, async {
+            while let Some(done) = tasks.join_next().await {
+                self.record(done);
+            }
+        });
+        if drained.await.is_err() {
+            tracing::warn!(copies = tasks.len(), "copies still running after the hard stop: dropping them");
+            tasks.abort_all();
+            while tasks.join_next().await.is_some() {}
         }
     }
 
@@ -86,6 +101,10 @@ impl Run {
                 self.count(|t| t.copied(&job, &o));
                 self.engine.writer.upsert(ObjectRow {
                     spec: spec.clone(),
+                    dest_endpoint: self.target.endpoint.clone(),
+                    dest_bucket: self.target.bucket.clone(),
+                    source_endpoint: self.spec.source.endpoint_identity(),
+                    source_bucket: self.spec.source.bucket.clone(),
                     dest_key: job.dest_key,
                     source_key: job.source.key,
                     size: job.source.size,
@@ -105,7 +124,7 @@ impl Run {
                 self.count(|t| t.failed(Some(&f.trail)));
                 // A failed overwrite may have replaced what the manifest vouched for.
                 if f.error.is_verify() {
-                    self.engine.writer.forget(spec, &job.dest_key);
+                    self.engine.writer.forget(&self.target, &job.dest_key);
                 }
                 let message = f.error.to_string();
                 self.engine

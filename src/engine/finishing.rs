@@ -51,6 +51,9 @@ impl Run {
                 None => self.delete(&planned.gone, &mut tally).await,
             }
         }
+        // Everything recorded so far is committed, or counted as lost.
+        let _ = self.engine.writer.flush().await;
+        let unrecorded = self.unrecorded();
         tally.requests = self.requests.by_result();
         let wall = self.started.elapsed();
         let cost_usd = self.engine.config.cost.estimate(&tally.requests_by_op(), tally.bytes_through_host);
@@ -59,7 +62,11 @@ impl Run {
             spec: self.spec.name.clone(),
             run_id: self.run_id,
             started_at: self.started_at.clone(),
-            status: run_status(interrupted, planned.listing_error.is_some(), tally.failed, over_cap),
+            status: if unrecorded > 0 {
+                RunStatus::Failed
+            } else {
+                run_status(interrupted, planned.listing_error.is_some(), tally.failed, over_cap)
+            },
             tally,
             wall,
             dry_run: self.opts.dry_run,
@@ -68,11 +75,18 @@ impl Run {
             delete_refused,
             listing_error: planned.listing_error,
             cost_usd,
+            unrecorded,
         };
         if !report.dry_run {
             self.engine.writer.finish_run(report.row());
-            self.engine.writer.flush().await?;
+            self.engine.writer.checkpoint();
+            let flushed = self.engine.writer.flush().await;
             metrics(&report);
+            if unrecorded > 0 {
+                log_finished(&report);
+                return Err(EngineError::NotRecorded { unrecorded });
+            }
+            flushed?;
         }
         self.opts.observer.on(Event::Finished);
         log_finished(&report);
@@ -108,7 +122,7 @@ impl Run {
                             tally.failed += 1;
                             writer.failure(self.run_id, spec, &r.source_key, None, "delete", "DeleteObjects refused this key");
                         } else {
-                            writer.deleted(self.run_id, spec, &r.dest_key);
+                            writer.deleted(self.run_id, &self.target, &r.dest_key);
                             tally.deleted += 1;
                         }
                     }

@@ -18,7 +18,7 @@ mod tally;
 pub use observe::{Event, Observer, Quiet};
 pub use tally::{ModeCount, Tally};
 
-use crate::manifest::{self, ManifestError, Reader, RunRow, RunStatus, Writer};
+use crate::manifest::{self, ManifestError, Reader, RunRow, RunStatus, Target, Writer};
 use crate::s3::{self, RequestCounter};
 use crate::spec::{Config, ModeChoice, Spec};
 use crate::transfer::{self, Transferer};
@@ -38,6 +38,14 @@ pub enum EngineError {
     Busy(String),
     #[error("lock file {path}: {source}")]
     Lock { path: PathBuf, source: std::io::Error },
+    #[error("{side}: {reason}")]
+    Credentials { side: &'static str, reason: String },
+    #[error("destination s3://{bucket}/{prefix} is unusable, so nothing was copied: {reason}")]
+    Destination { bucket: String, prefix: String, reason: String },
+    #[error("state_dir {path} belongs to {owner}, and this is root: files made now would be root's, and the daemon could not use them; run as that user (sudo -u {owner} s3syncd ...)")]
+    ForeignState { path: PathBuf, owner: String },
+    #[error("{unrecorded} copied objects could not be recorded in the manifest (it stayed busy or full for longer than shutdown_grace); the next run copies them again")]
+    NotRecorded { unrecorded: u64 },
 }
 
 /// What all runs of a process share: the manifest writer and the global limits.
@@ -53,7 +61,8 @@ pub struct Engine {
 
 impl Engine {
     pub fn new(config: Config) -> Result<Engine, EngineError> {
-        let writer = Writer::open(&config.manifest_path())?;
+        check_owner(&config.state_dir)?;
+        let writer = Writer::open(&config.manifest_path(), config.shutdown_grace)?;
         Ok(Engine {
             transfers: Arc::new(Semaphore::new(config.max_transfers)),
             buffer: Arc::new(Semaphore::new(Self::buffer_mib(&config) as usize)),
@@ -112,6 +121,8 @@ pub struct RunReport {
     pub listing_error: Option<String>,
     /// Estimated (requests, data) cost in USD, from the config's price table.
     pub cost_usd: (f64, f64),
+    /// Objects copied whose rows the manifest could not take.
+    pub unrecorded: u64,
 }
 
 impl RunReport {
@@ -133,9 +144,14 @@ impl RunReport {
             bytes_through_host: t.bytes_through_host,
             requests: t.requests_total(),
             details: t.details(self.cost_usd.0 + self.cost_usd.1, self.wall).to_string(),
-            error: self
-                .listing_error
-                .clone()
+            error: (self.unrecorded > 0)
+                .then(|| {
+                    EngineError::NotRecorded {
+                        unrecorded: self.unrecorded,
+                    }
+                    .to_string()
+                })
+                .or_else(|| self.listing_error.clone())
                 .or_else(|| self.delete_refused.as_ref().map(|w| format!("deleted nothing: {w}"))),
         }
     }
@@ -146,6 +162,13 @@ pub async fn run(engine: &Engine, spec: Arc<Spec>, opts: RunOptions, stop: Stop)
     use tracing::Instrument;
     let dry_run = opts.dry_run;
     let _lock = if dry_run { None } else { Some(lock_spec(engine, &spec.name)?) };
+    if !dry_run {
+        // Under the lock, a run still `running` belongs to a process that died.
+        engine.writer.close_abandoned(&spec.name);
+        engine
+            .writer
+            .adopt(&Target::of(&spec), &spec.source.endpoint_identity(), &spec.source.bucket);
+    }
     let run_id = if dry_run { 0 } else { engine.writer.start_run(&spec.name).await? };
     let span = tracing::info_span!("run", spec = %spec.name, run_id);
     let name = spec.name.clone();
@@ -158,16 +181,41 @@ pub async fn run(engine: &Engine, spec: Arc<Spec>, opts: RunOptions, stop: Stop)
     }
     .instrument(span)
     .await;
-    if let (Err(_), false) = (&result, dry_run) {
+    if let (Err(e), false) = (&result, dry_run) {
         crate::metrics::run_aborted(&name);
+        // The row says why the run ended, unless the manifest itself is what failed.
+        if !matches!(e, EngineError::NotRecorded { .. }) {
+            engine.writer.finish_run(RunRow {
+                id: run_id,
+                spec: name,
+                finished_at: Some(manifest::now()),
+                status: RunStatus::Failed,
+                error: Some(e.to_string()),
+                details: "{}".into(),
+                ..RunRow::default()
+            });
+            let _ = engine.writer.flush().await;
+        }
     }
     result
+}
+
+/// Closes the runs that processes which died left `running`, for every spec not running now
+/// (its lock is free): the daemon does this at start.
+pub fn close_abandoned_runs(engine: &Engine) -> Result<(), EngineError> {
+    for spec in Reader::open(engine.writer.path())?.running_specs()? {
+        if let Ok(_lock) = lock_spec(engine, &spec) {
+            engine.writer.close_abandoned(&spec);
+        }
+    }
+    Ok(())
 }
 
 /// Holds `{state_dir}/locks/{spec}.lock` for a run: one run per spec across processes too (a
 /// manual `s3syncd run` beside the daemon), so that cleaning up after crashes never touches a
 /// live run's uploads. The OS releases the lock when the process dies.
 fn lock_spec(engine: &Engine, spec: &str) -> Result<std::fs::File, EngineError> {
+    use std::os::unix::fs::OpenOptionsExt;
     let dir = engine.config.state_dir.join("locks");
     let path = dir.join(format!("{spec}.lock"));
     let lock_err = |source| EngineError::Lock {
@@ -179,6 +227,7 @@ fn lock_spec(engine: &Engine, spec: &str) -> Result<std::fs::File, EngineError> 
         .create(true)
         .truncate(false)
         .write(true)
+        .mode(0o600)
         .open(&path)
         .map_err(lock_err)?;
     match file.try_lock() {
@@ -186,6 +235,66 @@ fn lock_spec(engine: &Engine, spec: &str) -> Result<std::fs::File, EngineError> 
         Err(std::fs::TryLockError::WouldBlock) => Err(EngineError::Busy(spec.to_string())),
         Err(std::fs::TryLockError::Error(e)) => Err(lock_err(e)),
     }
+}
+
+/// Run as root on a state directory another user owns (`sudo s3syncd run`), s3syncd would
+/// leave root-owned locks, staging files and manifest files that the daemon's user cannot use.
+fn check_owner(state_dir: &std::path::Path) -> Result<(), EngineError> {
+    use std::os::unix::fs::MetadataExt;
+    // SAFETY: geteuid has no preconditions and cannot fail.
+    if unsafe { libc::geteuid() } != 0 {
+        return Ok(());
+    }
+    match std::fs::metadata(state_dir) {
+        Ok(m) if m.uid() != 0 => Err(EngineError::ForeignState {
+            path: state_dir.to_path_buf(),
+            owner: user_name(m.uid()),
+        }),
+        _ => Ok(()),
+    }
+}
+
+/// The name of a user id, from /etc/passwd; the number when it has none.
+fn user_name(uid: u32) -> String {
+    std::fs::read_to_string("/etc/passwd")
+        .ok()
+        .and_then(|p| {
+            p.lines().find_map(|l| {
+                let f: Vec<&str> = l.split(':').collect();
+                (f.len() > 2 && f[2] == uid.to_string()).then(|| f[0].to_string())
+            })
+        })
+        .unwrap_or_else(|| format!("uid {uid}"))
+}
+
+/// Fails the run at once when the destination can take no object (no such bucket, rejected
+/// credentials, no server answering), rather than fail every object after reading it from the
+/// source. A refusal to list (AccessDenied) proves nothing: a write-only role goes on.
+async fn check_destination(spec: &Spec, dst: &aws_sdk_s3::Client) -> Result<(), EngineError> {
+    use crate::transfer::{error::classify, ErrorKind, Op};
+    let side = &spec.destination;
+    let listed = dst
+        .list_objects_v2()
+        .bucket(&side.bucket)
+        .prefix(&side.prefix)
+        .max_keys(1)
+        .send()
+        .await;
+    let Err(e) = listed else { return Ok(()) };
+    let e = classify(Op::ListObjectsV2, e);
+    let unusable = match &e.code {
+        Some(code) => code.is_unusable_side(),
+        None => e.kind == ErrorKind::Retryable, // no answer at all, after the SDK's retries
+    };
+    if unusable {
+        return Err(EngineError::Destination {
+            bucket: side.bucket.clone(),
+            prefix: side.prefix.clone(),
+            reason: e.to_string(),
+        });
+    }
+    tracing::warn!(error = %e, "cannot list the destination; going on (a write-only destination cannot be listed)");
+    Ok(())
 }
 
 /// A run under way: what its stages share.
@@ -199,15 +308,25 @@ struct Run {
     started_at: String,
     requests: Arc<RequestCounter>,
     transferer: Arc<Transferer>,
+    /// Where the spec's rows are (its destination).
+    target: Target,
     tally: Mutex<Tally>,
+    /// The writer's lost rows when the run started: more at the end means rows of this run.
+    lost_at_start: u64,
 }
 
 impl Run {
     /// Builds the clients, aborts what a killed run left, and clears the staging directory.
     async fn prepare(engine: &Engine, spec: Arc<Spec>, opts: RunOptions, stop: Stop, run_id: i64) -> Result<Run, EngineError> {
+        for (side, s) in [("source", &spec.source), ("destination", &spec.destination)] {
+            if let Some(reason) = s3::missing_profile(s) {
+                return Err(EngineError::Credentials { side, reason });
+            }
+        }
         let requests = Arc::new(RequestCounter::default());
         let src = s3::client(&spec.source, &spec.transfer, requests.clone()).await;
         let dst = s3::client(&spec.destination, &spec.transfer, requests.clone()).await;
+        check_destination(&spec, &dst).await?;
         abort_stale_uploads(engine, &spec, &dst).await?;
         let staging = engine.config.staging_dir().join(&spec.name);
         match transfer::clean_staging(&staging) {
@@ -231,6 +350,7 @@ impl Run {
         };
         Ok(Run {
             engine: engine.clone(),
+            target: Target::of(&spec),
             spec,
             run_id,
             opts,
@@ -240,6 +360,7 @@ impl Run {
             requests,
             transferer: Arc::new(transferer),
             tally: Mutex::default(),
+            lost_at_start: engine.writer.lost(),
         })
     }
 
@@ -253,9 +374,46 @@ impl Run {
         self.finish(planned?).await
     }
 
+    /// Copied objects whose rows the manifest gave up on during this run.
+    fn unrecorded(&self) -> u64 {
+        self.engine.writer.lost() - self.lost_at_start
+    }
+
     /// Updates the tally; `f` runs under its lock, so keep it short.
     fn tally<T>(&self, f: impl FnOnce(&mut Tally) -> T) -> T {
         f(&mut self.tally.lock().unwrap())
+    }
+}
+
+/// Aborts the recorded multipart uploads of specs that are not among `live` (their feed was
+/// removed, so no run of theirs will clean up), at the destination recorded with each upload.
+/// A spec whose lock is held (a run still going) is left alone.
+pub async fn abort_orphan_uploads(engine: &Engine, live: &std::collections::BTreeSet<String>) -> Result<(), EngineError> {
+    let uploads = Reader::open(engine.writer.path())?.all_uploads()?;
+    let mut aborted = 0;
+    for (spec, side, key, id) in uploads.into_iter().filter(|(spec, ..)| !live.contains(spec)) {
+        let Ok(_lock) = lock_spec(engine, &spec) else { continue };
+        let dst = s3::client(&side, &crate::spec::TransferOpts::default(), Arc::new(RequestCounter::default())).await;
+        if abort_recorded(&dst, &side.bucket, &key, &id).await {
+            engine.writer.upload_ended(&id);
+            aborted += 1;
+        }
+    }
+    if aborted > 0 {
+        tracing::info!(uploads = aborted, "aborted multipart uploads of removed feeds");
+    }
+    Ok(())
+}
+
+/// Aborts one recorded upload; true when it is gone. A pending row (killed between creating
+/// the upload and recording its id) is tried once: a server without ListMultipartUploads can
+/// never answer it.
+async fn abort_recorded(dst: &aws_sdk_s3::Client, bucket: &str, key: &str, id: &str) -> bool {
+    if id.starts_with(transfer::upload::PENDING_PREFIX) {
+        transfer::upload::abort_uploads_on_key(dst, bucket, key).await;
+        true
+    } else {
+        transfer::upload::abort_upload(dst, bucket, key, id).await
     }
 }
 
@@ -264,14 +422,7 @@ impl Run {
 async fn abort_stale_uploads(engine: &Engine, spec: &Spec, dst: &aws_sdk_s3::Client) -> Result<(), EngineError> {
     let stale = Reader::open(engine.writer.path())?.open_uploads(&spec.name)?;
     for (bucket, key, id) in &stale {
-        let gone = if id.starts_with(transfer::upload::PENDING_PREFIX) {
-            // Tried once: on a server without ListMultipartUploads it would never succeed.
-            transfer::upload::abort_uploads_on_key(dst, bucket, key).await;
-            true
-        } else {
-            transfer::upload::abort_upload(dst, bucket, key, id).await
-        };
-        if gone {
+        if abort_recorded(dst, bucket, key, id).await {
             engine.writer.upload_ended(id);
         }
     }

@@ -3,7 +3,7 @@
 //! manifest rows whose source is gone (delete candidates).
 
 use super::{EngineError, Run};
-use crate::manifest::{ObjectRow, Reader};
+use crate::manifest::{ObjectRow, Reader, Target};
 use crate::plan::{CopyJob, Planner};
 use crate::s3::{self, Listing};
 use tokio::sync::mpsc;
@@ -39,13 +39,13 @@ impl Planned {
 impl Run {
     pub(super) async fn plan(&self, reader: Reader, jobs: mpsc::Sender<CopyJob>) -> Result<Planned, EngineError> {
         let spec = &self.spec;
-        let held = reader.count_objects(&spec.name)?;
+        let held = reader.count_objects(&self.target)?;
         let mut planned = Planned {
             held,
             cap: spec.max_delete.limit(held),
             ..Planned::default()
         };
-        let split = split_keys(&reader, spec)?;
+        let split = split_keys(&reader, &self.target, spec)?;
         let mut lister = Listing::start(&self.transferer.src, &spec.source.bucket, &spec.source.prefix, &split);
         let mut planners: Vec<Planner> = s3::key_ranges(&split)
             .map(|(after, until)| Planner::part(spec, after, until))
@@ -91,9 +91,9 @@ impl Run {
 /// Where to cut the listing into ranges listed at once: the manifest's quantiles (none on a
 /// first run). Rows recorded under an earlier source prefix could be out of place: only
 /// increasing keys under the current prefix make valid cuts.
-fn split_keys(reader: &Reader, spec: &crate::spec::Spec) -> Result<Vec<String>, EngineError> {
+fn split_keys(reader: &Reader, target: &Target, spec: &crate::spec::Spec) -> Result<Vec<String>, EngineError> {
     let mut split: Vec<String> = Vec::new();
-    for k in reader.split_keys(&spec.name, &spec.destination.prefix, spec.transfer.list_partitions)? {
+    for k in reader.split_keys(target, &spec.destination.prefix, spec.transfer.list_partitions)? {
         if k.starts_with(&spec.source.prefix) && split.last().is_none_or(|l| k > *l) {
             split.push(k);
         }

@@ -1,7 +1,7 @@
 //! Read-side queries for audits. They stream rows to a callback, so `ls` and `export` run in
 //! constant memory over millions of rows.
 
-use super::{object_from_row, run_from_row, sqlite_err, ObjectRow, Reader, Result, RunRow, RUN_COLUMNS};
+use super::{object_from_row, run_from_row, sqlite_err, ObjectRow, Reader, Result, RunRow, OBJECT_COLUMNS, RUN_COLUMNS};
 use rusqlite::params;
 
 /// Which objects `ls` and `export` show.
@@ -28,13 +28,12 @@ impl Reader {
     pub fn each_object(&self, f: &ObjectFilter, mut each: impl FnMut(ObjectRow) -> bool) -> Result<()> {
         let mut stmt = self
             .conn
-            .prepare(
-                "SELECT spec, dest_key, source_key, size, etag, source_last_modified, copied_at, mode, run_id, dest_etag, verified
-                 FROM objects
+            .prepare(&format!(
+                "SELECT {OBJECT_COLUMNS} FROM objects
                  WHERE (?1 IS NULL OR spec = ?1) AND (?2 IS NULL OR substr(dest_key, 1, length(?2)) = ?2)
                    AND (?3 IS NULL OR copied_at >= ?3) AND (?4 IS NULL OR mode = ?4)
-                 ORDER BY spec, dest_key",
-            )
+                 ORDER BY spec, dest_endpoint, dest_bucket, dest_key"
+            ))
             .map_err(sqlite_err(&self.path))?;
         let rows = stmt
             .query_map(params![f.spec, f.prefix, f.since, f.mode], object_from_row)
@@ -86,6 +85,41 @@ impl Reader {
             .query_map([spec], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
             .map_err(sqlite_err(&self.path))?;
         rows.collect::<std::result::Result<Vec<_>, _>>().map_err(sqlite_err(&self.path))
+    }
+
+    /// Every recorded multipart upload, with the destination it was made at: (spec, side,
+    /// key, upload id). The side's prefix is left empty.
+    pub fn all_uploads(&self) -> Result<Vec<(String, crate::spec::Side, String, String)>> {
+        let mut stmt = self
+            .conn
+            .prepare("SELECT spec, bucket, endpoint, region, path_style, profile, dest_key, upload_id FROM uploads")
+            .map_err(sqlite_err(&self.path))?;
+        let rows = stmt
+            .query_map([], |r| {
+                let side = crate::spec::Side {
+                    bucket: r.get(1)?,
+                    prefix: String::new(),
+                    endpoint: r.get(2)?,
+                    region: r.get(3)?,
+                    path_style: r.get(4)?,
+                    anonymous: false,
+                    profile: r.get(5)?,
+                };
+                Ok((r.get(0)?, side, r.get(6)?, r.get(7)?))
+            })
+            .map_err(sqlite_err(&self.path))?;
+        rows.collect::<std::result::Result<Vec<_>, _>>().map_err(sqlite_err(&self.path))
+    }
+
+    /// Specs with a run still `running`.
+    pub fn running_specs(&self) -> Result<Vec<String>> {
+        let mut stmt = self
+            .conn
+            .prepare("SELECT DISTINCT spec FROM runs WHERE status = 'running'")
+            .map_err(sqlite_err(&self.path))?;
+        let rows = stmt.query_map([], |r| r.get(0)).map_err(sqlite_err(&self.path))?;
+        rows.collect::<std::result::Result<Vec<String>, _>>()
+            .map_err(sqlite_err(&self.path))
     }
 
     /// Specs that have objects or runs in the manifest.

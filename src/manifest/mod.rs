@@ -126,11 +126,36 @@ impl FromSql for ModeColumn {
     }
 }
 
+/// Where a spec's objects are held: the spec and its destination's endpoint and bucket. The
+/// manifest vouches for an object only at the place it was copied to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Target {
+    pub spec: String,
+    /// The endpoint's identity (`Side::endpoint_identity`: `aws`, or host:port).
+    pub endpoint: String,
+    pub bucket: String,
+}
+
+impl Target {
+    pub fn of(spec: &crate::spec::Spec) -> Target {
+        Target {
+            spec: spec.name.clone(),
+            endpoint: spec.destination.endpoint_identity(),
+            bucket: spec.destination.bucket.clone(),
+        }
+    }
+}
+
 /// One row of `objects`: an object held at the destination, verified when it was written.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ObjectRow {
     pub spec: String,
+    pub dest_endpoint: String,
+    pub dest_bucket: String,
     pub dest_key: String,
+    /// The source it was copied from: endpoint identity and bucket.
+    pub source_endpoint: String,
+    pub source_bucket: String,
     pub source_key: String,
     pub size: u64,
     /// The source ETag as listed (or as returned by the copy when the listing had none).
@@ -186,6 +211,10 @@ pub(crate) fn open_rw(path: &Path) -> Result<Connection> {
         })?;
     }
     let conn = Connection::open(path).map_err(sqlite_err(path))?;
+    // Readable by the service's group (auditors), by nobody else; SQLite gives the -wal and
+    // -shm files the database's mode.
+    use std::os::unix::fs::PermissionsExt;
+    let _ = std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o640));
     conn.busy_timeout(Duration::from_secs(10)).map_err(sqlite_err(path))?;
     conn.pragma_update(None, "journal_mode", "WAL").map_err(sqlite_err(path))?;
     conn.pragma_update(None, "synchronous", "NORMAL").map_err(sqlite_err(path))?;
@@ -224,36 +253,33 @@ impl Reader {
         &self.path
     }
 
-    /// The spec's rows with `lower < dest_key <= upper` (bounds optional) and `dest_key` under
+    /// The target's rows with `lower < dest_key <= upper` (bounds optional) and `dest_key` under
     /// `prefix`, in key order: the planner's window onto the manifest beside one listing page.
-    pub fn range(&self, spec: &str, prefix: &str, lower: Option<&str>, upper: Option<&str>) -> Result<Vec<ObjectRow>> {
+    pub fn range(&self, t: &Target, prefix: &str, lower: Option<&str>, upper: Option<&str>) -> Result<Vec<ObjectRow>> {
         // Each bound is a plain comparison on the primary key, so SQLite seeks straight to the
-        // window: an `?3 IS NULL OR ...` form would scan from the prefix every page (quadratic).
-        let low = match lower {
-            Some(_) => "dest_key > ?3",
-            None => "dest_key >= ?2",
+        // window: an `?5 IS NULL OR ...` form would scan from the prefix every page (quadratic).
+        // Parameters are numbered in the order they are bound.
+        let mut p: Vec<&dyn rusqlite::ToSql> = vec![&t.spec, &t.endpoint, &t.bucket, &prefix];
+        let low = match &lower {
+            Some(l) => {
+                p.push(l);
+                format!("dest_key > ?{}", p.len())
+            }
+            None => "dest_key >= ?4".to_string(),
         };
-        let high = match upper {
-            Some(_) => "AND dest_key <= ?4",
-            None => "",
+        let high = match &upper {
+            Some(u) => {
+                p.push(u);
+                format!("AND dest_key <= ?{}", p.len())
+            }
+            None => String::new(),
         };
         let sql = format!(
-            "SELECT spec, dest_key, source_key, size, etag, source_last_modified, copied_at, mode, run_id, dest_etag, verified
-             FROM objects
-             WHERE spec = ?1 AND {low} {high} AND substr(dest_key, 1, length(?2)) = ?2
+            "SELECT {OBJECT_COLUMNS} FROM objects
+             WHERE spec = ?1 AND dest_endpoint = ?2 AND dest_bucket = ?3 AND {low} {high} AND substr(dest_key, 1, length(?4)) = ?4
              ORDER BY dest_key"
         );
         let mut stmt = self.conn.prepare_cached(&sql).map_err(sqlite_err(&self.path))?;
-        let mut p: Vec<&dyn rusqlite::ToSql> = vec![&spec, &prefix];
-        // Parameters are numbered: ?3 needs a placeholder value whenever ?4 is bound.
-        match &lower {
-            Some(l) => p.push(l),
-            None if upper.is_some() => p.push(&rusqlite::types::Null),
-            None => {}
-        }
-        if let Some(u) = &upper {
-            p.push(u);
-        }
         let rows = stmt.query_map(p.as_slice(), object_from_row).map_err(sqlite_err(&self.path))?;
         rows.collect::<std::result::Result<Vec<_>, _>>().map_err(sqlite_err(&self.path))
     }
@@ -261,13 +287,13 @@ impl Reader {
     /// Source keys that cut the spec's rows under `prefix` into `parts` runs of equal size, in
     /// key order: where parallel listings of the source start. Fewer (or none) when the manifest
     /// holds less than a listing page (1,000 keys) per part.
-    pub fn split_keys(&self, spec: &str, prefix: &str, parts: usize) -> Result<Vec<String>> {
-        const WHERE: &str = "WHERE spec = ?1 AND dest_key >= ?2 AND substr(dest_key, 1, length(?2)) = ?2";
+    pub fn split_keys(&self, t: &Target, prefix: &str, parts: usize) -> Result<Vec<String>> {
+        const WHERE: &str =
+            "WHERE spec = ?1 AND dest_endpoint = ?2 AND dest_bucket = ?3 AND dest_key >= ?4 AND substr(dest_key, 1, length(?4)) = ?4";
+        let args = [t.spec.as_str(), &t.endpoint, &t.bucket, prefix];
         let rows: u64 = self
             .conn
-            .query_row(&format!("SELECT count(*) FROM objects {WHERE}"), [spec, prefix], |r| {
-                r.get::<_, i64>(0)
-            })
+            .query_row(&format!("SELECT count(*) FROM objects {WHERE}"), args, |r| r.get::<_, i64>(0))
             .map_err(sqlite_err(&self.path))? as u64;
         let parts = (parts as u64).min(rows / 1000);
         if parts < 2 {
@@ -279,7 +305,7 @@ impl Reader {
             .prepare_cached(&format!("SELECT source_key FROM objects {WHERE} ORDER BY dest_key"))
             .map_err(sqlite_err(&self.path))?;
         let keys = stmt
-            .query_map([spec, prefix], |r| r.get::<_, String>(0))
+            .query_map(args, |r| r.get::<_, String>(0))
             .map_err(sqlite_err(&self.path))?
             .enumerate()
             .filter(|(i, _)| *i as u64 % step == step - 1)
@@ -290,9 +316,14 @@ impl Reader {
         Ok(keys)
     }
 
-    pub fn count_objects(&self, spec: &str) -> Result<u64> {
+    /// Objects the manifest holds for the target.
+    pub fn count_objects(&self, t: &Target) -> Result<u64> {
         self.conn
-            .query_row("SELECT count(*) FROM objects WHERE spec = ?1", [spec], |r| r.get::<_, i64>(0))
+            .query_row(
+                "SELECT count(*) FROM objects WHERE spec = ?1 AND dest_endpoint = ?2 AND dest_bucket = ?3",
+                [&t.spec, &t.endpoint, &t.bucket],
+                |r| r.get::<_, i64>(0),
+            )
             .map(|n| n as u64)
             .map_err(sqlite_err(&self.path))
     }
@@ -310,22 +341,29 @@ impl Reader {
     }
 }
 
+pub(crate) const OBJECT_COLUMNS: &str = "spec, dest_endpoint, dest_bucket, dest_key, source_endpoint, source_bucket, source_key, size,
+    etag, source_last_modified, copied_at, mode, run_id, dest_etag, verified";
+
 const RUN_COLUMNS: &str = "id, spec, started_at, finished_at, status, objects_listed, objects_copied, objects_skipped, objects_failed,
     objects_deleted, bytes_copied, bytes_through_host, requests, details, error";
 
 fn object_from_row(r: &rusqlite::Row) -> rusqlite::Result<ObjectRow> {
     Ok(ObjectRow {
         spec: r.get(0)?,
-        dest_key: r.get(1)?,
-        source_key: r.get(2)?,
-        size: r.get::<_, i64>(3)? as u64,
-        etag: r.get(4)?,
-        source_last_modified: r.get(5)?,
-        copied_at: r.get(6)?,
-        mode: r.get::<_, ModeColumn>(7)?.0,
-        run_id: r.get(8)?,
-        dest_etag: r.get(9)?,
-        verified: r.get(10)?,
+        dest_endpoint: r.get(1)?,
+        dest_bucket: r.get(2)?,
+        dest_key: r.get(3)?,
+        source_endpoint: r.get(4)?,
+        source_bucket: r.get(5)?,
+        source_key: r.get(6)?,
+        size: r.get::<_, i64>(7)? as u64,
+        etag: r.get(8)?,
+        source_last_modified: r.get(9)?,
+        copied_at: r.get(10)?,
+        mode: r.get::<_, ModeColumn>(11)?.0,
+        run_id: r.get(12)?,
+        dest_etag: r.get(13)?,
+        verified: r.get(14)?,
     })
 }
 
@@ -354,9 +392,21 @@ fn run_from_row(r: &rusqlite::Row) -> rusqlite::Result<RunRow> {
 mod tests {
     use super::*;
 
+    fn target(spec: &str) -> Target {
+        Target {
+            spec: spec.into(),
+            endpoint: "e".into(),
+            bucket: "b".into(),
+        }
+    }
+
     fn row(key: &str) -> ObjectRow {
         ObjectRow {
             spec: "s".into(),
+            dest_endpoint: "e".into(),
+            dest_bucket: "b".into(),
+            source_endpoint: "e".into(),
+            source_bucket: "src".into(),
             dest_key: key.into(),
             source_key: key.into(),
             size: 1,
@@ -374,14 +424,14 @@ mod tests {
     async fn range_honours_every_combination_of_bounds_and_the_prefix() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("m.db");
-        let w = Writer::open(&path).unwrap();
+        let w = Writer::open(&path, Duration::from_secs(1)).unwrap();
         for k in ["a/1", "p/1", "p/2", "p/3", "p/4", "q/1"] {
             w.upsert(row(k));
         }
         w.flush().await.unwrap();
         let r = Reader::open(&path).unwrap();
         let keys = |lo, hi| {
-            r.range("s", "p/", lo, hi)
+            r.range(&target("s"), "p/", lo, hi)
                 .unwrap()
                 .into_iter()
                 .map(|x| x.dest_key)
@@ -391,6 +441,14 @@ mod tests {
         assert_eq!(keys(None, Some("p/2")), ["p/1", "p/2"]);
         assert_eq!(keys(Some("p/2"), None), ["p/3", "p/4"]);
         assert_eq!(keys(Some("p/1"), Some("p/3")), ["p/2", "p/3"]);
-        assert!(r.range("other", "p/", None, None).unwrap().is_empty());
+        assert!(r.range(&target("other"), "p/", None, None).unwrap().is_empty());
+        let elsewhere = Target {
+            bucket: "moved".into(),
+            ..target("s")
+        };
+        assert!(
+            r.range(&elsewhere, "p/", None, None).unwrap().is_empty(),
+            "rows of another destination"
+        );
     }
 }

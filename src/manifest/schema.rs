@@ -66,6 +66,40 @@ const STEPS: &[&str] = &[
         created_at TEXT NOT NULL
     );
     CREATE INDEX uploads_by_spec ON uploads (spec);",
+    // 3: each object row names the destination (endpoint and bucket) it was copied to and the
+    //    source it came from. The key grows by the destination, so that when a spec's
+    //    destination changes, its earlier rows stay for the audit and the new place is filled.
+    //    Rows from before keep '' until their spec's next run adopts them (engine::run).
+    "CREATE TABLE objects_v3 (
+        spec                 TEXT NOT NULL,
+        dest_endpoint        TEXT NOT NULL,
+        dest_bucket          TEXT NOT NULL,
+        dest_key             TEXT NOT NULL,
+        source_endpoint      TEXT NOT NULL,
+        source_bucket        TEXT NOT NULL,
+        source_key           TEXT NOT NULL,
+        size                 INTEGER NOT NULL,
+        etag                 TEXT,
+        source_last_modified TEXT,
+        copied_at            TEXT NOT NULL,
+        mode                 TEXT NOT NULL CHECK (mode IN ('direct', 'stream', 'staged')),
+        run_id               INTEGER NOT NULL,
+        dest_etag            TEXT,
+        verified             TEXT NOT NULL DEFAULT 'size',
+        PRIMARY KEY (spec, dest_endpoint, dest_bucket, dest_key)
+    ) WITHOUT ROWID;
+    INSERT INTO objects_v3
+        SELECT spec, '', '', dest_key, '', '', source_key, size, etag, source_last_modified, copied_at, mode, run_id, dest_etag, verified
+        FROM objects;
+    DROP TABLE objects;
+    ALTER TABLE objects_v3 RENAME TO objects;
+    -- Each upload also records how to reach its destination, so that the daemon can abort the
+    -- uploads of a feed that was removed and will never run again. NULL endpoint: AWS; NULL
+    -- profile: the default credential chain.
+    ALTER TABLE uploads ADD COLUMN endpoint TEXT;
+    ALTER TABLE uploads ADD COLUMN region TEXT;
+    ALTER TABLE uploads ADD COLUMN path_style INTEGER NOT NULL DEFAULT 0;
+    ALTER TABLE uploads ADD COLUMN profile TEXT;",
 ];
 
 pub const VERSION: i64 = STEPS.len() as i64;

@@ -1,12 +1,14 @@
 //! The single writer: one thread owns the read-write connection and applies queued writes in
 //! batches, one transaction per batch, so copy tasks never wait on SQLite and never contend.
 
-use super::{open_rw, sqlite_err, ManifestError, ObjectRow, Result, RunRow};
-use crate::spec::Mode;
+use super::{open_rw, sqlite_err, ManifestError, ObjectRow, Result, RunRow, Target};
+use crate::spec::{Mode, Side};
 use rusqlite::{params, Connection, Transaction};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc;
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 use tokio::sync::oneshot;
 
 /// Largest number of queued writes applied in one transaction.
@@ -17,14 +19,20 @@ enum Op {
     /// The destination no longer holds the verified object (e.g. it was overwritten by a copy
     /// that then failed verification): forget it so that the next run copies it again.
     Forget {
-        spec: String,
+        target: Target,
         dest_key: String,
     },
     Deleted {
         run_id: i64,
-        spec: String,
+        target: Target,
         dest_key: String,
         at: String,
+    },
+    /// Rows from before schema 3 know no destination: the spec's current one is theirs.
+    Adopt {
+        target: Target,
+        source_endpoint: String,
+        source_bucket: String,
     },
     Failure {
         run_id: i64,
@@ -41,10 +49,15 @@ enum Op {
         reply: oneshot::Sender<Result<i64>>,
     },
     FinishRun(Box<RunRow>),
+    /// Closes the spec's runs left `running` by a process that died (the caller holds the spec's lock).
+    CloseAbandoned {
+        spec: String,
+        at: String,
+    },
     UploadStarted {
         upload_id: String,
         spec: String,
-        bucket: String,
+        side: Box<Side>,
         dest_key: String,
         reply: oneshot::Sender<Result<i64>>,
     },
@@ -52,6 +65,8 @@ enum Op {
         upload_id: String,
     },
     Flush(oneshot::Sender<Result<()>>),
+    /// Moves the WAL into the database file, so that a copy of `manifest.db` alone is whole.
+    Checkpoint,
 }
 
 /// Handle to the writer thread; cheap to clone. The thread ends when every handle is dropped.
@@ -59,17 +74,23 @@ enum Op {
 pub struct Writer {
     tx: mpsc::Sender<Op>,
     path: PathBuf,
+    /// Object rows in batches the writer gave up on.
+    lost: Arc<AtomicU64>,
 }
 
 impl Writer {
-    /// Opens (creating or upgrading) the manifest and starts the writer thread.
-    pub fn open(path: &Path) -> Result<Writer> {
+    /// Opens (creating or upgrading) the manifest and starts the writer thread. A batch that
+    /// fails (the database busy or the disk full) is tried again until it commits, or until
+    /// `give_up` of failed attempts has passed: then its object rows are counted as lost.
+    pub fn open(path: &Path, give_up: Duration) -> Result<Writer> {
         let conn = open_rw(path)?;
         let (tx, rx) = mpsc::channel();
         let p = path.to_path_buf();
+        let lost = Arc::new(AtomicU64::new(0));
+        let l = lost.clone();
         std::thread::Builder::new()
             .name("manifest-writer".into())
-            .spawn(move || writer_loop(conn, rx, &p))
+            .spawn(move || writer_loop(conn, rx, &p, give_up, &l))
             .map_err(|e| ManifestError::Dir {
                 path: path.to_path_buf(),
                 source: Arc::new(e),
@@ -77,7 +98,13 @@ impl Writer {
         Ok(Writer {
             tx,
             path: path.to_path_buf(),
+            lost,
         })
+    }
+
+    /// Object rows lost so far: copied objects the manifest could not record.
+    pub fn lost(&self) -> u64 {
+        self.lost.load(Ordering::Relaxed)
     }
 
     pub fn path(&self) -> &Path {
@@ -93,19 +120,29 @@ impl Writer {
         self.send(Op::Upsert(row));
     }
 
-    pub fn forget(&self, spec: &str, dest_key: &str) {
+    pub fn forget(&self, target: &Target, dest_key: &str) {
         self.send(Op::Forget {
-            spec: spec.into(),
+            target: target.clone(),
             dest_key: dest_key.into(),
         });
     }
 
-    pub fn deleted(&self, run_id: i64, spec: &str, dest_key: &str) {
+    pub fn deleted(&self, run_id: i64, target: &Target, dest_key: &str) {
         self.send(Op::Deleted {
             run_id,
-            spec: spec.into(),
+            target: target.clone(),
             dest_key: dest_key.into(),
             at: super::now(),
+        });
+    }
+
+    /// Gives the spec's rows from before schema 3 (no destination recorded) its current
+    /// destination and source: they were copied there, unless the spec changed since.
+    pub fn adopt(&self, target: &Target, source_endpoint: &str, source_bucket: &str) {
+        self.send(Op::Adopt {
+            target: target.clone(),
+            source_endpoint: source_endpoint.into(),
+            source_bucket: source_bucket.into(),
         });
     }
 
@@ -137,13 +174,22 @@ impl Writer {
         self.send(Op::FinishRun(Box::new(row)));
     }
 
-    /// Records a multipart upload before any part is sent; returns once it is committed.
-    pub async fn upload_started(&self, upload_id: &str, spec: &str, bucket: &str, dest_key: &str) -> Result<()> {
+    /// Closes the spec's runs still `running`: their process died. Only under the spec's lock.
+    pub fn close_abandoned(&self, spec: &str) {
+        self.send(Op::CloseAbandoned {
+            spec: spec.into(),
+            at: super::now(),
+        });
+    }
+
+    /// Records a multipart upload at `side` (the destination: bucket, endpoint, credentials'
+    /// profile) before any part is sent; returns once it is committed.
+    pub async fn upload_started(&self, upload_id: &str, spec: &str, side: &Side, dest_key: &str) -> Result<()> {
         let (reply, rx) = oneshot::channel();
         self.send(Op::UploadStarted {
             upload_id: upload_id.into(),
             spec: spec.into(),
-            bucket: bucket.into(),
+            side: Box::new(side.clone()),
             dest_key: dest_key.into(),
             reply,
         });
@@ -157,6 +203,11 @@ impl Writer {
         });
     }
 
+    /// Checkpoints the WAL after what is queued (best effort: readers may hold part of it).
+    pub fn checkpoint(&self) {
+        self.send(Op::Checkpoint);
+    }
+
     /// Waits until everything queued before this call is committed.
     pub async fn flush(&self) -> Result<()> {
         let (reply, rx) = oneshot::channel();
@@ -165,7 +216,7 @@ impl Writer {
     }
 }
 
-fn writer_loop(mut conn: Connection, rx: mpsc::Receiver<Op>, path: &Path) {
+fn writer_loop(mut conn: Connection, rx: mpsc::Receiver<Op>, path: &Path, give_up: Duration, lost: &AtomicU64) {
     while let Ok(first) = rx.recv() {
         let mut batch = vec![first];
         while batch.len() < BATCH {
@@ -174,9 +225,16 @@ fn writer_loop(mut conn: Connection, rx: mpsc::Receiver<Op>, path: &Path) {
                 Err(_) => break,
             }
         }
-        let result = apply(&mut conn, &batch, path);
+        let result = apply_until(&mut conn, &batch, path, give_up);
+        if result.is_ok() && batch.iter().any(|op| matches!(op, Op::Checkpoint)) {
+            if let Err(e) = conn.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(())) {
+                tracing::debug!(error = %e, "manifest checkpoint deferred");
+            }
+        }
         if let Err(e) = &result {
-            tracing::error!(error = %e, writes = batch.len(), "manifest write failed; the objects of this batch will be copied again next run");
+            let rows = batch.iter().filter(|op| matches!(op, Op::Upsert(_))).count() as u64;
+            lost.fetch_add(rows, Ordering::Relaxed);
+            tracing::error!(error = %e, writes = batch.len(), objects = rows, "manifest write failed for good; these objects will be copied again next run");
         }
         // Replies go out only after the commit, so a caller that saw Ok knows the data is
         // durable; after a failure each waiter gets the real error.
@@ -195,6 +253,21 @@ fn writer_loop(mut conn: Connection, rx: mpsc::Receiver<Op>, path: &Path) {
                 }
                 _ => {}
             }
+        }
+    }
+}
+
+/// Applies a batch, again and again while it fails, until `give_up` of failed attempts.
+fn apply_until(conn: &mut Connection, batch: &[Op], path: &Path, give_up: Duration) -> Result<Vec<i64>> {
+    let started = Instant::now();
+    loop {
+        match apply(conn, batch, path) {
+            Ok(ids) => return Ok(ids),
+            Err(e) if started.elapsed() < give_up => {
+                tracing::warn!(error = %e, writes = batch.len(), "manifest write failed; trying again");
+                std::thread::sleep(Duration::from_millis(500));
+            }
+            Err(e) => return Err(e),
         }
     }
 }
@@ -220,20 +293,27 @@ fn apply(conn: &mut Connection, batch: &[Op], path: &Path) -> Result<Vec<i64>> {
 fn apply_one(tx: &Transaction, op: &Op) -> rusqlite::Result<Option<i64>> {
     match op {
         Op::Upsert(r) => upsert(tx, r)?,
-        Op::Forget { spec, dest_key } => {
-            tx.prepare_cached("DELETE FROM objects WHERE spec = ?1 AND dest_key = ?2")?
-                .execute(params![spec, dest_key])?;
-        }
+        Op::Forget { target, dest_key } => forget(tx, target, dest_key)?,
         Op::Deleted {
             run_id,
-            spec,
+            target,
             dest_key,
             at,
         } => {
-            tx.prepare_cached("DELETE FROM objects WHERE spec = ?1 AND dest_key = ?2")?
-                .execute(params![spec, dest_key])?;
+            forget(tx, target, dest_key)?;
             tx.prepare_cached("INSERT INTO deletions (run_id, spec, dest_key, at) VALUES (?1, ?2, ?3, ?4)")?
-                .execute(params![run_id, spec, dest_key, at])?;
+                .execute(params![run_id, target.spec, dest_key, at])?;
+        }
+        Op::Adopt {
+            target,
+            source_endpoint,
+            source_bucket,
+        } => {
+            tx.prepare_cached(
+                "UPDATE objects SET dest_endpoint = ?2, dest_bucket = ?3, source_endpoint = ?4, source_bucket = ?5
+                 WHERE spec = ?1 AND dest_endpoint = '' AND dest_bucket = ''",
+            )?
+            .execute(params![target.spec, target.endpoint, target.bucket, source_endpoint, source_bucket])?;
         }
         Op::Failure {
             run_id,
@@ -257,35 +337,62 @@ fn apply_one(tx: &Transaction, op: &Op) -> rusqlite::Result<Option<i64>> {
             return Ok(Some(tx.last_insert_rowid()));
         }
         Op::FinishRun(r) => finish_run(tx, r)?,
+        Op::CloseAbandoned { spec, at } => {
+            tx.prepare_cached(
+                "UPDATE runs SET status = 'interrupted', finished_at = ?2,
+                   error = 'the process running it ended before it could record its end; closed by a later run'
+                 WHERE spec = ?1 AND status = 'running'",
+            )?
+            .execute(params![spec, at])?;
+        }
         Op::UploadStarted {
             upload_id,
             spec,
-            bucket,
+            side,
             dest_key,
             ..
         } => {
             tx.prepare_cached(
-                "INSERT OR REPLACE INTO uploads (upload_id, spec, bucket, dest_key, created_at) VALUES (?1, ?2, ?3, ?4, ?5)",
+                "INSERT OR REPLACE INTO uploads (upload_id, spec, bucket, dest_key, created_at, endpoint, region, path_style, profile)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
             )?
-            .execute(params![upload_id, spec, bucket, dest_key, super::now()])?;
+            .execute(params![
+                upload_id,
+                spec,
+                side.bucket,
+                dest_key,
+                super::now(),
+                side.endpoint,
+                side.region,
+                side.path_style,
+                side.profile
+            ])?;
             return Ok(Some(0));
         }
         Op::UploadEnded { upload_id } => {
             tx.prepare_cached("DELETE FROM uploads WHERE upload_id = ?1")?
                 .execute([upload_id])?;
         }
-        Op::Flush(_) => {}
+        Op::Flush(_) | Op::Checkpoint => {}
     }
     Ok(None)
 }
 
+fn forget(tx: &Transaction, t: &Target, dest_key: &str) -> rusqlite::Result<()> {
+    tx.prepare_cached("DELETE FROM objects WHERE spec = ?1 AND dest_endpoint = ?2 AND dest_bucket = ?3 AND dest_key = ?4")?
+        .execute(params![t.spec, t.endpoint, t.bucket, dest_key])?;
+    Ok(())
+}
+
 fn upsert(tx: &Transaction, r: &ObjectRow) -> rusqlite::Result<()> {
     tx.prepare_cached(
-        "INSERT INTO objects (spec, dest_key, source_key, size, etag, source_last_modified, copied_at, mode, run_id, dest_etag, verified)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)
-         ON CONFLICT (spec, dest_key) DO UPDATE SET source_key = excluded.source_key, size = excluded.size, etag = excluded.etag,
-           source_last_modified = excluded.source_last_modified, copied_at = excluded.copied_at, mode = excluded.mode,
-           run_id = excluded.run_id, dest_etag = excluded.dest_etag, verified = excluded.verified",
+        "INSERT INTO objects (spec, dest_key, source_key, size, etag, source_last_modified, copied_at, mode, run_id, dest_etag, verified,
+           dest_endpoint, dest_bucket, source_endpoint, source_bucket)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15)
+         ON CONFLICT (spec, dest_endpoint, dest_bucket, dest_key) DO UPDATE SET source_key = excluded.source_key, size = excluded.size,
+           etag = excluded.etag, source_last_modified = excluded.source_last_modified, copied_at = excluded.copied_at,
+           mode = excluded.mode, run_id = excluded.run_id, dest_etag = excluded.dest_etag, verified = excluded.verified,
+           source_endpoint = excluded.source_endpoint, source_bucket = excluded.source_bucket",
     )?
     .execute(params![
         r.spec,
@@ -298,7 +405,11 @@ fn upsert(tx: &Transaction, r: &ObjectRow) -> rusqlite::Result<()> {
         r.mode.as_str(),
         r.run_id,
         r.dest_etag,
-        r.verified
+        r.verified,
+        r.dest_endpoint,
+        r.dest_bucket,
+        r.source_endpoint,
+        r.source_bucket
     ])?;
     Ok(())
 }

@@ -86,6 +86,7 @@ pub fn spec(loc: &Locator, raw: RawSpec, fingerprint: u64) -> Result<Spec, Diags
     let fallback = check_fallback(loc, &mut d, mode, raw.fallback.as_ref());
     let source = check_side(loc, &mut d, "source", raw.source);
     let destination = check_side(loc, &mut d, "destination", raw.destination);
+    let dest_at = destination.1.as_ref().map_or((1, 1), |s| super::diag::line_col(loc.text, s.start));
     check_overlap(loc, &mut d, &source, &destination);
     let delete = raw.delete.as_ref().is_some_and(|v| *v.get_ref());
     if let Some(del) = raw.delete.as_ref().filter(|v| *v.get_ref()) {
@@ -123,6 +124,7 @@ pub fn spec(loc: &Locator, raw: RawSpec, fingerprint: u64) -> Result<Spec, Diags
         verify,
         fingerprint,
         name_at,
+        dest_at,
     })
 }
 
@@ -302,10 +304,7 @@ fn endpoint_problem(e: &str) -> Result<(), String> {
 fn check_overlap(loc: &Locator, d: &mut Diags, src: &(Side, Option<Range<usize>>), dst: &(Side, Option<Range<usize>>)) {
     let (s, _) = src;
     let (t, t_span) = dst;
-    if s.endpoint_identity() == t.endpoint_identity()
-        && s.bucket == t.bucket
-        && (s.prefix.starts_with(&t.prefix) || t.prefix.starts_with(&s.prefix))
-    {
+    if s.overlaps(t) {
         d.push(loc.at(
             t_span.clone(),
             format!(
@@ -443,6 +442,36 @@ mod tests {
         assert!(parse_cron("*/2 * * * * *").is_ok());
         assert!(parse_cron("* * *").unwrap_err().contains("has 3 fields"));
         assert!(parse_cron("0 61 * * * *").unwrap_err().contains("invalid cron expression"));
+    }
+
+    #[test]
+    fn a_percentage_cap_allows_at_least_one_deletion() {
+        assert_eq!(MaxDelete::Percent(10).limit(5), 1);
+        assert_eq!(MaxDelete::Percent(10).limit(0), 0);
+        assert_eq!(MaxDelete::Percent(10).limit(250), 25);
+        assert_eq!(MaxDelete::Percent(0).limit(250), 0);
+        assert_eq!(MaxDelete::Count(3).limit(1), 3);
+    }
+
+    #[test]
+    fn endpoint_identity_sees_through_spellings_of_one_server() {
+        let side = |e: Option<&str>| Side {
+            bucket: "b".into(),
+            prefix: String::new(),
+            region: None,
+            endpoint: e.map(Into::into),
+            path_style: true,
+            anonymous: false,
+            profile: None,
+        };
+        let id = |e| side(Some(e)).endpoint_identity();
+        assert_eq!(id("http://127.0.0.1:9000"), id("http://LOCALHOST:9000/"));
+        assert_eq!(id("http://[::1]:9000"), id("http://127.0.0.1:9000"));
+        assert_eq!(id("http://minio.local"), id("http://minio.local:80"));
+        assert_eq!(id("https://s3.example.com"), id("https://S3.example.com:443/"));
+        assert_ne!(id("http://127.0.0.1:9000"), id("http://127.0.0.1:9001"));
+        assert_ne!(id("https://s3.example.com"), id("http://s3.example.com"));
+        assert_eq!(side(None).endpoint_identity(), "aws");
     }
 
     #[test]

@@ -73,6 +73,7 @@ mod tests {
             specs: specs.into_iter().map(|s| (s.name.clone(), s)).collect(),
             errors: Vec::new(),
             failed_files: failed.iter().map(PathBuf::from).collect(),
+            refused: BTreeMap::new(),
         }
     }
 

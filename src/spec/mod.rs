@@ -261,12 +261,32 @@ pub struct Side {
 }
 
 impl Side {
-    /// The endpoint as compared for "same server" decisions (direct copy, overlap).
+    /// The endpoint as compared for "same server" decisions (direct copy, overlaps): the host
+    /// in lower case, loopback names as one, the scheme's default port made explicit, so that
+    /// `http://LOCALHOST:80/` and `http://127.0.0.1` are the same server. AWS is `aws`.
     pub fn endpoint_identity(&self) -> String {
-        match &self.endpoint {
-            Some(e) => e.trim_end_matches('/').to_ascii_lowercase(),
-            None => "aws".into(),
-        }
+        let Some(e) = &self.endpoint else {
+            return "aws".into();
+        };
+        let e = e.trim().trim_end_matches('/').to_ascii_lowercase();
+        let (scheme, rest) = e.split_once("://").unwrap_or(("http", &e));
+        let (host, port) = match rest.rsplit_once(':') {
+            Some((h, p)) if !p.is_empty() && p.bytes().all(|b| b.is_ascii_digit()) && !h.ends_with(':') => (h, p.to_string()),
+            _ => (rest, if scheme == "https" { "443".into() } else { "80".into() }),
+        };
+        let host = match host.trim_start_matches('[').trim_end_matches(']') {
+            "localhost" | "127.0.0.1" | "::1" | "0:0:0:0:0:0:0:1" => "loopback",
+            h => h,
+        };
+        format!("{host}:{}", port.trim_start_matches('0'))
+    }
+
+    /// Whether this side and `other` can write or read the same keys: the same server and
+    /// bucket, and one prefix inside the other.
+    pub fn overlaps(&self, other: &Side) -> bool {
+        self.endpoint_identity() == other.endpoint_identity()
+            && self.bucket == other.bucket
+            && (self.prefix.starts_with(&other.prefix) || other.prefix.starts_with(&self.prefix))
     }
 }
 
@@ -323,11 +343,13 @@ pub enum MaxDelete {
 }
 
 impl MaxDelete {
-    /// The largest number of deletions allowed when the manifest held `held` objects.
+    /// The largest number of deletions allowed when the manifest held `held` objects. A
+    /// percentage allows at least one deletion, so that a small feed can lose an object.
     pub fn limit(self, held: u64) -> u64 {
         match self {
             MaxDelete::Count(n) => n,
-            MaxDelete::Percent(p) => held * u64::from(p) / 100,
+            MaxDelete::Percent(0) => 0,
+            MaxDelete::Percent(p) => (held * u64::from(p) / 100).max(held.min(1)),
         }
     }
 }
@@ -352,6 +374,8 @@ pub struct Spec {
     pub fingerprint: u64,
     /// Line and column of `name` (1:1 when it comes from the file name), for duplicate reports.
     pub name_at: (usize, usize),
+    /// Line and column of `destination.bucket`, for overlap reports.
+    pub dest_at: (usize, usize),
 }
 
 impl Spec {
@@ -399,10 +423,66 @@ impl Spec {
                 loc.at(None, "spec file is empty: it needs at least [source] and [destination] tables")
             ]));
         }
-        let raw: raw::RawSpec = toml::from_str(text).map_err(|e| SpecError::Invalid(vec![loc.at(e.span(), toml_message(&e))]))?;
-        let fingerprint = fingerprint(bytes);
-        check::spec(&loc, raw, fingerprint).map_err(SpecError::Invalid)
+        let (raw, mut diags) = deserialize_all(&loc);
+        let Some(raw) = raw else {
+            return Err(SpecError::Invalid(diags));
+        };
+        match check::spec(&loc, raw, fingerprint(bytes)) {
+            Ok(spec) if diags.is_empty() => Ok(spec),
+            Ok(_) => Err(SpecError::Invalid(diags)),
+            Err(more) => {
+                diags.extend(more);
+                diags.sort_by_key(|d| (d.line, d.column));
+                Err(SpecError::Invalid(diags))
+            }
+        }
     }
+}
+
+/// Deserializes a spec, reporting every unknown key and bad value in one pass: serde stops at
+/// the first, so each one found is blanked out (with spaces, keeping every offset) and the
+/// text read again. Stops at a syntax error, at a missing key, or when blanking would break the
+/// TOML itself. Returns the spec read from what was left, if any, and the problems found.
+fn deserialize_all(loc: &Locator) -> (Option<raw::RawSpec>, Vec<Diagnostic>) {
+    let mut text = loc.text.to_string();
+    let mut diags = Vec::new();
+    loop {
+        let e = match toml::from_str::<raw::RawSpec>(&text) {
+            Ok(raw) => return (Some(raw), diags),
+            Err(e) => e,
+        };
+        diags.push(loc.at(e.span(), toml_message(&e)));
+        let Some(span) = e.span().filter(|_| diags.len() < 50) else {
+            return (None, diags);
+        };
+        let blanked = blank_entry(&text, span.start);
+        if e.message().starts_with("missing field") || toml::from_str::<toml::Table>(&blanked).is_err() {
+            return (None, diags);
+        }
+        text = blanked;
+    }
+}
+
+/// The text with the line at `at` replaced by spaces; for a table header, its whole table.
+fn blank_entry(text: &str, at: usize) -> String {
+    let start = text[..at].rfind('\n').map_or(0, |i| i + 1);
+    let line_end = |from: usize| text[from..].find('\n').map_or(text.len(), |i| from + i);
+    let mut end = line_end(start);
+    if text[start..end].trim_start().starts_with('[') {
+        // Up to the next table header, or the end.
+        while end < text.len() {
+            let next = line_end(end + 1);
+            if text[end + 1..next].trim_start().starts_with('[') {
+                break;
+            }
+            end = next;
+        }
+    }
+    let mut out = String::with_capacity(text.len());
+    out.push_str(&text[..start]);
+    out.extend(text[start..end].chars().map(|c| if c == '\n' { '\n' } else { ' ' }));
+    out.push_str(&text[end..]);
+    out
 }
 
 /// The mode order for a mode choice and fallback list: the first mode (`auto` means `direct`),
@@ -422,8 +502,43 @@ pub fn chain(choice: ModeChoice, fallback: &[Mode]) -> Vec<Mode> {
 fn toml_message(e: &toml::de::Error) -> String {
     match e.message().trim() {
         "" => "incomplete TOML: a value, quote or bracket is missing here".into(),
-        m => m.to_string(),
+        m => match did_you_mean(m) {
+            Some(near) => format!("{m}; did you mean `{near}`?"),
+            None => m.to_string(),
+        },
     }
+}
+
+/// For serde's "unknown field `x`, expected one of `a`, `b`" (and "unknown variant"): the
+/// expected name nearest to the one written, if it is a likely typo.
+fn did_you_mean(message: &str) -> Option<&str> {
+    let rest = message
+        .strip_prefix("unknown field `")
+        .or_else(|| message.strip_prefix("unknown variant `"))?;
+    let (written, expected) = rest.split_once('`')?;
+    let (near, distance) = expected
+        .split('`')
+        .skip(1)
+        .step_by(2)
+        .map(|name| (name, edit_distance(written, name)))
+        .min_by_key(|(_, d)| *d)?;
+    (distance <= 2.max(written.len() / 4)).then_some(near)
+}
+
+/// Levenshtein distance, by characters.
+fn edit_distance(a: &str, b: &str) -> usize {
+    let b: Vec<char> = b.chars().collect();
+    let mut row: Vec<usize> = (0..=b.len()).collect();
+    for (i, ca) in a.chars().enumerate() {
+        let mut prev = row[0];
+        row[0] = i + 1;
+        for (j, cb) in b.iter().enumerate() {
+            let cur = row[j + 1];
+            row[j + 1] = (prev + usize::from(ca != *cb)).min(row[j] + 1).min(cur + 1);
+            prev = cur;
+        }
+    }
+    row[b.len()]
 }
 
 fn fingerprint(bytes: &[u8]) -> u64 {
@@ -464,6 +579,8 @@ pub struct SpecSet {
     pub errors: Vec<Diagnostic>,
     /// Files that failed, so a reload can keep their last good version.
     pub failed_files: Vec<PathBuf>,
+    /// Names refused for a clash with another file, and the file refused.
+    pub refused: BTreeMap<String, PathBuf>,
 }
 
 /// Loads every `*.toml` in `dir` (sorted by file name), checking name uniqueness across files.
@@ -492,11 +609,12 @@ pub fn load_paths(paths: &[PathBuf]) -> SpecSet {
         if p.is_dir() {
             match load_dir(p) {
                 Ok(sub) => {
+                    set.errors.extend(sub.errors);
+                    set.failed_files.extend(sub.failed_files);
+                    set.refused.extend(sub.refused);
                     for (_, spec) in sub.specs {
                         insert_unique(&mut set, spec);
                     }
-                    set.errors.extend(sub.errors);
-                    set.failed_files.extend(sub.failed_files);
                 }
                 Err(e) => set.errors.extend(e.diagnostics().iter().cloned()),
             }
@@ -517,20 +635,117 @@ fn add_spec(set: &mut SpecSet, file: &Path) {
     }
 }
 
+/// Adds a spec unless its name or its destination collides with one already loaded. A
+/// collision refuses both files, each error naming the other file: a reload then keeps each
+/// running feed's last good version, and `run NAME` refuses rather than pick one.
 fn insert_unique(set: &mut SpecSet, spec: Spec) {
-    if let Some(first) = set.specs.get(&spec.name) {
-        set.errors.push(Diagnostic {
-            path: spec.path.clone(),
-            line: spec.name_at.0,
-            column: spec.name_at.1,
-            message: format!(
-                "spec name {:?} is already used by {}; give each spec a unique `name`",
-                spec.name,
-                first.path.display()
+    // A name refused for a clash stays refused: a third file with it is refused too.
+    if let Some(first) = set.refused.get(&spec.name).cloned() {
+        return refuse(set, spec, &first, Clash::Name);
+    }
+    let clash = set.specs.values().find_map(|s| {
+        if s.name == spec.name {
+            Some((s.name.clone(), Clash::Name))
+        } else if s.destination.overlaps(&spec.destination) {
+            Some((s.name.clone(), Clash::Destination))
+        } else {
+            None
+        }
+    });
+    match clash {
+        None => {
+            set.specs.insert(spec.name.clone(), spec);
+        }
+        Some((name, clash)) => {
+            let first = set.specs.remove(&name).expect("found above");
+            let first_path = first.path.clone();
+            refuse(set, first, &spec.path, clash);
+            refuse(set, spec, &first_path, clash);
+        }
+    }
+}
+
+fn refuse(set: &mut SpecSet, spec: Spec, other: &Path, clash: Clash) {
+    set.errors.push(clash.diagnostic(&spec, other));
+    set.failed_files.push(spec.path.clone());
+    set.refused.insert(spec.name, spec.path);
+}
+
+/// Why two spec files cannot both be loaded.
+#[derive(Clone, Copy)]
+enum Clash {
+    Name,
+    /// One destination lies inside the other.
+    Destination,
+}
+
+impl Clash {
+    fn diagnostic(self, spec: &Spec, other: &Path) -> Diagnostic {
+        let (at, message) = match self {
+            Clash::Name => (
+                spec.name_at,
+                format!(
+                    "spec name {:?} is also used by {}; give each spec a unique `name` (neither file is loaded until then)",
+                    spec.name,
+                    other.display()
+                ),
             ),
-        });
-        set.failed_files.push(spec.path.clone());
-    } else {
-        set.specs.insert(spec.name.clone(), spec);
+            Clash::Destination => (
+                spec.dest_at,
+                format!(
+                    "destination s3://{}/{} overlaps the destination of {}: two specs would overwrite and delete each other's objects; give each its own bucket or a prefix outside the other's",
+                    spec.destination.bucket,
+                    spec.destination.prefix,
+                    other.display()
+                ),
+            ),
+        };
+        Diagnostic {
+            path: spec.path.clone(),
+            line: at.0,
+            column: at.1,
+            message,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_unknown_key_and_bad_value_in_one_pass() {
+        let text = "mode = \"fast\"\n[source]\nbucket = \"src-bucket\"\nbukcet = \"x\"\n[destination]\nbucket = \"dst-bucket\"\n[transfer]\nconcurency = 4\n";
+        let e = Spec::parse(Path::new("s.toml"), text.as_bytes()).unwrap_err();
+        let got: Vec<String> = e.diagnostics().iter().map(|d| d.to_string()).collect();
+        assert_eq!(got.len(), 3, "{got:#?}");
+        assert!(got[0].starts_with("s.toml:1:8: unknown variant `fast`"), "{got:#?}");
+        assert!(
+            got[1].starts_with("s.toml:4:1: unknown field `bukcet`") && got[1].ends_with("did you mean `bucket`?"),
+            "{got:#?}"
+        );
+        assert!(
+            got[2].starts_with("s.toml:8:1: unknown field `concurency`") && got[2].ends_with("did you mean `concurrency`?"),
+            "{got:#?}"
+        );
+    }
+
+    #[test]
+    fn typos_get_the_nearest_name() {
+        let m = "unknown field `concurency`, expected one of `concurrency`, `part_size`, `retries`";
+        assert_eq!(did_you_mean(m), Some("concurrency"));
+        assert_eq!(
+            did_you_mean("unknown field `bukcet`, expected one of `bucket`, `prefix`"),
+            Some("bucket")
+        );
+        assert_eq!(
+            did_you_mean("unknown variant `steam`, expected one of `auto`, `direct`, `stream`, `staged`"),
+            Some("stream")
+        );
+        assert_eq!(
+            did_you_mean("unknown field `threads`, expected one of `concurrency`, `retries`"),
+            None
+        );
+        assert_eq!(edit_distance("kitten", "sitting"), 3);
     }
 }

@@ -39,6 +39,7 @@ pub enum Op {
     CreateMultipartUpload,
     CompleteMultipartUpload,
     DeleteObjects,
+    ListObjectsV2,
     /// Comparing what arrived with what was expected.
     Verify,
     /// Writing or reading the staging file.
@@ -62,6 +63,7 @@ impl Op {
             Op::CreateMultipartUpload => "CreateMultipartUpload",
             Op::CompleteMultipartUpload => "CompleteMultipartUpload",
             Op::DeleteObjects => "DeleteObjects",
+            Op::ListObjectsV2 => "ListObjectsV2",
             Op::Verify => "verify",
             Op::Staging => "staging",
             Op::Manifest => "manifest",
@@ -116,6 +118,11 @@ impl Code {
             ) => Code::Throttled(c.into()),
             Some(c) => Code::Other(c.into()),
         }
+    }
+
+    /// The destination cannot take any object: no such bucket, or credentials it rejects.
+    pub fn is_unusable_side(&self) -> bool {
+        matches!(self, Code::Other(c) if matches!(c.as_str(), "NoSuchBucket" | "InvalidAccessKeyId" | "SignatureDoesNotMatch" | "InvalidToken" | "ExpiredToken"))
     }
 
     /// The object (or the key) does not exist: a coded NoSuchKey, or a bare 404 (HEAD answers

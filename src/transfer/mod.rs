@@ -263,8 +263,10 @@ pub fn part_size_for(size: u64, configured: u64) -> u64 {
     configured.max(size.div_ceil(10_000))
 }
 
-/// Removes whatever a previous run left in a staging directory (a crash, a kill).
+/// Removes whatever a previous run left in a staging directory (a crash, a kill), and makes the
+/// directory and its parent private (0700): staged object data is nobody else's to read or swap.
 pub fn clean_staging(dir: &std::path::Path) -> std::io::Result<usize> {
+    use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
     let mut removed = 0;
     match std::fs::read_dir(dir) {
         Ok(entries) => {
@@ -277,7 +279,10 @@ pub fn clean_staging(dir: &std::path::Path) -> std::io::Result<usize> {
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
         Err(e) => return Err(e),
     }
-    std::fs::create_dir_all(dir)?;
+    std::fs::DirBuilder::new().recursive(true).mode(0o700).create(dir)?;
+    for d in [Some(dir), dir.parent()].into_iter().flatten() {
+        std::fs::set_permissions(d, std::fs::Permissions::from_mode(0o700))?;
+    }
     Ok(removed)
 }
 
@@ -301,8 +306,12 @@ mod tests {
 
     #[test]
     fn backoff_grows_and_is_capped() {
-        assert!(backoff(1) <= Duration::from_millis(200));
-        assert!(backoff(20) <= Duration::from_secs(10));
+        for _ in 0..100 {
+            let (b1, b3, b20) = (backoff(1), backoff(3), backoff(20));
+            assert!((Duration::from_millis(100)..=Duration::from_millis(200)).contains(&b1), "{b1:?}");
+            assert!((Duration::from_millis(400)..=Duration::from_millis(800)).contains(&b3), "{b3:?}");
+            assert!((Duration::from_secs(5)..=Duration::from_secs(10)).contains(&b20), "{b20:?}");
+        }
     }
 
     #[test]

@@ -11,6 +11,7 @@ use crate::manifest::Verified;
 use crate::plan::CopyJob;
 use crate::s3::normalize_etag;
 use aws_sdk_s3::primitives::{ByteStream, Length};
+use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
 use tokio::io::AsyncWriteExt;
 
@@ -26,11 +27,14 @@ impl Drop for StagingFile {
 pub async fn copy(t: &Transferer, job: &CopyJob, sha256: Option<&str>) -> Result<Copied, TransferError> {
     let expect = Expect::for_job(job, sha256);
     let file = StagingFile(t.staging_file());
-    let (level, md5) = download(t, job, &file.0, &expect).await?;
+    let (handle, level, md5) = download(t, job, &file.0, &expect).await?;
+    // The upload reads the inode that was verified, through this process's own descriptor:
+    // a file put in its place under the same name afterwards is never read.
+    let verified = PathBuf::from(format!("/proc/self/fd/{}", handle.as_raw_fd()));
     let dest_etag = if job.source.size > t.spec.transfer.multipart_threshold {
-        upload_multipart(t, job, &file.0).await?
+        upload_multipart(t, job, &verified).await?
     } else {
-        let body = ByteStream::from_path(&file.0)
+        let body = ByteStream::from_path(&verified)
             .await
             .map_err(|e| TransferError::fatal(Op::Staging, e.to_string()))?;
         let out = put_object(t, job).body(body).send().await.map_err(|e| classify(Op::PutObject, e))?;
@@ -45,11 +49,21 @@ pub async fn copy(t: &Transferer, job: &CopyJob, sha256: Option<&str>) -> Result
     })
 }
 
-async fn download(t: &Transferer, job: &CopyJob, path: &Path, expect: &Expect) -> Result<(Verified, Option<String>), TransferError> {
+/// Downloads into a new private file (0600, created exclusively, never through a symlink) and
+/// verifies it; returns the open file, which the upload then reads.
+async fn download(
+    t: &Transferer,
+    job: &CopyJob,
+    path: &Path,
+    expect: &Expect,
+) -> Result<(tokio::fs::File, Verified, Option<String>), TransferError> {
     let get = get_source(t, job).await?;
     let mut out = tokio::fs::OpenOptions::new()
+        .read(true)
         .write(true)
         .create_new(true)
+        .mode(0o600)
+        .custom_flags(libc::O_NOFOLLOW)
         .open(path)
         .await
         .map_err(|e| TransferError::io(Op::Staging, e))?;
@@ -61,7 +75,8 @@ async fn download(t: &Transferer, job: &CopyJob, path: &Path, expect: &Expect) -
         out.write_all(&chunk).await.map_err(|e| TransferError::io(Op::Staging, e))?;
     }
     out.flush().await.map_err(|e| TransferError::io(Op::Staging, e))?;
-    digests.finish(expect)
+    let (level, md5) = digests.finish(expect)?;
+    Ok((out, level, md5))
 }
 
 async fn upload_multipart(t: &Transferer, job: &CopyJob, path: &Path) -> Result<Option<String>, TransferError> {

@@ -24,7 +24,7 @@ impl<'a> Multipart<'a> {
         let pending = format!("{PENDING_PREFIX}{}:{n}", std::process::id());
         let manifest_err = |e: crate::manifest::ManifestError| TransferError::fatal(Op::Manifest, e.to_string());
         t.writer
-            .upload_started(&pending, &t.spec.name, bucket, key)
+            .upload_started(&pending, &t.spec.name, &t.spec.destination, key)
             .await
             .map_err(manifest_err)?;
         let created = t
@@ -48,7 +48,10 @@ impl<'a> Multipart<'a> {
             }
         };
         let upload = Multipart { t, key, upload_id };
-        let recorded = t.writer.upload_started(&upload.upload_id, &t.spec.name, bucket, key).await;
+        let recorded = t
+            .writer
+            .upload_started(&upload.upload_id, &t.spec.name, &t.spec.destination, key)
+            .await;
         t.writer.upload_ended(&pending);
         if let Err(e) = recorded {
             upload.abort().await;

@@ -81,7 +81,9 @@ async fn ls_runs_export_and_verify_tell_what_happened() {
 
     // export: CSV with a header and quoting; JSON lines that parse.
     let csv = stdout(&ws.run(&["manifest", "export", "--format", "csv", "--spec", "a"]));
-    assert!(csv.starts_with("spec,dest_key,source_key,size,etag,source_last_modified,copied_at,mode,run_id,dest_etag,verified\n"));
+    assert!(csv.starts_with(
+        "spec,dest_key,source_key,size,etag,source_last_modified,copied_at,mode,run_id,dest_etag,verified,dest_endpoint,dest_bucket,source_endpoint,source_bucket\n"
+    ));
     assert_eq!(csv.lines().count(), n + 1);
     let jsonl = stdout(&ws.run(&["manifest", "export", "--format", "jsonl"]));
     let rows: Vec<serde_json::Value> = jsonl.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
@@ -129,7 +131,7 @@ async fn ls_runs_export_and_verify_tell_what_happened() {
 async fn the_daemon_serves_prometheus_metrics() {
     let objects = fixture();
     let (server, _c, ws) = seeded(&objects).await;
-    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let port = free_port();
     std::fs::write(
         ws.config(),
         format!("spec_dir = \"specs.d\"\nstate_dir = \"state\"\nmetrics_listen = \"127.0.0.1:{port}\"\n"),

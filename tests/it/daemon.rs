@@ -3,6 +3,8 @@
 
 use crate::util::*;
 use s3syncd::fixture::{generate, FixtureSpec};
+use s3syncd_testkit::moto::Moto;
+use s3syncd_testkit::proxy::{Action, Fault, FaultProxy};
 use std::os::unix::fs::PermissionsExt;
 use std::process::{Child, Stdio};
 use std::time::{Duration, Instant};
@@ -233,19 +235,18 @@ async fn sigterm_during_a_run_records_it_as_interrupted_and_nothing_false() {
         .unwrap();
     assert_eq!(status, "interrupted", "{}", d.log());
     assert!(copied > 0 && (copied as usize) < objects.len());
-    let mut stmt = db.prepare("SELECT dest_key, size FROM objects").unwrap();
-    let rows: Vec<(String, i64)> = stmt
-        .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
-        .unwrap()
-        .map(Result::unwrap)
-        .collect();
+    let mut stmt = db.prepare("SELECT dest_key FROM objects").unwrap();
+    let rows: Vec<String> = stmt.query_map([], |r| r.get(0)).unwrap().map(Result::unwrap).collect();
     assert_eq!(rows.len() as i64, copied);
-    let at_dest: std::collections::HashMap<String, i64> = list(&c, "dst-bucket", "").await.into_iter().collect();
-    for (key, size) in rows {
+    let sources: std::collections::HashMap<String, &Vec<u8>> = objects
+        .iter()
+        .map(|(k, b)| (format!("x/{}", k.strip_prefix("data/").unwrap()), b))
+        .collect();
+    for key in rows {
         assert_eq!(
-            at_dest.get(&key),
-            Some(&size),
-            "manifest row {key} without its object at the destination"
+            get(&c, "dst-bucket", &key).await.as_ref(),
+            Some(sources[&key]),
+            "manifest row {key} without its bytes at the destination"
         );
     }
 }
@@ -300,4 +301,155 @@ async fn validate_run_and_the_daemon_agree_on_file_permissions() {
     assert!(String::from_utf8_lossy(&out.stderr).contains(&dir_refused), "{}", text(&out));
     let out = ws.run(&["run", "good"]);
     assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+}
+
+/// When `shutdown_grace` is over, in-flight copies are aborted: the daemon exits promptly, the
+/// run is `interrupted`, nothing unverified is recorded, and no multipart upload is left open.
+#[tokio::test(flavor = "multi_thread")]
+async fn shutdown_grace_expiry_aborts_in_flight_uploads() {
+    let moto = Moto::start();
+    let server = S3Server::start();
+    let (c, mc) = (server.client(), moto.client());
+    create_bucket(&c, "src-bucket").await;
+    create_bucket(&mc, "dst-bucket").await;
+    for i in 0..2u32 {
+        let big: Vec<u8> = (0..(11u32 << 20)).map(|j| (j.wrapping_mul(2_654_435_761 + i) >> 9) as u8).collect();
+        put(&c, "src-bucket", &format!("data/big-{i}.bin"), big).await;
+    }
+    // Every part upload is held 60 s: copies are surely in flight when the grace period ends.
+    let proxy = FaultProxy::start(
+        &moto.endpoint,
+        vec![Fault::always("UploadPart", Action::Stall(Duration::from_secs(60)))],
+    );
+    let ws = Workspace::new(&[("src", &server.access_key, &server.secret_key), ("dst", "moto-key", "moto-secret")]);
+    strict(&ws);
+    write_private(
+        &ws.config(),
+        "spec_dir = \"specs.d\"\nstate_dir = \"state\"\nshutdown_grace = \"1s\"\n",
+    );
+    write_spec(
+        &ws,
+        "held",
+        &spec_text(
+            &server.endpoint,
+            "src-bucket",
+            "data/",
+            &proxy.endpoint,
+            "dst-bucket",
+            "h/",
+            "schedule = \"*/2 * * * * *\"\nmode = \"stream\"\n[transfer]\npart_size = \"5MiB\"\nmultipart_threshold = \"5MiB\"\n",
+        ),
+    );
+    let mut d = Daemon::start(&ws);
+    assert!(
+        eventually(30, || async { proxy.seen("UploadPart") >= 2 }).await,
+        "no part upload started\n{}",
+        d.log()
+    );
+    let t0 = Instant::now();
+    d.signal("TERM");
+    let (status, d) = tokio::task::spawn_blocking(move || (d.child.wait().unwrap(), d)).await.unwrap();
+    let took = t0.elapsed();
+    assert_eq!(status.code(), Some(0), "{}", d.log());
+    assert!(
+        took < Duration::from_secs(15),
+        "shutdown took {took:?}: the grace period was not enforced\n{}",
+        d.log()
+    );
+    assert!(d.log().contains("grace period over: aborting in-flight transfers"), "{}", d.log());
+    let db = ws.sqlite();
+    let status: String = db
+        .query_row("SELECT status FROM runs ORDER BY id DESC LIMIT 1", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(status, "interrupted");
+    let rows: i64 = db.query_row("SELECT count(*) FROM objects", [], |r| r.get(0)).unwrap();
+    assert_eq!(rows, 0, "an unfinished object was recorded");
+    let recorded: i64 = db.query_row("SELECT count(*) FROM uploads", [], |r| r.get(0)).unwrap();
+    assert_eq!(recorded, 0, "uploads still recorded as open");
+    let open = mc.list_multipart_uploads().bucket("dst-bucket").send().await.unwrap();
+    assert!(open.uploads().is_empty(), "uploads left open: {:?}", open.uploads());
+    assert!(list(&mc, "dst-bucket", "h/").await.is_empty());
+}
+
+/// A feed removed while an upload of a killed run was still recorded never runs again to clean
+/// it: the daemon aborts it, at the destination recorded with the upload.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_daemon_aborts_uploads_that_removed_feeds_left_open() {
+    let moto = Moto::start();
+    let server = S3Server::start();
+    let (c, mc) = (server.client(), moto.client());
+    create_bucket(&c, "src-bucket").await;
+    create_bucket(&mc, "dst-bucket").await;
+    let big: Vec<u8> = (0..(11u32 << 20)).map(|j| (j.wrapping_mul(2_654_435_761) >> 9) as u8).collect();
+    put(&c, "src-bucket", "data/big.bin", big).await;
+    let proxy = FaultProxy::start(
+        &moto.endpoint,
+        vec![Fault::always("UploadPart", Action::Stall(Duration::from_secs(60)))],
+    );
+    let ws = Workspace::new(&[("src", &server.access_key, &server.secret_key), ("dst", "moto-key", "moto-secret")]);
+    strict(&ws);
+    // A one-off run of a spec file outside the spec directory, killed with its upload open.
+    let spec = ws.path().join("gone.toml");
+    write_private(
+        &spec,
+        &spec_text(
+            &server.endpoint,
+            "src-bucket",
+            "data/",
+            &proxy.endpoint,
+            "dst-bucket",
+            "g/",
+            "mode = \"stream\"\n[transfer]\npart_size = \"5MiB\"\nmultipart_threshold = \"5MiB\"\n",
+        ),
+    );
+    let mut child = ws
+        .command()
+        .args(["run", spec.to_str().unwrap()])
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    assert!(
+        eventually(30, || async { proxy.seen("UploadPart") >= 1 }).await,
+        "no part upload started"
+    );
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let open = mc.list_multipart_uploads().bucket("dst-bucket").send().await.unwrap();
+    assert_eq!(open.uploads().len(), 1, "the killed run left its upload");
+
+    let mut d = Daemon::start(&ws);
+    assert!(
+        eventually(20, || async { d.log().contains("aborted multipart uploads of removed feeds") }).await,
+        "{}",
+        d.log()
+    );
+    let open = mc.list_multipart_uploads().bucket("dst-bucket").send().await.unwrap();
+    assert!(open.uploads().is_empty(), "uploads left open: {:?}", open.uploads());
+    let recorded: i64 = ws.sqlite().query_row("SELECT count(*) FROM uploads", [], |r| r.get(0)).unwrap();
+    assert_eq!(recorded, 0);
+    assert!(d.alive());
+}
+
+/// A spec directory that is deleted and created again is watched again: a spec written into
+/// the new directory is scheduled without a signal.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_recreated_spec_directory_is_watched_again() {
+    let ws = Workspace::new(&[]);
+    strict(&ws);
+    let mut d = Daemon::start(&ws);
+    assert!(eventually(10, || async { d.log().contains("daemon started") }).await, "{}", d.log());
+    std::fs::remove_dir(ws.spec_dir()).unwrap();
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    std::fs::create_dir(ws.spec_dir()).unwrap();
+    strict(&ws);
+    // No schedule and no endpoint: scheduling it sends nothing anywhere.
+    let spec = "[source]\nbucket = \"src-bucket\"\n[destination]\nbucket = \"dst-bucket\"\n";
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    write_spec(&ws, "later", spec);
+    assert!(
+        eventually(20, || async { d.log().contains("spec added spec=later") }).await,
+        "the new directory is not watched\n{}",
+        d.log()
+    );
+    assert!(d.alive());
 }

@@ -7,6 +7,7 @@ mod daemon;
 mod layers;
 mod modes;
 mod reliability;
+mod reliability_doc;
 mod sync;
 mod util;
 mod validate;

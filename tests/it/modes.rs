@@ -4,7 +4,7 @@
 use crate::util::*;
 use s3syncd::fixture::{generate, FixtureSpec};
 use s3syncd_testkit::moto::Moto;
-use s3syncd_testkit::proxy::{Fault, FaultProxy};
+use s3syncd_testkit::proxy::{Action, Fault, FaultProxy};
 
 fn small_fixture() -> Vec<(String, Vec<u8>)> {
     let mut f = FixtureSpec::small();
@@ -108,11 +108,24 @@ async fn copy_refused_with_access_denied_falls_back_to_stream_once_per_run() {
 async fn slowdown_is_retried_and_nothing_falls_back() {
     let objects = small_fixture();
     let (server, c, ws) = seeded(&objects).await;
-    let proxy = FaultProxy::start(&server.endpoint, vec![Fault::status("CopyObject", 3, 503, "SlowDown")]);
+    // One object in three meets SlowDown on its first two CopyObject attempts: within the
+    // default 5 retries, so no object can fail, whatever the timing.
+    let proxy = FaultProxy::start(&server.endpoint, vec![Fault::status("CopyObject", 3, 503, "SlowDown").times(2)]);
     let spec = ws.seeded_spec("slow", &proxy.endpoint, "x/", "");
     let out = ws.run(&["run", spec.to_str().unwrap()]);
     assert_eq!(out.status.code(), Some(0), "{}", text(&out));
-    assert!(proxy.injected() >= objects.len() as u64 / 4, "injected {}", proxy.injected());
+    let slowed = proxy.faulted_targets();
+    assert!(
+        (objects.len() / 5..=objects.len() / 2).contains(&slowed),
+        "{slowed} of {} objects slowed down",
+        objects.len()
+    );
+    assert_eq!(
+        proxy.injected(),
+        2 * slowed as u64,
+        "each chosen object meets exactly two SlowDowns"
+    );
+    assert_eq!(proxy.seen("CopyObject"), objects.len() as u64 + 2 * slowed as u64);
     assert_copied(&c, "dst-bucket", "x/", &objects).await;
     assert_eq!(
         db_value::<i64>(&ws, "SELECT count(*) FROM objects WHERE mode = 'direct'") as usize,
@@ -160,46 +173,118 @@ async fn multipart_copy_and_stream_with_5mib_parts() {
     assert_eq!(std::fs::read_dir(&staging).unwrap().count(), 0, "staging directory left files");
 }
 
+/// Every file under `dir`, recursively.
+fn walk(dir: &std::path::Path, out: &mut Vec<std::path::PathBuf>) {
+    for e in std::fs::read_dir(dir).unwrap().flatten() {
+        let p = e.path();
+        if p.is_dir() {
+            walk(&p, out);
+        } else {
+            out.push(p);
+        }
+    }
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn staged_keys_with_dot_dot_stay_inside_the_staging_directory() {
+    // moto keeps keys verbatim on both sides, so every dot-dot key must be copied as data.
     let moto = Moto::start();
-    let server = S3Server::start();
     let mc = moto.client();
     create_bucket(&mc, "src-bucket").await;
+    create_bucket(&mc, "dst-bucket").await;
     let objects = vec![
-        ("data/../../escape.zip".to_string(), b"escape attempt".to_vec()),
-        ("data/a/../../../etc/passwd".to_string(), b"not a passwd".to_vec()),
-        ("data/plain.zip".to_string(), b"plain".to_vec()),
+        ("data/../../escape.zip".to_string(), b"escape attempt 7f3a".to_vec()),
+        ("data/a/../../../etc/passwd".to_string(), b"not a passwd 7f3a".to_vec()),
+        ("data/plain.zip".to_string(), b"plain 7f3a".to_vec()),
     ];
     put_all(&mc, "src-bucket", objects.clone()).await;
-    create_bucket(&server.client(), "dst-bucket").await;
-    let ws = Workspace::new(&[("src", "moto-key", "moto-secret"), ("dst", &server.access_key, &server.secret_key)]);
-    let spec = ws.write_spec(
-        "staged",
-        &spec_text(
-            &moto.endpoint,
-            "src-bucket",
-            "data/",
-            &server.endpoint,
-            "dst-bucket",
-            "x/",
-            "mode = \"staged\"\n",
-        ),
-    );
+    let ws = Workspace::new(&[("src", "moto-key", "moto-secret"), ("dst", "moto-key", "moto-secret")]);
+    let spec = ws.seeded_spec("staged", &moto.endpoint, "x/", "mode = \"staged\"\n");
     let out = ws.run(&["run", spec.to_str().unwrap()]);
-    let staging = ws.path().join("state/staging/staged");
-    assert_eq!(std::fs::read_dir(&staging).unwrap().count(), 0, "staging left files");
-    assert!(!ws.path().join("state/escape.zip").exists() && !ws.path().join("escape.zip").exists() && !ws.path().join("etc").exists());
-    // The plain key is copied; the dot-dot keys are data: copied if the destination server accepts them.
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    for (key, body) in &objects {
+        let dest = format!("x/{}", key.strip_prefix("data/").unwrap());
+        assert_eq!(get(&mc, "dst-bucket", &dest).await.as_deref(), Some(body.as_slice()), "{dest}");
+    }
+    assert_eq!(db_value::<i64>(&ws, "SELECT count(*) FROM objects WHERE mode = 'staged'"), 3);
+    // Nothing anywhere in the workspace (config, state, staging, manifest) holds a copied body
+    // or bears a name from a key.
+    let mut files = Vec::new();
+    walk(ws.path(), &mut files);
+    assert!(files.len() >= 5, "walked only {files:?}");
+    for f in &files {
+        let name = f.file_name().unwrap().to_string_lossy();
+        assert!(
+            name != "escape.zip" && name != "passwd" && name != "plain.zip",
+            "{} escaped",
+            f.display()
+        );
+        let content = std::fs::read(f).unwrap();
+        assert!(
+            !content.windows(4).any(|w| w == b"7f3a") || name.starts_with("manifest.db"),
+            "{} holds object bytes",
+            f.display()
+        );
+    }
     assert_eq!(
-        get(&server.client(), "dst-bucket", "x/plain.zip").await.as_deref(),
-        Some(&b"plain"[..]),
-        "{}",
-        text(&out)
+        std::fs::read_dir(ws.path().join("state/staging/staged")).unwrap().count(),
+        0,
+        "staging left files"
     );
-    let rows: i64 = db_value(&ws, "SELECT count(*) FROM objects WHERE mode = 'staged'");
-    let failed: i64 = db_value(&ws, "SELECT count(*) FROM failures");
-    assert_eq!(rows + failed, 3, "{}", text(&out));
+}
+
+/// A source body corrupted on its way (one byte flipped, same length) fails verification before
+/// CompleteMultipartUpload: the upload is aborted, and no object appears, in stream and staged.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_corrupt_multipart_body_never_becomes_an_object() {
+    use sha2::Digest;
+    let moto = Moto::start();
+    let server = S3Server::start();
+    let (c, mc) = (server.client(), moto.client());
+    create_bucket(&c, "src-bucket").await;
+    create_bucket(&mc, "dst-bucket").await;
+    let big: Vec<u8> = (0..(12u32 << 20) + 17)
+        .map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8)
+        .collect();
+    let sum = format!("{}  big.bin\n", hex::encode(sha2::Sha256::digest(&big)));
+    put(&c, "src-bucket", "data/big.bin", big).await;
+    put(&c, "src-bucket", "data/big.bin.CHECKSUM", sum.into_bytes()).await;
+    let proxy = FaultProxy::start(
+        &server.endpoint,
+        vec![Fault::always("GetObject", Action::Corrupt).only("/data/big.bin")],
+    );
+    let ws = Workspace::new(&[("src", &server.access_key, &server.secret_key), ("dst", "moto-key", "moto-secret")]);
+    let tuning = "[verify]\nchecksum_sidecar = \".CHECKSUM\"\n[transfer]\npart_size = \"5MiB\"\nmultipart_threshold = \"5MiB\"\n";
+    for mode in ["stream", "staged"] {
+        let spec = ws.write_spec(
+            mode,
+            &spec_text(
+                &proxy.endpoint,
+                "src-bucket",
+                "data/",
+                &moto.endpoint,
+                "dst-bucket",
+                &format!("{mode}/"),
+                &format!("mode = \"{mode}\"\n{tuning}"),
+            ),
+        );
+        let out = ws.run(&["run", spec.to_str().unwrap()]);
+        assert_eq!(out.status.code(), Some(1), "{mode}: {}", text(&out));
+        let msg: String = db_value(&ws, &format!("SELECT message FROM failures WHERE spec = '{mode}'"));
+        assert!(msg.contains("differs from the checksum sidecar"), "{mode}: {msg}");
+        assert!(
+            get(&mc, "dst-bucket", &format!("{mode}/big.bin")).await.is_none(),
+            "{mode}: the corrupt object landed"
+        );
+        assert!(
+            get(&mc, "dst-bucket", &format!("{mode}/big.bin.CHECKSUM")).await.is_some(),
+            "{mode}: the sidecar is copied"
+        );
+    }
+    assert!(proxy.injected() >= 2);
+    let open = mc.list_multipart_uploads().bucket("dst-bucket").send().await.unwrap();
+    assert!(open.uploads().is_empty(), "uploads left open: {:?}", open.uploads());
+    assert_eq!(db_value::<i64>(&ws, "SELECT count(*) FROM uploads"), 0);
 }
 
 #[tokio::test(flavor = "multi_thread")]

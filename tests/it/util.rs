@@ -119,8 +119,24 @@ impl Workspace {
         self.command().args(args).output().unwrap()
     }
 
+    /// `s3syncd run SPEC` in the background; await the handle for its output.
+    pub fn spawn_run(&self, spec: &Path) -> tokio::task::JoinHandle<Output> {
+        let mut cmd = self.command();
+        cmd.arg("run").arg(spec);
+        tokio::task::spawn_blocking(move || cmd.output().unwrap())
+    }
+
     pub fn sqlite(&self) -> rusqlite::Connection {
         rusqlite::Connection::open(self.manifest()).unwrap()
+    }
+}
+
+/// Waits until `cond` holds, polling every 20 ms; fails the test after `secs` seconds.
+pub async fn until(secs: u64, what: &str, cond: impl Fn() -> bool) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(secs);
+    while !cond() {
+        assert!(std::time::Instant::now() < deadline, "{what}: not within {secs} s");
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
     }
 }
 

@@ -24,19 +24,20 @@ fn each_invalid_spec_reports_its_located_error() {
     let ws = Workspace::new(&[]);
     let fixtures = private_dir(&data("invalid"));
     let specs = files(fixtures.path(), "toml");
-    assert!(specs.len() >= 50);
+    assert!(specs.len() >= 63, "{} fixtures", specs.len());
     let mut failures = Vec::new();
     for spec in specs {
         let expected = std::fs::read_to_string(spec.with_extension("expected")).unwrap();
         let out = ws.run(&["validate", spec.to_str().unwrap()]);
         let stderr = String::from_utf8_lossy(&out.stderr);
         assert_eq!(out.status.code(), Some(2), "{}: {}", spec.display(), text(&out));
+        // Every fixture names where its error is: LINE:COLUMN: message.
+        assert!(
+            expected.starts_with(|c: char| c.is_ascii_digit()),
+            "{}: the .expected file must start with LINE:COLUMN",
+            spec.display()
+        );
         let want = format!("{}:{}", spec.display(), expected.trim_end());
-        let want = if expected.starts_with(|c: char| c.is_ascii_digit()) {
-            want
-        } else {
-            expected.trim_end().to_string()
-        };
         if !stderr.contains(&want) {
             failures.push(format!(
                 "{}\n  wanted: {want}\n  got:    {}",
@@ -128,8 +129,52 @@ fn duplicate_names_across_files_are_an_error() {
     ws.write_spec("b", spec);
     let out = ws.run(&["validate"]);
     assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    for (file, other) in [("a", "b"), ("b", "a")] {
+        let want = format!(
+            "{}:1:8: spec name \"feed\" is also used by {}",
+            ws.spec_dir().join(format!("{file}.toml")).display(),
+            ws.spec_dir().join(format!("{other}.toml")).display()
+        );
+        assert!(stderr.contains(&want), "wanted {want}\n{}", text(&out));
+    }
+    // `run NAME` refuses too, rather than pick one of the two files.
+    let out = ws.run(&["run", "feed"]);
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("is also used by"), "{}", text(&out));
+}
+
+/// One owner per destination key: specs whose destinations overlap (one prefix inside the
+/// other, on one server and bucket, however the endpoint is spelt) are refused, both named.
+#[test]
+fn specs_whose_destinations_overlap_are_refused_both() {
+    let ws = Workspace::new(&[]);
+    let spec = |endpoint: &str, prefix: &str| {
+        format!("[source]\nbucket = \"src-bucket\"\nendpoint = \"{endpoint}\"\n[destination]\nbucket = \"dst-bucket\"\nprefix = \"{prefix}\"\nendpoint = \"{endpoint}\"\n")
+    };
+    ws.write_spec("one", &spec("http://127.0.0.1:9000", "data/"));
+    ws.write_spec("two", &spec("http://LOCALHOST:9000/", "data/sub/"));
+    ws.write_spec("three", &spec("http://127.0.0.1:9000", "other/"));
+    let out = ws.run(&["validate"]);
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    for (file, other, prefix) in [("one", "two", "data/"), ("two", "one", "data/sub/")] {
+        let want = format!(
+            "{}:5:10: destination s3://dst-bucket/{prefix} overlaps the destination of {}",
+            ws.spec_dir().join(format!("{file}.toml")).display(),
+            ws.spec_dir().join(format!("{other}.toml")).display()
+        );
+        assert!(stderr.contains(&want), "wanted {want}\n{}", text(&out));
+    }
+    assert!(String::from_utf8_lossy(&out.stdout).contains("ok three ("), "{}", text(&out));
+    // The source-against-destination check sees through the spelling too.
+    let same = "[source]\nbucket = \"b\"\nprefix = \"in/\"\nendpoint = \"http://localhost:9000\"\n[destination]\nbucket = \"b\"\nprefix = \"in/x/\"\nendpoint = \"http://127.0.0.1:9000/\"\n";
+    let file = ws.path().join("self.toml");
+    write_private(&file, same);
+    let out = ws.run(&["validate", file.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
     assert!(
-        String::from_utf8_lossy(&out.stderr).contains("b.toml:1:8: spec name \"feed\" is already used by"),
+        String::from_utf8_lossy(&out.stderr).contains("source and destination overlap"),
         "{}",
         text(&out)
     );
@@ -205,7 +250,7 @@ fn mutated_specs_never_panic_and_errors_stay_in_the_file() {
     ];
     let mut rng = fastrand::Rng::with_seed(7);
     let path = Path::new("mutant.toml");
-    let mut checked = 0;
+    let (mut parsed, mut diagnosed) = (0, 0);
     for base in &corpus {
         for _ in 0..400 {
             let mut m = base.clone();
@@ -229,14 +274,41 @@ fn mutated_specs_never_panic_and_errors_stay_in_the_file() {
                 }
             }
             let lines = m.split(|b| *b == b'\n').count();
-            if let Err(e) = s3syncd::spec::Spec::parse(path, &m) {
-                for d in e.diagnostics() {
-                    assert!(d.line >= 1 && d.line <= lines.max(1), "line {} of {lines}: {d}", d.line);
-                    assert!(d.column >= 1 && !d.message.is_empty(), "{d}\n{}", String::from_utf8_lossy(&m));
+            match s3syncd::spec::Spec::parse(path, &m) {
+                Ok(_) => parsed += 1,
+                Err(e) => {
+                    diagnosed += 1;
+                    assert!(!e.diagnostics().is_empty(), "an error without a diagnostic");
+                    for d in e.diagnostics() {
+                        assert!(d.line >= 1 && d.line <= lines.max(1), "line {} of {lines}: {d}", d.line);
+                        assert!(d.column >= 1 && !d.message.is_empty(), "{d}\n{}", String::from_utf8_lossy(&m));
+                    }
                 }
             }
-            checked += 1;
         }
     }
-    assert!(checked > 20_000, "{checked}");
+    // Both outcomes must occur: a parser that accepted or refused everything would pass the
+    // checks above vacuously.
+    assert!(diagnosed > 10_000 && parsed > 100, "{diagnosed} mutants refused, {parsed} accepted");
+}
+
+/// Only regular files are specs: a FIFO named like one never hangs `validate` or `run`, and a
+/// directory named `x.toml` is reported, not skipped in silence.
+#[test]
+fn a_fifo_or_a_directory_named_like_a_spec_is_refused_at_once() {
+    let ws = Workspace::new(&[]);
+    let fifo = ws.spec_dir().join("fifo.toml");
+    assert!(std::process::Command::new("mkfifo").arg(&fifo).status().unwrap().success());
+    std::fs::create_dir(ws.spec_dir().join("x.toml")).unwrap();
+    let started = std::time::Instant::now();
+    let out = ws.run(&["validate"]);
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    for name in ["fifo.toml", "x.toml"] {
+        let want = format!("{}:1:1: not a regular file", ws.spec_dir().join(name).display());
+        assert!(stderr.contains(&want), "wanted {want}\n{stderr}");
+    }
+    let out = ws.run(&["run", fifo.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    assert!(started.elapsed() < std::time::Duration::from_secs(10), "a FIFO held s3syncd");
 }

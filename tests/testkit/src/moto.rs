@@ -40,20 +40,28 @@ fn moto_binary() -> PathBuf {
 impl Moto {
     pub fn start() -> Moto {
         let bin = moto_binary();
-        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
-        let child = Command::new(&bin)
-            .args(["-H", "127.0.0.1", "-p", &port.to_string()])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("start moto_server");
-        let endpoint = format!("http://127.0.0.1:{port}");
-        let deadline = Instant::now() + Duration::from_secs(30);
-        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-            assert!(Instant::now() < deadline, "moto_server did not start on port {port}");
-            std::thread::sleep(Duration::from_millis(100));
+        for _ in 0..5 {
+            let port = crate::free_port();
+            let mut child = Command::new(&bin)
+                .args(["-H", "127.0.0.1", "-p", &port.to_string()])
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .expect("start moto_server");
+            let deadline = Instant::now() + Duration::from_secs(30);
+            loop {
+                if child.try_wait().unwrap().is_some() {
+                    break; // it could not bind: another port
+                }
+                if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+                    let endpoint = format!("http://127.0.0.1:{port}");
+                    return Moto { endpoint, child };
+                }
+                assert!(Instant::now() < deadline, "moto_server did not start on port {port}");
+                std::thread::sleep(Duration::from_millis(100));
+            }
         }
-        Moto { endpoint, child }
+        panic!("moto_server did not start on any of 5 ports");
     }
 
     /// moto accepts any credentials.

@@ -1,6 +1,11 @@
 //! A fault-injecting HTTP proxy on 127.0.0.1, between s3syncd and a real server. Requests pass
 //! through unchanged (the Host header too, so SigV4 signatures stay valid) unless a rule matches
 //! the S3 operation, in which case the proxy answers with an S3 error itself.
+//!
+//! Faults are deterministic per object: a rule chooses request targets (an object, a part, a
+//! listing page) by a seeded hash, never by a counter shared by concurrent requests, and faults
+//! only the first `times` attempts at each chosen target. So no object can meet more faults than
+//! the rule says, whatever the timing, and a retry budget above `times` always suffices.
 
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
@@ -44,28 +49,83 @@ pub enum Action {
     Truncate,
     /// Wait this long, then forward.
     Stall(std::time::Duration),
+    /// Forward, then hold the answer back this long: the server has acted, the client does
+    /// not know yet (the window between a create and its record).
+    StallAfter(std::time::Duration),
     /// Forward a listing page, rewritten to say `IsTruncated=true` with no continuation token.
     TruncatedListingWithoutToken,
+    /// Forward, then flip one byte in the middle of the response body (same length).
+    Corrupt,
 }
 
-/// Applies `action` to the n-th request of operation `op` ("*": any) when n > `after` and
-/// n % `every` == 0 (n counts from 1, per operation).
+/// Applies `action` to requests of operation `op` ("*": any) whose target is chosen (one in
+/// `every`, by a hash of the target and `seed`; 1: all), once more than `after` requests of the
+/// operation were seen in all, and only to the first `times` attempts at each target.
 #[derive(Clone, Debug)]
 pub struct Fault {
     pub op: &'static str,
+    /// Only targets (the request's `/bucket/key` path, percent-encoded) ending with this.
+    pub only: Option<&'static str>,
     pub every: u64,
     pub after: u64,
+    pub times: u64,
+    pub seed: u64,
     pub action: Action,
 }
 
 impl Fault {
-    pub fn status(op: &'static str, every: u64, status: u16, code: &'static str) -> Fault {
+    /// Every attempt at every target of `op`.
+    pub fn always(op: &'static str, action: Action) -> Fault {
         Fault {
             op,
-            every,
+            only: None,
+            every: 1,
             after: 0,
-            action: Action::Status(status, code),
+            times: u64::MAX,
+            seed: 0,
+            action,
         }
+    }
+    /// The first attempt at one target of `op` in `every`.
+    pub fn once_per(op: &'static str, every: u64, action: Action) -> Fault {
+        Fault {
+            every,
+            times: 1,
+            ..Fault::always(op, action)
+        }
+    }
+    pub fn status(op: &'static str, every: u64, status: u16, code: &'static str) -> Fault {
+        Fault {
+            every,
+            ..Fault::always(op, Action::Status(status, code))
+        }
+    }
+    pub fn after(self, after: u64) -> Fault {
+        Fault { after, ..self }
+    }
+    pub fn times(self, times: u64) -> Fault {
+        Fault { times, ..self }
+    }
+    pub fn only(self, target_suffix: &'static str) -> Fault {
+        Fault {
+            only: Some(target_suffix),
+            ..self
+        }
+    }
+
+    fn chooses(&self, target: &str) -> bool {
+        use std::hash::{Hash, Hasher};
+        if self.only.is_some_and(|o| !target.ends_with(o)) {
+            return false;
+        }
+        if self.every <= 1 {
+            return true;
+        }
+        // A fixed hash (SipHash with zero keys), so the choice is the same in every run.
+        #[allow(deprecated)]
+        let mut h = std::hash::SipHasher::new();
+        (self.seed, self.op, target).hash(&mut h);
+        h.finish().is_multiple_of(self.every)
     }
 }
 
@@ -73,7 +133,32 @@ impl Fault {
 struct State {
     faults: Mutex<Vec<Fault>>,
     seen: Mutex<std::collections::HashMap<&'static str, u64>>,
+    /// Attempts per (operation, target).
+    attempts: Mutex<std::collections::HashMap<(&'static str, String), u64>>,
     injected: AtomicU64,
+    /// The most faults any one (operation, target) met.
+    most_per_target: AtomicU64,
+    faulted: Mutex<std::collections::HashMap<(&'static str, String), u64>>,
+}
+
+/// What a request is about, for choosing and counting faults: the path (bucket and key) and
+/// the part number or the listing page, without anything that differs between runs (upload ids).
+fn target<B>(req: &Request<B>) -> String {
+    let path = req.uri().path().to_string();
+    let q = req.uri().query().unwrap_or("");
+    let keep: Vec<&str> = q
+        .split('&')
+        .filter(|kv| {
+            ["partNumber=", "continuation-token=", "start-after=", "prefix="]
+                .iter()
+                .any(|k| kv.starts_with(k))
+        })
+        .collect();
+    if keep.is_empty() {
+        path
+    } else {
+        format!("{path}?{}", keep.join("&"))
+    }
 }
 
 pub struct FaultProxy {
@@ -127,9 +212,28 @@ impl FaultProxy {
         }
     }
 
-    /// How many responses the proxy made up.
+    /// Replaces the rules and starts counting requests and attempts anew: one proxy, so one
+    /// endpoint (which s3syncd's manifest keys its rows by), serves a spec's clean runs and its
+    /// faulty ones.
+    pub fn set_faults(&self, faults: Vec<Fault>) {
+        *self.state.faults.lock().unwrap() = faults;
+        self.state.seen.lock().unwrap().clear();
+        self.state.attempts.lock().unwrap().clear();
+    }
+
+    /// How many requests the proxy faulted.
     pub fn injected(&self) -> u64 {
         self.state.injected.load(Ordering::Relaxed)
+    }
+
+    /// The most faults one target (an object, a part, a page) met.
+    pub fn most_faults_per_target(&self) -> u64 {
+        self.state.most_per_target.load(Ordering::Relaxed)
+    }
+
+    /// How many distinct targets were faulted at least once.
+    pub fn faulted_targets(&self) -> usize {
+        self.state.faulted.lock().unwrap().len()
     }
 
     pub fn seen(&self, op: &str) -> u64 {
@@ -147,9 +251,16 @@ async fn handle(
     upstream: String,
 ) -> Result<Response<Body>, BoxError> {
     let op = operation(&req);
+    let target = target(&req);
     let n = {
         let mut seen = st.seen.lock().unwrap();
         let c = seen.entry(op).or_default();
+        *c += 1;
+        *c
+    };
+    let attempt = {
+        let mut a = st.attempts.lock().unwrap();
+        let c = a.entry((op, target.clone())).or_default();
         *c += 1;
         *c
     };
@@ -158,10 +269,14 @@ async fn handle(
         .lock()
         .unwrap()
         .iter()
-        .find(|f| (f.op == op || f.op == "*") && n > f.after && n % f.every == 0)
+        .find(|f| (f.op == op || f.op == "*") && n > f.after && attempt <= f.times && f.chooses(&target))
         .map(|f| f.action.clone());
     if fault.is_some() {
         st.injected.fetch_add(1, Ordering::Relaxed);
+        let mut faulted = st.faulted.lock().unwrap();
+        let c = faulted.entry((op, target)).or_default();
+        *c += 1;
+        st.most_per_target.fetch_max(*c, Ordering::Relaxed);
     }
     match fault {
         Some(Action::Status(status, code)) => {
@@ -188,6 +303,9 @@ async fn handle(
         Ok(r) => r,
         Err(e) => return Ok(Response::builder().status(502).body(full(e.to_string())).unwrap()),
     };
+    if let Some(Action::StallAfter(d)) = fault {
+        tokio::time::sleep(d).await;
+    }
     match fault {
         Some(Action::ResetMidBody) | Some(Action::Truncate) => {
             let reset = matches!(fault, Some(Action::ResetMidBody));
@@ -202,6 +320,15 @@ async fn handle(
             // with the error frame hyper aborts the connection mid-body.
             let body = http_body_util::StreamBody::new(futures::stream::iter(frames));
             Ok(Response::from_parts(parts, BodyExt::boxed(body.map_err(BoxError::from))))
+        }
+        Some(Action::Corrupt) => {
+            let (parts, body) = resp.into_parts();
+            let mut bytes = body.collect().await?.to_bytes().to_vec();
+            let middle = bytes.len() / 2;
+            if let Some(b) = bytes.get_mut(middle) {
+                *b ^= 0xff;
+            }
+            Ok(Response::from_parts(parts, full(bytes)))
         }
         Some(Action::TruncatedListingWithoutToken) => {
             let (mut parts, body) = resp.into_parts();
