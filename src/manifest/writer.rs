@@ -308,13 +308,7 @@ fn apply_one(tx: &Transaction, op: &Op) -> rusqlite::Result<Option<i64>> {
             target,
             source_endpoint,
             source_bucket,
-        } => {
-            tx.prepare_cached(
-                "UPDATE objects SET dest_endpoint = ?2, dest_bucket = ?3, source_endpoint = ?4, source_bucket = ?5
-                 WHERE spec = ?1 AND dest_endpoint = '' AND dest_bucket = ''",
-            )?
-            .execute(params![target.spec, target.endpoint, target.bucket, source_endpoint, source_bucket])?;
-        }
+        } => adopt(tx, target, source_endpoint, source_bucket)?,
         Op::Failure {
             run_id,
             spec,
@@ -352,21 +346,7 @@ fn apply_one(tx: &Transaction, op: &Op) -> rusqlite::Result<Option<i64>> {
             dest_key,
             ..
         } => {
-            tx.prepare_cached(
-                "INSERT OR REPLACE INTO uploads (upload_id, spec, bucket, dest_key, created_at, endpoint, region, path_style, profile)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
-            )?
-            .execute(params![
-                upload_id,
-                spec,
-                side.bucket,
-                dest_key,
-                super::now(),
-                side.endpoint,
-                side.region,
-                side.path_style,
-                side.profile
-            ])?;
+            upload_started(tx, upload_id, spec, side, dest_key)?;
             return Ok(Some(0));
         }
         Op::UploadEnded { upload_id } => {
@@ -376,6 +356,34 @@ fn apply_one(tx: &Transaction, op: &Op) -> rusqlite::Result<Option<i64>> {
         Op::Flush(_) | Op::Checkpoint => {}
     }
     Ok(None)
+}
+
+fn adopt(tx: &Transaction, t: &Target, source_endpoint: &str, source_bucket: &str) -> rusqlite::Result<()> {
+    tx.prepare_cached(
+        "UPDATE objects SET dest_endpoint = ?2, dest_bucket = ?3, source_endpoint = ?4, source_bucket = ?5
+         WHERE spec = ?1 AND dest_endpoint = '' AND dest_bucket = ''",
+    )?
+    .execute(params![t.spec, t.endpoint, t.bucket, source_endpoint, source_bucket])?;
+    Ok(())
+}
+
+fn upload_started(tx: &Transaction, upload_id: &str, spec: &str, side: &Side, dest_key: &str) -> rusqlite::Result<()> {
+    tx.prepare_cached(
+        "INSERT OR REPLACE INTO uploads (upload_id, spec, bucket, dest_key, created_at, endpoint, region, path_style, profile)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+    )?
+    .execute(params![
+        upload_id,
+        spec,
+        side.bucket,
+        dest_key,
+        super::now(),
+        side.endpoint,
+        side.region,
+        side.path_style,
+        side.profile
+    ])?;
+    Ok(())
 }
 
 fn forget(tx: &Transaction, t: &Target, dest_key: &str) -> rusqlite::Result<()> {

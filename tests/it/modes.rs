@@ -325,3 +325,60 @@ async fn a_sidecar_mismatch_fails_that_object_only() {
         "the bad object must not land"
     );
 }
+
+/// Empty objects are everywhere in a lakehouse (`_SUCCESS` markers, empty partitions). An empty
+/// GET from moto into a PUT to s3s-fs once failed in `stream` (the PUT never read the empty
+/// body, so nothing verified it): every mode that can cross servers must copy and record them.
+#[tokio::test(flavor = "multi_thread")]
+async fn empty_and_one_byte_objects_copy_across_servers_in_every_mode() {
+    let moto = Moto::start();
+    let server = S3Server::start();
+    let mc = moto.client();
+    create_bucket(&mc, "src-bucket").await;
+    create_bucket(&server.client(), "dst-bucket").await;
+    let objects = vec![
+        ("data/_SUCCESS".to_string(), Vec::new()),
+        ("data/part=1/empty.csv".to_string(), Vec::new()),
+        ("data/one.bin".to_string(), vec![7u8]),
+        ("data/two.bin".to_string(), vec![1u8, 2]),
+    ];
+    put_all(&mc, "src-bucket", objects.clone()).await;
+    let ws = Workspace::new(&[("src", "moto-key", "moto-secret"), ("dst", &server.access_key, &server.secret_key)]);
+    for mode in ["stream", "staged", "auto"] {
+        let spec = ws.write_spec(
+            mode,
+            &spec_text(
+                &moto.endpoint,
+                "src-bucket",
+                "data/",
+                &server.endpoint,
+                "dst-bucket",
+                &format!("{mode}/"),
+                &format!("mode = \"{mode}\"\n"),
+            ),
+        );
+        let out = ws.run(&["run", spec.to_str().unwrap()]);
+        assert_eq!(out.status.code(), Some(0), "{mode}: {}", text(&out));
+        for (key, body) in &objects {
+            let dest = format!("{mode}/{}", key.strip_prefix("data/").unwrap());
+            assert_eq!(
+                get(&server.client(), "dst-bucket", &dest).await.as_ref(),
+                Some(body),
+                "{mode}: {dest}"
+            );
+        }
+        let rows: i64 = db_value(&ws, &format!("SELECT count(*) FROM objects WHERE spec = '{mode}'"));
+        assert_eq!(rows as usize, objects.len(), "{mode}: rows");
+        let empty_verified: String = db_value(
+            &ws,
+            &format!("SELECT verified FROM objects WHERE spec = '{mode}' AND size = 0 LIMIT 1"),
+        );
+        assert_eq!(empty_verified, "etag", "{mode}: moto's empty ETag is the MD5 of nothing");
+        let again = ws.run(&["run", spec.to_str().unwrap()]);
+        assert!(
+            String::from_utf8_lossy(&again.stdout).contains("copied        0 objects"),
+            "{mode}: {}",
+            text(&again)
+        );
+    }
+}
