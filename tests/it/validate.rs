@@ -311,4 +311,23 @@ fn a_fifo_or_a_directory_named_like_a_spec_is_refused_at_once() {
     let out = ws.run(&["run", fifo.to_str().unwrap()]);
     assert_eq!(out.status.code(), Some(2), "{}", text(&out));
     assert!(started.elapsed() < std::time::Duration::from_secs(10), "a FIFO held s3syncd");
+
+    // A generated spec gone wrong (2 MiB) is refused before it is read, with what to do.
+    std::fs::remove_file(&fifo).unwrap();
+    std::fs::remove_dir(ws.spec_dir().join("x.toml")).unwrap();
+    let huge = ws.write_spec(
+        "huge",
+        &format!(
+            "# {}\n[source]\nbucket = \"a-bucket\"\n[destination]\nbucket = \"b-bucket\"\n",
+            "x".repeat(2 << 20)
+        ),
+    );
+    let out = ws.run(&["validate"]);
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    let want = format!("{}:1:1: spec file is 2097", huge.display());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains(&want) && text(&out).contains("the limit is 1048576"),
+        "{}",
+        text(&out)
+    );
 }
