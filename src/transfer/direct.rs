@@ -2,6 +2,7 @@
 //! destination's credentials. No object byte passes through the host.
 
 use super::error::{classify, Op, TransferError};
+use super::headers::Headers;
 use super::upload::{completed, Multipart};
 use super::{part_size_for, parts, Copied, Sidecar, Transferer};
 use crate::manifest::Verified;
@@ -83,7 +84,13 @@ async fn copy_multipart(t: &Transferer, job: &CopyJob) -> Result<Copied, Transfe
     let size = job.source.size;
     let part = part_size_for(size, spec.transfer.part_size);
     let source = copy_source(&spec.source.bucket, &job.source.key);
-    let upload = Multipart::create(t, &job.dest_key).await?;
+    // UploadPartCopy carries no headers: the upload takes the source's, from one HEAD.
+    let mut head = t.src.head_object().bucket(&spec.source.bucket).key(&job.source.key);
+    if let Some(e) = &job.source.etag {
+        head = head.if_match(format!("\"{e}\""));
+    }
+    let head = head.send().await.map_err(|e| classify(Op::HeadObject, e))?;
+    let upload = Multipart::create(t, &job.dest_key, &Headers::of_head(&head)).await?;
     let work = futures::stream::iter(parts(size, part))
         .map(|(n, offset, len)| {
             let mut req = t

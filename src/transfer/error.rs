@@ -32,6 +32,7 @@ impl ErrorKind {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Op {
     GetObject,
+    HeadObject,
     PutObject,
     CopyObject,
     UploadPartCopy,
@@ -56,6 +57,7 @@ impl Op {
     pub fn as_str(self) -> &'static str {
         match self {
             Op::GetObject => "GetObject",
+            Op::HeadObject => "HeadObject",
             Op::PutObject => "PutObject",
             Op::CopyObject => "CopyObject",
             Op::UploadPartCopy => "UploadPartCopy",

@@ -3,6 +3,7 @@
 
 mod direct;
 pub mod error;
+pub mod headers;
 mod host;
 mod staged;
 mod stream;

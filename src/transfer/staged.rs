@@ -3,6 +3,7 @@
 //! upload is retryable by the SDK because the body is a file.
 
 use super::error::{classify, Op, TransferError};
+use super::headers::Headers;
 use super::host::{check_put_etag, get_source, put_object, upload_part, PartUploads};
 use super::upload::Multipart;
 use super::verify::{Digests, Expect};
@@ -27,17 +28,22 @@ impl Drop for StagingFile {
 pub async fn copy(t: &Transferer, job: &CopyJob, sha256: Option<&str>) -> Result<Copied, TransferError> {
     let expect = Expect::for_job(job, sha256);
     let file = StagingFile(t.staging_file());
-    let (handle, level, md5) = download(t, job, &file.0, &expect).await?;
+    let (handle, headers, level, md5) = download(t, job, &file.0, &expect).await?;
     // The upload reads the inode that was verified, through this process's own descriptor:
     // a file put in its place under the same name afterwards is never read.
     let verified = PathBuf::from(format!("/proc/self/fd/{}", handle.as_raw_fd()));
     let dest_etag = if job.source.size > t.spec.transfer.multipart_threshold {
-        upload_multipart(t, job, &verified).await?
+        upload_multipart(t, job, &verified, &headers).await?
     } else {
         let body = ByteStream::from_path(&verified)
             .await
             .map_err(|e| TransferError::fatal(Op::Staging, e.to_string()))?;
-        let out = put_object(t, job).body(body).send().await.map_err(|e| classify(Op::PutObject, e))?;
+        let out = headers
+            .on_put(put_object(t, job))
+            .body(body)
+            .send()
+            .await
+            .map_err(|e| classify(Op::PutObject, e))?;
         let etag = out.e_tag().map(normalize_etag);
         check_put_etag(etag.as_deref(), md5.as_deref())?;
         etag
@@ -50,14 +56,15 @@ pub async fn copy(t: &Transferer, job: &CopyJob, sha256: Option<&str>) -> Result
 }
 
 /// Downloads into a new private file (0600, created exclusively, never through a symlink) and
-/// verifies it; returns the open file, which the upload then reads.
+/// verifies it; returns the open file, which the upload then reads, and the object's headers.
 async fn download(
     t: &Transferer,
     job: &CopyJob,
     path: &Path,
     expect: &Expect,
-) -> Result<(tokio::fs::File, Verified, Option<String>), TransferError> {
+) -> Result<(tokio::fs::File, Headers, Verified, Option<String>), TransferError> {
     let get = get_source(t, job).await?;
+    let headers = Headers::of_get(&get);
     let mut out = tokio::fs::OpenOptions::new()
         .read(true)
         .write(true)
@@ -76,12 +83,12 @@ async fn download(
     }
     out.flush().await.map_err(|e| TransferError::io(Op::Staging, e))?;
     let (level, md5) = digests.finish(expect)?;
-    Ok((out, level, md5))
+    Ok((out, headers, level, md5))
 }
 
-async fn upload_multipart(t: &Transferer, job: &CopyJob, path: &Path) -> Result<Option<String>, TransferError> {
+async fn upload_multipart(t: &Transferer, job: &CopyJob, path: &Path, headers: &Headers) -> Result<Option<String>, TransferError> {
     let part = part_size_for(job.source.size, t.spec.transfer.part_size);
-    let upload = Multipart::create(t, &job.dest_key).await?;
+    let upload = Multipart::create(t, &job.dest_key, headers).await?;
     let work = async {
         let mut uploads = PartUploads::new(t.spec.transfer.parts_in_flight);
         for (n, offset, len) in parts(job.source.size, part) {

@@ -3,6 +3,7 @@
 //! parts in flight, under the process-wide buffer budget.
 
 use super::error::{classify, Op, TransferError};
+use super::headers::Headers;
 use super::host::{check_put_etag, get_source, put_object, upload_part, PartUploads};
 use super::upload::Multipart;
 use super::verify::{Digests, Expect, HashingBody};
@@ -16,14 +17,12 @@ use bytes::BytesMut;
 pub async fn copy(t: &Transferer, job: &CopyJob, sha256: Option<&str>) -> Result<Copied, TransferError> {
     let expect = Expect::for_job(job, sha256);
     let get = get_source(t, job).await?;
+    let headers = Headers::of_get(&get);
     if job.source.size > t.spec.transfer.multipart_threshold {
-        return copy_multipart(t, job, get, expect).await;
+        return copy_multipart(t, job, get, &headers, expect).await;
     }
     let (body, verdict) = HashingBody::new(get.body.into_inner(), expect.clone());
-    let mut req = put_object(t, job).body(ByteStream::from_body_1_x(body));
-    if let Some(ct) = get.content_type {
-        req = req.content_type(ct);
-    }
+    let req = headers.on_put(put_object(t, job)).body(ByteStream::from_body_1_x(body));
     // The body is a live stream: hashing it for the signature would mean buffering it all.
     let put = req.customize().disable_payload_signing().send().await;
     let verdict = verdict.lock().unwrap().take();
@@ -46,10 +45,16 @@ pub async fn copy(t: &Transferer, job: &CopyJob, sha256: Option<&str>) -> Result
 
 /// Reads the GET body into parts and uploads `parts_in_flight` of them at once; verifies the
 /// whole before completing, so a short or corrupt read never becomes an object.
-async fn copy_multipart(t: &Transferer, job: &CopyJob, get: GetObjectOutput, expect: Expect) -> Result<Copied, TransferError> {
+async fn copy_multipart(
+    t: &Transferer,
+    job: &CopyJob,
+    get: GetObjectOutput,
+    headers: &Headers,
+    expect: Expect,
+) -> Result<Copied, TransferError> {
     let part = part_size_for(job.source.size, t.spec.transfer.part_size) as usize;
     let permits = ((part >> 20).max(1) as u32).min(t.buffer_mib);
-    let upload = Multipart::create(t, &job.dest_key).await?;
+    let upload = Multipart::create(t, &job.dest_key, headers).await?;
     let work = async {
         let mut digests = Digests::new(&expect);
         let mut body = get.body;

@@ -2,6 +2,7 @@
 //! its parts in order, or aborted on any failure so no incomplete upload is left to bill.
 
 use super::error::{classify, Op, TransferError};
+use super::headers::Headers;
 use super::Transferer;
 use aws_sdk_s3::types::{CompletedMultipartUpload, CompletedPart};
 use aws_sdk_s3::Client;
@@ -17,7 +18,7 @@ impl<'a> Multipart<'a> {
     /// part is sent, so that a run after a crash can abort it. A crash between the upload's
     /// creation and that record is covered by a pending row written before the create: the next
     /// run looks for uploads on that key (`abort_stale_uploads`).
-    pub async fn create(t: &'a Transferer, key: &'a str) -> Result<Multipart<'a>, TransferError> {
+    pub async fn create(t: &'a Transferer, key: &'a str, headers: &Headers) -> Result<Multipart<'a>, TransferError> {
         let bucket = &t.spec.destination.bucket;
         static PENDING: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
         let n = PENDING.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
@@ -27,11 +28,8 @@ impl<'a> Multipart<'a> {
             .upload_started(&pending, &t.spec.name, &t.spec.destination, key)
             .await
             .map_err(manifest_err)?;
-        let created = t
-            .dst
-            .create_multipart_upload()
-            .bucket(bucket)
-            .key(key)
+        let created = headers
+            .on_create(t.dst.create_multipart_upload().bucket(bucket).key(key))
             .send()
             .await
             .map_err(|e| classify(Op::CreateMultipartUpload, e))

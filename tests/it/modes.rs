@@ -382,3 +382,101 @@ async fn empty_and_one_byte_objects_copy_across_servers_in_every_mode() {
         );
     }
 }
+
+/// What a HEAD shows of an object besides its bytes.
+async fn head_headers(c: &aws_sdk_s3::Client, bucket: &str, key: &str) -> Vec<(&'static str, Option<String>)> {
+    let h = c
+        .head_object()
+        .bucket(bucket)
+        .key(key)
+        .send()
+        .await
+        .unwrap_or_else(|e| panic!("HEAD {key}: {e:?}"));
+    let mut meta: Vec<(String, String)> = h.metadata().cloned().unwrap_or_default().into_iter().collect();
+    meta.sort();
+    vec![
+        ("content-type", h.content_type().map(Into::into)),
+        ("content-encoding", h.content_encoding().map(Into::into)),
+        ("content-disposition", h.content_disposition().map(Into::into)),
+        ("content-language", h.content_language().map(Into::into)),
+        ("cache-control", h.cache_control().map(Into::into)),
+        ("expires", h.expires_string().map(Into::into)),
+        ("website-redirect-location", h.website_redirect_location().map(Into::into)),
+        ("x-amz-meta-*", (!meta.is_empty()).then(|| format!("{meta:?}"))),
+    ]
+}
+
+/// Content headers, user metadata (non-ASCII values RFC 2047-encoded, as S3 returns them) and
+/// the website redirect arrive with the bytes on every path: single part and multipart, in
+/// direct, stream and staged, on s3s-fs and on moto. A `.csv.gz` keeps `Content-Encoding:
+/// gzip` and its compressed bytes. Where a server stores less, both sides show the same.
+#[tokio::test(flavor = "multi_thread")]
+async fn headers_and_metadata_arrive_on_every_path_and_server() {
+    let moto = Moto::start();
+    let server = S3Server::start();
+    for (name, endpoint, c, keys) in [
+        (
+            "moto",
+            moto.endpoint.clone(),
+            moto.client(),
+            ("moto-key".to_string(), "moto-secret".to_string()),
+        ),
+        (
+            "s3s-fs",
+            server.endpoint.clone(),
+            server.client(),
+            (server.access_key.clone(), server.secret_key.clone()),
+        ),
+    ] {
+        create_bucket(&c, "src-bucket").await;
+        create_bucket(&c, "dst-bucket").await;
+        let small = b"\x1f\x8b\x08\x00gzip-bytes-not-to-be-inflated".to_vec();
+        let big: Vec<u8> = (0..(6u32 << 20) + 3).map(|i| (i.wrapping_mul(2_654_435_761) >> 7) as u8).collect();
+        for (key, body) in [("data/small.csv.gz", small), ("data/big.csv.gz", big)] {
+            c.put_object()
+                .bucket("src-bucket")
+                .key(key)
+                .body(body.into())
+                .content_type("text/csv")
+                .content_encoding("gzip")
+                .content_disposition("attachment; filename=\"klines.csv.gz\"")
+                .content_language("en")
+                .cache_control("max-age=3600")
+                .expires(aws_smithy_types::DateTime::from_secs(1_900_000_000))
+                .metadata("origin", "binance")
+                .metadata("note", "=?UTF-8?B?w6lsw6h2ZQ==?=")
+                .website_redirect_location("/elsewhere")
+                .send()
+                .await
+                .unwrap_or_else(|e| panic!("{name}: put {key}: {e:?}"));
+        }
+        let source = head_headers(&c, "src-bucket", "data/big.csv.gz").await;
+        eprintln!(
+            "{name} keeps: {:?}",
+            source.iter().filter(|(_, v)| v.is_some()).map(|(h, _)| *h).collect::<Vec<_>>()
+        );
+        if name == "moto" {
+            assert!(source.iter().all(|(_, v)| v.is_some()), "moto keeps every header: {source:?}");
+        }
+        let ws = Workspace::new(&[("src", &keys.0, &keys.1), ("dst", &keys.0, &keys.1)]);
+        let tuning = "[transfer]\npart_size = \"5MiB\"\nmultipart_threshold = \"5MiB\"\ncopy_threshold = \"5MiB\"\n";
+        for mode in ["direct", "stream", "staged"] {
+            let spec = ws.seeded_spec(mode, &endpoint, &format!("{mode}/"), &format!("mode = \"{mode}\"\n{tuning}"));
+            let out = ws.run(&["run", spec.to_str().unwrap()]);
+            assert_eq!(out.status.code(), Some(0), "{name} {mode}: {}", text(&out));
+            for key in ["small.csv.gz", "big.csv.gz"] {
+                let (src, dst) = (format!("data/{key}"), format!("{mode}/{key}"));
+                assert_eq!(
+                    get(&c, "dst-bucket", &dst).await,
+                    get(&c, "src-bucket", &src).await,
+                    "{name} {mode} {key}: bytes"
+                );
+                assert_eq!(
+                    head_headers(&c, "dst-bucket", &dst).await,
+                    head_headers(&c, "src-bucket", &src).await,
+                    "{name} {mode} {key}: headers"
+                );
+            }
+        }
+    }
+}

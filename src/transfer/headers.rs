@@ -1,0 +1,80 @@
+//! What travels with an object besides its bytes: the content headers, the user metadata and
+//! the website redirect. Read from the answer a copy already has (GetObject in stream and staged,
+//! one HeadObject where a multipart server-side copy needs them) and set on PutObject and
+//! CreateMultipartUpload, so that every path gives the destination what the source has.
+//! User metadata values pass unchanged (S3 returns non-ASCII ones RFC 2047-encoded).
+
+use aws_sdk_s3::operation::create_multipart_upload::builders::CreateMultipartUploadFluentBuilder;
+use aws_sdk_s3::operation::get_object::GetObjectOutput;
+use aws_sdk_s3::operation::head_object::HeadObjectOutput;
+use aws_sdk_s3::operation::put_object::builders::PutObjectFluentBuilder;
+use aws_smithy_types::date_time::Format;
+use std::collections::HashMap;
+
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Headers {
+    pub content_type: Option<String>,
+    pub content_encoding: Option<String>,
+    pub content_disposition: Option<String>,
+    pub content_language: Option<String>,
+    pub cache_control: Option<String>,
+    /// As the source sent it (an HTTP date).
+    pub expires: Option<String>,
+    pub metadata: Option<HashMap<String, String>>,
+    pub website_redirect_location: Option<String>,
+}
+
+/// Both answers carry the same accessors; one macro reads either.
+macro_rules! read_headers {
+    ($o:expr) => {
+        Headers {
+            content_type: $o.content_type().map(str::to_string),
+            content_encoding: $o.content_encoding().map(str::to_string),
+            content_disposition: $o.content_disposition().map(str::to_string),
+            content_language: $o.content_language().map(str::to_string),
+            cache_control: $o.cache_control().map(str::to_string),
+            expires: $o.expires_string().map(str::to_string),
+            metadata: $o.metadata().filter(|m| !m.is_empty()).cloned(),
+            website_redirect_location: $o.website_redirect_location().map(str::to_string),
+        }
+    };
+}
+
+/// Both requests take the same setters; one macro writes either.
+macro_rules! write_headers {
+    ($h:expr, $req:expr) => {{
+        let h = $h;
+        $req.set_content_type(h.content_type.clone())
+            .set_content_encoding(h.content_encoding.clone())
+            .set_content_disposition(h.content_disposition.clone())
+            .set_content_language(h.content_language.clone())
+            .set_cache_control(h.cache_control.clone())
+            .set_expires(h.expires_time())
+            .set_metadata(h.metadata.clone())
+            .set_website_redirect_location(h.website_redirect_location.clone())
+    }};
+}
+
+impl Headers {
+    pub fn of_get(o: &GetObjectOutput) -> Headers {
+        read_headers!(o)
+    }
+
+    pub fn of_head(o: &HeadObjectOutput) -> Headers {
+        read_headers!(o)
+    }
+
+    pub fn on_put(&self, req: PutObjectFluentBuilder) -> PutObjectFluentBuilder {
+        write_headers!(self, req)
+    }
+
+    pub fn on_create(&self, req: CreateMultipartUploadFluentBuilder) -> CreateMultipartUploadFluentBuilder {
+        write_headers!(self, req)
+    }
+
+    /// `Expires` as a time; a value that is no HTTP date (S3 keeps whatever was sent) is dropped.
+    fn expires_time(&self) -> Option<aws_smithy_types::DateTime> {
+        let e = self.expires.as_deref()?;
+        aws_smithy_types::DateTime::from_str(e, Format::HttpDate).ok()
+    }
+}
