@@ -480,3 +480,62 @@ async fn headers_and_metadata_arrive_on_every_path_and_server() {
         }
     }
 }
+
+/// Every size boundary, in every mode, on both servers, with every threshold and the part size
+/// at 5 MiB: 0 and 1 byte, one below and one above the multipart threshold, two parts and a
+/// byte. Folder markers (keys ending in `/`) too where the server lists them (s3s-fs does not).
+#[tokio::test(flavor = "multi_thread")]
+async fn every_size_boundary_and_folder_markers_copy_in_every_mode() {
+    const MIB5: usize = 5 << 20;
+    let moto = Moto::start();
+    let server = S3Server::start();
+    let body = |n: usize| -> Vec<u8> { (0..n).map(|i| (i.wrapping_mul(2_654_435_761) >> 11) as u8).collect() };
+    let mut objects: Vec<(String, Vec<u8>)> = [0, 1, MIB5 - 1, MIB5 + 1, 2 * MIB5 + 1]
+        .iter()
+        .map(|&n| (format!("data/size-{n}.bin"), body(n)))
+        .collect();
+    objects.push(("data/day=1/".to_string(), Vec::new()));
+    for (name, endpoint, c, keys) in [
+        (
+            "moto",
+            moto.endpoint.clone(),
+            moto.client(),
+            ("moto-key".to_string(), "moto-secret".to_string()),
+        ),
+        (
+            "s3s-fs",
+            server.endpoint.clone(),
+            server.client(),
+            (server.access_key.clone(), server.secret_key.clone()),
+        ),
+    ] {
+        create_bucket(&c, "src-bucket").await;
+        create_bucket(&c, "dst-bucket").await;
+        put_all(&c, "src-bucket", objects.clone()).await;
+        let listed: Vec<String> = list(&c, "src-bucket", "data/").await.into_iter().map(|(k, _)| k).collect();
+        let expected: Vec<&(String, Vec<u8>)> = objects.iter().filter(|(k, _)| listed.contains(k)).collect();
+        assert!(expected.len() >= 5, "{name} lists {listed:?}");
+        if name == "moto" {
+            assert_eq!(expected.len(), objects.len(), "moto lists folder markers");
+        }
+        let ws = Workspace::new(&[("src", &keys.0, &keys.1), ("dst", &keys.0, &keys.1)]);
+        let tuning = "[transfer]\npart_size = \"5MiB\"\nmultipart_threshold = \"5MiB\"\ncopy_threshold = \"5MiB\"\n";
+        for mode in ["direct", "stream", "staged", "auto"] {
+            let spec = ws.seeded_spec(mode, &endpoint, &format!("{mode}/"), &format!("mode = \"{mode}\"\n{tuning}"));
+            let out = ws.run(&["run", spec.to_str().unwrap()]);
+            assert_eq!(out.status.code(), Some(0), "{name} {mode}: {}", text(&out));
+            for (key, body) in &expected {
+                let dest = format!("{mode}/{}", key.strip_prefix("data/").unwrap());
+                assert_eq!(get(&c, "dst-bucket", &dest).await.as_ref(), Some(body), "{name} {mode}: {dest}");
+            }
+            let rows: i64 = db_value(&ws, &format!("SELECT count(*) FROM objects WHERE spec = '{mode}'"));
+            assert_eq!(rows as usize, expected.len(), "{name} {mode}: rows");
+            let again = ws.run(&["run", spec.to_str().unwrap()]);
+            assert!(
+                String::from_utf8_lossy(&again.stdout).contains("copied        0 objects"),
+                "{name} {mode}: {}",
+                text(&again)
+            );
+        }
+    }
+}
