@@ -55,6 +55,26 @@ impl Intercept for CountRequests {
     }
 }
 
+/// Sends `x-amz-request-payer: requester` on every request of a side whose bucket is
+/// requester-pays (`requester_pays = true`): signed, as S3 requires.
+#[derive(Debug)]
+struct RequesterPays;
+
+impl Intercept for RequesterPays {
+    fn name(&self) -> &'static str {
+        "s3syncd.requester_pays"
+    }
+    fn modify_before_signing(
+        &self,
+        ctx: &mut aws_sdk_s3::config::interceptors::BeforeTransmitInterceptorContextMut<'_>,
+        _rc: &RuntimeComponents,
+        _cfg: &mut ConfigBag,
+    ) -> Result<(), aws_smithy_runtime_api::box_error::BoxError> {
+        ctx.request_mut().headers_mut().insert("x-amz-request-payer", "requester");
+        Ok(())
+    }
+}
+
 /// The AWS shared config and credentials files, as the SDK finds them.
 fn profile_files() -> [std::path::PathBuf; 2] {
     let home = std::env::var_os("HOME").map(std::path::PathBuf::from).unwrap_or_default();
@@ -120,6 +140,9 @@ pub async fn client(side: &Side, transfer: &TransferOpts, counter: Arc<RequestCo
         .interceptor(CountRequests(counter));
     if let Some(e) = &side.endpoint {
         b = b.endpoint_url(e);
+    }
+    if side.requester_pays {
+        b = b.interceptor(RequesterPays);
     }
     Client::from_conf(b.build())
 }
@@ -361,12 +384,8 @@ mod tests {
         }
         let side = |p: &str| Side {
             bucket: "b".into(),
-            prefix: String::new(),
-            region: None,
-            endpoint: None,
-            path_style: false,
-            anonymous: false,
             profile: Some(p.into()),
+            ..Side::default()
         };
         assert_eq!(missing_profile(&side("bronze")), None);
         assert_eq!(missing_profile(&side("partner")), None);

@@ -102,8 +102,8 @@ impl Reader {
                     endpoint: r.get(2)?,
                     region: r.get(3)?,
                     path_style: r.get(4)?,
-                    anonymous: false,
                     profile: r.get(5)?,
+                    ..crate::spec::Side::default()
                 };
                 Ok((r.get(0)?, side, r.get(6)?, r.get(7)?))
             })

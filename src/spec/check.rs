@@ -246,6 +246,7 @@ fn check_side(loc: &Locator, d: &mut Diags, which: &str, raw: RawSide) -> (Side,
             format!("{which}: `anonymous = true` and `profile` exclude each other; remove one"),
         ));
     }
+    let write = check_write_options(loc, d, which, &raw);
     let side = Side {
         bucket: raw.bucket.into_inner(),
         prefix,
@@ -254,8 +255,74 @@ fn check_side(loc: &Locator, d: &mut Diags, which: &str, raw: RawSide) -> (Side,
         endpoint: raw.endpoint.map(|e| e.into_inner().trim_end_matches('/').to_string()),
         anonymous,
         profile: raw.profile.map(|p| p.into_inner()),
+        requester_pays: raw.requester_pays.unwrap_or(false),
+        write,
     };
     (side, bucket_span)
+}
+
+const STORAGE_CLASSES: &[&str] = &[
+    "STANDARD",
+    "REDUCED_REDUNDANCY",
+    "STANDARD_IA",
+    "ONEZONE_IA",
+    "INTELLIGENT_TIERING",
+    "GLACIER",
+    "GLACIER_IR",
+    "DEEP_ARCHIVE",
+    "EXPRESS_ONEZONE",
+];
+const SSE: &[&str] = &["AES256", "aws:kms", "aws:kms:dsse"];
+const ACLS: &[&str] = &[
+    "private",
+    "public-read",
+    "public-read-write",
+    "authenticated-read",
+    "aws-exec-read",
+    "bucket-owner-read",
+    "bucket-owner-full-control",
+];
+
+/// The destination's write options: known names only, the KMS key only with `aws:kms`, and
+/// none of them on the source side (which is only read).
+fn check_write_options(loc: &Locator, d: &mut Diags, which: &str, raw: &RawSide) -> super::WriteOptions {
+    let one_of = |d: &mut Diags, v: &Option<Spanned<String>>, key: &str, names: &[&str]| -> Option<String> {
+        let v = v.as_ref()?;
+        if which == "source" {
+            d.push(loc.at(
+                span(v),
+                format!("source.{key}: write options belong in [destination]; the source is only read"),
+            ));
+            return None;
+        }
+        if names.contains(&v.get_ref().as_str()) {
+            return Some(v.get_ref().clone());
+        }
+        d.push(loc.at(
+            span(v),
+            format!("{which}.{key} {:?} is not one of {}", v.get_ref(), names.join(", ")),
+        ));
+        None
+    };
+    let storage_class = one_of(d, &raw.storage_class, "storage_class", STORAGE_CLASSES);
+    let sse = one_of(d, &raw.sse, "sse", SSE);
+    let acl = one_of(d, &raw.acl, "acl", ACLS);
+    let sse_kms_key_id = raw.sse_kms_key_id.as_ref().and_then(|k| {
+        if !raw.sse.as_ref().is_some_and(|s| s.get_ref().starts_with("aws:kms")) {
+            d.push(loc.at(
+                span(k),
+                format!("{which}.sse_kms_key_id needs sse = \"aws:kms\" (or \"aws:kms:dsse\") beside it"),
+            ));
+            return None;
+        }
+        Some(k.get_ref().clone())
+    });
+    super::WriteOptions {
+        storage_class,
+        sse,
+        sse_kms_key_id,
+        acl,
+    }
 }
 
 /// S3 bucket naming rules (the general-purpose bucket subset every provider accepts).
@@ -457,12 +524,9 @@ mod tests {
     fn endpoint_identity_sees_through_spellings_of_one_server() {
         let side = |e: Option<&str>| Side {
             bucket: "b".into(),
-            prefix: String::new(),
-            region: None,
             endpoint: e.map(Into::into),
             path_style: true,
-            anonymous: false,
-            profile: None,
+            ..Side::default()
         };
         let id = |e| side(Some(e)).endpoint_identity();
         assert_eq!(id("http://127.0.0.1:9000"), id("http://LOCALHOST:9000/"));

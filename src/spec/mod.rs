@@ -249,7 +249,7 @@ impl Config {
 }
 
 /// One side of a feed: a bucket and prefix on some S3-compatible endpoint.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Side {
     pub bucket: String,
     pub prefix: String,
@@ -258,6 +258,30 @@ pub struct Side {
     pub path_style: bool,
     pub anonymous: bool,
     pub profile: Option<String>,
+    /// Send `x-amz-request-payer: requester` on every request of this side.
+    pub requester_pays: bool,
+    /// How objects are written (destination only).
+    pub write: WriteOptions,
+}
+
+/// The destination's write options, applied the same way in every mode (PutObject, CopyObject,
+/// CreateMultipartUpload). Values are checked against the names S3 accepts.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct WriteOptions {
+    /// `STANDARD`, `STANDARD_IA`, `GLACIER_IR`, ...
+    pub storage_class: Option<String>,
+    /// `AES256`, `aws:kms` or `aws:kms:dsse`.
+    pub sse: Option<String>,
+    pub sse_kms_key_id: Option<String>,
+    /// A canned ACL such as `bucket-owner-full-control`.
+    pub acl: Option<String>,
+}
+
+impl WriteOptions {
+    /// Under SSE-KMS, ETags are not content MD5s and must never be compared as such.
+    pub fn etag_is_not_md5(&self) -> bool {
+        self.sse.as_deref().is_some_and(|s| s.starts_with("aws:kms"))
+    }
 }
 
 impl Side {

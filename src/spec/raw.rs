@@ -69,6 +69,11 @@ pub struct RawSide {
     pub path_style: Option<bool>,
     pub anonymous: Option<bool>,
     pub profile: Option<Spanned<String>>,
+    pub requester_pays: Option<bool>,
+    pub storage_class: Option<Spanned<String>>,
+    pub sse: Option<Spanned<String>>,
+    pub sse_kms_key_id: Option<Spanned<String>>,
+    pub acl: Option<Spanned<String>>,
 }
 
 #[derive(Debug, Deserialize)]

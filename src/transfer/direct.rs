@@ -29,6 +29,7 @@ pub async fn copy(t: &Transferer, job: &CopyJob, sidecar: &Sidecar) -> Result<Co
         .key(&job.dest_key)
         .copy_source(copy_source(&spec.source.bucket, &job.source.key))
         .metadata_directive(MetadataDirective::Copy);
+    req = super::headers::copy_with(&spec.destination.write, req);
     // Copy exactly the version that was listed; a newer one is left for the next run.
     if let Some(e) = &job.source.etag {
         req = req.copy_source_if_match(format!("\"{e}\""));
@@ -41,7 +42,8 @@ pub async fn copy(t: &Transferer, job: &CopyJob, sidecar: &Sidecar) -> Result<Co
     let result = out.copy_object_result();
     let dest_etag = result.and_then(|r| r.e_tag()).map(normalize_etag);
     let mut verified = Verified::Size;
-    if let (Some(src), Some(dst)) = (&job.source.etag, &dest_etag) {
+    // Under SSE-KMS at the destination the new ETag is no MD5: nothing to compare.
+    if let (Some(src), Some(dst), false) = (&job.source.etag, &dest_etag, spec.destination.write.etag_is_not_md5()) {
         if is_md5_etag(src) && is_md5_etag(dst) {
             if !src.eq_ignore_ascii_case(dst) {
                 return Err(TransferError::verify(format!(

@@ -4,6 +4,8 @@
 //! CreateMultipartUpload, so that every path gives the destination what the source has.
 //! User metadata values pass unchanged (S3 returns non-ASCII ones RFC 2047-encoded).
 
+use crate::spec::WriteOptions;
+use aws_sdk_s3::operation::copy_object::builders::CopyObjectFluentBuilder;
 use aws_sdk_s3::operation::create_multipart_upload::builders::CreateMultipartUploadFluentBuilder;
 use aws_sdk_s3::operation::get_object::GetObjectOutput;
 use aws_sdk_s3::operation::head_object::HeadObjectOutput;
@@ -77,4 +79,29 @@ impl Headers {
         let e = self.expires.as_deref()?;
         aws_smithy_types::DateTime::from_str(e, Format::HttpDate).ok()
     }
+}
+
+/// The three requests that create an object take the same write options.
+macro_rules! write_options {
+    ($w:expr, $req:expr) => {{
+        use aws_sdk_s3::types::{ObjectCannedAcl, ServerSideEncryption, StorageClass};
+        let w = $w;
+        $req.set_storage_class(w.storage_class.as_deref().map(StorageClass::from))
+            .set_server_side_encryption(w.sse.as_deref().map(ServerSideEncryption::from))
+            .set_ssekms_key_id(w.sse_kms_key_id.clone())
+            .set_acl(w.acl.as_deref().map(ObjectCannedAcl::from))
+    }};
+}
+
+/// Applies the destination's write options (`[destination]` storage_class, sse, acl).
+pub fn put_with(w: &WriteOptions, req: PutObjectFluentBuilder) -> PutObjectFluentBuilder {
+    write_options!(w, req)
+}
+
+pub fn create_with(w: &WriteOptions, req: CreateMultipartUploadFluentBuilder) -> CreateMultipartUploadFluentBuilder {
+    write_options!(w, req)
+}
+
+pub fn copy_with(w: &WriteOptions, req: CopyObjectFluentBuilder) -> CopyObjectFluentBuilder {
+    write_options!(w, req)
 }

@@ -3,6 +3,7 @@
 
 use super::error::{classify, Op, TransferError};
 use super::upload::completed;
+use super::verify::Expect;
 use super::Transferer;
 use crate::plan::CopyJob;
 use aws_sdk_s3::operation::get_object::GetObjectOutput;
@@ -31,13 +32,25 @@ pub(super) async fn get_source(t: &Transferer, job: &CopyJob) -> Result<GetObjec
     Ok(out)
 }
 
-/// A PutObject of the whole object to its destination key.
+/// A PutObject of the whole object to its destination key, with the write options.
 pub(super) fn put_object(t: &Transferer, job: &CopyJob) -> PutObjectFluentBuilder {
-    t.dst
+    let req = t
+        .dst
         .put_object()
         .bucket(&t.spec.destination.bucket)
         .key(&job.dest_key)
-        .content_length(job.source.size as i64)
+        .content_length(job.source.size as i64);
+    super::headers::put_with(&t.spec.destination.write, req)
+}
+
+/// Under SSE-KMS an ETag is no MD5: what the bytes must match loses its MD5 when either side
+/// encrypts with KMS (the source's GET says so; the destination's is the spec's).
+pub(super) fn without_kms_etags(t: &Transferer, get: &GetObjectOutput, mut expect: Expect) -> Expect {
+    let source_kms = get.server_side_encryption().is_some_and(|s| s.as_str().starts_with("aws:kms"));
+    if source_kms || t.spec.destination.write.etag_is_not_md5() {
+        expect.md5_hex = None;
+    }
+    expect
 }
 
 /// An UploadPart of part `number` of `upload_id`.

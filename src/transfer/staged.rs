@@ -4,7 +4,7 @@
 
 use super::error::{classify, Op, TransferError};
 use super::headers::Headers;
-use super::host::{check_put_etag, get_source, put_object, upload_part, PartUploads};
+use super::host::{check_put_etag, get_source, put_object, upload_part, without_kms_etags, PartUploads};
 use super::upload::Multipart;
 use super::verify::{Digests, Expect};
 use super::{part_size_for, parts, Copied, Transferer};
@@ -64,6 +64,7 @@ async fn download(
     expect: &Expect,
 ) -> Result<(tokio::fs::File, Headers, Verified, Option<String>), TransferError> {
     let get = get_source(t, job).await?;
+    let expect = &without_kms_etags(t, &get, expect.clone());
     let headers = Headers::of_get(&get);
     let mut out = tokio::fs::OpenOptions::new()
         .read(true)

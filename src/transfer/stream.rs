@@ -4,7 +4,7 @@
 
 use super::error::{classify, Op, TransferError};
 use super::headers::Headers;
-use super::host::{check_put_etag, get_source, put_object, upload_part, PartUploads};
+use super::host::{check_put_etag, get_source, put_object, upload_part, without_kms_etags, PartUploads};
 use super::upload::Multipart;
 use super::verify::{Digests, Expect, HashingBody};
 use super::{part_size_for, Copied, Transferer};
@@ -15,8 +15,8 @@ use aws_sdk_s3::primitives::ByteStream;
 use bytes::BytesMut;
 
 pub async fn copy(t: &Transferer, job: &CopyJob, sha256: Option<&str>) -> Result<Copied, TransferError> {
-    let expect = Expect::for_job(job, sha256);
     let get = get_source(t, job).await?;
+    let expect = without_kms_etags(t, &get, Expect::for_job(job, sha256));
     let headers = Headers::of_get(&get);
     if job.source.size > t.spec.transfer.multipart_threshold {
         return copy_multipart(t, job, get, &headers, expect).await;

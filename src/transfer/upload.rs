@@ -28,8 +28,9 @@ impl<'a> Multipart<'a> {
             .upload_started(&pending, &t.spec.name, &t.spec.destination, key)
             .await
             .map_err(manifest_err)?;
+        let create = super::headers::create_with(&t.spec.destination.write, t.dst.create_multipart_upload().bucket(bucket).key(key));
         let created = headers
-            .on_create(t.dst.create_multipart_upload().bucket(bucket).key(key))
+            .on_create(create)
             .send()
             .await
             .map_err(|e| classify(Op::CreateMultipartUpload, e))

@@ -539,3 +539,53 @@ async fn every_size_boundary_and_folder_markers_copy_in_every_mode() {
         }
     }
 }
+
+/// The destination's write options (storage class, SSE-KMS with a key, a canned ACL) apply the
+/// same way on every path, and `requester_pays` sends the header on every request of its side.
+/// Under SSE-KMS no ETag is compared as an MD5.
+#[tokio::test(flavor = "multi_thread")]
+async fn write_options_and_requester_pays_apply_in_every_mode() {
+    let moto = Moto::start();
+    let mc = moto.client();
+    create_bucket(&mc, "src-bucket").await;
+    create_bucket(&mc, "dst-bucket").await;
+    let big: Vec<u8> = (0..(6u32 << 20) + 5).map(|i| (i.wrapping_mul(2_654_435_761) >> 5) as u8).collect();
+    let objects = vec![("data/small.bin".to_string(), b"small".to_vec()), ("data/big.bin".to_string(), big)];
+    put_all(&mc, "src-bucket", objects.clone()).await;
+    let proxy = FaultProxy::start(&moto.endpoint, vec![]);
+    let ws = Workspace::new(&[("src", "moto-key", "moto-secret"), ("dst", "moto-key", "moto-secret")]);
+    let tuning = "[transfer]\npart_size = \"5MiB\"\nmultipart_threshold = \"5MiB\"\ncopy_threshold = \"5MiB\"\n";
+    for mode in ["direct", "stream", "staged"] {
+        let spec = spec_text(&proxy.endpoint, "src-bucket", "data/", &proxy.endpoint, "dst-bucket", &format!("{mode}/"), &format!("mode = \"{mode}\"\n{tuning}"))
+            .replace("profile = \"src\"", "profile = \"src\"\nrequester_pays = true")
+            .replace(
+                "profile = \"dst\"",
+                "profile = \"dst\"\nstorage_class = \"STANDARD_IA\"\nsse = \"aws:kms\"\nsse_kms_key_id = \"alias/bronze\"\nacl = \"bucket-owner-full-control\"",
+            );
+        let spec = ws.write_spec(mode, &spec);
+        let before = (
+            proxy.seen_header("x-amz-request-payer"),
+            proxy.seen("GetObject") + proxy.seen("ListObjectsV2"),
+        );
+        let out = ws.run(&["run", spec.to_str().unwrap()]);
+        assert_eq!(out.status.code(), Some(0), "{mode}: {}", text(&out));
+        for (key, body) in &objects {
+            let dest = format!("{mode}/{}", key.strip_prefix("data/").unwrap());
+            assert_eq!(get(&mc, "dst-bucket", &dest).await.as_ref(), Some(body), "{mode}: {dest}");
+            let h = mc.head_object().bucket("dst-bucket").key(&dest).send().await.unwrap();
+            assert_eq!(h.storage_class().map(|s| s.as_str()), Some("STANDARD_IA"), "{mode}: {dest}");
+            assert_eq!(h.server_side_encryption().map(|s| s.as_str()), Some("aws:kms"), "{mode}: {dest}");
+            assert!(
+                h.ssekms_key_id().is_some_and(|k| k.contains("alias/bronze")),
+                "{mode}: {dest}: {:?}",
+                h.ssekms_key_id()
+            );
+        }
+        let sent = proxy.seen_header("x-amz-request-payer") - before.0;
+        let source_requests = proxy.seen("GetObject") + proxy.seen("ListObjectsV2") - before.1;
+        assert!(
+            sent > 0 && sent >= source_requests - 1,
+            "{mode}: {sent} requests carried x-amz-request-payer"
+        );
+    }
+}

@@ -139,6 +139,8 @@ struct State {
     /// The most faults any one (operation, target) met.
     most_per_target: AtomicU64,
     faulted: Mutex<std::collections::HashMap<(&'static str, String), u64>>,
+    /// Requests carrying each header, by lower-case name.
+    headers: Mutex<std::collections::HashMap<String, u64>>,
 }
 
 /// What a request is about, for choosing and counting faults: the path (bucket and key) and
@@ -236,6 +238,11 @@ impl FaultProxy {
         self.state.faulted.lock().unwrap().len()
     }
 
+    /// How many requests carried header `name` (lower case).
+    pub fn seen_header(&self, name: &str) -> u64 {
+        self.state.headers.lock().unwrap().get(name).copied().unwrap_or(0)
+    }
+
     pub fn seen(&self, op: &str) -> u64 {
         self.state.seen.lock().unwrap().get(op).copied().unwrap_or(0)
     }
@@ -252,6 +259,12 @@ async fn handle(
 ) -> Result<Response<Body>, BoxError> {
     let op = operation(&req);
     let target = target(&req);
+    {
+        let mut headers = st.headers.lock().unwrap();
+        for name in req.headers().keys() {
+            *headers.entry(name.as_str().to_string()).or_default() += 1;
+        }
+    }
     let n = {
         let mut seen = st.seen.lock().unwrap();
         let c = seen.entry(op).or_default();
