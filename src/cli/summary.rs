@@ -61,6 +61,9 @@ fn finished(r: &RunReport) -> String {
     };
     let _ = writeln!(s, "  fallbacks     {fallbacks}");
     let _ = writeln!(s, "  through host  {}", ByteSize(t.bytes_through_host));
+    if !t.unsupported.is_empty() {
+        let _ = writeln!(s, "  not copied    {} (the server does not support them)", t.unsupported.join(", "));
+    }
     let reqs = t
         .requests_by_op()
         .iter()

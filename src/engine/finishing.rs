@@ -55,6 +55,7 @@ impl Run {
         let _ = self.engine.writer.flush().await;
         let unrecorded = self.unrecorded();
         tally.requests = self.requests.by_result();
+        tally.unsupported = self.transferer.unsupported();
         let wall = self.started.elapsed();
         let cost_usd = self.engine.config.cost.estimate(&tally.requests_by_op(), tally.bytes_through_host);
         let over_cap = delete_refused.is_some() && planned.gone_count > planned.cap;

@@ -347,6 +347,7 @@ impl Run {
             writer: engine.writer.clone(),
             disabled: Default::default(),
             seq: Default::default(),
+            unsupported: Default::default(),
         };
         Ok(Run {
             engine: engine.clone(),

@@ -39,6 +39,8 @@ pub struct Tally {
     pub requests: BTreeMap<(String, &'static str), u64>,
     /// Dry run: the first keys that would be copied, with why.
     pub sample_copies: Vec<String>,
+    /// Optional features a server lacked (`tags`): copies went on without them.
+    pub unsupported: Vec<&'static str>,
 }
 
 impl Tally {
@@ -114,6 +116,7 @@ impl Tally {
             "retries": self.retries,
             "requests": self.requests_by_op(),
             "objects_filtered": self.filtered,
+            "unsupported": self.unsupported,
             "estimated_cost_usd": estimated_cost_usd,
             "wall_seconds": wall.as_secs_f64(),
         })

@@ -445,6 +445,7 @@ fn check_transfer(loc: &Locator, d: &mut Diags, raw: Option<super::raw::RawTrans
     if let Some(v) = &raw.retries {
         t.retries = in_range(loc, d, v, "transfer.retries", 0, 20) as u32;
     }
+    t.preserve_tags = raw.preserve_tags.unwrap_or(false);
     const MIN_PART: u64 = 5 << 20;
     const MAX_PART: u64 = 5 << 30;
     if let Some(v) = &raw.part_size {

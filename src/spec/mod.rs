@@ -336,6 +336,8 @@ pub struct TransferOpts {
     pub parts_in_flight: usize,
     /// Source listings run this many key ranges at once, split at the manifest's quantiles.
     pub list_partitions: usize,
+    /// Copy each object's tags (one GetObjectTagging per object outside `direct`).
+    pub preserve_tags: bool,
     pub retries: u32,
 }
 
@@ -348,6 +350,7 @@ impl Default for TransferOpts {
             copy_threshold: 5 << 30,
             parts_in_flight: 4,
             list_partitions: 8,
+            preserve_tags: false,
             retries: 5,
         }
     }

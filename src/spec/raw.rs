@@ -92,6 +92,7 @@ pub struct RawTransfer {
     pub copy_threshold: Option<Spanned<ByteSize>>,
     pub parts_in_flight: Option<Spanned<i64>>,
     pub list_partitions: Option<Spanned<i64>>,
+    pub preserve_tags: Option<bool>,
     pub retries: Option<Spanned<i64>>,
 }
 

@@ -8,7 +8,7 @@ use super::{part_size_for, parts, Copied, Sidecar, Transferer};
 use crate::manifest::Verified;
 use crate::plan::CopyJob;
 use crate::s3::{copy_source, is_md5_etag, normalize_etag};
-use aws_sdk_s3::types::{ChecksumAlgorithm, MetadataDirective};
+use aws_sdk_s3::types::{ChecksumAlgorithm, MetadataDirective, TaggingDirective};
 use futures::{StreamExt, TryStreamExt};
 
 pub async fn copy(t: &Transferer, job: &CopyJob, sidecar: &Sidecar) -> Result<Copied, TransferError> {
@@ -28,7 +28,13 @@ pub async fn copy(t: &Transferer, job: &CopyJob, sidecar: &Sidecar) -> Result<Co
         .bucket(&spec.destination.bucket)
         .key(&job.dest_key)
         .copy_source(copy_source(&spec.source.bucket, &job.source.key))
-        .metadata_directive(MetadataDirective::Copy);
+        .metadata_directive(MetadataDirective::Copy)
+        // Tags follow `preserve_tags` in every mode: copied, or none at all.
+        .tagging_directive(if spec.transfer.preserve_tags {
+            TaggingDirective::Copy
+        } else {
+            TaggingDirective::Replace
+        });
     req = super::headers::copy_with(&spec.destination.write, req);
     // Copy exactly the version that was listed; a newer one is left for the next run.
     if let Some(e) = &job.source.etag {
@@ -92,7 +98,11 @@ async fn copy_multipart(t: &Transferer, job: &CopyJob) -> Result<Copied, Transfe
         head = head.if_match(format!("\"{e}\""));
     }
     let head = head.send().await.map_err(|e| classify(Op::HeadObject, e))?;
-    let upload = Multipart::create(t, &job.dest_key, &Headers::of_head(&head)).await?;
+    let headers = Headers {
+        tagging: t.source_tags(job).await?,
+        ..Headers::of_head(&head)
+    };
+    let upload = Multipart::create(t, &job.dest_key, &headers).await?;
     let work = futures::stream::iter(parts(size, part))
         .map(|(n, offset, len)| {
             let mut req = t

@@ -32,6 +32,7 @@ impl ErrorKind {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Op {
     GetObject,
+    GetObjectTagging,
     HeadObject,
     PutObject,
     CopyObject,
@@ -57,6 +58,7 @@ impl Op {
     pub fn as_str(self) -> &'static str {
         match self {
             Op::GetObject => "GetObject",
+            Op::GetObjectTagging => "GetObjectTagging",
             Op::HeadObject => "HeadObject",
             Op::PutObject => "PutObject",
             Op::CopyObject => "CopyObject",

@@ -24,6 +24,8 @@ pub struct Headers {
     pub expires: Option<String>,
     pub metadata: Option<HashMap<String, String>>,
     pub website_redirect_location: Option<String>,
+    /// The source's tags as a URL query (`k=v&k2=v2`), when tags are preserved.
+    pub tagging: Option<String>,
 }
 
 /// Both answers carry the same accessors; one macro reads either.
@@ -38,6 +40,7 @@ macro_rules! read_headers {
             expires: $o.expires_string().map(str::to_string),
             metadata: $o.metadata().filter(|m| !m.is_empty()).cloned(),
             website_redirect_location: $o.website_redirect_location().map(str::to_string),
+            tagging: None,
         }
     };
 }
@@ -54,6 +57,7 @@ macro_rules! write_headers {
             .set_expires(h.expires_time())
             .set_metadata(h.metadata.clone())
             .set_website_redirect_location(h.website_redirect_location.clone())
+            .set_tagging(h.tagging.clone())
     }};
 }
 
@@ -104,4 +108,13 @@ pub fn create_with(w: &WriteOptions, req: CreateMultipartUploadFluentBuilder) ->
 
 pub fn copy_with(w: &WriteOptions, req: CopyObjectFluentBuilder) -> CopyObjectFluentBuilder {
     write_options!(w, req)
+}
+
+/// A tag set as the `x-amz-tagging` query form (`k=v&k2=v2`, each part percent-encoded).
+pub fn tagging_query(tags: &[aws_sdk_s3::types::Tag]) -> Option<String> {
+    use percent_encoding::{utf8_percent_encode, AsciiSet, NON_ALPHANUMERIC};
+    const PART: &AsciiSet = &NON_ALPHANUMERIC.remove(b'-').remove(b'_').remove(b'.').remove(b'~');
+    let enc = |s: &str| utf8_percent_encode(s, PART).to_string();
+    let q: Vec<String> = tags.iter().map(|t| format!("{}={}", enc(t.key()), enc(t.value()))).collect();
+    (!q.is_empty()).then(|| q.join("&"))
 }

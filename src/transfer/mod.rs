@@ -98,9 +98,42 @@ pub struct Transferer {
     pub(crate) disabled: Mutex<BTreeMap<Mode, String>>,
     /// Numbers staging files.
     pub(crate) seq: AtomicU64,
+    /// Optional features the destination or source server lacks (`tags`): the copies go on
+    /// without them, and the run says so.
+    pub(crate) unsupported: Mutex<std::collections::BTreeSet<&'static str>>,
 }
 
 impl Transferer {
+    /// The optional features a server lacked in this run.
+    pub fn unsupported(&self) -> Vec<&'static str> {
+        self.unsupported.lock().unwrap().iter().copied().collect()
+    }
+
+    /// The source object's tags as a query, when the spec preserves tags. A server without
+    /// tagging (501) gives none, and the run notes it; it never disables a mode.
+    pub(crate) async fn source_tags(&self, job: &CopyJob) -> Result<Option<String>, TransferError> {
+        if !self.spec.transfer.preserve_tags {
+            return Ok(None);
+        }
+        let got = self
+            .src
+            .get_object_tagging()
+            .bucket(&self.spec.source.bucket)
+            .key(&job.source.key)
+            .send()
+            .await;
+        match got.map_err(|e| error::classify(Op::GetObjectTagging, e)) {
+            Ok(out) => Ok(headers::tagging_query(out.tag_set())),
+            Err(e) if e.code == Some(Code::NotImplemented) || e.code == Some(Code::Http(501)) => {
+                if self.unsupported.lock().unwrap().insert("tags") {
+                    tracing::warn!(spec = %self.spec.name, "the source server has no object tagging: copying without tags");
+                }
+                Ok(None)
+            }
+            Err(e) => Err(e),
+        }
+    }
+
     fn disabled(&self, mode: Mode) -> bool {
         self.disabled.lock().unwrap().contains_key(&mode)
     }

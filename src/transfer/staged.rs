@@ -65,7 +65,10 @@ async fn download(
 ) -> Result<(tokio::fs::File, Headers, Verified, Option<String>), TransferError> {
     let get = get_source(t, job).await?;
     let expect = &without_kms_etags(t, &get, expect.clone());
-    let headers = Headers::of_get(&get);
+    let headers = Headers {
+        tagging: t.source_tags(job).await?,
+        ..Headers::of_get(&get)
+    };
     let mut out = tokio::fs::OpenOptions::new()
         .read(true)
         .write(true)

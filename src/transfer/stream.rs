@@ -17,7 +17,10 @@ use bytes::BytesMut;
 pub async fn copy(t: &Transferer, job: &CopyJob, sha256: Option<&str>) -> Result<Copied, TransferError> {
     let get = get_source(t, job).await?;
     let expect = without_kms_etags(t, &get, Expect::for_job(job, sha256));
-    let headers = Headers::of_get(&get);
+    let headers = Headers {
+        tagging: t.source_tags(job).await?,
+        ..Headers::of_get(&get)
+    };
     if job.source.size > t.spec.transfer.multipart_threshold {
         return copy_multipart(t, job, get, &headers, expect).await;
     }

@@ -589,3 +589,70 @@ async fn write_options_and_requester_pays_apply_in_every_mode() {
         );
     }
 }
+
+/// The tags of an object's key, sorted.
+async fn tags_of(c: &aws_sdk_s3::Client, bucket: &str, key: &str) -> Vec<(String, String)> {
+    let out = c.get_object_tagging().bucket(bucket).key(key).send().await.unwrap();
+    let mut tags: Vec<(String, String)> = out.tag_set().iter().map(|t| (t.key().to_string(), t.value().to_string())).collect();
+    tags.sort();
+    tags
+}
+
+/// Tags follow `preserve_tags` on every path: copied when true (single part and multipart, in
+/// direct, stream and staged), none at the destination when false. A server without tagging
+/// (s3s-fs) never stops a copy or disables a mode: the summary says tags were not copied.
+#[tokio::test(flavor = "multi_thread")]
+async fn tags_follow_preserve_tags_on_every_path() {
+    let moto = Moto::start();
+    let mc = moto.client();
+    create_bucket(&mc, "src-bucket").await;
+    create_bucket(&mc, "dst-bucket").await;
+    let big: Vec<u8> = (0..(6u32 << 20) + 9).map(|i| (i.wrapping_mul(2_654_435_761) >> 3) as u8).collect();
+    for (key, body) in [("data/small.bin", b"tagged".to_vec()), ("data/big.bin", big)] {
+        mc.put_object()
+            .bucket("src-bucket")
+            .key(key)
+            .body(body.into())
+            .tagging("owner=market%20data&tier=bronze")
+            .send()
+            .await
+            .unwrap();
+    }
+    let want = vec![
+        ("owner".to_string(), "market data".to_string()),
+        ("tier".to_string(), "bronze".to_string()),
+    ];
+    let ws = Workspace::new(&[("src", "moto-key", "moto-secret"), ("dst", "moto-key", "moto-secret")]);
+    for (preserve, modes) in [(true, ["direct", "stream", "staged"]), (false, ["direct", "stream", "staged"])] {
+        for mode in modes {
+            let prefix = format!("{mode}-{preserve}/");
+            let extra = format!(
+                "mode = \"{mode}\"\n[transfer]\npart_size = \"5MiB\"\nmultipart_threshold = \"5MiB\"\ncopy_threshold = \"5MiB\"\npreserve_tags = {preserve}\n"
+            );
+            let spec = ws.seeded_spec(&format!("{mode}-{preserve}"), &moto.endpoint, &prefix, &extra);
+            let out = ws.run(&["run", spec.to_str().unwrap()]);
+            assert_eq!(out.status.code(), Some(0), "{mode} {preserve}: {}", text(&out));
+            for key in ["small.bin", "big.bin"] {
+                let got = tags_of(&mc, "dst-bucket", &format!("{prefix}{key}")).await;
+                let expected = if preserve { want.clone() } else { Vec::new() };
+                assert_eq!(got, expected, "{mode} preserve_tags = {preserve}: {key}");
+            }
+        }
+    }
+
+    // s3s-fs has no tagging: the copy goes on, in its mode, and the summary says so.
+    let objects = small_fixture();
+    let (server, c, ws) = seeded(&objects).await;
+    let spec = ws.seeded_spec(
+        "notags",
+        &server.endpoint,
+        "n/",
+        "mode = \"stream\"\n[transfer]\npreserve_tags = true\n",
+    );
+    let out = ws.run(&["run", spec.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(stdout.contains("not copied    tags (the server does not support them)"), "{stdout}");
+    assert!(stdout.contains("fallbacks     none"), "{stdout}");
+    assert_copied(&c, "dst-bucket", "n/", &objects).await;
+}
