@@ -42,6 +42,7 @@ async fn main() -> anyhow::Result<()> {
             run_id: 1,
             dest_etag: None,
             verified: s3syncd::manifest::Verified::Etag,
+            checksum: None,
         });
         if i % 200_000 == 0 {
             writer.flush().await?; // keep the writer's queue short

@@ -251,6 +251,7 @@ mod tests {
             run_id: 1,
             dest_etag: None,
             verified: crate::manifest::Verified::Etag,
+            checksum: None,
         }
     }
 

@@ -49,6 +49,10 @@ pub enum ManifestCommand {
         /// Forget missing and different objects, so that the next run copies them again.
         #[arg(long)]
         repair: bool,
+        /// Also HEAD each object (checksum mode) and compare its checksum with the one the
+        /// manifest recorded: integrity proven without downloading a byte.
+        #[arg(long)]
+        checksums: bool,
     },
     /// One line per spec: schedule, next run, last run, objects held, last success.
     Status,
@@ -87,8 +91,13 @@ pub async fn run(cfg: &Config, cmd: ManifestCommand) -> anyhow::Result<i32> {
         anyhow::bail!("no manifest at {} yet: no run has been recorded with this config", path.display());
     }
     let reader = Reader::open(&path)?;
-    if let ManifestCommand::Verify { spec, repair } = cmd {
-        return verify(cfg, &reader, &spec, repair).await;
+    if let ManifestCommand::Verify { spec, repair, checksums } = cmd {
+        let drift = verify(cfg, &reader, &spec, repair).await?;
+        if !checksums || drift == EXIT_INVALID {
+            return Ok(drift);
+        }
+        let proven = verify_checksums(cfg, &reader, &spec).await?;
+        return Ok(drift.max(proven));
     }
     let out = std::io::stdout();
     let mut out = std::io::BufWriter::new(out.lock());
@@ -243,12 +252,12 @@ fn csv_field(s: &str) -> String {
 }
 
 const CSV_HEADER: &str =
-    "spec,dest_key,source_key,size,etag,source_last_modified,copied_at,mode,run_id,dest_etag,verified,dest_endpoint,dest_bucket,source_endpoint,source_bucket";
+    "spec,dest_key,source_key,size,etag,source_last_modified,copied_at,mode,run_id,dest_etag,verified,dest_endpoint,dest_bucket,source_endpoint,source_bucket,checksum";
 
 fn csv_line(r: &ObjectRow) -> String {
     let o = |v: &Option<String>| v.as_deref().map(csv_field).unwrap_or_default();
     format!(
-        "{},{},{},{},{},{},{},{},{},{},{},{},{},{},{}",
+        "{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{}",
         csv_field(&r.spec),
         csv_field(&r.dest_key),
         csv_field(&r.source_key),
@@ -263,7 +272,8 @@ fn csv_line(r: &ObjectRow) -> String {
         csv_field(&r.dest_endpoint),
         csv_field(&r.dest_bucket),
         csv_field(&r.source_endpoint),
-        csv_field(&r.source_bucket)
+        csv_field(&r.source_bucket),
+        o(&r.checksum)
     )
 }
 
@@ -272,7 +282,7 @@ fn json_line(r: &ObjectRow) -> String {
         "spec": r.spec, "dest_key": r.dest_key, "source_key": r.source_key, "size": r.size, "etag": r.etag,
         "source_last_modified": r.source_last_modified, "copied_at": r.copied_at, "mode": r.mode.as_str(), "run_id": r.run_id,
         "dest_etag": r.dest_etag, "verified": r.verified.as_str(), "dest_endpoint": r.dest_endpoint,
-        "dest_bucket": r.dest_bucket, "source_endpoint": r.source_endpoint, "source_bucket": r.source_bucket,
+        "dest_bucket": r.dest_bucket, "source_endpoint": r.source_endpoint, "source_bucket": r.source_bucket, "checksum": r.checksum,
     })
     .to_string()
 }
@@ -361,4 +371,93 @@ async fn verify(cfg: &Config, reader: &Reader, spec_name: &str, repair: bool) ->
     } else {
         EXIT_FAILED_OBJECTS
     })
+}
+
+/// What a destination HEAD proves of one recorded checksum.
+enum Proof {
+    Match,
+    Mismatch(String),
+    Missing,
+    Unverifiable(&'static str),
+}
+
+/// Compares a recorded `ALGORITHM:VALUE` with what the destination's HEAD (checksum mode) shows.
+fn prove(recorded: Option<&str>, head: &aws_sdk_s3::operation::head_object::HeadObjectOutput, kms: bool) -> Proof {
+    let Some((algo, want)) = recorded.and_then(|c| c.split_once(':')) else {
+        return Proof::Unverifiable("only its size was checked when copied");
+    };
+    let got = match algo {
+        "md5" => head
+            .e_tag()
+            .map(crate::s3::normalize_etag)
+            .filter(|e| crate::s3::is_md5_etag(e) && !kms)
+            .map(|e| e.to_ascii_lowercase()),
+        "sha256" => head
+            .checksum_sha256()
+            .filter(|v| !v.contains('-'))
+            .and_then(|v| aws_smithy_types::base64::decode(v).ok())
+            .map(hex::encode),
+        _ => crate::transfer::verify::stored_checksum!(head)
+            .filter(|(a, _)| a == algo)
+            .map(|(_, v)| v),
+    };
+    match got {
+        None => Proof::Unverifiable("the destination shows no checksum of that kind"),
+        Some(g) if g == want => Proof::Match,
+        Some(g) => Proof::Mismatch(format!("recorded {algo}:{want}, destination {algo}:{g}")),
+    }
+}
+
+/// `verify --checksums`: HEADs every object the manifest holds for the spec's destination.
+async fn verify_checksums(cfg: &Config, reader: &Reader, spec_name: &str) -> anyhow::Result<i32> {
+    use futures::StreamExt;
+    let spec = resolve_spec(cfg, spec_name).map_err(|e| anyhow::anyhow!("{e}"))?;
+    let dst = s3::client(&spec.destination, &spec.transfer, Arc::new(RequestCounter::default())).await;
+    let rows = reader.range(&Target::of(&spec), &spec.destination.prefix, None, None)?;
+    let kms = spec.destination.write.etag_is_not_md5();
+    let heads = futures::stream::iter(rows)
+        .map(|r| {
+            let req = dst
+                .head_object()
+                .bucket(&spec.destination.bucket)
+                .key(&r.dest_key)
+                .checksum_mode(aws_sdk_s3::types::ChecksumMode::Enabled);
+            async move { (req.send().await, r) }
+        })
+        .buffer_unordered(32);
+    let (mut matched, mut bad, mut unverifiable) = (0u64, 0u64, 0u64);
+    futures::pin_mut!(heads);
+    while let Some((head, r)) = heads.next().await {
+        let proof = match head {
+            Ok(h) => prove(r.checksum.as_deref(), &h, kms),
+            Err(e) if e.raw_response().is_some_and(|x| x.status().as_u16() == 404) => Proof::Missing,
+            Err(e) => {
+                return Err(anyhow::anyhow!(
+                    "HEAD {}: {}",
+                    r.dest_key,
+                    aws_smithy_types::error::display::DisplayErrorContext(&e)
+                ))
+            }
+        };
+        match proof {
+            Proof::Match => matched += 1,
+            Proof::Mismatch(why) => {
+                bad += 1;
+                println!("mismatch       {}  ({why})", r.dest_key);
+            }
+            Proof::Missing => {
+                bad += 1;
+                println!("missing        {}", r.dest_key);
+            }
+            Proof::Unverifiable(why) => {
+                unverifiable += 1;
+                println!("unverifiable   {}  ({why})", r.dest_key);
+            }
+        }
+    }
+    println!(
+        "{}: checksums: {matched} match, {bad} mismatched or missing, {unverifiable} unverifiable",
+        spec.name
+    );
+    Ok(if bad > 0 { EXIT_FAILED_OBJECTS } else { EXIT_OK })
 }

@@ -115,6 +115,7 @@ impl Run {
                     run_id: self.run_id,
                     dest_etag: o.dest_etag,
                     verified: o.verified,
+                    checksum: o.checksum,
                 });
             }
             Err(f) => {

@@ -102,6 +102,8 @@ pub enum Verified {
     Size,
     /// The bytes' MD5 equals the source's single-part ETag.
     Etag,
+    /// The bytes' checksum equals the full-object checksum the source stores (CRC64NVME, ...).
+    Checksum,
     /// The bytes' SHA-256 equals the checksum sidecar's.
     Sha256,
 }
@@ -109,6 +111,7 @@ pub enum Verified {
 text_column!(Verified,
     Verified::Size => "size",
     Verified::Etag => "etag",
+    Verified::Checksum => "checksum",
     Verified::Sha256 => "sha256",
 );
 
@@ -167,6 +170,9 @@ pub struct ObjectRow {
     /// The ETag the destination returned.
     pub dest_etag: Option<String>,
     pub verified: Verified,
+    /// The strongest checksum that verified the object: `sha256:HEX`, `crc64nvme:BASE64`,
+    /// `md5:HEX`...; none when only the size was checked.
+    pub checksum: Option<String>,
 }
 
 /// Counters of a run, as stored in `runs`.
@@ -342,7 +348,7 @@ impl Reader {
 }
 
 pub(crate) const OBJECT_COLUMNS: &str = "spec, dest_endpoint, dest_bucket, dest_key, source_endpoint, source_bucket, source_key, size,
-    etag, source_last_modified, copied_at, mode, run_id, dest_etag, verified";
+    etag, source_last_modified, copied_at, mode, run_id, dest_etag, verified, checksum";
 
 const RUN_COLUMNS: &str = "id, spec, started_at, finished_at, status, objects_listed, objects_copied, objects_skipped, objects_failed,
     objects_deleted, bytes_copied, bytes_through_host, requests, details, error";
@@ -364,6 +370,7 @@ fn object_from_row(r: &rusqlite::Row) -> rusqlite::Result<ObjectRow> {
         run_id: r.get(12)?,
         dest_etag: r.get(13)?,
         verified: r.get(14)?,
+        checksum: r.get(15)?,
     })
 }
 
@@ -417,6 +424,7 @@ mod tests {
             run_id: 1,
             dest_etag: None,
             verified: Verified::Size,
+            checksum: None,
         }
     }
 

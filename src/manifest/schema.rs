@@ -67,7 +67,8 @@ const STEPS: &[&str] = &[
     );
     CREATE INDEX uploads_by_spec ON uploads (spec);",
     // 3: each object row names the destination (endpoint and bucket) it was copied to and the
-    //    source it came from. The key grows by the destination, so that when a spec's
+    //    source it came from, and the checksum that verified it (rows verified by ETag get
+    //    `md5:ETAG`; sidecar checks of old rows are not known again, so those stay NULL). The key grows by the destination, so that when a spec's
     //    destination changes, its earlier rows stay for the audit and the new place is filled.
     //    Rows from before keep '' until their spec's next run adopts them (engine::run).
     "CREATE TABLE objects_v3 (
@@ -86,10 +87,12 @@ const STEPS: &[&str] = &[
         run_id               INTEGER NOT NULL,
         dest_etag            TEXT,
         verified             TEXT NOT NULL DEFAULT 'size',
+        checksum             TEXT,
         PRIMARY KEY (spec, dest_endpoint, dest_bucket, dest_key)
     ) WITHOUT ROWID;
     INSERT INTO objects_v3
-        SELECT spec, '', '', dest_key, '', '', source_key, size, etag, source_last_modified, copied_at, mode, run_id, dest_etag, verified
+        SELECT spec, '', '', dest_key, '', '', source_key, size, etag, source_last_modified, copied_at, mode, run_id, dest_etag, verified,
+               CASE verified WHEN 'etag' THEN 'md5:' || lower(etag) END
         FROM objects;
     DROP TABLE objects;
     ALTER TABLE objects_v3 RENAME TO objects;

@@ -395,12 +395,12 @@ fn forget(tx: &Transaction, t: &Target, dest_key: &str) -> rusqlite::Result<()> 
 fn upsert(tx: &Transaction, r: &ObjectRow) -> rusqlite::Result<()> {
     tx.prepare_cached(
         "INSERT INTO objects (spec, dest_key, source_key, size, etag, source_last_modified, copied_at, mode, run_id, dest_etag, verified,
-           dest_endpoint, dest_bucket, source_endpoint, source_bucket)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15)
+           dest_endpoint, dest_bucket, source_endpoint, source_bucket, checksum)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16)
          ON CONFLICT (spec, dest_endpoint, dest_bucket, dest_key) DO UPDATE SET source_key = excluded.source_key, size = excluded.size,
            etag = excluded.etag, source_last_modified = excluded.source_last_modified, copied_at = excluded.copied_at,
            mode = excluded.mode, run_id = excluded.run_id, dest_etag = excluded.dest_etag, verified = excluded.verified,
-           source_endpoint = excluded.source_endpoint, source_bucket = excluded.source_bucket",
+           source_endpoint = excluded.source_endpoint, source_bucket = excluded.source_bucket, checksum = excluded.checksum",
     )?
     .execute(params![
         r.spec,
@@ -417,7 +417,8 @@ fn upsert(tx: &Transaction, r: &ObjectRow) -> rusqlite::Result<()> {
         r.dest_endpoint,
         r.dest_bucket,
         r.source_endpoint,
-        r.source_bucket
+        r.source_bucket,
+        r.checksum
     ])?;
     Ok(())
 }

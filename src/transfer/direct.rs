@@ -48,6 +48,7 @@ pub async fn copy(t: &Transferer, job: &CopyJob, sidecar: &Sidecar) -> Result<Co
     let result = out.copy_object_result();
     let dest_etag = result.and_then(|r| r.e_tag()).map(normalize_etag);
     let mut verified = Verified::Size;
+    let mut checksum = None;
     // Under SSE-KMS at the destination the new ETag is no MD5: nothing to compare.
     if let (Some(src), Some(dst), false) = (&job.source.etag, &dest_etag, spec.destination.write.etag_is_not_md5()) {
         if is_md5_etag(src) && is_md5_etag(dst) {
@@ -57,6 +58,7 @@ pub async fn copy(t: &Transferer, job: &CopyJob, sidecar: &Sidecar) -> Result<Co
                 )));
             }
             verified = Verified::Etag;
+            checksum = Some(format!("md5:{}", dst.to_ascii_lowercase()));
         }
     }
     // A server that computed SHA-256 during the copy lets the sidecar check happen without a
@@ -70,11 +72,13 @@ pub async fn copy(t: &Transferer, job: &CopyJob, sidecar: &Sidecar) -> Result<Co
             )));
         }
         verified = Verified::Sha256;
+        checksum = Some(format!("sha256:{}", got.to_ascii_lowercase()));
     }
     Ok(Copied {
         etag: job.source.etag.clone().or_else(|| dest_etag.clone()),
         dest_etag,
         verified,
+        checksum,
     })
 }
 
@@ -130,5 +134,6 @@ async fn copy_multipart(t: &Transferer, job: &CopyJob) -> Result<Copied, Transfe
         etag: job.source.etag.clone(),
         dest_etag,
         verified: Verified::Size,
+        checksum: None,
     })
 }

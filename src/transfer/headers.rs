@@ -26,6 +26,9 @@ pub struct Headers {
     pub website_redirect_location: Option<String>,
     /// The source's tags as a URL query (`k=v&k2=v2`), when tags are preserved.
     pub tagging: Option<String>,
+    /// The full-object checksum the source stores (algorithm, base64), from an answer in
+    /// checksum mode. A single-part PUT sends it, so the destination checks and stores it.
+    pub checksum: Option<(String, String)>,
 }
 
 /// Both answers carry the same accessors; one macro reads either.
@@ -41,6 +44,7 @@ macro_rules! read_headers {
             metadata: $o.metadata().filter(|m| !m.is_empty()).cloned(),
             website_redirect_location: $o.website_redirect_location().map(str::to_string),
             tagging: None,
+            checksum: super::verify::stored_checksum!($o),
         }
     };
 }
@@ -71,7 +75,7 @@ impl Headers {
     }
 
     pub fn on_put(&self, req: PutObjectFluentBuilder) -> PutObjectFluentBuilder {
-        write_headers!(self, req)
+        put_checksum(self.checksum.as_ref(), write_headers!(self, req))
     }
 
     pub fn on_create(&self, req: CreateMultipartUploadFluentBuilder) -> CreateMultipartUploadFluentBuilder {
@@ -117,4 +121,23 @@ pub fn tagging_query(tags: &[aws_sdk_s3::types::Tag]) -> Option<String> {
     let enc = |s: &str| utf8_percent_encode(s, PART).to_string();
     let q: Vec<String> = tags.iter().map(|t| format!("{}={}", enc(t.key()), enc(t.value()))).collect();
     (!q.is_empty()).then(|| q.join("&"))
+}
+
+/// Sends the source's full-object checksum with a single-part PUT: the destination checks the
+/// bytes against it on arrival and stores it, so `manifest verify --checksums` can later compare
+/// it without reading a byte.
+fn put_checksum(stored: Option<&(String, String)>, req: PutObjectFluentBuilder) -> PutObjectFluentBuilder {
+    let Some((algo, value)) = stored else { return req };
+    let v = value.clone();
+    // The algorithm too: servers store a checksum only when told which algorithm made it (the
+    // SDK computes nothing when the value is given).
+    let req = req.checksum_algorithm(aws_sdk_s3::types::ChecksumAlgorithm::from(algo.to_ascii_uppercase().as_str()));
+    match algo.as_str() {
+        "crc64nvme" => req.checksum_crc64_nvme(v),
+        "crc32c" => req.checksum_crc32_c(v),
+        "crc32" => req.checksum_crc32(v),
+        "sha256" => req.checksum_sha256(v),
+        "sha1" => req.checksum_sha1(v),
+        _ => req,
+    }
 }

@@ -14,7 +14,13 @@ use tokio::task::JoinSet;
 
 /// GETs the listed version of the source object.
 pub(super) async fn get_source(t: &Transferer, job: &CopyJob) -> Result<GetObjectOutput, TransferError> {
-    let mut req = t.src.get_object().bucket(&t.spec.source.bucket).key(&job.source.key);
+    // Checksum mode: the answer carries the full-object checksum the source stores, if any.
+    let mut req = t
+        .src
+        .get_object()
+        .bucket(&t.spec.source.bucket)
+        .key(&job.source.key)
+        .checksum_mode(aws_sdk_s3::types::ChecksumMode::Enabled);
     if let Some(e) = &job.source.etag {
         req = req.if_match(format!("\"{e}\""));
     }
@@ -43,13 +49,14 @@ pub(super) fn put_object(t: &Transferer, job: &CopyJob) -> PutObjectFluentBuilde
     super::headers::put_with(&t.spec.destination.write, req)
 }
 
-/// Under SSE-KMS an ETag is no MD5: what the bytes must match loses its MD5 when either side
-/// encrypts with KMS (the source's GET says so; the destination's is the spec's).
-pub(super) fn without_kms_etags(t: &Transferer, get: &GetObjectOutput, mut expect: Expect) -> Expect {
+/// What the bytes must match, from what the GET said: the full-object checksum the source
+/// stores; and no MD5 when either side encrypts with KMS (an ETag is then no MD5).
+pub(super) fn expect_from_get(t: &Transferer, get: &GetObjectOutput, mut expect: Expect) -> Expect {
     let source_kms = get.server_side_encryption().is_some_and(|s| s.as_str().starts_with("aws:kms"));
     if source_kms || t.spec.destination.write.etag_is_not_md5() {
         expect.md5_hex = None;
     }
+    expect.stored = super::verify::stored_checksum!(get);
     expect
 }
 

@@ -60,6 +60,8 @@ pub struct Outcome {
     pub etag: Option<String>,
     pub dest_etag: Option<String>,
     pub verified: Verified,
+    /// The checksum that verified the bytes, `ALGORITHM:VALUE`.
+    pub checksum: Option<String>,
     pub trail: Trail,
 }
 
@@ -76,6 +78,7 @@ pub(crate) struct Copied {
     pub etag: Option<String>,
     pub dest_etag: Option<String>,
     pub verified: Verified,
+    pub checksum: Option<String>,
 }
 
 /// Copies the objects of one run of one spec. Built by the engine for each run.
@@ -158,6 +161,7 @@ impl Transferer {
                         etag: c.etag,
                         dest_etag: c.dest_etag,
                         verified: c.verified,
+                        checksum: c.checksum,
                         trail,
                     });
                 }

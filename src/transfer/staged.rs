@@ -4,11 +4,10 @@
 
 use super::error::{classify, Op, TransferError};
 use super::headers::Headers;
-use super::host::{check_put_etag, get_source, put_object, upload_part, without_kms_etags, PartUploads};
+use super::host::{check_put_etag, expect_from_get, get_source, put_object, upload_part, PartUploads};
 use super::upload::Multipart;
-use super::verify::{Digests, Expect};
+use super::verify::{Digests, Expect, Verdict};
 use super::{part_size_for, parts, Copied, Transferer};
-use crate::manifest::Verified;
 use crate::plan::CopyJob;
 use crate::s3::normalize_etag;
 use aws_sdk_s3::primitives::{ByteStream, Length};
@@ -28,7 +27,7 @@ impl Drop for StagingFile {
 pub async fn copy(t: &Transferer, job: &CopyJob, sha256: Option<&str>) -> Result<Copied, TransferError> {
     let expect = Expect::for_job(job, sha256);
     let file = StagingFile(t.staging_file());
-    let (handle, headers, level, md5) = download(t, job, &file.0, &expect).await?;
+    let (handle, headers, v) = download(t, job, &file.0, &expect).await?;
     // The upload reads the inode that was verified, through this process's own descriptor:
     // a file put in its place under the same name afterwards is never read.
     let verified = PathBuf::from(format!("/proc/self/fd/{}", handle.as_raw_fd()));
@@ -45,13 +44,14 @@ pub async fn copy(t: &Transferer, job: &CopyJob, sha256: Option<&str>) -> Result
             .await
             .map_err(|e| classify(Op::PutObject, e))?;
         let etag = out.e_tag().map(normalize_etag);
-        check_put_etag(etag.as_deref(), md5.as_deref())?;
+        check_put_etag(etag.as_deref(), v.md5.as_deref())?;
         etag
     };
     Ok(Copied {
-        etag: job.source.etag.clone().or(md5).or_else(|| dest_etag.clone()),
+        etag: job.source.etag.clone().or(v.md5).or_else(|| dest_etag.clone()),
         dest_etag,
-        verified: level,
+        verified: v.level,
+        checksum: v.checksum,
     })
 }
 
@@ -62,9 +62,9 @@ async fn download(
     job: &CopyJob,
     path: &Path,
     expect: &Expect,
-) -> Result<(tokio::fs::File, Headers, Verified, Option<String>), TransferError> {
+) -> Result<(tokio::fs::File, Headers, Verdict), TransferError> {
     let get = get_source(t, job).await?;
-    let expect = &without_kms_etags(t, &get, expect.clone());
+    let expect = &expect_from_get(t, &get, expect.clone());
     let headers = Headers {
         tagging: t.source_tags(job).await?,
         ..Headers::of_get(&get)
@@ -86,8 +86,8 @@ async fn download(
         out.write_all(&chunk).await.map_err(|e| TransferError::io(Op::Staging, e))?;
     }
     out.flush().await.map_err(|e| TransferError::io(Op::Staging, e))?;
-    let (level, md5) = digests.finish(expect)?;
-    Ok((out, headers, level, md5))
+    let v = digests.finish(expect)?;
+    Ok((out, headers, v))
 }
 
 async fn upload_multipart(t: &Transferer, job: &CopyJob, path: &Path, headers: &Headers) -> Result<Option<String>, TransferError> {

@@ -4,7 +4,7 @@
 
 use super::error::{classify, Op, TransferError};
 use super::headers::Headers;
-use super::host::{check_put_etag, get_source, put_object, upload_part, without_kms_etags, PartUploads};
+use super::host::{check_put_etag, expect_from_get, get_source, put_object, upload_part, PartUploads};
 use super::upload::Multipart;
 use super::verify::{Digests, Expect, HashingBody};
 use super::{part_size_for, Copied, Transferer};
@@ -16,7 +16,7 @@ use bytes::BytesMut;
 
 pub async fn copy(t: &Transferer, job: &CopyJob, sha256: Option<&str>) -> Result<Copied, TransferError> {
     let get = get_source(t, job).await?;
-    let expect = without_kms_etags(t, &get, Expect::for_job(job, sha256));
+    let expect = expect_from_get(t, &get, Expect::for_job(job, sha256));
     let headers = Headers {
         tagging: t.source_tags(job).await?,
         ..Headers::of_get(&get)
@@ -29,7 +29,7 @@ pub async fn copy(t: &Transferer, job: &CopyJob, sha256: Option<&str>) -> Result
     // The body is a live stream: hashing it for the signature would mean buffering it all.
     let put = req.customize().disable_payload_signing().send().await;
     let verdict = verdict.lock().unwrap().take();
-    let (out, (level, md5)) = match (put, verdict) {
+    let (out, v) = match (put, verdict) {
         (_, Some(Err(verify_error))) => return Err(verify_error),
         (Err(e), _) => return Err(classify(Op::PutObject, e)),
         (Ok(out), Some(Ok(v))) => (out, v),
@@ -38,11 +38,12 @@ pub async fn copy(t: &Transferer, job: &CopyJob, sha256: Option<&str>) -> Result
         (Ok(_), None) => return Err(TransferError::verify("the PUT completed before the whole source body was read")),
     };
     let dest_etag = out.e_tag().map(normalize_etag);
-    check_put_etag(dest_etag.as_deref(), md5.as_deref())?;
+    check_put_etag(dest_etag.as_deref(), v.md5.as_deref())?;
     Ok(Copied {
-        etag: job.source.etag.clone().or(md5).or_else(|| dest_etag.clone()),
+        etag: job.source.etag.clone().or(v.md5).or_else(|| dest_etag.clone()),
         dest_etag,
-        verified: level,
+        verified: v.level,
+        checksum: v.checksum,
     })
 }
 
@@ -98,13 +99,13 @@ async fn copy_multipart(
             }
         }
         let done = uploads.finish().await?;
-        let (level, _md5) = digests.finish(&expect)?;
-        Ok((done, level))
+        Ok((done, digests.finish(&expect)?))
     };
-    let (dest_etag, level) = upload.finish_or_abort(&t.hard_stop, work).await?;
+    let (dest_etag, v) = upload.finish_or_abort(&t.hard_stop, work).await?;
     Ok(Copied {
         etag: job.source.etag.clone(),
         dest_etag,
-        verified: level,
+        verified: v.level,
+        checksum: v.checksum,
     })
 }

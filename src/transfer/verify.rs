@@ -1,5 +1,6 @@
-//! Verification while bytes pass through the host: MD5 (to check against single-part ETags) and,
-//! when a checksum sidecar exists, SHA-256. A body wrapper hashes a stream on its way into a PUT
+//! Verification while bytes pass through the host: MD5 (to check against single-part ETags),
+//! the full-object checksum the source stores (CRC64NVME, CRC32, CRC32C, SHA-1 or SHA-256, as its
+//! GetObject says in checksum mode) and, when a checksum sidecar exists, SHA-256. A body wrapper hashes a stream on its way into a PUT
 //! and turns a short read or a mismatch into a body error, so the PUT never completes with bad data.
 
 use super::error::TransferError;
@@ -20,6 +21,19 @@ pub struct Expect {
     pub md5_hex: Option<String>,
     /// From the checksum sidecar.
     pub sha256_hex: Option<String>,
+    /// The full-object checksum the source stores: (algorithm name, base64 value).
+    pub stored: Option<(String, String)>,
+}
+
+/// What verification proved of one object's bytes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Verdict {
+    pub level: Verified,
+    /// The content MD5 in hex, when it was computed.
+    pub md5: Option<String>,
+    /// The strongest checksum that verified the bytes, as the manifest records it
+    /// (`sha256:HEX`, `crc64nvme:BASE64`, `md5:HEX`); none when only the size was checked.
+    pub checksum: Option<String>,
 }
 
 impl Expect {
@@ -30,7 +44,12 @@ impl Expect {
 
     pub fn new(size: u64, source_etag: Option<&str>, sha256_hex: Option<String>) -> Self {
         let md5_hex = source_etag.filter(|e| crate::s3::is_md5_etag(e)).map(str::to_ascii_lowercase);
-        Expect { size, md5_hex, sha256_hex }
+        Expect {
+            size,
+            md5_hex,
+            sha256_hex,
+            stored: None,
+        }
     }
 }
 
@@ -39,6 +58,8 @@ pub struct Digests {
     /// Only when there is a source MD5 to check against: hashing costs a core on big streams.
     md5: Option<Md5>,
     sha256: Option<Sha256>,
+    /// The source's stored checksum's algorithm, computed over the bytes.
+    stored: Option<Box<dyn aws_smithy_checksums::http::HttpChecksum>>,
     pub len: u64,
 }
 
@@ -47,6 +68,11 @@ impl Digests {
         Digests {
             md5: expect.md5_hex.as_ref().map(|_| Md5::new()),
             sha256: expect.sha256_hex.as_ref().map(|_| Sha256::new()),
+            stored: expect
+                .stored
+                .as_ref()
+                .and_then(|(algo, _)| algo.parse::<aws_smithy_checksums::ChecksumAlgorithm>().ok())
+                .map(|a| a.into_impl()),
             len: 0,
         }
     }
@@ -58,12 +84,14 @@ impl Digests {
         if let Some(s) = &mut self.sha256 {
             s.update(chunk);
         }
+        if let Some(c) = &mut self.stored {
+            c.update(chunk);
+        }
         self.len += chunk.len() as u64;
     }
 
-    /// Checks the finished digests; returns the strongest check passed and the content MD5 in
-    /// hex, when it was computed.
-    pub fn finish(self, expect: &Expect) -> Result<(Verified, Option<String>), TransferError> {
+    /// Checks the finished digests; returns the strongest check passed.
+    pub fn finish(self, expect: &Expect) -> Result<Verdict, TransferError> {
         if self.len != expect.size {
             return Err(TransferError::verify(format!(
                 "read {} bytes, the listing said {}",
@@ -71,14 +99,29 @@ impl Digests {
             )));
         }
         let md5 = self.md5.map(|m| hex::encode(m.finalize()));
-        let mut level = Verified::Size;
+        let mut v = Verdict {
+            level: Verified::Size,
+            md5: md5.clone(),
+            checksum: None,
+        };
         if let (Some(want), Some(md5)) = (&expect.md5_hex, &md5) {
             if want != md5 {
                 return Err(TransferError::verify(format!(
                     "content MD5 {md5} differs from the source ETag {want}"
                 )));
             }
-            level = Verified::Etag;
+            v.level = Verified::Etag;
+            v.checksum = Some(format!("md5:{md5}"));
+        }
+        if let (Some((algo, want)), Some(c)) = (&expect.stored, self.stored) {
+            let got = aws_smithy_types::base64::encode(c.finalize());
+            if &got != want {
+                return Err(TransferError::verify(format!(
+                    "{algo} {got} differs from the checksum the source stores ({want})"
+                )));
+            }
+            v.level = Verified::Checksum;
+            v.checksum = Some(format!("{algo}:{got}"));
         }
         if let (Some(want), Some(s)) = (&expect.sha256_hex, self.sha256) {
             let got = hex::encode(s.finalize());
@@ -87,14 +130,35 @@ impl Digests {
                     "sha256 {got} differs from the checksum sidecar's {want}"
                 )));
             }
-            level = Verified::Sha256;
+            v.level = Verified::Sha256;
+            v.checksum = Some(format!("sha256:{}", got.to_ascii_lowercase()));
         }
-        Ok((level, md5))
+        Ok(v)
     }
 }
 
+/// The full-object checksum a GetObject (or HeadObject) in checksum mode reports, as
+/// (algorithm, base64). Composite (per-part) checksums are not checksums of the bytes as a
+/// whole, and are never compared with one.
+macro_rules! stored_checksum {
+    ($o:expr) => {{
+        let composite = $o.checksum_type().is_some_and(|t| *t == aws_sdk_s3::types::ChecksumType::Composite);
+        [
+            ("crc64nvme", $o.checksum_crc64_nvme()),
+            ("crc32c", $o.checksum_crc32_c()),
+            ("crc32", $o.checksum_crc32()),
+            ("sha256", $o.checksum_sha256()),
+            ("sha1", $o.checksum_sha1()),
+        ]
+        .into_iter()
+        .find_map(|(a, v)| Some((a.to_string(), v?.to_string())))
+        .filter(|(_, v)| !composite && !v.contains('-'))
+    }};
+}
+pub(crate) use stored_checksum;
+
 /// The result a [`HashingBody`] leaves behind once it has been read to the end.
-pub type BodyVerdict = Arc<Mutex<Option<Result<(Verified, Option<String>), TransferError>>>>;
+pub type BodyVerdict = Arc<Mutex<Option<Result<Verdict, TransferError>>>>;
 
 /// Wraps a GET body on its way into a PUT: hashes it, counts it, and ends in an error (so the
 /// PUT is abandoned) if it comes up short or fails verification.
@@ -187,7 +251,7 @@ mod tests {
         let ok = Expect::new(11, Some(&md5), Some(sha.clone()));
         let mut d = Digests::new(&ok);
         d.update(data);
-        assert_eq!(d.finish(&ok).unwrap().0, Verified::Sha256);
+        assert_eq!(d.finish(&ok).unwrap().level, Verified::Sha256);
 
         let short = Expect::new(12, None, None);
         let mut d = Digests::new(&short);

@@ -3,6 +3,7 @@
 
 use crate::util::*;
 use s3syncd::fixture::{generate, FixtureSpec};
+use s3syncd_testkit::moto::Moto;
 
 fn fixture() -> Vec<(String, Vec<u8>)> {
     let mut f = FixtureSpec::small();
@@ -82,7 +83,7 @@ async fn ls_runs_export_and_verify_tell_what_happened() {
     // export: CSV with a header and quoting; JSON lines that parse.
     let csv = stdout(&ws.run(&["manifest", "export", "--format", "csv", "--spec", "a"]));
     assert!(csv.starts_with(
-        "spec,dest_key,source_key,size,etag,source_last_modified,copied_at,mode,run_id,dest_etag,verified,dest_endpoint,dest_bucket,source_endpoint,source_bucket\n"
+        "spec,dest_key,source_key,size,etag,source_last_modified,copied_at,mode,run_id,dest_etag,verified,dest_endpoint,dest_bucket,source_endpoint,source_bucket,checksum\n"
     ));
     assert_eq!(csv.lines().count(), n + 1);
     let jsonl = stdout(&ws.run(&["manifest", "export", "--format", "jsonl"]));
@@ -194,4 +195,81 @@ async fn scrape(port: u16) -> Option<String> {
 fn metric(body: &str, sample: &str) -> Option<f64> {
     body.lines()
         .find_map(|l| l.strip_prefix(sample).and_then(|v| v.trim().parse().ok()))
+}
+
+/// End-to-end checksums without a sidecar: the source's stored full-object checksum (read in
+/// checksum mode) verifies the bytes as they pass and is recorded; `manifest verify
+/// --checksums` then proves each object from a HEAD, and catches an object replaced out of band
+/// by one of the same size.
+#[tokio::test(flavor = "multi_thread")]
+async fn stored_checksums_verify_copies_and_catch_a_same_size_replacement() {
+    use aws_smithy_checksums::ChecksumAlgorithm;
+    let moto = Moto::start();
+    let server = S3Server::start();
+    let mc = moto.client();
+    create_bucket(&mc, "src-bucket").await;
+    let crc_body = b"bytes with a stored crc32c".to_vec();
+    let mut crc = "crc32c".parse::<ChecksumAlgorithm>().unwrap().into_impl();
+    crc.update(&crc_body);
+    let crc_b64 = aws_smithy_types::base64::encode(crc.finalize());
+    mc.put_object()
+        .bucket("src-bucket")
+        .key("data/crc.bin")
+        .body(crc_body.clone().into())
+        .checksum_algorithm(aws_sdk_s3::types::ChecksumAlgorithm::Crc32C)
+        .checksum_crc32_c(&crc_b64)
+        .send()
+        .await
+        .unwrap();
+    put(&mc, "src-bucket", "data/plain.bin", b"plain bytes, md5 etag".to_vec()).await;
+    for (name, endpoint, dc, keys) in [
+        (
+            "moto",
+            moto.endpoint.clone(),
+            moto.client(),
+            ("moto-key".to_string(), "moto-secret".to_string()),
+        ),
+        (
+            "s3s-fs",
+            server.endpoint.clone(),
+            server.client(),
+            (server.access_key.clone(), server.secret_key.clone()),
+        ),
+    ] {
+        create_bucket(&dc, "dst-bucket").await;
+        let ws = Workspace::new(&[("src", "moto-key", "moto-secret"), ("dst", &keys.0, &keys.1)]);
+        let spec = ws.write_spec(
+            "sums",
+            &spec_text(
+                &moto.endpoint,
+                "src-bucket",
+                "data/",
+                &endpoint,
+                "dst-bucket",
+                "c/",
+                "mode = \"stream\"\n",
+            ),
+        );
+        let out = ws.run(&["run", spec.to_str().unwrap()]);
+        assert_eq!(out.status.code(), Some(0), "{name}: {}", text(&out));
+        let recorded: String = ws
+            .sqlite()
+            .query_row(
+                "SELECT verified || ' ' || checksum FROM objects WHERE dest_key = 'c/crc.bin'",
+                [],
+                |r| r.get(0),
+            )
+            .unwrap();
+        assert_eq!(recorded, format!("checksum crc32c:{crc_b64}"), "{name}");
+        let out = ws.run(&["manifest", "verify", "--spec", "sums", "--checksums"]);
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert_eq!(out.status.code(), Some(0), "{name}: {}", text(&out));
+        assert!(stdout.contains("0 mismatched or missing"), "{name}: {stdout}");
+        // Replaced out of band with other bytes of the same size.
+        put(&dc, "dst-bucket", "c/plain.bin", b"PLAIN BYTES, MD5 ETAG".to_vec()).await;
+        let out = ws.run(&["manifest", "verify", "--spec", "sums", "--checksums"]);
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert_eq!(out.status.code(), Some(1), "{name}: {}", text(&out));
+        assert!(stdout.contains("mismatch       c/plain.bin  (recorded md5:"), "{name}: {stdout}");
+    }
 }
