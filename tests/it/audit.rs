@@ -222,20 +222,7 @@ async fn stored_checksums_verify_copies_and_catch_a_same_size_replacement() {
         .await
         .unwrap();
     put(&mc, "src-bucket", "data/plain.bin", b"plain bytes, md5 etag".to_vec()).await;
-    for (name, endpoint, dc, keys) in [
-        (
-            "moto",
-            moto.endpoint.clone(),
-            moto.client(),
-            ("moto-key".to_string(), "moto-secret".to_string()),
-        ),
-        (
-            "s3s-fs",
-            server.endpoint.clone(),
-            server.client(),
-            (server.access_key.clone(), server.secret_key.clone()),
-        ),
-    ] {
+    for (name, endpoint, dc, keys) in both_servers(&moto, &server) {
         create_bucket(&dc, "dst-bucket").await;
         let ws = Workspace::new(&[("src", "moto-key", "moto-secret"), ("dst", &keys.0, &keys.1)]);
         let spec = ws.write_spec(

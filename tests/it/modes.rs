@@ -414,20 +414,7 @@ async fn head_headers(c: &aws_sdk_s3::Client, bucket: &str, key: &str) -> Vec<(&
 async fn headers_and_metadata_arrive_on_every_path_and_server() {
     let moto = Moto::start();
     let server = S3Server::start();
-    for (name, endpoint, c, keys) in [
-        (
-            "moto",
-            moto.endpoint.clone(),
-            moto.client(),
-            ("moto-key".to_string(), "moto-secret".to_string()),
-        ),
-        (
-            "s3s-fs",
-            server.endpoint.clone(),
-            server.client(),
-            (server.access_key.clone(), server.secret_key.clone()),
-        ),
-    ] {
+    for (name, endpoint, c, keys) in both_servers(&moto, &server) {
         create_bucket(&c, "src-bucket").await;
         create_bucket(&c, "dst-bucket").await;
         let small = b"\x1f\x8b\x08\x00gzip-bytes-not-to-be-inflated".to_vec();
@@ -495,20 +482,7 @@ async fn every_size_boundary_and_folder_markers_copy_in_every_mode() {
         .map(|&n| (format!("data/size-{n}.bin"), body(n)))
         .collect();
     objects.push(("data/day=1/".to_string(), Vec::new()));
-    for (name, endpoint, c, keys) in [
-        (
-            "moto",
-            moto.endpoint.clone(),
-            moto.client(),
-            ("moto-key".to_string(), "moto-secret".to_string()),
-        ),
-        (
-            "s3s-fs",
-            server.endpoint.clone(),
-            server.client(),
-            (server.access_key.clone(), server.secret_key.clone()),
-        ),
-    ] {
+    for (name, endpoint, c, keys) in both_servers(&moto, &server) {
         create_bucket(&c, "src-bucket").await;
         create_bucket(&c, "dst-bucket").await;
         put_all(&c, "src-bucket", objects.clone()).await;

@@ -34,6 +34,25 @@ pub fn private_copy(from: &Path, to: &Path) {
     std::fs::set_permissions(to, std::fs::Permissions::from_mode(0o644)).unwrap();
 }
 
+/// Each server of the test ground, for tests that run on both: (name, endpoint, a client for
+/// set-up and checks, the access and secret key s3syncd signs with).
+pub fn both_servers(moto: &moto::Moto, server: &S3Server) -> [(&'static str, String, aws_sdk_s3::Client, (String, String)); 2] {
+    [
+        (
+            "moto",
+            moto.endpoint.clone(),
+            moto.client(),
+            ("moto-key".into(), "moto-secret".into()),
+        ),
+        (
+            "s3s-fs",
+            server.endpoint.clone(),
+            server.client(),
+            (server.access_key.clone(), server.secret_key.clone()),
+        ),
+    ]
+}
+
 /// An s3s-fs server with `src-bucket` holding `objects` and an empty `dst-bucket`, and a
 /// workspace whose `src` and `dst` profiles hold the server's keys.
 pub async fn seeded(objects: &[(String, Vec<u8>)]) -> (S3Server, aws_sdk_s3::Client, Workspace) {
