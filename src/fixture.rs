@@ -1,7 +1,9 @@
 //! A Binance-like fixture: the key layout of `data.binance.vision` (spot and USD-M futures,
 //! daily and monthly, klines / aggTrades / trades), each archive with a `.CHECKSUM` sidecar
-//! (`<sha256 hex>  <file name>`), deterministic pseudo-random contents, and a few keys with
-//! awkward characters. Used by the tests, the demo example and the benchmarks.
+//! (`<sha256 hex>  <file name>`), deterministic pseudo-random contents, a few keys with
+//! awkward characters, and the sizes that code paths disagree on (an empty `_SUCCESS` marker,
+//! a 1-byte object): a 0-byte object once failed in `stream` while every test passed, because
+//! no test object was empty. Used by the tests, the demo example and the benchmarks.
 
 use sha2::{Digest, Sha256};
 
@@ -157,6 +159,12 @@ pub fn generate(spec: &FixtureSpec) -> Vec<FixtureObject> {
                 body,
             });
         }
+        for (key, body) in [
+            ("data/spot/daily/_SUCCESS", Vec::new()),
+            ("data/spot/daily/awkward/one-byte.bin", vec![0x5a]),
+        ] {
+            out.push(FixtureObject { key: key.into(), body });
+        }
     }
     out
 }
@@ -180,6 +188,10 @@ mod tests {
         assert!(a
             .iter()
             .any(|o| o.key == "data/futures/um/monthly/aggTrades/ETHUSDT/ETHUSDT-aggTrades-2024-02.zip"));
+        assert!(
+            a.iter().any(|o| o.body.is_empty()) && a.iter().any(|o| o.body.len() == 1),
+            "edge sizes"
+        );
         let zip = a.iter().find(|o| o.key.ends_with("BTCUSDT-1m-2024-01-01.zip")).unwrap();
         let sum = a.iter().find(|o| o.key.ends_with("BTCUSDT-1m-2024-01-01.zip.CHECKSUM")).unwrap();
         assert_eq!(
