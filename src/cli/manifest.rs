@@ -6,7 +6,7 @@ use crate::manifest::{ObjectFilter, ObjectRow, Reader, RunRow, Target, Writer};
 use crate::plan::{march, Step};
 use crate::s3::{self, Lister, RequestCounter, SourceObject};
 use crate::spec::size::ByteSize;
-use crate::spec::{Config, Mode};
+use crate::spec::{Config, Mode, Spec};
 use clap::{Subcommand, ValueEnum};
 use std::io::Write;
 use std::sync::Arc;
@@ -92,12 +92,19 @@ pub async fn run(cfg: &Config, cmd: ManifestCommand) -> anyhow::Result<i32> {
     }
     let reader = Reader::open(&path)?;
     if let ManifestCommand::Verify { spec, repair, checksums } = cmd {
-        let drift = verify(cfg, &reader, &spec, repair).await?;
-        if !checksums || drift == EXIT_INVALID {
+        let spec = match resolve_spec(cfg, &spec) {
+            Ok(s) => s,
+            Err(e) => {
+                super::print_diagnostics(&e);
+                return Ok(EXIT_INVALID);
+            }
+        };
+        let dst = s3::client(&spec.destination, &spec.transfer, Arc::new(RequestCounter::default())).await;
+        let drift = verify(&spec, &dst, &reader, repair).await?;
+        if !checksums {
             return Ok(drift);
         }
-        let proven = verify_checksums(cfg, &reader, &spec).await?;
-        return Ok(drift.max(proven));
+        return Ok(drift.max(verify_checksums(&spec, &dst, &reader).await?));
     }
     let out = std::io::stdout();
     let mut out = std::io::BufWriter::new(out.lock());
@@ -325,19 +332,11 @@ impl Drift {
 }
 
 /// Lists the spec's destination prefix and marches it with the manifest, page by page.
-async fn verify(cfg: &Config, reader: &Reader, spec_name: &str, repair: bool) -> anyhow::Result<i32> {
-    let spec = match resolve_spec(cfg, spec_name) {
-        Ok(s) => s,
-        Err(e) => {
-            super::print_diagnostics(&e);
-            return Ok(EXIT_INVALID);
-        }
-    };
-    let dst = s3::client(&spec.destination, &spec.transfer, Arc::new(RequestCounter::default())).await;
-    let mut lister = Lister::new(dst, &spec.destination.bucket, &spec.destination.prefix);
+async fn verify(spec: &Spec, dst: &aws_sdk_s3::Client, reader: &Reader, repair: bool) -> anyhow::Result<i32> {
+    let mut lister = Lister::new(dst.clone(), &spec.destination.bucket, &spec.destination.prefix);
     let mut drift = Drift::default();
     let mut last: Option<String> = None;
-    let target = Target::of(&spec);
+    let target = Target::of(spec);
     let window = |lower: Option<&str>, upper: Option<&str>| reader.range(&target, &spec.destination.prefix, lower, upper);
     while let Some(page) = lister.next_page().await? {
         let Some(upper) = page.last().map(|o| o.key.clone()) else {
@@ -409,11 +408,9 @@ fn prove(recorded: Option<&str>, head: &aws_sdk_s3::operation::head_object::Head
 }
 
 /// `verify --checksums`: HEADs every object the manifest holds for the spec's destination.
-async fn verify_checksums(cfg: &Config, reader: &Reader, spec_name: &str) -> anyhow::Result<i32> {
+async fn verify_checksums(spec: &Spec, dst: &aws_sdk_s3::Client, reader: &Reader) -> anyhow::Result<i32> {
     use futures::StreamExt;
-    let spec = resolve_spec(cfg, spec_name).map_err(|e| anyhow::anyhow!("{e}"))?;
-    let dst = s3::client(&spec.destination, &spec.transfer, Arc::new(RequestCounter::default())).await;
-    let rows = reader.range(&Target::of(&spec), &spec.destination.prefix, None, None)?;
+    let rows = reader.range(&Target::of(spec), &spec.destination.prefix, None, None)?;
     let kms = spec.destination.write.etag_is_not_md5();
     let heads = futures::stream::iter(rows)
         .map(|r| {

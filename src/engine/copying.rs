@@ -103,7 +103,7 @@ impl Run {
                     spec: spec.clone(),
                     dest_endpoint: self.target.endpoint.clone(),
                     dest_bucket: self.target.bucket.clone(),
-                    source_endpoint: self.spec.source.endpoint_identity(),
+                    source_endpoint: self.source_endpoint.clone(),
                     source_bucket: self.spec.source.bucket.clone(),
                     dest_key: job.dest_key,
                     source_key: job.source.key,

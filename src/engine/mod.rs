@@ -310,6 +310,8 @@ struct Run {
     transferer: Arc<Transferer>,
     /// Where the spec's rows are (its destination).
     target: Target,
+    /// The source's endpoint identity, as rows record it (computed once, not per object).
+    source_endpoint: String,
     tally: Mutex<Tally>,
     /// The writer's lost rows when the run started: more at the end means rows of this run.
     lost_at_start: u64,
@@ -352,6 +354,7 @@ impl Run {
         Ok(Run {
             engine: engine.clone(),
             target: Target::of(&spec),
+            source_endpoint: spec.source.endpoint_identity(),
             spec,
             run_id,
             opts,

@@ -2,6 +2,7 @@
 //! version of the source, PUT or upload parts to the destination, and check the PUT's ETag.
 
 use super::error::{classify, Op, TransferError};
+use super::headers::Headers;
 use super::upload::completed;
 use super::verify::Expect;
 use super::Transferer;
@@ -49,15 +50,25 @@ pub(super) fn put_object(t: &Transferer, job: &CopyJob) -> PutObjectFluentBuilde
     super::headers::put_with(&t.spec.destination.write, req)
 }
 
-/// What the bytes must match, from what the GET said: the full-object checksum the source
-/// stores; and no MD5 when either side encrypts with KMS (an ETag is then no MD5).
-pub(super) fn expect_from_get(t: &Transferer, get: &GetObjectOutput, mut expect: Expect) -> Expect {
+/// What the GET's answer says of the object: its headers (with its tags, when the spec
+/// preserves them) and what its bytes must match: the full-object checksum the source stores,
+/// and no MD5 when either side encrypts with KMS (an ETag is then no MD5).
+pub(super) async fn read_get(
+    t: &Transferer,
+    job: &CopyJob,
+    get: &GetObjectOutput,
+    mut expect: Expect,
+) -> Result<(Headers, Expect), TransferError> {
+    let headers = Headers {
+        tagging: t.source_tags(job).await?,
+        ..Headers::of_get(get)
+    };
     let source_kms = get.server_side_encryption().is_some_and(|s| s.as_str().starts_with("aws:kms"));
     if source_kms || t.spec.destination.write.etag_is_not_md5() {
         expect.md5_hex = None;
     }
-    expect.stored = super::verify::stored_checksum!(get);
-    expect
+    expect.stored = headers.checksum.clone();
+    Ok((headers, expect))
 }
 
 /// An UploadPart of part `number` of `upload_id`.

@@ -4,7 +4,7 @@
 
 use super::error::{classify, Op, TransferError};
 use super::headers::Headers;
-use super::host::{check_put_etag, expect_from_get, get_source, put_object, upload_part, PartUploads};
+use super::host::{check_put_etag, get_source, put_object, read_get, upload_part, PartUploads};
 use super::upload::Multipart;
 use super::verify::{Digests, Expect, Verdict};
 use super::{part_size_for, parts, Copied, Transferer};
@@ -64,11 +64,8 @@ async fn download(
     expect: &Expect,
 ) -> Result<(tokio::fs::File, Headers, Verdict), TransferError> {
     let get = get_source(t, job).await?;
-    let expect = &expect_from_get(t, &get, expect.clone());
-    let headers = Headers {
-        tagging: t.source_tags(job).await?,
-        ..Headers::of_get(&get)
-    };
+    let (headers, expect) = read_get(t, job, &get, expect.clone()).await?;
+    let expect = &expect;
     let mut out = tokio::fs::OpenOptions::new()
         .read(true)
         .write(true)

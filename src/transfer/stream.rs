@@ -4,7 +4,7 @@
 
 use super::error::{classify, Op, TransferError};
 use super::headers::Headers;
-use super::host::{check_put_etag, expect_from_get, get_source, put_object, upload_part, PartUploads};
+use super::host::{check_put_etag, get_source, put_object, read_get, upload_part, PartUploads};
 use super::upload::Multipart;
 use super::verify::{Digests, Expect, HashingBody};
 use super::{part_size_for, Copied, Transferer};
@@ -16,11 +16,7 @@ use bytes::BytesMut;
 
 pub async fn copy(t: &Transferer, job: &CopyJob, sha256: Option<&str>) -> Result<Copied, TransferError> {
     let get = get_source(t, job).await?;
-    let expect = expect_from_get(t, &get, Expect::for_job(job, sha256));
-    let headers = Headers {
-        tagging: t.source_tags(job).await?,
-        ..Headers::of_get(&get)
-    };
+    let (headers, expect) = read_get(t, job, &get, Expect::for_job(job, sha256)).await?;
     if job.source.size > t.spec.transfer.multipart_threshold {
         return copy_multipart(t, job, get, &headers, expect).await;
     }
