@@ -4,11 +4,13 @@
 use super::error::{classify, Op, TransferError};
 use super::headers::Headers;
 use super::upload::{completed, Multipart};
+use super::verify::{algorithm, checksum_of};
 use super::{part_size_for, parts, Copied, Sidecar, Transferer};
 use crate::manifest::Verified;
 use crate::plan::CopyJob;
 use crate::s3::{copy_source, is_md5_etag, normalize_etag};
-use aws_sdk_s3::types::{ChecksumAlgorithm, MetadataDirective, TaggingDirective};
+use aws_sdk_s3::operation::head_object::HeadObjectOutput;
+use aws_sdk_s3::types::{ChecksumAlgorithm, ChecksumMode, MetadataDirective, TaggingDirective};
 use futures::{StreamExt, TryStreamExt};
 
 pub async fn copy(t: &Transferer, job: &CopyJob, sidecar: &Sidecar) -> Result<Copied, TransferError> {
@@ -40,18 +42,26 @@ pub async fn copy(t: &Transferer, job: &CopyJob, sidecar: &Sidecar) -> Result<Co
     if let Some(e) = &job.source.etag {
         req = req.copy_source_if_match(format!("\"{e}\""));
     }
+    let etag_proves = job.source.etag.as_deref().is_some_and(is_md5_etag) && !spec.destination.write.etag_is_not_md5();
+    // Where the ETag proves nothing (a multipart source, SSE-KMS), the checksum the source
+    // stores can: one HEAD reads it, and the copy is asked for the same algorithm.
+    let stored = match etag_proves {
+        true => None,
+        false => Headers::of_head(&head_source(t, job).await?).checksum,
+    };
     let wants_sidecar = t.wants_sidecar(&job.source.key);
     if wants_sidecar {
         req = req.checksum_algorithm(ChecksumAlgorithm::Sha256);
+    } else if let Some((algo, _)) = &stored {
+        req = req.checksum_algorithm(algorithm(algo));
     }
     let out = req.send().await.map_err(|e| classify(Op::CopyObject, e))?;
     let result = out.copy_object_result();
     let dest_etag = result.and_then(|r| r.e_tag()).map(normalize_etag);
     let mut verified = Verified::Size;
     let mut checksum = None;
-    // Under SSE-KMS at the destination the new ETag is no MD5: nothing to compare.
-    if let (Some(src), Some(dst), false) = (&job.source.etag, &dest_etag, spec.destination.write.etag_is_not_md5()) {
-        if is_md5_etag(src) && is_md5_etag(dst) {
+    if let (Some(src), Some(dst), true) = (&job.source.etag, &dest_etag, etag_proves) {
+        if is_md5_etag(dst) {
             if !src.eq_ignore_ascii_case(dst) {
                 return Err(TransferError::verify(format!(
                     "destination ETag {dst} differs from the source ETag {src}"
@@ -61,8 +71,14 @@ pub async fn copy(t: &Transferer, job: &CopyJob, sidecar: &Sidecar) -> Result<Co
             checksum = Some(format!("md5:{}", dst.to_ascii_lowercase()));
         }
     }
+    if let (Some(want), Some(r)) = (&stored, result) {
+        let answered = checksum_of!(r, want.0.as_str()).map(|v| (want.0.clone(), v.to_string()));
+        if let Some(c) = compare(want, answered)? {
+            (verified, checksum) = (Verified::Checksum, Some(c));
+        }
+    }
     // A server that computed SHA-256 during the copy lets the sidecar check happen without a
-    // byte here; only then is the sidecar worth fetching. Otherwise the row says `etag`/`size`.
+    // byte here; only then is the sidecar worth fetching.
     let server_sha = result.and_then(|r| r.checksum_sha256()).filter(|_| wants_sidecar);
     if let (Some(b64), Some(want)) = (server_sha, sidecar_if(server_sha.is_some(), t, job, sidecar).await?) {
         let got = aws_smithy_types::base64::decode(b64).map(hex::encode).unwrap_or_default();
@@ -82,6 +98,34 @@ pub async fn copy(t: &Transferer, job: &CopyJob, sidecar: &Sidecar) -> Result<Co
     })
 }
 
+/// HEADs the listed version of the source, in checksum mode.
+async fn head_source(t: &Transferer, job: &CopyJob) -> Result<HeadObjectOutput, TransferError> {
+    let mut head = t
+        .src
+        .head_object()
+        .bucket(&t.spec.source.bucket)
+        .key(&job.source.key)
+        .checksum_mode(ChecksumMode::Enabled);
+    if let Some(e) = &job.source.etag {
+        head = head.if_match(format!("\"{e}\""));
+    }
+    head.send().await.map_err(|e| classify(Op::HeadObject, e))
+}
+
+/// Compares the source's full-object checksum with the one the destination reports for the
+/// copy: the same value proves the copy's bytes (`ALGORITHM:VALUE`); another algorithm, or
+/// none, proves nothing; another value is a failed copy.
+fn compare(want: &(String, String), got: Option<(String, String)>) -> Result<Option<String>, TransferError> {
+    match got {
+        Some((algo, v)) if algo == want.0 && v != want.1 => Err(TransferError::verify(format!(
+            "the copy's {algo} {v} differs from the checksum the source stores ({})",
+            want.1
+        ))),
+        Some((algo, v)) if algo == want.0 => Ok(Some(format!("{algo}:{v}"))),
+        _ => Ok(None),
+    }
+}
+
 async fn sidecar_if<'a>(fetch: bool, t: &Transferer, job: &CopyJob, sidecar: &'a Sidecar) -> Result<Option<&'a str>, TransferError> {
     if fetch {
         sidecar.get(t, &job.source.key).await
@@ -90,23 +134,21 @@ async fn sidecar_if<'a>(fetch: bool, t: &Transferer, job: &CopyJob, sidecar: &'a
     }
 }
 
-/// UploadPartCopy with exact byte ranges, `parts_in_flight` at a time.
+/// UploadPartCopy with exact byte ranges, `parts_in_flight` at a time. The upload carries the
+/// source's full-object checksum when it has one, so the destination checks the assembled
+/// object against it.
 async fn copy_multipart(t: &Transferer, job: &CopyJob) -> Result<Copied, TransferError> {
     let spec = &t.spec;
     let size = job.source.size;
     let part = part_size_for(size, spec.transfer.part_size);
     let source = copy_source(&spec.source.bucket, &job.source.key);
     // UploadPartCopy carries no headers: the upload takes the source's, from one HEAD.
-    let mut head = t.src.head_object().bucket(&spec.source.bucket).key(&job.source.key);
-    if let Some(e) = &job.source.etag {
-        head = head.if_match(format!("\"{e}\""));
-    }
-    let head = head.send().await.map_err(|e| classify(Op::HeadObject, e))?;
     let headers = Headers {
         tagging: t.source_tags(job).await?,
-        ..Headers::of_head(&head)
+        ..Headers::of_head(&head_source(t, job).await?)
     };
     let upload = Multipart::create(t, &job.dest_key, &headers).await?;
+    let algo = upload.algorithm();
     let work = futures::stream::iter(parts(size, part))
         .map(|(n, offset, len)| {
             let mut req = t
@@ -123,17 +165,63 @@ async fn copy_multipart(t: &Transferer, job: &CopyJob) -> Result<Copied, Transfe
             }
             async move {
                 let out = req.send().await.map_err(|e| classify(Op::UploadPartCopy, e))?;
-                Ok::<_, TransferError>(completed(n, out.copy_part_result().and_then(|r| r.e_tag())))
+                let r = out.copy_part_result();
+                let sum = algo.and_then(|a| Some((a, checksum_of!(r?, a)?)));
+                Ok::<_, TransferError>(completed(n, r.and_then(|r| r.e_tag()), sum))
             }
         })
         .buffer_unordered(spec.transfer.parts_in_flight)
         .try_collect::<Vec<_>>();
     let work = async { work.await.map(|parts| (parts, ())) };
-    let (dest_etag, ()) = upload.finish_or_abort(&t.hard_stop, work).await?;
+    let (done, ()) = upload.finish_or_abort(&t.hard_stop, work).await?;
+    let (mut verified, mut checksum) = (Verified::Size, None);
+    if let Some(want) = &upload.checksum {
+        // The completion's answer may omit the checksum: one HEAD of the new object asks.
+        let got = match done.checksum {
+            Some(c) => Some(c),
+            None => dest_checksum(t, &job.dest_key).await,
+        };
+        if let Some(c) = compare(want, got)? {
+            (verified, checksum) = (Verified::Checksum, Some(c));
+        }
+    }
     Ok(Copied {
         etag: job.source.etag.clone(),
-        dest_etag,
-        verified: Verified::Size,
-        checksum: None,
+        dest_etag: done.etag,
+        verified,
+        checksum,
     })
+}
+
+/// The full-object checksum the destination stores for `key`; none if the HEAD fails.
+async fn dest_checksum(t: &Transferer, key: &str) -> Option<(String, String)> {
+    let head = t
+        .dst
+        .head_object()
+        .bucket(&t.spec.destination.bucket)
+        .key(key)
+        .checksum_mode(ChecksumMode::Enabled)
+        .send()
+        .await
+        .ok()?;
+    Headers::of_head(&head).checksum
+}
+
+#[cfg(test)]
+mod tests {
+    use super::compare;
+
+    #[test]
+    fn only_the_same_algorithm_is_compared_and_a_different_value_fails() {
+        let want = ("crc32".to_string(), "AAAA".to_string());
+        let got = |a: &str, v: &str| Some((a.to_string(), v.to_string()));
+        assert_eq!(compare(&want, got("crc32", "AAAA")).unwrap().as_deref(), Some("crc32:AAAA"));
+        assert_eq!(compare(&want, got("crc64nvme", "BBBB")).unwrap(), None);
+        assert_eq!(compare(&want, None).unwrap(), None);
+        let e = compare(&want, got("crc32", "BBBB")).unwrap_err().to_string();
+        assert!(
+            e.contains("the copy's crc32 BBBB differs from the checksum the source stores (AAAA)"),
+            "{e}"
+        );
+    }
 }

@@ -128,16 +128,8 @@ pub fn tagging_query(tags: &[aws_sdk_s3::types::Tag]) -> Option<String> {
 /// it without reading a byte.
 fn put_checksum(stored: Option<&(String, String)>, req: PutObjectFluentBuilder) -> PutObjectFluentBuilder {
     let Some((algo, value)) = stored else { return req };
-    let v = value.clone();
     // The algorithm too: servers store a checksum only when told which algorithm made it (the
     // SDK computes nothing when the value is given).
-    let req = req.checksum_algorithm(aws_sdk_s3::types::ChecksumAlgorithm::from(algo.to_ascii_uppercase().as_str()));
-    match algo.as_str() {
-        "crc64nvme" => req.checksum_crc64_nvme(v),
-        "crc32c" => req.checksum_crc32_c(v),
-        "crc32" => req.checksum_crc32(v),
-        "sha256" => req.checksum_sha256(v),
-        "sha1" => req.checksum_sha1(v),
-        _ => req,
-    }
+    let req = req.checksum_algorithm(super::verify::algorithm(algo));
+    super::verify::set_checksum!(req, algo.as_str(), value.clone())
 }

@@ -3,8 +3,9 @@
 
 use super::error::{classify, Op, TransferError};
 use super::headers::Headers;
-use super::upload::completed;
+use super::upload::{completed, Multipart};
 use super::verify::Expect;
+use super::verify::{checksum_of, set_checksum};
 use super::Transferer;
 use crate::plan::CopyJob;
 use aws_sdk_s3::operation::get_object::GetObjectOutput;
@@ -71,15 +72,28 @@ pub(super) async fn read_get(
     Ok((headers, expect))
 }
 
-/// An UploadPart of part `number` of `upload_id`.
-pub(super) fn upload_part(t: &Transferer, job: &CopyJob, upload_id: &str, number: i32, len: u64) -> UploadPartFluentBuilder {
-    t.dst
+/// An UploadPart of part `number` of the upload, with the part's checksum when the upload
+/// carries one (the destination checks the part on arrival).
+pub(super) fn upload_part(
+    t: &Transferer,
+    job: &CopyJob,
+    upload: &Multipart,
+    number: i32,
+    len: u64,
+    checksum: Option<String>,
+) -> UploadPartFluentBuilder {
+    let req = t
+        .dst
         .upload_part()
         .bucket(&t.spec.destination.bucket)
         .key(&job.dest_key)
-        .upload_id(upload_id)
+        .upload_id(&upload.upload_id)
         .part_number(number)
-        .content_length(len as i64)
+        .content_length(len as i64);
+    match (upload.algorithm(), checksum) {
+        (Some(algo), Some(v)) => set_checksum!(req.checksum_algorithm(super::verify::algorithm(algo)), algo, v),
+        _ => req,
+    }
 }
 
 /// Checks a single-part PUT's ETag against the MD5 of what was sent.
@@ -98,14 +112,18 @@ pub(super) struct PartUploads {
     inflight: JoinSet<Result<CompletedPart, TransferError>>,
     done: Vec<CompletedPart>,
     limit: usize,
+    /// The upload's checksum algorithm: each part's answer carries its checksum, which the
+    /// completion lists.
+    algo: Option<String>,
 }
 
 impl PartUploads {
-    pub(super) fn new(limit: usize) -> Self {
+    pub(super) fn new(limit: usize, upload: &Multipart) -> Self {
         PartUploads {
             inflight: JoinSet::new(),
             done: Vec::new(),
             limit: limit.max(1),
+            algo: upload.algorithm().map(str::to_string),
         }
     }
 
@@ -119,10 +137,14 @@ impl PartUploads {
         while self.inflight.len() >= self.limit {
             self.join_one().await?;
         }
+        let algo = self.algo.clone();
         self.inflight.spawn(async move {
             let out = req.send().await.map_err(|e| classify(Op::UploadPart, e));
             drop(permit);
-            out.map(|o| completed(number, o.e_tag()))
+            out.map(|o| {
+                let sum = algo.as_deref().and_then(|a| Some((a, checksum_of!(o, a)?)));
+                completed(number, o.e_tag(), sum)
+            })
         });
         Ok(())
     }

@@ -128,12 +128,17 @@ impl Transferer {
         match got.map_err(|e| error::classify(Op::GetObjectTagging, e)) {
             Ok(out) => Ok(headers::tagging_query(out.tag_set())),
             Err(e) if e.code == Some(Code::NotImplemented) || e.code == Some(Code::Http(501)) => {
-                if self.unsupported.lock().unwrap().insert("tags") {
-                    tracing::warn!(spec = %self.spec.name, "the source server has no object tagging: copying without tags");
-                }
+                self.note_unsupported("tags");
                 Ok(None)
             }
             Err(e) => Err(e),
+        }
+    }
+
+    /// Notes, once per run, an optional feature a server lacks: copies go on without it.
+    pub(crate) fn note_unsupported(&self, feature: &'static str) {
+        if self.unsupported.lock().unwrap().insert(feature) {
+            tracing::warn!(spec = %self.spec.name, feature, "a server does not support this: copying without it");
         }
     }
 

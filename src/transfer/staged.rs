@@ -6,7 +6,7 @@ use super::error::{classify, Op, TransferError};
 use super::headers::Headers;
 use super::host::{check_put_etag, get_source, put_object, read_get, upload_part, PartUploads};
 use super::upload::Multipart;
-use super::verify::{Digests, Expect, Verdict};
+use super::verify::{full_object, Digests, Expect, PartSums, Verdict};
 use super::{part_size_for, parts, Copied, Transferer};
 use crate::plan::CopyJob;
 use crate::s3::normalize_etag;
@@ -27,12 +27,12 @@ impl Drop for StagingFile {
 pub async fn copy(t: &Transferer, job: &CopyJob, sha256: Option<&str>) -> Result<Copied, TransferError> {
     let expect = Expect::for_job(job, sha256);
     let file = StagingFile(t.staging_file());
-    let (handle, headers, v) = download(t, job, &file.0, &expect).await?;
+    let (handle, headers, v, sums) = download(t, job, &file.0, &expect).await?;
     // The upload reads the inode that was verified, through this process's own descriptor:
     // a file put in its place under the same name afterwards is never read.
     let verified = PathBuf::from(format!("/proc/self/fd/{}", handle.as_raw_fd()));
     let dest_etag = if job.source.size > t.spec.transfer.multipart_threshold {
-        upload_multipart(t, job, &verified, &headers).await?
+        upload_multipart(t, job, &verified, &headers, sums).await?
     } else {
         let body = ByteStream::from_path(&verified)
             .await
@@ -56,15 +56,19 @@ pub async fn copy(t: &Transferer, job: &CopyJob, sha256: Option<&str>) -> Result
 }
 
 /// Downloads into a new private file (0600, created exclusively, never through a symlink) and
-/// verifies it; returns the open file, which the upload then reads, and the object's headers.
+/// verifies it; returns the open file, which the upload then reads, the object's headers, and
+/// for a multipart upload with a full-object checksum, each part's checksum.
 async fn download(
     t: &Transferer,
     job: &CopyJob,
     path: &Path,
     expect: &Expect,
-) -> Result<(tokio::fs::File, Headers, Verdict), TransferError> {
+) -> Result<(tokio::fs::File, Headers, Verdict, Vec<String>), TransferError> {
     let get = get_source(t, job).await?;
     let (headers, expect) = read_get(t, job, &get, expect.clone()).await?;
+    let mut sums = full_object(headers.checksum.as_ref())
+        .filter(|_| job.source.size > t.spec.transfer.multipart_threshold)
+        .and_then(|(algo, _)| PartSums::new(algo, part_size_for(job.source.size, t.spec.transfer.part_size)));
     let expect = &expect;
     let mut out = tokio::fs::OpenOptions::new()
         .read(true)
@@ -80,18 +84,28 @@ async fn download(
     while let Some(chunk) = body.next().await {
         let chunk = chunk.map_err(|e| TransferError::body(Op::GetObject, e))?;
         digests.update(&chunk);
+        if let Some(s) = &mut sums {
+            s.update(&chunk);
+        }
         out.write_all(&chunk).await.map_err(|e| TransferError::io(Op::Staging, e))?;
     }
     out.flush().await.map_err(|e| TransferError::io(Op::Staging, e))?;
     let v = digests.finish(expect)?;
-    Ok((out, headers, v))
+    Ok((out, headers, v, sums.map(PartSums::finish).unwrap_or_default()))
 }
 
-async fn upload_multipart(t: &Transferer, job: &CopyJob, path: &Path, headers: &Headers) -> Result<Option<String>, TransferError> {
+async fn upload_multipart(
+    t: &Transferer,
+    job: &CopyJob,
+    path: &Path,
+    headers: &Headers,
+    sums: Vec<String>,
+) -> Result<Option<String>, TransferError> {
     let part = part_size_for(job.source.size, t.spec.transfer.part_size);
     let upload = Multipart::create(t, &job.dest_key, headers).await?;
+    let mut sums = sums.into_iter();
     let work = async {
-        let mut uploads = PartUploads::new(t.spec.transfer.parts_in_flight);
+        let mut uploads = PartUploads::new(t.spec.transfer.parts_in_flight, &upload);
         for (n, offset, len) in parts(job.source.size, part) {
             let body = ByteStream::read_from()
                 .path(path)
@@ -101,11 +115,11 @@ async fn upload_multipart(t: &Transferer, job: &CopyJob, path: &Path, headers: &
                 .await
                 .map_err(|e| TransferError::fatal(Op::Staging, e.to_string()))?;
             uploads
-                .send(n, upload_part(t, job, &upload.upload_id, n, len).body(body), ())
+                .send(n, upload_part(t, job, &upload, n, len, sums.next()).body(body), ())
                 .await?;
         }
         Ok((uploads.finish().await?, ()))
     };
-    let (etag, ()) = upload.finish_or_abort(&t.hard_stop, work).await?;
-    Ok(etag)
+    let (done, ()) = upload.finish_or_abort(&t.hard_stop, work).await?;
+    Ok(done.etag)
 }

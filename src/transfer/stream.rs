@@ -6,7 +6,7 @@ use super::error::{classify, Op, TransferError};
 use super::headers::Headers;
 use super::host::{check_put_etag, get_source, put_object, read_get, upload_part, PartUploads};
 use super::upload::Multipart;
-use super::verify::{Digests, Expect, HashingBody};
+use super::verify::{checksum, Digests, Expect, HashingBody};
 use super::{part_size_for, Copied, Transferer};
 use crate::plan::CopyJob;
 use crate::s3::normalize_etag;
@@ -58,7 +58,7 @@ async fn copy_multipart(
     let work = async {
         let mut digests = Digests::new(&expect);
         let mut body = get.body;
-        let mut uploads = PartUploads::new(t.spec.transfer.parts_in_flight);
+        let mut uploads = PartUploads::new(t.spec.transfer.parts_in_flight, &upload);
         let mut carry = BytesMut::new();
         let mut number = 0;
         let mut body_done = false;
@@ -88,7 +88,8 @@ async fn copy_multipart(
                 break;
             }
             number += 1;
-            let req = upload_part(t, job, &upload.upload_id, number, buf.len() as u64).body(ByteStream::from(buf.freeze()));
+            let sum = upload.algorithm().and_then(|a| checksum(a, &buf));
+            let req = upload_part(t, job, &upload, number, buf.len() as u64, sum).body(ByteStream::from(buf.freeze()));
             uploads.send(number, req, permit).await?;
             if body_done && carry.is_empty() {
                 break;
@@ -97,10 +98,10 @@ async fn copy_multipart(
         let done = uploads.finish().await?;
         Ok((done, digests.finish(&expect)?))
     };
-    let (dest_etag, v) = upload.finish_or_abort(&t.hard_stop, work).await?;
+    let (done, v) = upload.finish_or_abort(&t.hard_stop, work).await?;
     Ok(Copied {
         etag: job.source.etag.clone(),
-        dest_etag,
+        dest_etag: done.etag,
         verified: v.level,
         checksum: v.checksum,
     })

@@ -1,16 +1,20 @@
 //! A multipart upload at the destination, shared by the three modes: created, completed with
 //! its parts in order, or aborted on any failure so no incomplete upload is left to bill.
 
-use super::error::{classify, Op, TransferError};
+use super::error::{classify, Code, Op, TransferError};
 use super::headers::Headers;
+use super::verify::set_checksum;
 use super::Transferer;
-use aws_sdk_s3::types::{CompletedMultipartUpload, CompletedPart};
+use aws_sdk_s3::types::{ChecksumType, CompletedMultipartUpload, CompletedPart};
 use aws_sdk_s3::Client;
 
 pub struct Multipart<'a> {
     t: &'a Transferer,
     pub key: &'a str,
     pub upload_id: String,
+    /// The full-object checksum (algorithm, base64) the upload was created to carry: the
+    /// source's, so the destination checks the assembled object against it and stores it.
+    pub checksum: Option<(String, String)>,
 }
 
 impl<'a> Multipart<'a> {
@@ -19,7 +23,6 @@ impl<'a> Multipart<'a> {
     /// creation and that record is covered by a pending row written before the create: the next
     /// run looks for uploads on that key (`abort_stale_uploads`).
     pub async fn create(t: &'a Transferer, key: &'a str, headers: &Headers) -> Result<Multipart<'a>, TransferError> {
-        let bucket = &t.spec.destination.bucket;
         static PENDING: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
         let n = PENDING.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let pending = format!("{PENDING_PREFIX}{}:{n}", std::process::id());
@@ -28,17 +31,14 @@ impl<'a> Multipart<'a> {
             .upload_started(&pending, &t.spec.name, &t.spec.destination, key)
             .await
             .map_err(manifest_err)?;
-        let create = super::headers::create_with(&t.spec.destination.write, t.dst.create_multipart_upload().bucket(bucket).key(key));
-        let created = headers
-            .on_create(create)
-            .send()
-            .await
-            .map_err(|e| classify(Op::CreateMultipartUpload, e))
-            .and_then(|out| {
-                out.upload_id()
-                    .map(str::to_string)
-                    .ok_or_else(|| TransferError::fatal(Op::CreateMultipartUpload, "the server returned no upload id"))
-            });
+        let mut checksum = super::verify::full_object(headers.checksum.as_ref()).cloned();
+        let mut created = send_create(t, key, headers, checksum.as_ref()).await;
+        // A server without full-object checksums on multipart uploads still gets the copy.
+        if checksum.is_some() && created.as_ref().is_err_and(rejects_checksum) {
+            t.note_unsupported("full-object checksums on multipart uploads");
+            checksum = None;
+            created = send_create(t, key, headers, None).await;
+        }
         let upload_id = match created {
             Ok(id) => id,
             Err(e) => {
@@ -46,7 +46,12 @@ impl<'a> Multipart<'a> {
                 return Err(e);
             }
         };
-        let upload = Multipart { t, key, upload_id };
+        let upload = Multipart {
+            t,
+            key,
+            upload_id,
+            checksum,
+        };
         let recorded = t
             .writer
             .upload_started(&upload.upload_id, &t.spec.name, &t.spec.destination, key)
@@ -59,22 +64,34 @@ impl<'a> Multipart<'a> {
         Ok(upload)
     }
 
-    /// Completes with the given parts (any order) and returns the destination ETag.
-    pub async fn complete(&self, mut parts: Vec<CompletedPart>) -> Result<Option<String>, TransferError> {
+    /// Completes with the given parts (any order) and returns the destination ETag and the
+    /// full-object checksum it reports. With a checksum, the destination checks the assembled
+    /// object against the source's value (AWS answers BadDigest on a mismatch).
+    pub async fn complete(&self, mut parts: Vec<CompletedPart>) -> Result<Completed, TransferError> {
         parts.sort_by_key(|p| p.part_number());
-        let out = self
+        let mut req = self
             .t
             .dst
             .complete_multipart_upload()
             .bucket(&self.t.spec.destination.bucket)
             .key(self.key)
             .upload_id(&self.upload_id)
-            .multipart_upload(CompletedMultipartUpload::builder().set_parts(Some(parts)).build())
-            .send()
-            .await
-            .map_err(|e| classify(Op::CompleteMultipartUpload, e))?;
+            .multipart_upload(CompletedMultipartUpload::builder().set_parts(Some(parts)).build());
+        if let Some((algo, value)) = &self.checksum {
+            req = set_checksum!(req.checksum_type(ChecksumType::FullObject), algo.as_str(), value.clone());
+        }
+        let out = req.send().await.map_err(|e| classify(Op::CompleteMultipartUpload, e))?;
         self.t.writer.upload_ended(&self.upload_id);
-        Ok(out.e_tag().map(crate::s3::normalize_etag))
+        let checksum = super::verify::stored_checksum!(out);
+        Ok(Completed {
+            etag: out.e_tag().map(crate::s3::normalize_etag),
+            checksum,
+        })
+    }
+
+    /// The algorithm of the upload's checksum, if it carries one.
+    pub fn algorithm(&self) -> Option<&str> {
+        self.checksum.as_ref().map(|(a, _)| a.as_str())
     }
 
     /// Best effort: a failed abort is logged, and the error that caused it is what the caller reports.
@@ -86,11 +103,7 @@ impl<'a> Multipart<'a> {
 
     /// Runs `work` (which uploads the parts and may return a verdict beside them), then
     /// completes, or aborts if it fails or `stop` fires. Returns the destination ETag and the verdict.
-    pub async fn finish_or_abort<F, T>(
-        &self,
-        stop: &tokio_util::sync::CancellationToken,
-        work: F,
-    ) -> Result<(Option<String>, T), TransferError>
+    pub async fn finish_or_abort<F, T>(&self, stop: &tokio_util::sync::CancellationToken, work: F) -> Result<(Completed, T), TransferError>
     where
         F: std::future::Future<Output = Result<(Vec<CompletedPart>, T), TransferError>>,
     {
@@ -99,7 +112,7 @@ impl<'a> Multipart<'a> {
             () = stop.cancelled() => Err(TransferError::fatal(Op::Multipart, "stopped by shutdown before the upload finished")),
         };
         let result = match result {
-            Ok((parts, verdict)) => self.complete(parts).await.map(|etag| (etag, verdict)),
+            Ok((parts, verdict)) => self.complete(parts).await.map(|done| (done, verdict)),
             Err(e) => Err(e),
         };
         if result.is_err() {
@@ -152,9 +165,45 @@ pub async fn abort_upload(dst: &Client, bucket: &str, key: &str, upload_id: &str
     }
 }
 
-pub fn completed(part_number: i32, etag: Option<&str>) -> CompletedPart {
-    CompletedPart::builder()
-        .part_number(part_number)
-        .set_e_tag(etag.map(str::to_string))
-        .build()
+/// A finished part, with its checksum (algorithm, base64) when the upload carries one.
+pub fn completed(number: i32, etag: Option<&str>, checksum: Option<(&str, &str)>) -> CompletedPart {
+    let b = CompletedPart::builder().part_number(number).set_e_tag(etag.map(str::to_string));
+    match checksum {
+        Some((algo, v)) => set_checksum!(b, algo, v.to_string()).build(),
+        None => b.build(),
+    }
+}
+
+/// What CompleteMultipartUpload answered.
+pub struct Completed {
+    pub etag: Option<String>,
+    /// The full-object checksum the destination reports, if any.
+    pub checksum: Option<(String, String)>,
+}
+
+async fn send_create(t: &Transferer, key: &str, headers: &Headers, checksum: Option<&(String, String)>) -> Result<String, TransferError> {
+    let mut create = super::headers::create_with(
+        &t.spec.destination.write,
+        t.dst.create_multipart_upload().bucket(&t.spec.destination.bucket).key(key),
+    );
+    if let Some((algo, _)) = checksum {
+        create = create
+            .checksum_algorithm(super::verify::algorithm(algo))
+            .checksum_type(ChecksumType::FullObject);
+    }
+    let out = headers
+        .on_create(create)
+        .send()
+        .await
+        .map_err(|e| classify(Op::CreateMultipartUpload, e))?;
+    out.upload_id()
+        .map(str::to_string)
+        .ok_or_else(|| TransferError::fatal(Op::CreateMultipartUpload, "the server returned no upload id"))
+}
+
+/// A server that does not know a checksum option on CreateMultipartUpload says so with 501 or
+/// a 400 of one of these codes.
+fn rejects_checksum(e: &TransferError) -> bool {
+    matches!(&e.code, Some(Code::NotImplemented | Code::Http(501 | 400)))
+        || matches!(&e.code, Some(Code::Other(c)) if matches!(c.as_str(), "InvalidRequest" | "InvalidArgument"))
 }

@@ -157,6 +157,106 @@ macro_rules! stored_checksum {
 }
 pub(crate) use stored_checksum;
 
+/// Sets a checksum value of the named algorithm on any request or part builder: they all
+/// spell the setters alike.
+macro_rules! set_checksum {
+    ($req:expr, $algo:expr, $v:expr) => {{
+        let v: String = $v;
+        match $algo {
+            "crc64nvme" => $req.checksum_crc64_nvme(v),
+            "crc32c" => $req.checksum_crc32_c(v),
+            "crc32" => $req.checksum_crc32(v),
+            "sha256" => $req.checksum_sha256(v),
+            "sha1" => $req.checksum_sha1(v),
+            _ => $req,
+        }
+    }};
+}
+pub(crate) use set_checksum;
+
+/// Reads the checksum of the named algorithm from any answer.
+macro_rules! checksum_of {
+    ($o:expr, $algo:expr) => {
+        match $algo {
+            "crc64nvme" => $o.checksum_crc64_nvme(),
+            "crc32c" => $o.checksum_crc32_c(),
+            "crc32" => $o.checksum_crc32(),
+            "sha256" => $o.checksum_sha256(),
+            "sha1" => $o.checksum_sha1(),
+            _ => None,
+        }
+    };
+}
+pub(crate) use checksum_of;
+
+/// The SDK's name of an algorithm (`crc64nvme` → `CRC64NVME`).
+pub fn algorithm(algo: &str) -> aws_sdk_s3::types::ChecksumAlgorithm {
+    aws_sdk_s3::types::ChecksumAlgorithm::from(algo.to_ascii_uppercase().as_str())
+}
+
+/// The algorithm of a source checksum that a multipart upload can reproduce as a full-object
+/// checksum: the CRCs combine across parts; SHA-1 and SHA-256 are only ever composite there.
+pub fn full_object(stored: Option<&(String, String)>) -> Option<&(String, String)> {
+    stored.filter(|(algo, _)| matches!(algo.as_str(), "crc64nvme" | "crc32" | "crc32c"))
+}
+
+/// The base64 checksum of `bytes` by the named algorithm.
+pub fn checksum(algo: &str, bytes: &[u8]) -> Option<String> {
+    let mut c = algo.parse::<aws_smithy_checksums::ChecksumAlgorithm>().ok()?.into_impl();
+    c.update(bytes);
+    Some(aws_smithy_types::base64::encode(c.finalize()))
+}
+
+/// One checksum per part, of the algorithm the upload was created with, computed as the bytes
+/// pass (parts are `part` bytes, the last one shorter), for UploadPart and CompletedPart.
+pub struct PartSums {
+    algo: aws_smithy_checksums::ChecksumAlgorithm,
+    part: u64,
+    current: Box<dyn aws_smithy_checksums::http::HttpChecksum>,
+    filled: u64,
+    done: Vec<String>,
+}
+
+impl PartSums {
+    pub fn new(algo: &str, part: u64) -> Option<Self> {
+        let algo = algo.parse::<aws_smithy_checksums::ChecksumAlgorithm>().ok()?;
+        Some(PartSums {
+            algo,
+            part,
+            current: algo.into_impl(),
+            filled: 0,
+            done: Vec::new(),
+        })
+    }
+
+    pub fn update(&mut self, mut chunk: &[u8]) {
+        while !chunk.is_empty() {
+            let room = (self.part - self.filled) as usize;
+            let (now, rest) = chunk.split_at(room.min(chunk.len()));
+            self.current.update(now);
+            self.filled += now.len() as u64;
+            chunk = rest;
+            if self.filled == self.part {
+                self.roll();
+            }
+        }
+    }
+
+    fn roll(&mut self) {
+        let c = std::mem::replace(&mut self.current, self.algo.into_impl());
+        self.done.push(aws_smithy_types::base64::encode(c.finalize()));
+        self.filled = 0;
+    }
+
+    /// The checksums of every part, in order.
+    pub fn finish(mut self) -> Vec<String> {
+        if self.filled > 0 {
+            self.roll();
+        }
+        self.done
+    }
+}
+
 /// The result a [`HashingBody`] leaves behind once it has been read to the end.
 pub type BodyVerdict = Arc<Mutex<Option<Result<Verdict, TransferError>>>>;
 
@@ -273,6 +373,19 @@ mod tests {
 
         // Multipart ETags are not MD5s: they only get the size check.
         assert_eq!(Expect::new(1, Some("abc-2"), None).md5_hex, None);
+    }
+
+    #[test]
+    fn part_sums_split_at_part_boundaries_whatever_the_chunks() {
+        let data: Vec<u8> = (0..25u32).map(|i| (i * 7) as u8).collect();
+        let want: Vec<String> = data.chunks(10).map(|b| checksum("crc32c", b).unwrap()).collect();
+        for chunk in [1, 3, 10, 25] {
+            let mut p = PartSums::new("crc32c", 10).unwrap();
+            data.chunks(chunk).for_each(|c| p.update(c));
+            assert_eq!(p.finish(), want, "chunks of {chunk}");
+        }
+        let sha = Some(("sha256".to_string(), "x".to_string()));
+        assert_eq!(full_object(sha.as_ref()), None, "SHA-256 is never a full-object multipart checksum");
     }
 
     #[test]
