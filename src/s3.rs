@@ -18,9 +18,15 @@ use std::time::Duration;
 #[derive(Debug, Default)]
 pub struct RequestCounter {
     by_op: Mutex<BTreeMap<(String, &'static str), u64>>,
+    /// Answers that asked to slow down (503 SlowDown, 429): the concurrency limit hears of them.
+    throttled: std::sync::atomic::AtomicU64,
 }
 
 impl RequestCounter {
+    /// Throttled answers so far.
+    pub fn throttled(&self) -> u64 {
+        self.throttled.load(std::sync::atomic::Ordering::Relaxed)
+    }
     /// Attempts by (operation, result).
     pub fn by_result(&self) -> BTreeMap<(String, &'static str), u64> {
         self.by_op.lock().unwrap().clone()
@@ -44,7 +50,11 @@ impl Intercept for CountRequests {
         _rc: &RuntimeComponents,
         cfg: &mut ConfigBag,
     ) -> Result<(), aws_smithy_runtime_api::box_error::BoxError> {
-        let result = match ctx.response().map(|r| r.status().as_u16()) {
+        let status = ctx.response().map(|r| r.status().as_u16());
+        if matches!(status, Some(503 | 429)) {
+            self.0.throttled.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        }
+        let result = match status {
             None => "network_error",
             Some(s) if s >= 500 => "server_error",
             Some(s) if s >= 400 => "client_error",
@@ -107,17 +117,44 @@ pub fn missing_profile(side: &Side) -> Option<String> {
     })
 }
 
+/// The one HTTPS client of the process (rustls with ring; certificates from the system's
+/// store): every S3, STS and SSO client shares its connection pool, across runs too.
+fn http_client() -> aws_smithy_runtime_api::client::http::SharedHttpClient {
+    use aws_smithy_http_client::tls::{rustls_provider::CryptoMode, Provider};
+    static CLIENT: std::sync::OnceLock<aws_smithy_runtime_api::client::http::SharedHttpClient> = std::sync::OnceLock::new();
+    CLIENT
+        .get_or_init(|| {
+            aws_smithy_http_client::Builder::new()
+                .tls_provider(Provider::Rustls(CryptoMode::Ring))
+                .build_https()
+        })
+        .clone()
+}
+
 /// Builds the client for one side: its own endpoint, region, addressing and credentials
 /// (`anonymous` sends unsigned requests; `profile` picks a named profile; else the default chain).
 pub async fn client(side: &Side, transfer: &TransferOpts, counter: Arc<RequestCounter>) -> Client {
     let region = aws_config::Region::new(side.region.clone().unwrap_or_else(|| "us-east-1".into()));
-    let mut loader = aws_config::defaults(aws_config::BehaviorVersion::latest()).region(region);
+    let mut loader = aws_config::defaults(aws_config::BehaviorVersion::latest())
+        .region(region.clone())
+        .http_client(http_client());
     if side.anonymous {
         loader = loader.no_credentials();
     } else if let Some(p) = &side.profile {
-        loader = loader.profile_name(p);
+        // That profile and nothing else: the SDK's default chain would put the environment's
+        // keys first, and sign with another account's credentials on a shared host.
+        let conf = aws_config::provider_config::ProviderConfig::default()
+            .with_http_client(http_client())
+            .with_region(Some(region.clone()));
+        let creds = aws_config::profile::ProfileFileCredentialsProvider::builder()
+            .configure(&conf)
+            .profile_name(p)
+            .build();
+        loader = loader.profile_name(p).credentials_provider(creds);
     }
     let shared = loader.load().await;
+    // Adaptive: after a throttled answer the client paces its own requests (a CUBIC token
+    // bucket of the SDK), so a SlowDown storm slows the copies instead of failing them.
     let retry = RetryConfig::standard()
         .with_max_attempts(transfer.retries + 1)
         .with_initial_backoff(Duration::from_millis(100))

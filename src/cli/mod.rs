@@ -2,6 +2,7 @@
 //! which belong here alone: 0 success, 1 some objects failed, 2 invalid command line / config /
 //! spec, 3 the run could not be carried out at all.
 
+mod docs;
 pub mod manifest;
 mod progress;
 mod signals;
@@ -22,8 +23,18 @@ pub const EXIT_INVALID: i32 = 2;
 /// The run could not be carried out at all (manifest unreadable, state dir not writable...).
 pub const EXIT_ERROR: i32 = 3;
 
+/// `s3syncd --version`: the version, the commit it was built from and the compiler.
+pub const VERSION: &str = concat!(
+    env!("CARGO_PKG_VERSION"),
+    " (commit ",
+    env!("S3SYNCD_GIT_COMMIT"),
+    ", ",
+    env!("S3SYNCD_RUSTC"),
+    ")"
+);
+
 #[derive(Debug, Parser)]
-#[command(name = "s3syncd", version, about = "Declarative S3-to-S3 sync daemon")]
+#[command(name = "s3syncd", version = VERSION, about = "Declarative S3-to-S3 sync daemon")]
 pub struct Cli {
     /// Global config file.
     #[arg(long, global = true, env = "S3SYNCD_CONFIG", value_name = "FILE")]
@@ -65,12 +76,37 @@ pub enum Command {
     },
     /// Check the config and spec files or directories (default: the config and its spec_dir).
     Validate { paths: Vec<PathBuf> },
+    /// Print a shell completion script (bash, zsh, fish, elvish, powershell).
+    Completions { shell: clap_complete::Shell },
+    /// Write the man pages (s3syncd(1), one per subcommand, s3syncd.toml(5)) into a directory.
+    #[command(hide = true)]
+    Man {
+        #[arg(long, default_value = ".")]
+        out: PathBuf,
+    },
 }
 
 /// Runs the command with the config loaded once; returns the exit code.
 pub fn dispatch(command: Command, config: Result<Config, SpecError>) -> i32 {
-    if let Command::Validate { paths } = &command {
-        return validate(config, paths);
+    match &command {
+        Command::Validate { paths } => return validate(config, paths),
+        Command::Completions { shell } => {
+            docs::print_completions(*shell);
+            return 0;
+        }
+        Command::Man { out } => {
+            return match docs::write_man_pages(out) {
+                Ok(pages) => {
+                    println!("{}", pages.join("\n"));
+                    0
+                }
+                Err(e) => {
+                    eprintln!("s3syncd: error: cannot write man pages to {}: {e}", out.display());
+                    EXIT_ERROR
+                }
+            };
+        }
+        _ => {}
     }
     let config = match config {
         Ok(c) => c,
@@ -84,7 +120,7 @@ pub fn dispatch(command: Command, config: Result<Config, SpecError>) -> i32 {
             Command::Run { spec, dry_run, mode } => run(config, &spec, dry_run, mode).await,
             Command::Daemon => daemon(config).await,
             Command::Manifest { command } => manifest::run(&config, command).await,
-            Command::Validate { .. } => unreachable!("handled above"),
+            Command::Validate { .. } | Command::Completions { .. } | Command::Man { .. } => unreachable!("handled above"),
         }
     });
     result.unwrap_or_else(|e| {

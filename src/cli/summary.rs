@@ -61,6 +61,10 @@ fn finished(r: &RunReport) -> String {
     };
     let _ = writeln!(s, "  fallbacks     {fallbacks}");
     let _ = writeln!(s, "  through host  {}", ByteSize(t.bytes_through_host));
+    if t.concurrency > 0 {
+        let how = if t.adaptive { "adaptive" } else { "fixed" };
+        let _ = writeln!(s, "  concurrency   up to {} copies in flight ({how})", t.concurrency);
+    }
     if !t.unsupported.is_empty() {
         let _ = writeln!(s, "  not copied    {} (the server does not support them)", t.unsupported.join(", "));
     }

@@ -141,8 +141,10 @@ pub async fn run(config: Config, controls: Controls) -> Result<(), DaemonError> 
                     Reload::FileChange => tracing::info!("spec directory changed: reloading"),
                 }
                 systemd::reloading();
+                let began = std::time::Instant::now();
                 d.rewatch();
                 d.reload();
+                tracing::info!(feeds = d.feeds.len(), ms = began.elapsed().as_millis() as u64, "specs reloaded");
                 systemd::ready();
             }
             // A spec directory that was gone: watch it again once it is back, and load it.

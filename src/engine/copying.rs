@@ -2,12 +2,13 @@
 //! transfer module's mode chain), and record each result: a manifest row only for a verified
 //! object, a failure row otherwise.
 
+use super::limit::{Limit, Pace};
 use super::{Event, Run};
 use crate::manifest::ObjectRow;
 use crate::plan::CopyJob;
 use crate::transfer::{Failure, Outcome};
 use std::sync::Arc;
-use tokio::sync::{mpsc, Semaphore};
+use tokio::sync::mpsc;
 use tokio::task::{JoinError, JoinSet};
 
 type Done = Result<(CopyJob, Result<Outcome, Failure>), JoinError>;
@@ -16,8 +17,23 @@ type Done = Result<(CopyJob, Result<Outcome, Failure>), JoinError>;
 const ABORT_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
 
 impl Run {
-    pub(super) async fn copy(&self, mut jobs: mpsc::Receiver<CopyJob>) {
-        let per_spec = Arc::new(Semaphore::new(self.spec.transfer.concurrency));
+    pub(super) async fn copy(&self, jobs: mpsc::Receiver<CopyJob>) {
+        let limit = match self.spec.transfer.concurrency {
+            Some(n) => Limit::fixed(n),
+            None => Limit::adaptive(self.engine.config.max_transfers),
+        };
+        let pace = Arc::new(Pace::default());
+        self.copy_within(jobs, &limit, &pace).await;
+        if let Some(rate) = pace.rate() {
+            tracing::info!(copies_per_second = rate as u64, "the server throttled: copies were paced");
+        }
+        self.tally(|t| {
+            t.concurrency = limit.peak();
+            t.adaptive = self.spec.transfer.concurrency.is_none();
+        });
+    }
+
+    async fn copy_within(&self, mut jobs: mpsc::Receiver<CopyJob>, limit: &Arc<Limit>, pace: &Arc<Pace>) {
         let mut tasks: JoinSet<(CopyJob, Result<Outcome, Failure>)> = JoinSet::new();
         loop {
             let job = tokio::select! {
@@ -40,14 +56,25 @@ impl Run {
             let permits = tokio::select! {
                 biased;
                 () = self.stop.stop.cancelled() => None,
-                p = async { (per_spec.clone().acquire_owned().await, self.engine.transfers.clone().acquire_owned().await) } => Some(p),
+                p = async {
+                    let p = (limit.acquire().await, self.engine.transfers.clone().acquire_owned().await);
+                    pace.wait().await;
+                    p
+                } => Some(p),
             };
-            let Some((Ok(p1), Ok(p2))) = permits else {
+            let Some((p1, Ok(p2))) = permits else {
                 break;
             };
             let t = self.transferer.clone();
+            let (limit, pace, requests) = (limit.clone(), pace.clone(), self.requests.clone());
+            // One request copies it: its time is a latency sample for the limit.
+            let single = job.source.size <= self.spec.transfer.multipart_threshold.min(self.spec.transfer.copy_threshold);
             tasks.spawn(async move {
+                let began = std::time::Instant::now();
                 let r = t.copy(&job).await;
+                let latency = (single && r.is_ok()).then(|| began.elapsed());
+                limit.sample(latency, requests.throttled());
+                pace.sample(requests.throttled());
                 drop((p1, p2));
                 (job, r)
             });

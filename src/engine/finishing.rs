@@ -148,6 +148,7 @@ fn metrics(r: &RunReport) {
         seconds: r.wall.as_secs_f64(),
         fallbacks: t.fallbacks.iter().map(|(f, n)| (f.from.as_str(), f.to.as_str(), *n)).collect(),
         requests: &t.requests,
+        concurrency: t.concurrency,
     });
 }
 

@@ -11,6 +11,7 @@
 
 mod copying;
 mod finishing;
+mod limit;
 mod observe;
 mod planning;
 mod tally;

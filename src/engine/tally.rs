@@ -41,6 +41,9 @@ pub struct Tally {
     pub sample_copies: Vec<String>,
     /// Optional features a server lacked (`tags`): copies went on without them.
     pub unsupported: Vec<&'static str>,
+    /// The most copies in flight at once, and whether the limit was adaptive.
+    pub concurrency: usize,
+    pub adaptive: bool,
 }
 
 impl Tally {
@@ -117,6 +120,7 @@ impl Tally {
             "requests": self.requests_by_op(),
             "objects_filtered": self.filtered,
             "unsupported": self.unsupported,
+            "concurrency": self.concurrency,
             "estimated_cost_usd": estimated_cost_usd,
             "wall_seconds": wall.as_secs_f64(),
         })

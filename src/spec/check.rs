@@ -434,7 +434,7 @@ fn check_transfer(loc: &Locator, d: &mut Diags, raw: Option<super::raw::RawTrans
     let mut t = TransferOpts::default();
     let Some(raw) = raw else { return t };
     if let Some(v) = &raw.concurrency {
-        t.concurrency = in_range(loc, d, v, "transfer.concurrency", 1, 4096);
+        t.concurrency = Some(in_range(loc, d, v, "transfer.concurrency", 1, 4096));
     }
     if let Some(v) = &raw.parts_in_flight {
         t.parts_in_flight = in_range(loc, d, v, "transfer.parts_in_flight", 1, 64);

@@ -329,7 +329,8 @@ impl Filter {
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TransferOpts {
-    pub concurrency: usize,
+    /// Copies of this spec in flight: fixed when set, else adaptive up to `max_transfers`.
+    pub concurrency: Option<usize>,
     pub part_size: u64,
     pub multipart_threshold: u64,
     pub copy_threshold: u64,
@@ -344,7 +345,7 @@ pub struct TransferOpts {
 impl Default for TransferOpts {
     fn default() -> Self {
         TransferOpts {
-            concurrency: 64,
+            concurrency: None,
             part_size: 16 << 20,
             multipart_threshold: 256 << 20,
             copy_threshold: 5 << 30,

@@ -43,9 +43,10 @@ pub async fn copy(t: &Transferer, job: &CopyJob, sidecar: &Sidecar) -> Result<Co
         req = req.copy_source_if_match(format!("\"{e}\""));
     }
     let etag_proves = job.source.etag.as_deref().is_some_and(is_md5_etag) && !spec.destination.write.etag_is_not_md5();
-    // Where the ETag proves nothing (a multipart source, SSE-KMS), the checksum the source
-    // stores can: one HEAD reads it, and the copy is asked for the same algorithm.
-    let stored = match etag_proves {
+    // Where the listed ETag proves nothing (a multipart source, SSE-KMS), the checksum the
+    // source stores can: one HEAD reads it, and the copy is asked for the same algorithm. (A
+    // listing without ETags, as s3s-fs gives, says nothing of a checksum: no HEAD then.)
+    let stored = match etag_proves || job.source.etag.is_none() {
         true => None,
         false => Headers::of_head(&head_source(t, job).await?).checksum,
     };

@@ -138,6 +138,29 @@ async fn slowdown_is_retried_and_nothing_falls_back() {
     );
 }
 
+/// A server that answers SlowDown beyond 200 requests a second (an S3 prefix limit): the run
+/// slows down (the client paces its requests, the concurrency limit falls) and, with the
+/// default retries, no object fails. The summary shows the concurrency the limit reached.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_slowdown_storm_slows_the_run_and_fails_nothing() {
+    let objects: Vec<(String, Vec<u8>)> = (0..600).map(|i| (format!("data/o{i:04}.bin"), vec![i as u8; 64])).collect();
+    let (server, c, ws) = seeded(&objects).await;
+    let proxy = FaultProxy::start(&server.endpoint, vec![]);
+    proxy.cap_rate(200);
+    let spec = ws.seeded_spec("storm", &proxy.endpoint, "x/", "");
+    let out = ws.run(&["run", spec.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    let (capped, forwarded) = proxy.capped();
+    eprintln!("{}\ncapped {capped} forwarded {forwarded}", text(&out));
+    assert!(capped > 0, "the cap was reached ({forwarded} forwarded)");
+    assert_copied(&c, "dst-bucket", "x/", &objects).await;
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(stdout.contains("failed        0 objects"), "{stdout}");
+    assert!(stdout.contains("copies in flight (adaptive)"), "{stdout}");
+    let concurrency: i64 = db_value(&ws, "SELECT json_extract(details, '$.concurrency') FROM runs");
+    assert!((1..=256).contains(&concurrency), "{concurrency}");
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn multipart_copy_and_stream_with_5mib_parts() {
     let server = S3Server::start();

@@ -416,3 +416,24 @@ async fn a_missing_profile_is_one_clear_line() {
     );
     assert!(stderr.lines().count() < 10, "more than one clear line:\n{stderr}");
 }
+
+/// `profile = "X"` signs with profile X and nothing else, even when the environment holds
+/// another account's keys (the SDK's default chain would put those first).
+#[tokio::test(flavor = "multi_thread")]
+async fn a_named_profile_wins_over_keys_in_the_environment() {
+    let s = setup("").await;
+    let out =
+        s.ws.command()
+            .args(["run", s.spec.to_str().unwrap()])
+            .env("AWS_ACCESS_KEY_ID", "AKIAOTHERACCOUNT0001")
+            .env("AWS_SECRET_ACCESS_KEY", "the-other-accounts-secret")
+            .output()
+            .unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    let c = s.server.client();
+    for (key, body) in &s.objects {
+        assert_eq!(get(&c, "bronze", &dest_key(key)).await.as_ref(), Some(body), "{key}");
+    }
+    let rows: i64 = s.ws.sqlite().query_row("SELECT count(*) FROM objects", [], |r| r.get(0)).unwrap();
+    assert_eq!(rows as usize, s.objects.len());
+}

@@ -14,6 +14,13 @@ pub fn client(endpoint: &str, access_key: &str, secret_key: &str) -> Client {
         .credentials_provider(Credentials::new(access_key, secret_key, None, None, "tests"))
         .request_checksum_calculation(aws_sdk_s3::config::RequestChecksumCalculation::WhenRequired)
         .response_checksum_validation(aws_sdk_s3::config::ResponseChecksumValidation::WhenRequired)
+        .http_client(
+            aws_smithy_http_client::Builder::new()
+                .tls_provider(aws_smithy_http_client::tls::Provider::Rustls(
+                    aws_smithy_http_client::tls::rustls_provider::CryptoMode::Ring,
+                ))
+                .build_https(),
+        )
         .build();
     Client::from_conf(conf)
 }

@@ -141,6 +141,33 @@ struct State {
     faulted: Mutex<std::collections::HashMap<(&'static str, String), u64>>,
     /// Requests carrying each header, by lower-case name.
     headers: Mutex<std::collections::HashMap<String, u64>>,
+    /// A request-rate cap, as S3 has per prefix: requests beyond it get 503 SlowDown.
+    cap: Mutex<Option<RateCap>>,
+    /// Requests answered SlowDown by the cap, and requests forwarded.
+    capped: AtomicU64,
+    forwarded: AtomicU64,
+}
+
+/// A token bucket: `per_second` tokens a second, at most a tenth of a second's worth at once.
+struct RateCap {
+    per_second: f64,
+    tokens: f64,
+    last: std::time::Instant,
+}
+
+impl RateCap {
+    fn admit(&mut self) -> bool {
+        let now = std::time::Instant::now();
+        let burst = (self.per_second / 10.0).max(1.0);
+        self.tokens = (self.tokens + now.duration_since(self.last).as_secs_f64() * self.per_second).min(burst);
+        self.last = now;
+        if self.tokens >= 1.0 {
+            self.tokens -= 1.0;
+            true
+        } else {
+            false
+        }
+    }
 }
 
 /// What a request is about, for choosing and counting faults: the path (bucket and key) and
@@ -223,6 +250,24 @@ impl FaultProxy {
         self.state.attempts.lock().unwrap().clear();
     }
 
+    /// Caps the request rate: beyond `per_second`, requests get 503 SlowDown, as S3 answers
+    /// more requests per second on a prefix than it can take.
+    pub fn cap_rate(&self, per_second: u32) {
+        *self.state.cap.lock().unwrap() = Some(RateCap {
+            per_second: per_second as f64,
+            tokens: (per_second as f64 / 10.0).max(1.0),
+            last: std::time::Instant::now(),
+        });
+    }
+
+    /// Requests the rate cap answered SlowDown, and requests forwarded to the server.
+    pub fn capped(&self) -> (u64, u64) {
+        (
+            self.state.capped.load(Ordering::Relaxed),
+            self.state.forwarded.load(Ordering::Relaxed),
+        )
+    }
+
     /// How many requests the proxy faulted.
     pub fn injected(&self) -> u64 {
         self.state.injected.load(Ordering::Relaxed)
@@ -291,6 +336,14 @@ async fn handle(
         *c += 1;
         st.most_per_target.fetch_max(*c, Ordering::Relaxed);
     }
+    let capped = st.cap.lock().unwrap().as_mut().is_some_and(|c| !c.admit());
+    let fault = if capped {
+        st.capped.fetch_add(1, Ordering::Relaxed);
+        Some(Action::Status(503, "SlowDown"))
+    } else {
+        st.forwarded.fetch_add(1, Ordering::Relaxed);
+        fault
+    };
     match fault {
         Some(Action::Status(status, code)) => {
             // Drain the body so the client sees a clean response, not a reset.

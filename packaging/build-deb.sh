@@ -1,0 +1,22 @@
+#!/usr/bin/env bash
+# Builds target/debian/s3syncd_VERSION-1_ARCH.deb: the release binary (its debug info split into
+# /usr/lib/debug), the systemd unit and sysusers file, the config, the example specs, the docs,
+# the man pages and the shell completions. Installs cargo-deb first if it is missing.
+#
+#     packaging/build-deb.sh            # then: sudo apt install ./target/debian/s3syncd_*.deb
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+command -v cargo-deb >/dev/null || cargo install cargo-deb --version 3.7.0 --locked --quiet
+cargo build --release --locked --bin s3syncd
+
+out=target/packaging
+rm -rf "$out" && mkdir -p "$out/man" "$out/completions"
+bin=target/release/s3syncd
+"$bin" man --out "$out/man" >/dev/null
+gzip -9n "$out"/man/*
+"$bin" completions bash > "$out/completions/s3syncd.bash"
+"$bin" completions zsh > "$out/completions/_s3syncd"
+"$bin" completions fish > "$out/completions/s3syncd.fish"
+
+cargo deb --no-build --locked "$@"

@@ -1,0 +1,295 @@
+//! How many copies of one run are in flight. Fixed when `transfer.concurrency` is set;
+//! otherwise adaptive between 1 and `max_transfers`, in the manner of Netflix's
+//! concurrency-limits (a slow start, then the Gradient2 rule) with a multiplicative cut when a
+//! server throttles:
+//!
+//! - **Slow start**: each completion adds one (the limit doubles per round trip) while the
+//!   latency stays within twice the lowest seen. Across a WAN every copy waits a round trip,
+//!   so throughput is requests in flight divided by latency, and this finds hundreds quickly.
+//! - **Gradient**: afterwards the limit follows `limit × clamp(1.5 × long / short, 0.5, 1) + √limit`,
+//!   smoothed, where `short` is the latest latency and `long` its slow average: a server that
+//!   queues (latency rising with no more throughput) pulls it down, a steady one lets it grow.
+//! - **Throttling** (503 SlowDown, 429) cuts the limit to 70 %, at most once per round trip
+//!   (and half a second), and ends the slow start; [`Pace`] then spaces the copies' starts.
+//!
+//! Latency is sampled only from objects copied in one request: a multipart copy's time says
+//! more about its size than about the server's queue.
+
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+use tokio::sync::Notify;
+
+pub struct Limit {
+    state: Mutex<State>,
+    freed: Notify,
+}
+
+struct State {
+    limit: f64,
+    max: f64,
+    adaptive: bool,
+    inflight: usize,
+    slow_start: bool,
+    min_rtt: f64,
+    long_rtt: f64,
+    throttles_seen: u64,
+    last_cut: Option<Instant>,
+    peak: usize,
+}
+
+/// One copy's place in flight; gives it back when dropped.
+pub struct Permit(Arc<Limit>);
+
+impl Drop for Permit {
+    fn drop(&mut self) {
+        self.0.state.lock().unwrap().inflight -= 1;
+        self.0.freed.notify_one();
+    }
+}
+
+/// Where adaptive limits start: enough for a loopback or in-region server, doubled from there
+/// per round trip when the latency says the copies wait on the network.
+pub const INITIAL: usize = 64;
+
+impl Limit {
+    pub fn fixed(n: usize) -> Arc<Limit> {
+        Self::new(n, n, false)
+    }
+
+    pub fn adaptive(max: usize) -> Arc<Limit> {
+        Self::new(INITIAL.min(max), max, true)
+    }
+
+    fn new(initial: usize, max: usize, adaptive: bool) -> Arc<Limit> {
+        let max = max.max(1);
+        Arc::new(Limit {
+            state: Mutex::new(State {
+                limit: initial.clamp(1, max) as f64,
+                max: max as f64,
+                adaptive,
+                inflight: 0,
+                slow_start: true,
+                min_rtt: f64::MAX,
+                long_rtt: 0.0,
+                throttles_seen: 0,
+                last_cut: None,
+                peak: initial.clamp(1, max),
+            }),
+            freed: Notify::new(),
+        })
+    }
+
+    /// Waits for a place in flight. (One task acquires; `notify_one` keeps a wake-up that
+    /// arrives before it waits.)
+    pub async fn acquire(self: &Arc<Self>) -> Permit {
+        loop {
+            {
+                let mut s = self.state.lock().unwrap();
+                if (s.inflight as f64) < s.limit.floor().max(1.0) {
+                    s.inflight += 1;
+                    s.peak = s.peak.max(s.inflight);
+                    return Permit(self.clone());
+                }
+            }
+            self.freed.notified().await;
+        }
+    }
+
+    /// The highest number of copies that were in flight at once.
+    pub fn peak(&self) -> usize {
+        self.state.lock().unwrap().peak
+    }
+
+    /// The current limit.
+    #[cfg(test)]
+    pub fn current(&self) -> usize {
+        self.state.lock().unwrap().limit as usize
+    }
+
+    /// Adjusts the limit after one copy: `latency` when it was a single-request copy, and the
+    /// run's count of throttled answers so far.
+    pub fn sample(&self, latency: Option<Duration>, throttles: u64) {
+        let mut s = self.state.lock().unwrap();
+        if !s.adaptive {
+            return;
+        }
+        let old = s.limit;
+        if throttles > s.throttles_seen {
+            s.throttles_seen = throttles;
+            let window = Duration::from_secs_f64(s.long_rtt.max(0.5));
+            if s.last_cut.is_none_or(|t| t.elapsed() >= window) {
+                s.limit = (s.limit * 0.7).max(1.0);
+                s.slow_start = false;
+                s.last_cut = Some(Instant::now());
+            }
+        } else if let Some(rtt) = latency.map(|d| d.as_secs_f64().max(1e-6)) {
+            s.min_rtt = s.min_rtt.min(rtt);
+            s.long_rtt = if s.long_rtt == 0.0 { rtt } else { s.long_rtt * 0.95 + rtt * 0.05 };
+            // Grow only when the limit is what holds copies back, not the planner.
+            let busy = s.inflight as f64 + 1.0 >= s.limit / 2.0;
+            if s.slow_start && rtt > 2.0 * s.min_rtt && s.min_rtt < f64::MAX {
+                s.slow_start = false;
+            }
+            if s.slow_start {
+                if busy {
+                    s.limit += 1.0;
+                }
+            } else {
+                let gradient = (1.5 * s.long_rtt / rtt).clamp(0.5, 1.0);
+                let target = s.limit * gradient + if busy { s.limit.sqrt() } else { 0.0 };
+                s.limit = s.limit * 0.8 + target * 0.2;
+            }
+        }
+        s.limit = s.limit.clamp(1.0, s.max);
+        if s.limit as usize != old as usize {
+            tracing::trace!(limit = s.limit as usize, "concurrency limit");
+        }
+        drop(s);
+        // A higher limit frees places now.
+        self.freed.notify_one();
+    }
+}
+
+/// Paces the start of copies once a server has throttled: without throttling, none. The rate
+/// starts at 85 % of the completions of the last second and then grows 3 % per 100 ms until
+/// the next throttled answer cuts it again (at most once per 200 ms). On loopback, where one
+/// copy in flight already exceeds a prefix's request rate, only a rate can hold the pace.
+pub struct Pace {
+    state: Mutex<PaceState>,
+}
+
+struct PaceState {
+    rate: Option<f64>,
+    next: Instant,
+    throttles_seen: u64,
+    changed: Instant,
+    started: Instant,
+    /// When the copies of the last second completed.
+    recent: std::collections::VecDeque<Instant>,
+}
+
+impl Default for Pace {
+    fn default() -> Self {
+        let now = Instant::now();
+        Pace {
+            state: Mutex::new(PaceState {
+                rate: None,
+                next: now,
+                throttles_seen: 0,
+                changed: now,
+                started: now,
+                recent: Default::default(),
+            }),
+        }
+    }
+}
+
+impl Pace {
+    /// Waits for the next copy's turn.
+    pub async fn wait(&self) {
+        let slot = {
+            let mut s = self.state.lock().unwrap();
+            let Some(rate) = s.rate else { return };
+            let slot = s.next.max(Instant::now());
+            s.next = slot + Duration::from_secs_f64(1.0 / rate);
+            slot
+        };
+        tokio::time::sleep_until(slot.into()).await;
+    }
+
+    /// The paced rate, once there is one (copies a second).
+    pub fn rate(&self) -> Option<f64> {
+        self.state.lock().unwrap().rate
+    }
+
+    /// After each copy: the run's count of throttled answers so far.
+    pub fn sample(&self, throttles: u64) {
+        let mut s = self.state.lock().unwrap();
+        let now = Instant::now();
+        s.recent.push_back(now);
+        while s.recent.front().is_some_and(|t| now.duration_since(*t) > Duration::from_secs(1)) {
+            s.recent.pop_front();
+        }
+        if throttles > s.throttles_seen {
+            s.throttles_seen = throttles;
+            if s.rate.is_none() || now.duration_since(s.changed) >= Duration::from_millis(200) {
+                // What the server admitted: the completions of the last second (or of the run,
+                // if it is younger), per second.
+                let window = now.duration_since(s.started).as_secs_f64().clamp(0.05, 1.0);
+                let admitted = s.recent.len() as f64 / window;
+                let base = s.rate.map_or(admitted, |r| r.min(admitted));
+                s.rate = Some((base * 0.85).max(1.0));
+                s.changed = now;
+            }
+        } else if let Some(r) = s.rate {
+            if now.duration_since(s.changed) >= Duration::from_millis(100) {
+                s.rate = Some(r * 1.03);
+                s.changed = now;
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Completions while the copier keeps the limit full, as it does when jobs are waiting.
+    async fn feed(l: &Arc<Limit>, held: &mut Vec<Permit>, n: usize, ms: u64, throttles: u64) {
+        for _ in 0..n {
+            while held.len() < l.current() {
+                held.push(l.acquire().await);
+            }
+            held.pop();
+            l.sample(Some(Duration::from_millis(ms)), throttles);
+        }
+    }
+
+    #[tokio::test]
+    async fn grows_under_a_steady_latency_and_stays_within_its_bounds() {
+        let l = Limit::adaptive(512);
+        let mut held = Vec::new();
+        feed(&l, &mut held, 400, 200, 0).await;
+        assert_eq!(l.current(), 464, "slow start: one per completion");
+        feed(&l, &mut held, 2000, 200, 0).await;
+        assert_eq!(l.current(), 512, "never above max_transfers");
+        assert_eq!(l.peak(), 512);
+        // An idle copier (the planner is what holds copies back) does not grow it.
+        let idle = Limit::adaptive(512);
+        idle.sample(Some(Duration::from_millis(200)), 0);
+        assert_eq!(idle.current(), INITIAL);
+        assert_eq!(Limit::adaptive(8).current(), 8);
+    }
+
+    #[tokio::test]
+    async fn a_queueing_server_or_throttling_pulls_it_down() {
+        let l = Limit::adaptive(512);
+        let mut held = Vec::new();
+        feed(&l, &mut held, 50, 10, 0).await;
+        let before = l.current();
+        // Latency climbs far above the average: the gradient shrinks the limit.
+        feed(&l, &mut held, 20, 100, 0).await;
+        let queued = l.current();
+        assert!(queued < before, "{queued} < {before}");
+        // A throttled answer cuts it to 70 %, once per round trip however many arrive.
+        l.sample(None, 1);
+        let cut = l.current();
+        assert!((cut as f64 - queued as f64 * 0.7).abs() <= 1.0, "{cut} is 70 % of {queued}");
+        l.sample(None, 5);
+        assert_eq!(l.current(), cut);
+    }
+
+    #[tokio::test]
+    async fn acquire_waits_for_a_place_and_a_fixed_limit_never_moves() {
+        let l = Limit::fixed(1);
+        let first = l.acquire().await;
+        let second = tokio::time::timeout(Duration::from_millis(50), l.acquire()).await;
+        assert!(second.is_err(), "the second copy waits");
+        l.sample(Some(Duration::from_millis(1)), 0);
+        l.sample(None, 3);
+        assert_eq!(l.current(), 1);
+        drop(first);
+        let _second = tokio::time::timeout(Duration::from_secs(1), l.acquire()).await.expect("freed");
+        assert_eq!(l.peak(), 1);
+    }
+}
