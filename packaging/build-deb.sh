@@ -7,16 +7,18 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
+# S3SYNCD_DEB_PROFILE=dev packages the debug build (CI's install test: no second build).
+profile=${S3SYNCD_DEB_PROFILE:-release}
 command -v cargo-deb >/dev/null || cargo install cargo-deb --version 3.7.0 --locked --quiet
-cargo build --release --locked --bin s3syncd
+cargo build --profile "$profile" --locked --bin s3syncd
 
 out=target/packaging
 rm -rf "$out" && mkdir -p "$out/man" "$out/completions"
-bin=target/release/s3syncd
+bin=target/$([ "$profile" = dev ] && echo debug || echo "$profile")/s3syncd
 "$bin" man --out "$out/man" >/dev/null
 gzip -9n "$out"/man/*
 "$bin" completions bash > "$out/completions/s3syncd.bash"
 "$bin" completions zsh > "$out/completions/_s3syncd"
 "$bin" completions fish > "$out/completions/s3syncd.fish"
 
-cargo deb --no-build --locked "$@"
+cargo deb --no-build --profile "$profile" "$@"

@@ -5,6 +5,7 @@
 # Changes the system: run it on a throwaway VM or container.
 #
 #     sudo packaging/install-test.sh [--no-build]    # --no-build: reuse target/debian/*.deb
+#     S3SYNCD_DEB_PROFILE=dev packaging/install-test.sh   # the debug build, as CI does
 set -euo pipefail
 cd "$(dirname "$0")/.."
 [ "$(id -u)" = 0 ] || { echo "run as root: it installs a package" >&2; exit 2; }
@@ -17,10 +18,14 @@ if [ "${1:-}" != "--no-build" ]; then
     packaging/build-deb.sh
 fi
 version=$(sed -n 's/^version = "\(.*\)"/\1/p' Cargo.toml | head -1)
-deb=$(ls -t target/debian/s3syncd_"$version"-1_*.deb | head -1)
-# The same package as a later revision, for the upgrade.
-cargo deb --no-build --deb-revision 2 >/dev/null
-deb2=$(ls -t target/debian/s3syncd_"$version"-2_*.deb | head -1)
+# The package, and the same package as a later revision for the upgrade (cargo-deb clears
+# target/debian, so both are kept apart).
+work=target/install-test
+rm -rf "$work" && mkdir -p "$work"
+deb=$work/s3syncd_$version-1.deb
+deb2=$work/s3syncd_$version-2.deb
+cp "$(ls -t target/debian/s3syncd_"$version"-1_*.deb | head -1)" "$deb"
+cargo deb --no-build --profile "${S3SYNCD_DEB_PROFILE:-release}" --deb-revision 2 --output "$deb2" >/dev/null 2>&1
 
 dpkg --purge s3syncd >/dev/null 2>&1 || true
 DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "./$deb" >/dev/null

@@ -39,6 +39,19 @@ fn init_tracing(json: bool) {
     }
 }
 
+/// Up to `max_transfers` copies in flight hold a connection each (two when streamed): the
+/// common soft limit of 1,024 open files would cut them short. Raised to the hard limit.
+fn raise_open_files_limit() {
+    let mut lim = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+    // SAFETY: getrlimit and setrlimit read and write the struct passed; nothing else.
+    unsafe {
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) == 0 && lim.rlim_cur < lim.rlim_max.min(65_536) {
+            lim.rlim_cur = lim.rlim_max.min(65_536);
+            libc::setrlimit(libc::RLIMIT_NOFILE, &lim);
+        }
+    }
+}
+
 fn main() {
     // As the systemd unit's UMask=0027, for `s3syncd run` from any shell too: what s3syncd
     // creates (state, manifest, locks, staging) is never readable by other users.
@@ -46,6 +59,7 @@ fn main() {
     unsafe {
         libc::umask(0o027);
     }
+    raise_open_files_limit();
     let cli = Cli::parse();
     let config = cli.load_config();
     init_tracing(config.as_ref().is_ok_and(|c| c.log_format == LogFormat::Json));

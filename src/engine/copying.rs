@@ -2,7 +2,7 @@
 //! transfer module's mode chain), and record each result: a manifest row only for a verified
 //! object, a failure row otherwise.
 
-use super::limit::{Limit, Pace};
+use super::limit::Limit;
 use super::{Event, Run};
 use crate::manifest::ObjectRow;
 use crate::plan::CopyJob;
@@ -22,10 +22,9 @@ impl Run {
             Some(n) => Limit::fixed(n),
             None => Limit::adaptive(self.engine.config.max_transfers),
         };
-        let pace = Arc::new(Pace::default());
-        self.copy_within(jobs, &limit, &pace).await;
-        if let Some(rate) = pace.rate() {
-            tracing::info!(copies_per_second = rate as u64, "the server throttled: copies were paced");
+        self.copy_within(jobs, &limit).await;
+        if let Some(rate) = self.transferer.pace.rate() {
+            tracing::info!(attempts_per_second = rate as u64, "the server throttled: copies were paced");
         }
         self.tally(|t| {
             t.concurrency = limit.peak();
@@ -33,7 +32,7 @@ impl Run {
         });
     }
 
-    async fn copy_within(&self, mut jobs: mpsc::Receiver<CopyJob>, limit: &Arc<Limit>, pace: &Arc<Pace>) {
+    async fn copy_within(&self, mut jobs: mpsc::Receiver<CopyJob>, limit: &Arc<Limit>) {
         let mut tasks: JoinSet<(CopyJob, Result<Outcome, Failure>)> = JoinSet::new();
         loop {
             let job = tokio::select! {
@@ -56,17 +55,13 @@ impl Run {
             let permits = tokio::select! {
                 biased;
                 () = self.stop.stop.cancelled() => None,
-                p = async {
-                    let p = (limit.acquire().await, self.engine.transfers.clone().acquire_owned().await);
-                    pace.wait().await;
-                    p
-                } => Some(p),
+                p = async { (limit.acquire().await, self.engine.transfers.clone().acquire_owned().await) } => Some(p),
             };
             let Some((p1, Ok(p2))) = permits else {
                 break;
             };
             let t = self.transferer.clone();
-            let (limit, pace, requests) = (limit.clone(), pace.clone(), self.requests.clone());
+            let (limit, requests) = (limit.clone(), self.requests.clone());
             // One request copies it: its time is a latency sample for the limit.
             let single = job.source.size <= self.spec.transfer.multipart_threshold.min(self.spec.transfer.copy_threshold);
             tasks.spawn(async move {
@@ -74,7 +69,6 @@ impl Run {
                 let r = t.copy(&job).await;
                 let latency = (single && r.is_ok()).then(|| began.elapsed());
                 limit.sample(latency, requests.throttled());
-                pace.sample(requests.throttled());
                 drop((p1, p2));
                 (job, r)
             });

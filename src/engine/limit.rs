@@ -10,7 +10,7 @@
 //!   smoothed, where `short` is the latest latency and `long` its slow average: a server that
 //!   queues (latency rising with no more throughput) pulls it down, a steady one lets it grow.
 //! - **Throttling** (503 SlowDown, 429) cuts the limit to 70 %, at most once per round trip
-//!   (and half a second), and ends the slow start; [`Pace`] then spaces the copies' starts.
+//!   (and half a second), and ends the slow start; `transfer::Pace` then spaces the attempts.
 //!
 //! Latency is sampled only from objects copied in one request: a multipart copy's time says
 //! more about its size than about the server's queue.
@@ -47,9 +47,9 @@ impl Drop for Permit {
     }
 }
 
-/// Where adaptive limits start: enough for a loopback or in-region server, doubled from there
-/// per round trip when the latency says the copies wait on the network.
-pub const INITIAL: usize = 64;
+/// Where adaptive limits start: what s5cmd keeps in flight, which S3 and local servers take
+/// well; doubled from there per round trip while the latency says copies wait on the network.
+pub const INITIAL: usize = 256;
 
 impl Limit {
     pub fn fixed(n: usize) -> Arc<Limit> {
@@ -150,86 +150,6 @@ impl Limit {
     }
 }
 
-/// Paces the start of copies once a server has throttled: without throttling, none. The rate
-/// starts at 85 % of the completions of the last second and then grows 3 % per 100 ms until
-/// the next throttled answer cuts it again (at most once per 200 ms). On loopback, where one
-/// copy in flight already exceeds a prefix's request rate, only a rate can hold the pace.
-pub struct Pace {
-    state: Mutex<PaceState>,
-}
-
-struct PaceState {
-    rate: Option<f64>,
-    next: Instant,
-    throttles_seen: u64,
-    changed: Instant,
-    started: Instant,
-    /// When the copies of the last second completed.
-    recent: std::collections::VecDeque<Instant>,
-}
-
-impl Default for Pace {
-    fn default() -> Self {
-        let now = Instant::now();
-        Pace {
-            state: Mutex::new(PaceState {
-                rate: None,
-                next: now,
-                throttles_seen: 0,
-                changed: now,
-                started: now,
-                recent: Default::default(),
-            }),
-        }
-    }
-}
-
-impl Pace {
-    /// Waits for the next copy's turn.
-    pub async fn wait(&self) {
-        let slot = {
-            let mut s = self.state.lock().unwrap();
-            let Some(rate) = s.rate else { return };
-            let slot = s.next.max(Instant::now());
-            s.next = slot + Duration::from_secs_f64(1.0 / rate);
-            slot
-        };
-        tokio::time::sleep_until(slot.into()).await;
-    }
-
-    /// The paced rate, once there is one (copies a second).
-    pub fn rate(&self) -> Option<f64> {
-        self.state.lock().unwrap().rate
-    }
-
-    /// After each copy: the run's count of throttled answers so far.
-    pub fn sample(&self, throttles: u64) {
-        let mut s = self.state.lock().unwrap();
-        let now = Instant::now();
-        s.recent.push_back(now);
-        while s.recent.front().is_some_and(|t| now.duration_since(*t) > Duration::from_secs(1)) {
-            s.recent.pop_front();
-        }
-        if throttles > s.throttles_seen {
-            s.throttles_seen = throttles;
-            if s.rate.is_none() || now.duration_since(s.changed) >= Duration::from_millis(200) {
-                // What the server admitted: the completions of the last second (or of the run,
-                // if it is younger), per second.
-                let window = now.duration_since(s.started).as_secs_f64().clamp(0.05, 1.0);
-                let admitted = s.recent.len() as f64 / window;
-                let base = s.rate.map_or(admitted, |r| r.min(admitted));
-                s.rate = Some((base * 0.85).max(1.0));
-                s.changed = now;
-            }
-        } else if let Some(r) = s.rate {
-            if now.duration_since(s.changed) >= Duration::from_millis(100) {
-                s.rate = Some(r * 1.03);
-                s.changed = now;
-            }
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -247,13 +167,13 @@ mod tests {
 
     #[tokio::test]
     async fn grows_under_a_steady_latency_and_stays_within_its_bounds() {
-        let l = Limit::adaptive(512);
+        let l = Limit::adaptive(2048);
         let mut held = Vec::new();
         feed(&l, &mut held, 400, 200, 0).await;
-        assert_eq!(l.current(), 464, "slow start: one per completion");
+        assert_eq!(l.current(), INITIAL + 400, "slow start: one per completion");
         feed(&l, &mut held, 2000, 200, 0).await;
-        assert_eq!(l.current(), 512, "never above max_transfers");
-        assert_eq!(l.peak(), 512);
+        assert_eq!(l.current(), 2048, "never above max_transfers");
+        assert_eq!(l.peak(), 2048);
         // An idle copier (the planner is what holds copies back) does not grow it.
         let idle = Limit::adaptive(512);
         idle.sample(Some(Duration::from_millis(200)), 0);

@@ -329,7 +329,6 @@ impl Run {
         let requests = Arc::new(RequestCounter::default());
         let src = s3::client(&spec.source, &spec.transfer, requests.clone()).await;
         let dst = s3::client(&spec.destination, &spec.transfer, requests.clone()).await;
-        check_destination(&spec, &dst).await?;
         abort_stale_uploads(engine, &spec, &dst).await?;
         let staging = engine.config.staging_dir().join(&spec.name);
         match transfer::clean_staging(&staging) {
@@ -351,6 +350,7 @@ impl Run {
             disabled: Default::default(),
             seq: Default::default(),
             unsupported: Default::default(),
+            pace: Default::default(),
         };
         Ok(Run {
             engine: engine.clone(),
@@ -370,12 +370,20 @@ impl Run {
     }
 
     /// Plan and copy run at once (the channel bounds how far planning runs ahead), then finish.
+    /// The destination check runs beside the first listing (a round trip saved across a WAN);
+    /// no copy starts before it passes, and when it fails the closed queue stops the planner.
     async fn execute(self) -> Result<RunReport, EngineError> {
         let spec = &self.spec;
         tracing::info!(source = %format!("s3://{}/{}", spec.source.bucket, spec.source.prefix), destination = %format!("s3://{}/{}", spec.destination.bucket, spec.destination.prefix), "run started");
         let reader = Reader::open(self.engine.writer.path())?;
         let (jobs, queue) = tokio::sync::mpsc::channel(planning::QUEUE);
-        let (planned, ()) = tokio::join!(self.plan(reader, jobs), self.copy(queue));
+        let copy = async {
+            check_destination(spec, &self.transferer.dst).await?;
+            self.copy(queue).await;
+            Ok::<_, EngineError>(())
+        };
+        let (planned, checked) = tokio::join!(self.plan(reader, jobs), copy);
+        checked?;
         self.finish(planned?).await
     }
 

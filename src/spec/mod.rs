@@ -212,7 +212,7 @@ impl Default for Config {
             spec_dir: PathBuf::from("/etc/s3syncd/specs.d"),
             state_dir: PathBuf::from("/var/lib/s3syncd"),
             max_running_specs: 4,
-            max_transfers: 256,
+            max_transfers: 1024,
             metrics_listen: None,
             log_format: LogFormat::Text,
             shutdown_grace: Duration::from_secs(30),

@@ -56,7 +56,14 @@ pub async fn copy(t: &Transferer, job: &CopyJob, sidecar: &Sidecar) -> Result<Co
     } else if let Some((algo, _)) = &stored {
         req = req.checksum_algorithm(algorithm(algo));
     }
-    let out = req.send().await.map_err(|e| classify(Op::CopyObject, e))?;
+    // No SDK retries: the caller retries, each attempt under the run's pace.
+    let once = aws_sdk_s3::config::Builder::default().retry_config(aws_smithy_types::retry::RetryConfig::disabled());
+    let out = req
+        .customize()
+        .config_override(once)
+        .send()
+        .await
+        .map_err(|e| classify(Op::CopyObject, e))?;
     let result = out.copy_object_result();
     let dest_etag = result.and_then(|r| r.e_tag()).map(normalize_etag);
     let mut verified = Verified::Size;

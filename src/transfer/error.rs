@@ -207,6 +207,15 @@ impl TransferError {
     }
     /// Whether this failure means the destination object may have been overwritten with bytes
     /// that did not verify: the manifest must then stop vouching for it.
+    /// The server asked to slow down (503 SlowDown, 429): the pace, not a retry soon, cures it.
+    pub fn is_throttle(&self) -> bool {
+        match &self.code {
+            Some(Code::Throttled(c)) => matches!(c.as_str(), "SlowDown" | "Throttling" | "ThrottlingException" | "ServiceUnavailable"),
+            Some(Code::Http(s)) => matches!(s, 503 | 429),
+            _ => false,
+        }
+    }
+
     pub fn is_verify(&self) -> bool {
         self.op == Op::Verify
     }

@@ -5,12 +5,14 @@ mod direct;
 pub mod error;
 pub mod headers;
 mod host;
+mod pace;
 mod staged;
 mod stream;
 pub(crate) mod upload;
 pub mod verify;
 
 pub use error::{Code, ErrorKind, Op, TransferError};
+pub use pace::Pace;
 
 use crate::manifest::Verified;
 use crate::plan::CopyJob;
@@ -104,6 +106,8 @@ pub struct Transferer {
     /// Optional features the destination or source server lacks (`tags`): the copies go on
     /// without them, and the run says so.
     pub(crate) unsupported: Mutex<std::collections::BTreeSet<&'static str>>,
+    /// The pace of copy attempts once a server throttles.
+    pub pace: Pace,
 }
 
 impl Transferer {
@@ -205,23 +209,39 @@ impl Transferer {
         }
     }
 
-    /// One mode, retried with exponential backoff and jitter on transient errors. Direct copies
-    /// are retried inside the SDK (they are idempotent requests); streams are retried here
-    /// because a consumed body cannot be replayed by the SDK.
+    /// One mode, retried with exponential backoff and jitter on transient errors, each attempt
+    /// in its turn under the run's [`Pace`]. Here, not in the SDK, so that every attempt is
+    /// paced (a single CopyObject is sent without SDK retries) and a consumed stream can be
+    /// read again. A throttled attempt (SlowDown) spends a budget of its own, four times
+    /// `retries`: slowing down is what cures it, and the pace does.
     async fn try_mode(&self, mode: Mode, job: &CopyJob, sidecar: &Sidecar, trail: &mut Trail) -> Result<Copied, TransferError> {
-        let mut attempt = 0;
+        let (mut attempt, mut throttled) = (0, 0);
         loop {
+            self.pace.wait().await;
             let r = match mode {
-                Mode::Direct => return direct::copy(self, job, sidecar).await,
+                Mode::Direct => direct::copy(self, job, sidecar).await,
                 Mode::Stream => stream::copy(self, job, sidecar.get(self, &job.source.key).await?).await,
                 Mode::Staged => staged::copy(self, job, sidecar.get(self, &job.source.key).await?).await,
             };
+            let throttle = r.as_ref().is_err_and(TransferError::is_throttle);
+            self.pace.attempted(throttle);
+            let budget_left = if throttle {
+                throttled < 4 * self.spec.transfer.retries
+            } else {
+                attempt < self.spec.transfer.retries
+            };
             match r {
-                Err(e) if e.kind == ErrorKind::Retryable && attempt < self.spec.transfer.retries && !self.hard_stop.is_cancelled() => {
-                    attempt += 1;
+                Err(e) if e.kind == ErrorKind::Retryable && budget_left && !self.hard_stop.is_cancelled() => {
+                    if throttle {
+                        throttled += 1;
+                    } else {
+                        attempt += 1;
+                    }
                     trail.retries += 1;
                     tracing::debug!(key = %job.source.key, %mode, attempt, error = %e, "retrying");
-                    tokio::time::sleep(backoff(attempt)).await;
+                    // After a SlowDown the pace spaces the next attempt; growing sleeps would only
+                    // leave the admitted rate unused.
+                    tokio::time::sleep(backoff(if throttle { 1 } else { attempt })).await;
                 }
                 other => return other,
             }

@@ -158,7 +158,7 @@ async fn a_slowdown_storm_slows_the_run_and_fails_nothing() {
     assert!(stdout.contains("failed        0 objects"), "{stdout}");
     assert!(stdout.contains("copies in flight (adaptive)"), "{stdout}");
     let concurrency: i64 = db_value(&ws, "SELECT json_extract(details, '$.concurrency') FROM runs");
-    assert!((1..=256).contains(&concurrency), "{concurrency}");
+    assert!((1..=1024).contains(&concurrency), "{concurrency}");
 }
 
 #[tokio::test(flavor = "multi_thread")]
