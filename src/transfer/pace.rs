@@ -5,17 +5,28 @@ use std::time::{Duration, Instant};
 
 /// Paces the copy attempts of a run once a server has throttled: without throttling, none. The
 /// rate starts at 90 % of the attempts the server admitted in the last second and then grows
-/// 4 % per 100 ms until the next throttled answer cuts it again (at most once per 200 ms).
+/// once no throttled answer has come for 200 ms, by half per 100 ms until the next cut (the
+/// first cut follows the burst that opens a run and says little), then by 8 % per 100 ms; a
+/// throttled answer cuts it to 90 % again (at most once per 200 ms).
 /// Every attempt waits its turn, retries too: a storm cannot feed itself. On a fast server
 /// one copy in flight already exceeds a prefix's request rate, so only a rate holds it.
 pub struct Pace {
     state: Mutex<PaceState>,
+    /// Waiters take their turn one at a time, in order, each spaced by the rate of the moment
+    /// it comes (no slot is booked ahead at a rate that has since changed).
+    turn: tokio::sync::Mutex<()>,
 }
 
 struct PaceState {
     rate: Option<f64>,
     next: Instant,
-    changed: Instant,
+    /// When the rate was last cut and last raised, and when the last throttled answer came.
+    cut: Instant,
+    raised: Instant,
+    throttled: Instant,
+    /// Until the second cut the rate climbs fast (×1.5 per step): the first cut comes from the
+    /// burst that opened the run, and says little of what the server takes.
+    climbing: bool,
     started: Instant,
     /// When the copies of the last second completed.
     recent: std::collections::VecDeque<Instant>,
@@ -28,10 +39,14 @@ impl Default for Pace {
             state: Mutex::new(PaceState {
                 rate: None,
                 next: now,
-                changed: now,
+                cut: now,
+                raised: now,
+                throttled: now,
+                climbing: true,
                 started: now,
                 recent: Default::default(),
             }),
+            turn: tokio::sync::Mutex::new(()),
         }
     }
 }
@@ -39,14 +54,16 @@ impl Default for Pace {
 impl Pace {
     /// Waits for the next attempt's turn.
     pub async fn wait(&self) {
-        let slot = {
-            let mut s = self.state.lock().unwrap();
-            let Some(rate) = s.rate else { return };
-            let slot = s.next.max(Instant::now());
-            s.next = slot + Duration::from_secs_f64(1.0 / rate);
-            slot
-        };
+        if self.state.lock().unwrap().rate.is_none() {
+            return;
+        }
+        let _turn = self.turn.lock().await;
+        let slot = self.state.lock().unwrap().next;
         tokio::time::sleep_until(slot.into()).await;
+        let mut s = self.state.lock().unwrap();
+        if let Some(rate) = s.rate {
+            s.next = Instant::now() + Duration::from_secs_f64(1.0 / rate);
+        }
     }
 
     /// The paced rate, once there is one (attempts a second).
@@ -65,19 +82,25 @@ impl Pace {
             s.recent.pop_front();
         }
         if throttled {
-            if s.rate.is_none() || now.duration_since(s.changed) >= Duration::from_millis(200) {
+            s.throttled = now;
+            if s.rate.is_none() || now.duration_since(s.cut) >= Duration::from_millis(200) {
                 // What the server admitted: the attempts it took in the last second (or in the
                 // run, if it is younger), per second.
                 let window = now.duration_since(s.started).as_secs_f64().clamp(0.05, 1.0);
                 let admitted = s.recent.len() as f64 / window;
-                let base = s.rate.map_or(admitted, |r| r.min(admitted));
+                // The first cut starts from what the server took; later ones from the pace, but
+                // never far above what was taken (the last second's count lags a rising rate).
+                let base = s.rate.map_or(admitted, |r| r.min(admitted * 1.2));
+                s.climbing = s.rate.is_none();
                 s.rate = Some((base * 0.9).max(1.0));
-                s.changed = now;
+                s.cut = now;
+                tracing::debug!(rate = s.rate, admitted, "pace cut");
             }
         } else if let Some(r) = s.rate {
-            if now.duration_since(s.changed) >= Duration::from_millis(100) {
-                s.rate = Some(r * 1.04);
-                s.changed = now;
+            // Raised only after 200 ms without a SlowDown: while they keep coming, never.
+            if now.duration_since(s.raised) >= Duration::from_millis(100) && now.duration_since(s.throttled) >= Duration::from_millis(200) {
+                s.rate = Some(r * if s.climbing { 1.5 } else { 1.08 });
+                s.raised = now;
             }
         }
     }
@@ -107,5 +130,20 @@ mod tests {
             p.wait().await;
         }
         assert!(began.elapsed() >= Duration::from_secs_f64(8.0 / cut), "{:?} at {cut}/s", began.elapsed());
+    }
+
+    #[tokio::test]
+    async fn raises_never_outrun_the_cuts_while_throttling_goes_on() {
+        let p = Pace::default();
+        p.attempted(true);
+        let first = p.rate().unwrap();
+        // Every 110 ms a success and a SlowDown: the rate may rise, but each throttle a cut
+        // later brings it down again; it never climbs away.
+        for _ in 0..8 {
+            tokio::time::sleep(Duration::from_millis(110)).await;
+            p.attempted(false);
+            p.attempted(true);
+        }
+        assert!(p.rate().unwrap() <= first, "{:?} > {first}", p.rate());
     }
 }
