@@ -314,10 +314,11 @@ def main():
     ap.add_argument("--port", type=int, default=19100)
     ap.add_argument("--list-partitions", type=int, help="s3syncd's transfer.list_partitions (default 8)")
     ap.add_argument("--tools", help="comma-separated subset of s3syncd,s5cmd,rclone,s3sync")
+    ap.add_argument("--transfer", help="extra [transfer] lines for s3syncd's spec, e.g. 'concurrency = 64'")
     args = ap.parse_args()
     global EXTRA_SPEC
-    if args.list_partitions:
-        EXTRA_SPEC = f"[transfer]\nlist_partitions = {args.list_partitions}\n"
+    if args.list_partitions or args.transfer:
+        EXTRA_SPEC = "[transfer]\n" + (f"list_partitions = {args.list_partitions}\n" if args.list_partitions else "") + (args.transfer or "") + "\n"
     workloads = args.workloads.split(",")
     on = {WORKLOADS[w][4] for w in workloads}
     tools = ensure_tools(args.with_s3sync, "garage" in on)

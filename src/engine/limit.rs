@@ -3,9 +3,11 @@
 //! concurrency-limits (a slow start, then the Gradient2 rule) with a multiplicative cut when a
 //! server throttles:
 //!
-//! - **Slow start**: each completion adds one (the limit doubles per round trip) while the
-//!   latency stays within twice the lowest seen. Across a WAN every copy waits a round trip,
-//!   so throughput is requests in flight divided by latency, and this finds hundreds quickly.
+//! - **Slow start**: each completion adds one, plus one per 50 ms of its latency (up to five),
+//!   while the latency stays within twice the lowest seen: the limit doubles per round trip on
+//!   a near server and grows sixfold per round trip across an ocean. Across a WAN every copy
+//!   waits a round trip, so throughput is requests in flight divided by latency, and this finds
+//!   hundreds within two or three round trips.
 //! - **Gradient**: afterwards the limit follows `limit × clamp(1.5 × long / short, 0.5, 1) + √limit`,
 //!   smoothed, where `short` is the latest latency and `long` its slow average: a server that
 //!   queues (latency rising with no more throughput) pulls it down, a steady one lets it grow.
@@ -35,6 +37,10 @@ struct State {
     throttles_seen: u64,
     last_cut: Option<Instant>,
     peak: usize,
+    /// Slow start's last checkpoint: when, how many copies had completed, the limit then, and
+    /// the throughput (copies a second) up to it.
+    checkpoint: (Instant, u64, f64, f64),
+    completed: u64,
 }
 
 /// One copy's place in flight; gives it back when dropped.
@@ -47,9 +53,9 @@ impl Drop for Permit {
     }
 }
 
-/// Where adaptive limits start: what s5cmd keeps in flight, which S3 and local servers take
-/// well; doubled from there per round trip while the latency says copies wait on the network.
-pub const INITIAL: usize = 256;
+/// Where adaptive limits start: what a server on the same host or in the same region takes
+/// well (more only queues there); from there the slow start climbs while latency holds.
+pub const INITIAL: usize = 64;
 
 impl Limit {
     pub fn fixed(n: usize) -> Arc<Limit> {
@@ -74,6 +80,8 @@ impl Limit {
                 throttles_seen: 0,
                 last_cut: None,
                 peak: initial.clamp(1, max),
+                checkpoint: (Instant::now(), 0, initial.clamp(1, max) as f64, 0.0),
+                completed: 0,
             }),
             freed: Notify::new(),
         })
@@ -123,6 +131,8 @@ impl Limit {
                 s.last_cut = Some(Instant::now());
             }
         } else if let Some(rtt) = latency.map(|d| d.as_secs_f64().max(1e-6)) {
+            s.completed += 1;
+            s.check_throughput();
             s.min_rtt = s.min_rtt.min(rtt);
             s.long_rtt = if s.long_rtt == 0.0 { rtt } else { s.long_rtt * 0.95 + rtt * 0.05 };
             // Grow only when the limit is what holds copies back, not the planner.
@@ -131,8 +141,10 @@ impl Limit {
                 s.slow_start = false;
             }
             if s.slow_start {
+                // A round trip costs more the longer it is: climb faster across a WAN (one more
+                // per completion, plus one per 50 ms of latency, up to five).
                 if busy {
-                    s.limit += 1.0;
+                    s.limit += 1.0 + (rtt / 0.05).floor().min(4.0);
                 }
             } else {
                 let gradient = (1.5 * s.long_rtt / rtt).clamp(0.5, 1.0);
@@ -147,6 +159,31 @@ impl Limit {
         drop(s);
         // A higher limit frees places now.
         self.freed.notify_one();
+    }
+}
+
+impl State {
+    /// Slow start goes on only while throughput follows the limit: each time the limit has
+    /// doubled since the last checkpoint, the copies a second since then must have grown by a
+    /// quarter, or the limit goes back to a quarter above the checkpoint's and slow start ends.
+    /// A server that queues from the first request (its latency floor already inflated) is
+    /// found this way; across a WAN, throughput doubles with the limit.
+    fn check_throughput(&mut self) {
+        let (at, done, limit, rate) = self.checkpoint;
+        if !self.slow_start || self.limit < 2.0 * limit {
+            return;
+        }
+        // Judged over two round trips at least, or the count says nothing.
+        let secs = at.elapsed().as_secs_f64();
+        if secs < 2.0 * self.min_rtt {
+            return;
+        }
+        let now_rate = (self.completed - done) as f64 / secs;
+        if rate > 0.0 && now_rate < 1.25 * rate {
+            self.slow_start = false;
+            self.limit = limit * 1.25;
+        }
+        self.checkpoint = (Instant::now(), self.completed, self.limit, now_rate);
     }
 }
 
@@ -169,8 +206,10 @@ mod tests {
     async fn grows_under_a_steady_latency_and_stays_within_its_bounds() {
         let l = Limit::adaptive(2048);
         let mut held = Vec::new();
-        feed(&l, &mut held, 400, 200, 0).await;
-        assert_eq!(l.current(), INITIAL + 400, "slow start: one per completion");
+        feed(&l, &mut held, 100, 200, 0).await;
+        assert_eq!(l.current(), INITIAL + 500, "slow start at 200 ms: five per completion");
+        feed(&l, &mut held, 100, 10, 0).await;
+        assert_eq!(l.current(), INITIAL + 600, "slow start at 10 ms: one per completion");
         feed(&l, &mut held, 2000, 200, 0).await;
         assert_eq!(l.current(), 2048, "never above max_transfers");
         assert_eq!(l.peak(), 2048);

@@ -120,7 +120,7 @@ mod tests {
         assert_eq!(p.rate(), None, "no throttling, no pace");
         p.attempted(true);
         let cut = p.rate().expect("paced");
-        assert!(cut <= 200.0 / 0.05 * 0.9 && cut >= 1.0, "{cut}");
+        assert!((1.0..=200.0 / 0.05 * 0.9).contains(&cut), "{cut}");
         // Throttles within 200 ms of a change do not cut again.
         p.attempted(true);
         assert_eq!(p.rate(), Some(cut));
@@ -129,7 +129,11 @@ mod tests {
         for _ in 0..10 {
             p.wait().await;
         }
-        assert!(began.elapsed() >= Duration::from_secs_f64(8.0 / cut), "{:?} at {cut}/s", began.elapsed());
+        assert!(
+            began.elapsed() >= Duration::from_secs_f64(8.0 / cut),
+            "{:?} at {cut}/s",
+            began.elapsed()
+        );
     }
 
     #[tokio::test]
