@@ -10,7 +10,11 @@ cd "$(dirname "$0")/.."
 # S3SYNCD_DEB_PROFILE=dev packages the debug build (CI's install test: no second build).
 profile=${S3SYNCD_DEB_PROFILE:-release}
 command -v cargo-deb >/dev/null || cargo install cargo-deb --version 3.7.0 --locked --quiet
-cargo build --profile "$profile" --locked --bin s3syncd
+# CI packages the binary `cargo test` just built; building it again without the dev-dependencies
+# would compile most crates a second time (other features).
+if [ "$profile" != dev ] || [ ! -x target/debug/s3syncd ]; then
+    cargo build --profile "$profile" --locked --bin s3syncd
+fi
 
 out=target/packaging
 rm -rf "$out" && mkdir -p "$out/man" "$out/completions"
