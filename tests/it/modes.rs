@@ -594,7 +594,7 @@ async fn stored_checksums_verify_every_path_and_travel_with_multipart_uploads() 
         let done = CompletedPart::builder()
             .part_number(1)
             .set_e_tag(part.e_tag().map(str::to_string))
-            .set_checksum_crc32_c(part.checksum_crc32().map(str::to_string))
+            .set_checksum_crc32(part.checksum_crc32().map(str::to_string))
             .build();
         c.complete_multipart_upload()
             .bucket("src-bucket")
