@@ -9,6 +9,8 @@ use super::{part_size_for, parts, Copied, Sidecar, Transferer};
 use crate::manifest::Verified;
 use crate::plan::CopyJob;
 use crate::s3::{copy_source, is_md5_etag, normalize_etag};
+use aws_sdk_s3::operation::copy_object::builders::CopyObjectFluentBuilder;
+use aws_sdk_s3::operation::copy_object::CopyObjectOutput;
 use aws_sdk_s3::operation::head_object::HeadObjectOutput;
 use aws_sdk_s3::types::{ChecksumAlgorithm, ChecksumMode, MetadataDirective, TaggingDirective};
 use futures::{StreamExt, TryStreamExt};
@@ -46,26 +48,34 @@ pub async fn copy(t: &Transferer, job: &CopyJob, sidecar: &Sidecar) -> Result<Co
     // Where the listed ETag proves nothing (a multipart source, SSE-KMS), the checksum the
     // source stores can: one HEAD reads it, and the copy is asked for the same algorithm. (A
     // listing without ETags, as s3s-fs gives, says nothing of a checksum: no HEAD then.)
-    let stored = match etag_proves || job.source.etag.is_none() {
+    let head = match etag_proves || job.source.etag.is_none() {
         true => None,
-        false => Headers::of_head(&head_source(t, job).await?).checksum,
+        false => Some(Headers::of_head(&head_source(t, job).await?)),
     };
+    let stored = head.as_ref().and_then(|h| h.checksum.clone());
     let wants_sidecar = t.wants_sidecar(&job.source.key);
     if wants_sidecar {
         req = req.checksum_algorithm(ChecksumAlgorithm::Sha256);
     } else if let Some((algo, _)) = &stored {
         req = req.checksum_algorithm(algorithm(algo));
     }
-    // No SDK retries: the caller retries, each attempt under the run's pace.
-    let once = aws_sdk_s3::config::Builder::default().retry_config(aws_smithy_types::retry::RetryConfig::disabled());
-    let out = req
-        .customize()
-        .config_override(once)
-        .send()
-        .await
-        .map_err(|e| classify(Op::CopyObject, e))?;
+    // CopyObject never copies the website redirect; it takes the source's value beside COPY.
+    // Without a HEAD already made, one runs beside the copy (no added latency), and the rare
+    // object that has a redirect gets it by a second, in-place copy.
+    let redirect = head.as_ref().map(|h| h.website_redirect_location.clone());
+    req = req.set_website_redirect_location(redirect.clone().flatten());
+    let (out, late) = match redirect {
+        Some(_) => (send_once(req).await?, None),
+        None => {
+            let (out, h) = tokio::try_join!(send_once(req), head_source(t, job))?;
+            (out, Headers::of_head(&h).website_redirect_location)
+        }
+    };
     let result = out.copy_object_result();
-    let dest_etag = result.and_then(|r| r.e_tag()).map(normalize_etag);
+    let mut dest_etag = result.and_then(|r| r.e_tag()).map(normalize_etag);
+    if let Some(location) = late {
+        dest_etag = set_redirect(t, job, dest_etag.as_deref(), location).await?.or(dest_etag);
+    }
     let mut verified = Verified::Size;
     let mut checksum = None;
     if let (Some(src), Some(dst), true) = (&job.source.etag, &dest_etag, etag_proves) {
@@ -104,6 +114,43 @@ pub async fn copy(t: &Transferer, job: &CopyJob, sidecar: &Sidecar) -> Result<Co
         verified,
         checksum,
     })
+}
+
+/// Sends a CopyObject without SDK retries: the caller retries, each attempt under the run's pace.
+async fn send_once(req: CopyObjectFluentBuilder) -> Result<CopyObjectOutput, TransferError> {
+    let once = aws_sdk_s3::config::Builder::default().retry_config(aws_smithy_types::retry::RetryConfig::disabled());
+    req.customize()
+        .config_override(once)
+        .send()
+        .await
+        .map_err(|e| classify(Op::CopyObject, e))
+}
+
+/// Gives the new object the source's website redirect by copying it onto itself with the
+/// redirect set (metadata, tags and checksum stay; the write options are applied again, as a
+/// copy does not keep the ACL). Returns the ETag it then has.
+async fn set_redirect(
+    t: &Transferer,
+    job: &CopyJob,
+    dest_etag: Option<&str>,
+    location: String,
+) -> Result<Option<String>, TransferError> {
+    let dst = &t.spec.destination;
+    let mut req = t
+        .dst
+        .copy_object()
+        .bucket(&dst.bucket)
+        .key(&job.dest_key)
+        .copy_source(copy_source(&dst.bucket, &job.dest_key))
+        .metadata_directive(MetadataDirective::Copy)
+        .tagging_directive(TaggingDirective::Copy)
+        .website_redirect_location(location);
+    req = super::headers::copy_with(&dst.write, req);
+    if let Some(e) = dest_etag {
+        req = req.copy_source_if_match(format!("\"{e}\""));
+    }
+    let out = send_once(req).await?;
+    Ok(out.copy_object_result().and_then(|r| r.e_tag()).map(normalize_etag))
 }
 
 /// HEADs the listed version of the source, in checksum mode.
