@@ -327,8 +327,11 @@ impl Run {
             }
         }
         let requests = Arc::new(RequestCounter::default());
-        let src = s3::client(&spec.source, &spec.transfer, requests.clone()).await;
-        let dst = s3::client(&spec.destination, &spec.transfer, requests.clone()).await;
+        // Both at once: each may first ask for its bucket's region (one round trip).
+        let (src, dst) = tokio::join!(
+            s3::client(&spec.source, "source", &spec.transfer, requests.clone()),
+            s3::client(&spec.destination, "destination", &spec.transfer, requests.clone())
+        );
         abort_stale_uploads(engine, &spec, &dst).await?;
         let staging = engine.config.staging_dir().join(&spec.name);
         match transfer::clean_staging(&staging) {
@@ -406,7 +409,7 @@ pub async fn abort_orphan_uploads(engine: &Engine, live: &std::collections::BTre
     let mut aborted = 0;
     for (spec, side, key, id) in uploads.into_iter().filter(|(spec, ..)| !live.contains(spec)) {
         let Ok(_lock) = lock_spec(engine, &spec) else { continue };
-        let dst = s3::client(&side, &crate::spec::TransferOpts::default(), Arc::new(RequestCounter::default())).await;
+        let dst = s3::client(&side, "destination", &crate::spec::TransferOpts::default(), Arc::new(RequestCounter::default())).await;
         if abort_recorded(&dst, &side.bucket, &key, &id).await {
             engine.writer.upload_ended(&id);
             aborted += 1;

@@ -246,6 +246,7 @@ fn check_side(loc: &Locator, d: &mut Diags, which: &str, raw: RawSide) -> (Side,
             format!("{which}: `anonymous = true` and `profile` exclude each other; remove one"),
         ));
     }
+    let role = check_role(loc, d, which, &raw, anonymous);
     let write = check_write_options(loc, d, which, &raw);
     let side = Side {
         bucket: raw.bucket.into_inner(),
@@ -256,9 +257,71 @@ fn check_side(loc: &Locator, d: &mut Diags, which: &str, raw: RawSide) -> (Side,
         anonymous,
         profile: raw.profile.map(|p| p.into_inner()),
         requester_pays: raw.requester_pays.unwrap_or(false),
+        role,
         write,
     };
     (side, bucket_span)
+}
+
+/// `role_arn` and the keys that only make sense with it. STS's own limits are checked here, so
+/// a typo fails `validate` rather than the first run.
+fn check_role(loc: &Locator, d: &mut Diags, which: &str, raw: &RawSide, anonymous: bool) -> Option<super::Role> {
+    let Some(arn) = &raw.role_arn else {
+        for (key, v) in [
+            ("external_id", &raw.external_id),
+            ("role_session_name", &raw.role_session_name),
+            ("duration", &raw.duration),
+        ] {
+            if let Some(v) = v {
+                d.push(loc.at(span(v), format!("{which}.{key} needs role_arn beside it; add role_arn or remove {key}")));
+            }
+        }
+        return None;
+    };
+    if anonymous {
+        d.push(loc.at(
+            span(arn),
+            format!("{which}: `anonymous = true` and `role_arn` exclude each other; remove one"),
+        ));
+    }
+    let a = arn.get_ref();
+    let parts: Vec<&str> = a.splitn(6, ':').collect();
+    if parts.len() != 6 || parts[0] != "arn" || parts[2] != "iam" || !parts[5].starts_with("role/") || parts[5].len() <= 5 {
+        d.push(loc.at(
+            span(arn),
+            format!("{which}.role_arn {a:?} is not a role ARN like \"arn:aws:iam::123456789012:role/s3syncd-writer\""),
+        ));
+    }
+    let name_ok = |s: &str| (2..=64).contains(&s.len()) && s.chars().all(|c| c.is_ascii_alphanumeric() || "+=,.@-_".contains(c));
+    if let Some(n) = raw.role_session_name.as_ref().filter(|n| !name_ok(n.get_ref())) {
+        d.push(loc.at(
+            span(n),
+            format!("{which}.role_session_name must be 2 to 64 letters, digits or +=,.@-_ (STS's rule)"),
+        ));
+    }
+    if let Some(e) = raw.external_id.as_ref().filter(|e| !(2..=1224).contains(&e.get_ref().len())) {
+        d.push(loc.at(span(e), format!("{which}.external_id must be 2 to 1224 characters long (STS's rule)")));
+    }
+    let duration = raw.duration.as_ref().and_then(|v| match super::size::parse_duration(v.get_ref()) {
+        Ok(t) if (900..=43_200).contains(&t.as_secs()) => Some(t),
+        Ok(_) => {
+            d.push(loc.at(
+                span(v),
+                format!("{which}.duration {:?} is outside what STS grants: 15m to 12h", v.get_ref()),
+            ));
+            None
+        }
+        Err(m) => {
+            d.push(loc.at(span(v), format!("{which}.duration: {m}")));
+            None
+        }
+    });
+    Some(super::Role {
+        arn: a.clone(),
+        external_id: raw.external_id.as_ref().map(|e| e.get_ref().clone()),
+        session_name: raw.role_session_name.as_ref().map(|n| n.get_ref().clone()),
+        duration,
+    })
 }
 
 const STORAGE_CLASSES: &[&str] = &[

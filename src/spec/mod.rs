@@ -260,8 +260,33 @@ pub struct Side {
     pub profile: Option<String>,
     /// Send `x-amz-request-payer: requester` on every request of this side.
     pub requester_pays: bool,
+    /// A role to assume with the side's base credentials (its `profile`, else the default chain).
+    pub role: Option<Role>,
     /// How objects are written (destination only).
     pub write: WriteOptions,
+}
+
+/// `role_arn` and its options: STS AssumeRole, refreshed before the credentials expire.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Role {
+    pub arn: String,
+    pub external_id: Option<String>,
+    /// Shown in CloudTrail; `s3syncd` unless set.
+    pub session_name: Option<String>,
+    /// 15 minutes to 12 hours; STS's default (1 hour) unless set.
+    pub duration: Option<std::time::Duration>,
+}
+
+impl Side {
+    /// Whether the bucket's region is found by asking (HeadBucket's `x-amz-bucket-region`):
+    /// `region = "auto"`, or no region on AWS. A region set by hand is checked the same way
+    /// (a 301 names the right one); an S3-compatible server without one needs no region.
+    pub fn probes_region(&self) -> bool {
+        match self.region.as_deref() {
+            None => self.endpoint.is_none(),
+            Some(_) => true,
+        }
+    }
 }
 
 /// The destination's write options, applied the same way in every mode (PutObject, CopyObject,

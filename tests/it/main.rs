@@ -3,6 +3,7 @@
 //! `s3syncd` binary against real S3 servers on 127.0.0.1.
 
 mod audit;
+mod aws;
 mod daemon;
 mod layers;
 mod modes;

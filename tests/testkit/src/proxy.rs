@@ -146,6 +146,20 @@ struct State {
     /// Requests answered SlowDown by the cap, and requests forwarded.
     capped: AtomicU64,
     forwarded: AtomicU64,
+    /// Requests by (bucket, access key id, signing region), from each SigV4 Authorization header.
+    signers: Mutex<std::collections::BTreeMap<(String, String, String), u64>>,
+    /// Buckets that live in a region, as AWS answers for them: a request signed for another
+    /// region gets 301 with `x-amz-bucket-region` and an empty body.
+    regions: Mutex<std::collections::HashMap<String, String>>,
+}
+
+/// The access key id and region of a SigV4 `Authorization` header.
+fn signer(auth: &str) -> Option<(String, String)> {
+    let cred = auth.split("Credential=").nth(1)?.split([',', ' ']).next()?;
+    let mut parts = cred.split('/');
+    let key = parts.next()?.to_string();
+    let region = parts.nth(1)?.to_string();
+    Some((key, region))
 }
 
 /// A token bucket: `per_second` tokens a second, at most a tenth of a second's worth at once.
@@ -288,6 +302,18 @@ impl FaultProxy {
         self.state.headers.lock().unwrap().get(name).copied().unwrap_or(0)
     }
 
+    /// Places `bucket` in `region`: requests signed for another region are answered as AWS
+    /// answers them (301, `x-amz-bucket-region`, no body), and every answer about the bucket
+    /// names its region.
+    pub fn set_bucket_region(&self, bucket: &str, region: &str) {
+        self.state.regions.lock().unwrap().insert(bucket.into(), region.into());
+    }
+
+    /// Signed requests by (bucket, access key id, signing region), with their counts.
+    pub fn signers(&self) -> Vec<((String, String, String), u64)> {
+        self.state.signers.lock().unwrap().iter().map(|(k, v)| (k.clone(), *v)).collect()
+    }
+
     pub fn seen(&self, op: &str) -> u64 {
         self.state.seen.lock().unwrap().get(op).copied().unwrap_or(0)
     }
@@ -335,6 +361,22 @@ async fn handle(
         let c = faulted.entry((op, target)).or_default();
         *c += 1;
         st.most_per_target.fetch_max(*c, Ordering::Relaxed);
+    }
+    let bucket = req.uri().path().trim_start_matches('/').split('/').next().unwrap_or("").to_string();
+    let signed = req.headers().get("authorization").and_then(|a| a.to_str().ok()).and_then(signer);
+    if let Some((key, region)) = &signed {
+        *st.signers.lock().unwrap().entry((bucket.clone(), key.clone(), region.clone())).or_default() += 1;
+    }
+    let home = st.regions.lock().unwrap().get(&bucket).cloned();
+    if let (Some(home), Some((_, region))) = (&home, &signed) {
+        if home != region {
+            let _ = req.into_body().collect().await;
+            return Ok(Response::builder()
+                .status(301)
+                .header("x-amz-bucket-region", home)
+                .body(full(""))
+                .unwrap());
+        }
     }
     let capped = st.cap.lock().unwrap().as_mut().is_some_and(|c| !c.admit());
     let fault = if capped {
@@ -407,7 +449,13 @@ async fn handle(
             parts.headers.remove("content-length");
             Ok(Response::from_parts(parts, full(xml)))
         }
-        _ => Ok(resp.map(|b| b.map_err(BoxError::from).boxed())),
+        _ => {
+            let mut resp = resp.map(|b| b.map_err(BoxError::from).boxed());
+            if let Some(home) = home {
+                resp.headers_mut().insert("x-amz-bucket-region", home.parse().unwrap());
+            }
+            Ok(resp)
+        }
     }
 }
 

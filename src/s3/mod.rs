@@ -131,10 +131,44 @@ fn http_client() -> aws_smithy_runtime_api::client::http::SharedHttpClient {
         .clone()
 }
 
-/// Builds the client for one side: its own endpoint, region, addressing and credentials
-/// (`anonymous` sends unsigned requests; `profile` picks a named profile; else the default chain).
-pub async fn client(side: &Side, transfer: &TransferOpts, counter: Arc<RequestCounter>) -> Client {
-    let region = aws_config::Region::new(side.region.clone().unwrap_or_else(|| "us-east-1".into()));
+/// Builds the client for one side (`which`: "source" or "destination"): its own endpoint,
+/// addressing, credentials and region. Where the side asks for it (`Side::probes_region`), one
+/// HeadBucket finds the bucket's region first (S3 names it in `x-amz-bucket-region`, also in a
+/// 301 or 403 answer), and the client uses that region for the whole run.
+pub async fn client(side: &Side, which: &str, transfer: &TransferOpts, counter: Arc<RequestCounter>) -> Client {
+    let configured = side.region.as_deref().filter(|r| *r != "auto");
+    // "auto" is a signing region in its own right on some S3-compatible servers (R2).
+    let first = configured.or(side.region.as_deref().filter(|_| side.endpoint.is_some())).unwrap_or("us-east-1");
+    let c = build(side, first, transfer, counter.clone()).await;
+    if !side.probes_region() {
+        return c;
+    }
+    let found = match c.head_bucket().bucket(&side.bucket).send().await {
+        Ok(o) => o.bucket_region().map(str::to_string),
+        Err(e) => e
+            .raw_response()
+            .and_then(|r| r.headers().get("x-amz-bucket-region"))
+            .map(str::to_string),
+    };
+    match found {
+        Some(r) if r != first => {
+            match configured {
+                Some(set) => tracing::warn!(
+                    bucket = %side.bucket,
+                    "{which} bucket {} is in region {r}, not {set}: set `region = \"{r}\"` in [{which}] (this run uses {r})",
+                    side.bucket
+                ),
+                None => tracing::info!(bucket = %side.bucket, region = %r, "{which} bucket region found"),
+            }
+            build(side, &r, transfer, counter).await
+        }
+        _ => c,
+    }
+}
+
+/// The client for one side in `region`.
+async fn build(side: &Side, region: &str, transfer: &TransferOpts, counter: Arc<RequestCounter>) -> Client {
+    let region = aws_config::Region::new(region.to_string());
     let mut loader = aws_config::defaults(aws_config::BehaviorVersion::latest())
         .region(region.clone())
         .http_client(http_client());
@@ -152,7 +186,10 @@ pub async fn client(side: &Side, transfer: &TransferOpts, counter: Arc<RequestCo
             .build();
         loader = loader.profile_name(p).credentials_provider(creds);
     }
-    let shared = loader.load().await;
+    let mut shared = loader.load().await;
+    if let (Some(role), Some(base)) = (&side.role, shared.credentials_provider()) {
+        shared = assume(role, &shared, base).await;
+    }
     // Adaptive: after a throttled answer the client paces its own requests (a CUBIC token
     // bucket of the SDK), so a SlowDown storm slows the copies instead of failing them.
     let retry = RetryConfig::standard()
@@ -182,6 +219,32 @@ pub async fn client(side: &Side, transfer: &TransferOpts, counter: Arc<RequestCo
         b = b.interceptor(RequesterPays);
     }
     Client::from_conf(b.build())
+}
+
+/// The config with `role` assumed over the base credentials. The SDK's identity cache renews
+/// the role's credentials before they expire, so a run of many hours keeps signing. STS is
+/// reached where the environment says (`AWS_ENDPOINT_URL_STS`), else in the side's region.
+async fn assume(
+    role: &crate::spec::Role,
+    shared: &aws_config::SdkConfig,
+    base: aws_sdk_s3::config::SharedCredentialsProvider,
+) -> aws_config::SdkConfig {
+    let region = shared.region().map(|r| r.as_ref()).filter(|r| *r != "auto").unwrap_or("us-east-1");
+    let mut b = aws_config::sts::AssumeRoleProvider::builder(&role.arn)
+        .configure(shared)
+        .region(aws_config::Region::new(region.to_string()))
+        .session_name(role.session_name.as_deref().unwrap_or("s3syncd"));
+    if let Some(e) = &role.external_id {
+        b = b.external_id(e);
+    }
+    if let Some(d) = role.duration {
+        b = b.session_length(d);
+    }
+    let provider = b.build_from_provider(base).await;
+    shared
+        .to_builder()
+        .credentials_provider(aws_sdk_s3::config::SharedCredentialsProvider::new(provider))
+        .build()
 }
 
 /// Characters kept as they are in an `x-amz-copy-source` value: RFC 3986 unreserved and '/'.

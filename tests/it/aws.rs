@@ -1,0 +1,80 @@
+//! AWS in production, on local servers: a role assumed per side through moto's STS (the proxy
+//! shows which key signed each side), and a bucket in another region found through the 301 that
+//! AWS answers (the proxy answers as AWS does).
+
+use crate::util::*;
+use s3syncd_testkit::{moto::Moto, proxy::FaultProxy};
+
+fn objects() -> Vec<(String, Vec<u8>)> {
+    (0..5).map(|i| (format!("data/2026-11-0{i}.csv"), format!("row {i}\n").into_bytes())).collect()
+}
+
+/// Each side signs with what its spec names: the source with the role it assumes over its
+/// profile's keys (STS answered by moto), the destination with its profile's keys.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_role_is_assumed_per_side_and_signs_only_that_side() {
+    let moto = Moto::start();
+    let c = moto.client();
+    create_bucket(&c, "src-bucket").await;
+    create_bucket(&c, "dst-bucket").await;
+    put_all(&c, "src-bucket", objects()).await;
+    let proxy = FaultProxy::start(&moto.endpoint, vec![]);
+    let ws = Workspace::new(&[("src", "AKIABASESOURCE000001", "s"), ("dst", "AKIABASEDEST00000001", "s")]);
+    let role = "role_arn = \"arn:aws:iam::123456789012:role/feed-reader\"\nexternal_id = \"partner-1234\"\nrole_session_name = \"s3syncd-test\"\nduration = \"1h\"\n";
+    let spec_toml = spec_text(&proxy.endpoint, "src-bucket", "data/", &proxy.endpoint, "dst-bucket", "in/", "mode = \"stream\"")
+        .replace("profile = \"src\"\n", &format!("profile = \"src\"\n{role}"));
+    let spec = ws.write_spec("roles", &spec_toml);
+    let out = ws
+        .command()
+        .args(["run", spec.to_str().unwrap()])
+        .env("AWS_ENDPOINT_URL_STS", &moto.endpoint)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    for (key, body) in objects() {
+        let dest = key.replace("data/", "in/");
+        assert_eq!(get(&c, "dst-bucket", &dest).await.as_ref(), Some(&body), "{dest}");
+    }
+    let signers = proxy.signers();
+    let keys = |bucket: &str| -> Vec<String> {
+        let mut k: Vec<String> = signers.iter().filter(|((b, ..), _)| b == bucket).map(|((_, k, _), _)| k.clone()).collect();
+        k.dedup();
+        k
+    };
+    let (src, dst) = (keys("src-bucket"), keys("dst-bucket"));
+    assert_eq!(src.len(), 1, "one assumed key signs the source: {signers:?}");
+    assert!(src[0] != "AKIABASESOURCE000001" && src[0].starts_with("ASIA"), "the role's key, not the base key: {signers:?}");
+    assert_eq!(dst, ["AKIABASEDEST00000001"], "the destination signs with its profile: {signers:?}");
+}
+
+/// A bucket in another region than the spec says: the 301 names the region, the run uses it
+/// and says which key to set; `region = "auto"` finds it without a warning.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_wrong_region_is_followed_through_the_301_answer() {
+    let (server, c, ws) = seeded(&objects()).await;
+    let proxy = FaultProxy::start(&server.endpoint, vec![]);
+    proxy.set_bucket_region("src-bucket", "ap-northeast-1");
+    proxy.set_bucket_region("dst-bucket", "eu-west-1");
+    let spec_toml = spec_text(&proxy.endpoint, "src-bucket", "data/", &proxy.endpoint, "dst-bucket", "in/", "mode = \"stream\"")
+        .replace("profile = \"src\"\n", "profile = \"src\"\nregion = \"us-west-2\"\n")
+        .replace("profile = \"dst\"\n", "profile = \"dst\"\nregion = \"auto\"\n");
+    let spec = ws.write_spec("regions", &spec_toml);
+    let out = ws.run(&["run", spec.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("source bucket src-bucket is in region ap-northeast-1, not us-west-2: set `region = \"ap-northeast-1\"` in [source]"),
+        "{}",
+        text(&out)
+    );
+    assert!(!stderr.contains("in [destination]"), "auto warns of nothing: {}", text(&out));
+    for (key, body) in objects() {
+        let dest = key.replace("data/", "in/");
+        assert_eq!(get(&c, "dst-bucket", &dest).await.as_ref(), Some(&body), "{dest}");
+    }
+    // One request each was signed for the wrong region (the probe); all others for the right one.
+    for ((bucket, _, region), n) in proxy.signers() {
+        let right = if bucket == "src-bucket" { "ap-northeast-1" } else { "eu-west-1" };
+        assert!(region == right || n == 1, "{bucket}: {n} requests signed for {region}");
+    }
+}
