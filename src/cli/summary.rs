@@ -96,10 +96,13 @@ fn finished(r: &RunReport) -> String {
     if let Some(e) = &r.listing_error {
         let _ = writeln!(s, "  error         {e}");
     }
+    for (cause, n) in &t.causes {
+        let _ = writeln!(s, "  likely cause  {cause} ({n} {})", if *n == 1 { "object" } else { "objects" });
+    }
     if t.failed > 0 {
         let _ = writeln!(
             s,
-            "  see failures  sqlite3 manifest.db \"SELECT source_key, kind, message FROM failures WHERE run_id = {}\"",
+            "  see failures  sqlite3 manifest.db \"SELECT source_key, kind, code, message FROM failures WHERE run_id = {}\"",
             r.run_id
         );
     }

@@ -4,7 +4,7 @@
 
 use super::limit::Limit;
 use super::{Event, Run};
-use crate::manifest::ObjectRow;
+use crate::manifest::{FailureRow, ObjectRow};
 use crate::plan::CopyJob;
 use crate::transfer::{Failure, Outcome};
 use std::sync::Arc;
@@ -112,7 +112,7 @@ impl Run {
             Err(e) => {
                 tracing::error!(error = %e, "copy task panicked");
                 crate::metrics::object_failed(spec);
-                return self.count(|t| t.failed(None));
+                return self.count(|t| t.failed(None, None));
             }
         };
         match result {
@@ -142,16 +142,26 @@ impl Run {
             Err(f) => {
                 crate::metrics::object_failed(spec);
                 let mode = f.mode.map_or("-", |m| m.as_str());
-                tracing::warn!(key = %job.source.key, mode, kind = f.error.kind.as_str(), error = %f.error, "object failed");
-                self.count(|t| t.failed(Some(&f.trail)));
+                let cause = f.error.cause(&self.spec);
+                tracing::warn!(key = %job.source.key, mode, kind = f.error.kind.as_str(), error = %f.error, cause = cause.as_deref().unwrap_or("-"), "object failed");
+                self.count(|t| t.failed(Some(&f.trail), cause.as_deref()));
                 // A failed overwrite may have replaced what the manifest vouched for.
                 if f.error.is_verify() {
                     self.engine.writer.forget(&self.target, &job.dest_key);
                 }
-                let message = f.error.to_string();
-                self.engine
-                    .writer
-                    .failure(self.run_id, spec, &job.source.key, f.mode, f.error.kind.as_str(), &message);
+                let message = match &cause {
+                    Some(c) => format!("{}. Likely cause: {c}", f.error),
+                    None => f.error.to_string(),
+                };
+                self.engine.writer.failure(FailureRow {
+                    run_id: self.run_id,
+                    spec: spec.clone(),
+                    source_key: job.source.key.clone(),
+                    mode: f.mode,
+                    kind: f.error.kind.as_str(),
+                    code: f.error.code_str(),
+                    message,
+                });
             }
         }
     }

@@ -3,7 +3,7 @@
 
 use super::planning::Planned;
 use super::{EngineError, Event, Run, RunReport, Tally};
-use crate::manifest::{ObjectRow, RunStatus};
+use crate::manifest::{FailureRow, ObjectRow, RunStatus};
 use crate::transfer::{error::classify, Op};
 
 /// Why the run must delete nothing, if it must not: deletes follow only a complete listing, an
@@ -117,11 +117,20 @@ impl Run {
                 .await;
             match sent {
                 Ok(out) => {
-                    let refused: std::collections::HashSet<&str> = out.errors().iter().filter_map(|e| e.key()).collect();
+                    let refused: std::collections::HashMap<&str, &aws_sdk_s3::types::Error> =
+                        out.errors().iter().filter_map(|e| Some((e.key()?, e))).collect();
                     for r in chunk {
-                        if refused.contains(r.dest_key.as_str()) {
+                        if let Some(e) = refused.get(r.dest_key.as_str()) {
                             tally.failed += 1;
-                            writer.failure(self.run_id, spec, &r.source_key, None, "delete", "DeleteObjects refused this key");
+                            writer.failure(FailureRow {
+                                run_id: self.run_id,
+                                spec: spec.clone(),
+                                source_key: r.source_key.clone(),
+                                mode: None,
+                                kind: "delete",
+                                code: e.code().map(str::to_string),
+                                message: format!("DeleteObjects refused this key: {}", e.message().unwrap_or("no reason given")),
+                            });
                         } else {
                             writer.deleted(self.run_id, &self.target, &r.dest_key);
                             tally.deleted += 1;

@@ -78,8 +78,9 @@ impl Run {
                     }
                 }
                 Some(Err(e)) => {
+                    let e = e.explained(&self.spec.source);
                     tracing::error!(error = %e, "source listing failed; no deletes this run");
-                    planned.listing_error = Some(e.to_string());
+                    planned.listing_error = Some(e);
                     break;
                 }
             }

@@ -44,6 +44,8 @@ pub struct Tally {
     /// The most copies in flight at once, and whether the limit was adaptive.
     pub concurrency: usize,
     pub adaptive: bool,
+    /// Failed objects by their likely cause (`s3::explain`), for the summary.
+    pub causes: BTreeMap<String, u64>,
 }
 
 impl Tally {
@@ -70,8 +72,11 @@ impl Tally {
         self.trail(&o.trail);
     }
 
-    pub(super) fn failed(&mut self, trail: Option<&Trail>) {
+    pub(super) fn failed(&mut self, trail: Option<&Trail>, cause: Option<&str>) {
         self.failed += 1;
+        if let Some(c) = cause {
+            *self.causes.entry(c.to_string()).or_default() += 1;
+        }
         if let Some(t) = trail {
             self.trail(t);
         }
@@ -121,6 +126,7 @@ impl Tally {
             "objects_filtered": self.filtered,
             "unsupported": self.unsupported,
             "concurrency": self.concurrency,
+            "causes": self.causes,
             "estimated_cost_usd": estimated_cost_usd,
             "wall_seconds": wall.as_secs_f64(),
         })

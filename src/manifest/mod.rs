@@ -175,6 +175,21 @@ pub struct ObjectRow {
     pub checksum: Option<String>,
 }
 
+/// A row of the `failures` table.
+#[derive(Debug, Clone)]
+pub struct FailureRow {
+    pub run_id: i64,
+    pub spec: String,
+    pub source_key: String,
+    pub mode: Option<Mode>,
+    /// The error kind's documented name (`retryable`, `cant-use-mode`, `fatal`, `delete`).
+    pub kind: &'static str,
+    /// The raw S3 error code, when S3 answered.
+    pub code: Option<String>,
+    /// The error, and its likely cause when one is known.
+    pub message: String,
+}
+
 /// Counters of a run, as stored in `runs`.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct RunRow {

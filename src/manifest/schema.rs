@@ -103,6 +103,9 @@ const STEPS: &[&str] = &[
     ALTER TABLE uploads ADD COLUMN region TEXT;
     ALTER TABLE uploads ADD COLUMN path_style INTEGER NOT NULL DEFAULT 0;
     ALTER TABLE uploads ADD COLUMN profile TEXT;",
+    // 4: the raw S3 error code of each failure (`AccessDenied`, `HTTP 404`), beside the message
+    //    that explains it; NULL where no S3 answer came (a timeout, a verify failure).
+    "ALTER TABLE failures ADD COLUMN code TEXT;",
 ];
 
 pub const VERSION: i64 = STEPS.len() as i64;

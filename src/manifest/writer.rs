@@ -1,7 +1,7 @@
 //! The single writer: one thread owns the read-write connection and applies queued writes in
 //! batches, one transaction per batch, so copy tasks never wait on SQLite and never contend.
 
-use super::{open_rw, sqlite_err, ManifestError, ObjectRow, Result, RunRow, Target};
+use super::{open_rw, sqlite_err, FailureRow, ManifestError, ObjectRow, Result, RunRow, Target};
 use crate::spec::{Mode, Side};
 use rusqlite::{params, Connection, Transaction};
 use std::path::{Path, PathBuf};
@@ -34,15 +34,7 @@ enum Op {
         source_endpoint: String,
         source_bucket: String,
     },
-    Failure {
-        run_id: i64,
-        spec: String,
-        source_key: String,
-        mode: Option<Mode>,
-        kind: &'static str,
-        message: String,
-        at: String,
-    },
+    Failure(FailureRow, String),
     StartRun {
         spec: String,
         started_at: String,
@@ -146,17 +138,9 @@ impl Writer {
         });
     }
 
-    /// Records an object that failed; `kind` is the error kind's documented name.
-    pub fn failure(&self, run_id: i64, spec: &str, source_key: &str, mode: Option<Mode>, kind: &'static str, message: &str) {
-        self.send(Op::Failure {
-            run_id,
-            spec: spec.into(),
-            source_key: source_key.into(),
-            mode,
-            kind,
-            message: message.into(),
-            at: super::now(),
-        });
+    /// Records an object that failed.
+    pub fn failure(&self, row: FailureRow) {
+        self.send(Op::Failure(row, super::now()));
     }
 
     /// Inserts a `running` row and returns its id.
@@ -309,19 +293,11 @@ fn apply_one(tx: &Transaction, op: &Op) -> rusqlite::Result<Option<i64>> {
             source_endpoint,
             source_bucket,
         } => adopt(tx, target, source_endpoint, source_bucket)?,
-        Op::Failure {
-            run_id,
-            spec,
-            source_key,
-            mode,
-            kind,
-            message,
-            at,
-        } => {
+        Op::Failure(f, at) => {
             tx.prepare_cached(
-                "INSERT INTO failures (run_id, spec, source_key, mode, kind, message, at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+                "INSERT INTO failures (run_id, spec, source_key, mode, kind, code, message, at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
             )?
-            .execute(params![run_id, spec, source_key, mode.map(Mode::as_str), kind, message, at])?;
+            .execute(params![f.run_id, f.spec, f.source_key, f.mode.map(Mode::as_str), f.kind, f.code, f.message, at])?;
         }
         Op::StartRun { spec, started_at, .. } => {
             tx.execute(

@@ -1,5 +1,7 @@
 //! S3 clients per side of a spec, request accounting, key encoding and source listing.
 
+pub mod explain;
+
 use crate::spec::{Side, TransferOpts};
 use aws_sdk_s3::config::interceptors::FinalizerInterceptorContextRef;
 use aws_sdk_s3::config::{ConfigBag, Intercept, RuntimeComponents};
@@ -247,6 +249,29 @@ async fn assume(
         .build()
 }
 
+impl ListError {
+    /// The error with its likely cause and fix, when one is known (`explain`).
+    pub fn explained(&self, side: &Side) -> String {
+        let cause = match self {
+            ListError::Failed { message, code, status, .. } => explain::cause(
+                "source",
+                side,
+                explain::Failure {
+                    op: "ListObjectsV2",
+                    code: code.as_deref(),
+                    status: *status,
+                    detail: message,
+                },
+            ),
+            _ => None,
+        };
+        match cause {
+            Some(c) => format!("{self}. Likely cause: {c}"),
+            None => self.to_string(),
+        }
+    }
+}
+
 /// Characters kept as they are in an `x-amz-copy-source` value: RFC 3986 unreserved and '/'.
 const COPY_SOURCE: &AsciiSet = &NON_ALPHANUMERIC.remove(b'-').remove(b'_').remove(b'.').remove(b'~').remove(b'/');
 
@@ -285,7 +310,14 @@ pub fn is_md5_etag(e: &str) -> bool {
 #[derive(Debug, thiserror::Error)]
 pub enum ListError {
     #[error("listing s3://{bucket}/{prefix} failed: {message}")]
-    Failed { bucket: String, prefix: String, message: String },
+    Failed {
+        bucket: String,
+        prefix: String,
+        message: String,
+        /// The S3 error code and HTTP status, when S3 answered.
+        code: Option<String>,
+        status: Option<u16>,
+    },
     #[error("listing s3://{bucket}/{prefix} came back truncated without a continuation token; refusing to treat it as complete")]
     TruncatedWithoutToken { bucket: String, prefix: String },
     #[error("a part of the source listing stopped before its end")]
@@ -343,10 +375,15 @@ impl Lister {
             Some(t) => req.continuation_token(t),
             None => req.set_start_after(self.start_after.clone()),
         };
-        let out = req.send().await.map_err(|e| ListError::Failed {
-            bucket: self.bucket.clone(),
-            prefix: self.prefix.clone(),
-            message: aws_smithy_types::error::display::DisplayErrorContext(&e).to_string(),
+        let out = req.send().await.map_err(|e| {
+            use aws_sdk_s3::error::ProvideErrorMetadata;
+            ListError::Failed {
+                bucket: self.bucket.clone(),
+                prefix: self.prefix.clone(),
+                code: e.code().map(str::to_string),
+                status: e.raw_response().map(|r| r.status().as_u16()),
+                message: aws_smithy_types::error::display::DisplayErrorContext(&e).to_string(),
+            }
         })?;
         let truncated = out.is_truncated().unwrap_or(false);
         self.token = out.next_continuation_token().map(str::to_string);

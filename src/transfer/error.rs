@@ -117,8 +117,7 @@ impl Code {
                 | "ThrottlingException"
                 | "RequestTimeout"
                 | "InternalError"
-                | "ServiceUnavailable"
-                | "RequestTimeTooSkewed"),
+                | "ServiceUnavailable"),
             ) => Code::Throttled(c.into()),
             Some(c) => Code::Other(c.into()),
         }
@@ -126,7 +125,7 @@ impl Code {
 
     /// The destination cannot take any object: no such bucket, or credentials it rejects.
     pub fn is_unusable_side(&self) -> bool {
-        matches!(self, Code::Other(c) if matches!(c.as_str(), "NoSuchBucket" | "InvalidAccessKeyId" | "SignatureDoesNotMatch" | "InvalidToken" | "ExpiredToken"))
+        matches!(self, Code::Other(c) if matches!(c.as_str(), "NoSuchBucket" | "InvalidAccessKeyId" | "SignatureDoesNotMatch" | "InvalidToken" | "ExpiredToken" | "RequestTimeTooSkewed" | "AllAccessDisabled"))
     }
 
     /// The object (or the key) does not exist: a coded NoSuchKey, or a bare 404 (HEAD answers
@@ -154,6 +153,8 @@ pub struct TransferError {
     pub kind: ErrorKind,
     pub op: Op,
     pub code: Option<Code>,
+    /// The HTTP status of the answer, when there was one.
+    pub status: Option<u16>,
     pub message: String,
     /// The SDK or I/O error behind this one, for `{:#}` chains and debugging.
     #[source]
@@ -175,6 +176,7 @@ impl TransferError {
             kind,
             op,
             code: None,
+            status: None,
             message: message.into(),
             source: None,
         }
@@ -219,6 +221,37 @@ impl TransferError {
     pub fn is_verify(&self) -> bool {
         self.op == Op::Verify
     }
+
+    /// The likely cause and its fix in one line (`s3::explain`), on the side that signed the
+    /// failed request: the destination signs server-side copies and every write.
+    pub fn cause(&self, spec: &crate::spec::Spec) -> Option<String> {
+        let which = match self.op {
+            Op::GetObject | Op::GetObjectTagging | Op::HeadObject | Op::ListObjectsV2 => "source",
+            _ => "destination",
+        };
+        self.cause_on(which, if which == "source" { &spec.source } else { &spec.destination })
+    }
+
+    /// The likely cause, for a request of side `which` ("source" or "destination").
+    pub fn cause_on(&self, which: &str, side: &crate::spec::Side) -> Option<String> {
+        let code = self.code.as_ref().filter(|c| !matches!(c, Code::Http(_))).map(ToString::to_string);
+        let detail = match &self.source {
+            Some(s) => format!("{} {s:?}", self.message),
+            None => self.message.clone(),
+        };
+        let failure = crate::s3::explain::Failure {
+            op: self.op.as_str(),
+            code: code.as_deref(),
+            status: self.status,
+            detail: &detail,
+        };
+        crate::s3::explain::cause(which, side, failure)
+    }
+
+    /// The raw S3 error code for the manifest's `failures.code`; the HTTP status without one.
+    pub fn code_str(&self) -> Option<String> {
+        self.code.as_ref().map(ToString::to_string)
+    }
 }
 
 /// Classifies an SDK error of operation `op`.
@@ -227,6 +260,7 @@ pub fn classify<E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'sta
     err: SdkError<E, aws_smithy_runtime_api::http::Response>,
 ) -> TransferError {
     let message = aws_smithy_types::error::display::DisplayErrorContext(&err).to_string();
+    let status = err.raw_response().map(|r| r.status().as_u16());
     let (kind, code, message) = match &err {
         SdkError::TimeoutError(_) | SdkError::DispatchFailure(_) | SdkError::ResponseError(_) => (ErrorKind::Retryable, None, message),
         SdkError::ServiceError(se) => {
@@ -241,6 +275,7 @@ pub fn classify<E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'sta
         kind,
         op,
         code,
+        status,
         message,
         source: Some(Box::new(err)),
     }
@@ -253,6 +288,10 @@ pub fn classify_code(op: Op, status: u16, code: &Code) -> ErrorKind {
     }
     if matches!(code, Code::Throttled(_)) || status >= 500 || status == 429 {
         return ErrorKind::Retryable;
+    }
+    // Another mode would sign with the same credentials, at the same clock and bucket.
+    if code.is_unusable_side() {
+        return ErrorKind::Fatal;
     }
     if op.is_server_side_copy() {
         return match code {

@@ -3,7 +3,10 @@
 //! AWS answers (the proxy answers as AWS does).
 
 use crate::util::*;
-use s3syncd_testkit::{moto::Moto, proxy::FaultProxy};
+use s3syncd_testkit::{
+    moto::Moto,
+    proxy::{Fault, FaultProxy},
+};
 
 fn objects() -> Vec<(String, Vec<u8>)> {
     (0..5).map(|i| (format!("data/2026-11-0{i}.csv"), format!("row {i}\n").into_bytes())).collect()
@@ -77,4 +80,59 @@ async fn a_wrong_region_is_followed_through_the_301_answer() {
         let right = if bucket == "src-bucket" { "ap-northeast-1" } else { "eu-west-1" };
         assert!(region == right || n == 1, "{bucket}: {n} requests signed for {region}");
     }
+}
+
+/// Credentials a server rejects, a bucket that does not exist, and an object the source will
+/// not serve: each run says why in one line (log, summary, run row), and each failure row keeps
+/// the raw S3 code.
+#[tokio::test(flavor = "multi_thread")]
+async fn each_common_failure_says_its_cause_and_fix() {
+    let (server, _c, _) = seeded(&objects()).await;
+    // The source's profile holds a secret the server does not know.
+    let ws = Workspace::new(&[("src", &server.access_key, "not-the-secret"), ("dst", &server.access_key, &server.secret_key)]);
+    let spec = ws.seeded_spec("creds", &server.endpoint, "in/", "");
+    let out = ws.run(&["run", spec.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    let said = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert!(said.contains("the source's credentials (profile \"src\") were rejected at http://127.0.0.1"), "{said}");
+    assert!(!said.contains("not-the-secret"), "no secret in the output");
+    let row: String = ws.sqlite().query_row("SELECT error FROM runs", [], |r| r.get(0)).unwrap();
+    assert!(row.contains("Likely cause: the source's credentials"), "{row}");
+
+    // A destination bucket that does not exist fails the run before any copy.
+    let ws = Workspace::new(&[("src", &server.access_key, &server.secret_key), ("dst", &server.access_key, &server.secret_key)]);
+    let spec = ws.write_spec(
+        "nobucket",
+        &spec_text(&server.endpoint, "src-bucket", "data/", &server.endpoint, "no-such-bucket", "in/", ""),
+    );
+    let out = ws.run(&["run", spec.to_str().unwrap()]);
+    assert_ne!(out.status.code(), Some(0), "{}", text(&out));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("bucket no-such-bucket does not exist at http://127.0.0.1"),
+        "{}",
+        text(&out)
+    );
+
+    // An object the source refuses: the run goes on, the summary and the row say why.
+    let proxy = FaultProxy::start(&server.endpoint, vec![Fault::status("GetObject", 1, 403, "AccessDenied").only("2026-11-03.csv")]);
+    let spec = ws.write_spec(
+        "denied",
+        &spec_text(&proxy.endpoint, "src-bucket", "data/", &proxy.endpoint, "dst-bucket", "denied/", "mode = \"stream\""),
+    );
+    let out = ws.run(&["run", spec.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        stdout.contains("likely cause  profile \"src\" may not read s3://src-bucket/data/: the bucket may be requester-pays (set `requester_pays = true` in [source])"),
+        "{}",
+        text(&out)
+    );
+    let (code, message): (String, String) = ws
+        .sqlite()
+        .query_row("SELECT code, message FROM failures WHERE spec = 'denied'", [], |r| Ok((r.get(0)?, r.get(1)?)))
+        .unwrap();
+    assert_eq!(code, "AccessDenied");
+    assert!(message.contains("Likely cause:") && message.contains("s3:GetObject"), "{message}");
+    let copied: i64 = ws.sqlite().query_row("SELECT count(*) FROM objects WHERE spec = 'denied'", [], |r| r.get(0)).unwrap();
+    assert_eq!(copied as usize, objects().len() - 1, "the other objects are copied");
 }
