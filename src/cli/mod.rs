@@ -76,6 +76,15 @@ pub enum Command {
     },
     /// Check the config and spec files or directories (default: the config and its spec_dir).
     Validate { paths: Vec<PathBuf> },
+    /// Preflight a feed against its servers (after `validate`): credentials resolve, each side
+    /// lists, and whether `direct` can copy. Read-only unless --write.
+    Check {
+        /// Spec files or names in spec_dir (default: every spec in spec_dir).
+        specs: Vec<String>,
+        /// Also put and delete an empty probe object under the destination prefix.
+        #[arg(long)]
+        write: bool,
+    },
     /// Print a shell completion script (bash, zsh, fish, elvish, powershell).
     Completions { shell: clap_complete::Shell },
     /// Write the man pages (s3syncd(1), one per subcommand, s3syncd.toml(5)) into a directory.
@@ -120,6 +129,7 @@ pub fn dispatch(command: Command, config: Result<Config, SpecError>) -> i32 {
             Command::Run { spec, dry_run, mode } => run(config, &spec, dry_run, mode).await,
             Command::Daemon => daemon(config).await,
             Command::Manifest { command } => manifest::run(&config, command).await,
+            Command::Check { specs, write } => Ok(check(&config, &specs, write).await),
             Command::Validate { .. } | Command::Completions { .. } | Command::Man { .. } => unreachable!("handled above"),
         }
     });
@@ -245,6 +255,64 @@ pub async fn run(config: Config, spec_arg: &str, dry_run: bool, mode: Option<Mod
     } else {
         EXIT_FAILED_OBJECTS
     })
+}
+
+/// `check`: one line per check and spec; exit 0 when all pass (notes included), 1 when a
+/// check fails, 2 when a spec is invalid.
+async fn check(config: &Config, args: &[String], write: bool) -> i32 {
+    use crate::engine::preflight::{self, Verdict};
+    let specs: Vec<Spec> = if args.is_empty() {
+        match spec::load_dir(&config.spec_dir) {
+            Ok(set) if set.errors.is_empty() => set.specs.into_values().collect(),
+            Ok(set) => {
+                set.errors.iter().for_each(|d| eprintln!("{d}"));
+                return EXIT_INVALID;
+            }
+            Err(e) => {
+                print_diagnostics(&e);
+                return EXIT_INVALID;
+            }
+        }
+    } else {
+        let mut specs = Vec::new();
+        for a in args {
+            match resolve_spec(config, a) {
+                Ok(s) => specs.push(s),
+                Err(e) => {
+                    print_diagnostics(&e);
+                    return EXIT_INVALID;
+                }
+            }
+        }
+        specs
+    };
+    let mut failed = false;
+    for s in &specs {
+        println!("{} ({})", s.name, s.path.display());
+        for (side, x) in [("source", &s.source), ("destination", &s.destination)] {
+            if let Some(why) = crate::s3::missing_profile(x) {
+                println!("  fail  {side} credentials: {why}");
+                failed = true;
+            }
+        }
+        if failed {
+            continue;
+        }
+        for c in preflight::run(s, write).await {
+            let tag = match c.verdict {
+                Verdict::Pass => "ok  ",
+                Verdict::Note => "note",
+                Verdict::Fail => "fail",
+            };
+            failed |= c.verdict == Verdict::Fail;
+            println!("  {tag}  {}: {}", c.name, c.detail);
+        }
+    }
+    if failed {
+        EXIT_FAILED_OBJECTS
+    } else {
+        EXIT_OK
+    }
 }
 
 /// `daemon`: the service, with signals wired to its controls.

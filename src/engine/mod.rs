@@ -14,6 +14,7 @@ mod finishing;
 mod limit;
 mod observe;
 mod planning;
+pub mod preflight;
 mod tally;
 
 pub use observe::{Event, Observer, Quiet};

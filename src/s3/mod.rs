@@ -168,30 +168,16 @@ pub async fn client(side: &Side, which: &str, transfer: &TransferOpts, counter: 
     }
 }
 
+/// The provider of a side's credentials, as its clients use it (`s3syncd check` shows which
+/// source supplied them); None for an anonymous side.
+pub async fn credentials(side: &Side) -> Option<aws_sdk_s3::config::SharedCredentialsProvider> {
+    let region = side.region.as_deref().filter(|r| *r != "auto").unwrap_or("us-east-1");
+    shared_config(side, region).await.credentials_provider()
+}
+
 /// The client for one side in `region`.
 async fn build(side: &Side, region: &str, transfer: &TransferOpts, counter: Arc<RequestCounter>) -> Client {
-    let region = aws_config::Region::new(region.to_string());
-    let mut loader = aws_config::defaults(aws_config::BehaviorVersion::latest())
-        .region(region.clone())
-        .http_client(http_client());
-    if side.anonymous {
-        loader = loader.no_credentials();
-    } else if let Some(p) = &side.profile {
-        // That profile and nothing else: the SDK's default chain would put the environment's
-        // keys first, and sign with another account's credentials on a shared host.
-        let conf = aws_config::provider_config::ProviderConfig::default()
-            .with_http_client(http_client())
-            .with_region(Some(region.clone()));
-        let creds = aws_config::profile::ProfileFileCredentialsProvider::builder()
-            .configure(&conf)
-            .profile_name(p)
-            .build();
-        loader = loader.profile_name(p).credentials_provider(creds);
-    }
-    let mut shared = loader.load().await;
-    if let (Some(role), Some(base)) = (&side.role, shared.credentials_provider()) {
-        shared = assume(role, &shared, base).await;
-    }
+    let shared = shared_config(side, region).await;
     // Adaptive: after a throttled answer the client paces its own requests (a CUBIC token
     // bucket of the SDK), so a SlowDown storm slows the copies instead of failing them.
     let retry = RetryConfig::standard()
@@ -223,6 +209,32 @@ async fn build(side: &Side, region: &str, transfer: &TransferOpts, counter: Arc<
     Client::from_conf(b.build())
 }
 
+/// The SDK config of one side in `region`: its credentials exactly as the spec names them.
+async fn shared_config(side: &Side, region: &str) -> aws_config::SdkConfig {
+    let region = aws_config::Region::new(region.to_string());
+    let mut loader = aws_config::defaults(aws_config::BehaviorVersion::latest())
+        .region(region.clone())
+        .http_client(http_client());
+    if side.anonymous {
+        loader = loader.no_credentials();
+    } else if let Some(p) = &side.profile {
+        // That profile and nothing else: the SDK's default chain would put the environment's
+        // keys first, and sign with another account's credentials on a shared host.
+        let conf = aws_config::provider_config::ProviderConfig::default()
+            .with_http_client(http_client())
+            .with_region(Some(region.clone()));
+        let creds = aws_config::profile::ProfileFileCredentialsProvider::builder()
+            .configure(&conf)
+            .profile_name(p)
+            .build();
+        loader = loader.profile_name(p).credentials_provider(creds);
+    }
+    let shared = loader.load().await;
+    match (&side.role, shared.credentials_provider()) {
+        (Some(role), Some(base)) => assume(role, &shared, base).await,
+        _ => shared,
+    }
+}
 /// The config with `role` assumed over the base credentials. The SDK's identity cache renews
 /// the role's credentials before they expire, so a run of many hours keeps signing. STS is
 /// reached where the environment says (`AWS_ENDPOINT_URL_STS`), else in the side's region.

@@ -4,6 +4,7 @@
 
 use crate::util::*;
 use s3syncd_testkit::{
+    fs_server::S3Server,
     moto::Moto,
     proxy::{Fault, FaultProxy},
 };
@@ -135,4 +136,79 @@ async fn each_common_failure_says_its_cause_and_fix() {
     assert!(message.contains("Likely cause:") && message.contains("s3:GetObject"), "{message}");
     let copied: i64 = ws.sqlite().query_row("SELECT count(*) FROM objects WHERE spec = 'denied'", [], |r| r.get(0)).unwrap();
     assert_eq!(copied as usize, objects().len() - 1, "the other objects are copied");
+}
+
+fn lines(out: &std::process::Output) -> String {
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// `s3syncd check` on both servers: every check passes for a good feed, `--write` leaves no
+/// probe behind, and rejected credentials fail with their cause.
+#[tokio::test(flavor = "multi_thread")]
+async fn check_passes_a_good_feed_and_names_what_fails_on_both_servers() {
+    let moto = Moto::start();
+    let server = S3Server::start();
+    for (name, endpoint, c, keys) in both_servers(&moto, &server) {
+        create_bucket(&c, "src-bucket").await;
+        create_bucket(&c, "dst-bucket").await;
+        put_all(&c, "src-bucket", objects()).await;
+        let ws = Workspace::new(&[("src", &keys.0, &keys.1), ("dst", &keys.0, &keys.1)]);
+        let spec = ws.seeded_spec("feed", &endpoint, "in/", "");
+        let out = ws.run(&["check", spec.to_str().unwrap(), "--write"]);
+        let said = lines(&out);
+        assert_eq!(out.status.code(), Some(0), "{name}: {}", text(&out));
+        let tail = &keys.0[keys.0.len() - 4..];
+        for want in [
+            format!("ok    source credentials: profile \"src\": resolved by ProfileFile (key id ...{tail})"),
+            "ok    source lists: s3://src-bucket/data/: first key \"data/2026-11-00.csv\"".to_string(),
+            "ok    destination lists: s3://dst-bucket/in/: empty".to_string(),
+            "ok    direct (server-side copy): the destination's credentials can read \"data/2026-11-00.csv\" at the source".to_string(),
+            "ok    destination writes: put and deleted \"in/.s3syncd-check-".to_string(),
+        ] {
+            assert!(said.contains(&want), "{name}: {want:?} in\n{said}");
+        }
+        assert!(!said.contains(&keys.1), "{name}: no secret printed");
+        assert!(list(&c, "dst-bucket", "in/").await.is_empty(), "{name}: the probe is deleted");
+        assert!(list(&c, "dst-bucket", "").await.is_empty(), "{name}: nothing written without --write either");
+    }
+    // Rejected credentials (s3s-fs checks signatures): a failed check, its cause, exit 1.
+    let ws = Workspace::new(&[("src", &server.access_key, &server.secret_key), ("dst", &server.access_key, "wrong")]);
+    let spec = ws.seeded_spec("feed", &server.endpoint, "in/", "");
+    let out = ws.run(&["check", spec.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    assert!(
+        lines(&out).contains("fail  destination lists: s3://dst-bucket/in/: ListObjectsV2 failed")
+            && lines(&out).contains("the destination's credentials (profile \"dst\") were rejected"),
+        "{}",
+        text(&out)
+    );
+}
+
+/// `direct` refused: a note when `auto` will stream, a failure when the spec insists on
+/// `direct`; different endpoints can never copy server-side. An invalid spec exits 2.
+#[tokio::test(flavor = "multi_thread")]
+async fn check_says_whether_direct_can_copy() {
+    let (server, _c, ws) = seeded(&objects()).await;
+    let proxy = FaultProxy::start(&server.endpoint, vec![Fault::status("HeadObject", 1, 403, "AccessDenied")]);
+    let auto = ws.seeded_spec("auto", &proxy.endpoint, "auto/", "");
+    let out = ws.run(&["check", auto.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    assert!(
+        lines(&out).contains("note  direct (server-side copy): the destination's credentials cannot read the source (HTTP 403): they need s3:GetObject on s3://src-bucket/data/*; auto will stream"),
+        "{}",
+        text(&out)
+    );
+    let direct = ws.seeded_spec("direct", &proxy.endpoint, "direct/", "mode = \"direct\"");
+    let out = ws.run(&["check", direct.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    assert!(lines(&out).contains("fail  direct (server-side copy)"), "{}", text(&out));
+    let apart = ws.write_spec(
+        "apart",
+        &spec_text(&server.endpoint, "src-bucket", "data/", &proxy.endpoint, "dst-bucket", "apart/", ""),
+    );
+    let out = ws.run(&["check", apart.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    assert!(lines(&out).contains("note  direct (server-side copy): not possible: source and destination are on different endpoints; auto will stream"), "{}", text(&out));
+    let bad = ws.write_spec("bad", "[source]\nbucket = \"x\"\n");
+    assert_eq!(ws.run(&["check", bad.to_str().unwrap()]).status.code(), Some(2));
 }

@@ -1,0 +1,219 @@
+//! `s3syncd check`: whether a feed will run, before it does. Cheap and read-only unless asked
+//! to write: credentials resolve on each side, each side lists, and whether `direct` can copy
+//! (one HEAD of a source object signed by the destination's credentials). Each failed check
+//! says its likely cause and fix (`s3::explain`).
+
+use crate::s3::{self, RequestCounter};
+use crate::spec::{ModeChoice, Side, Spec};
+use crate::transfer::error::{classify, Op, TransferError};
+use aws_sdk_s3::Client;
+use std::sync::Arc;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Verdict {
+    Pass,
+    /// Passes, with something the operator should know (`auto` will stream, say).
+    Note,
+    Fail,
+}
+
+#[derive(Debug, Clone)]
+pub struct Check {
+    pub name: String,
+    pub verdict: Verdict,
+    pub detail: String,
+}
+
+fn check(name: impl Into<String>, verdict: Verdict, detail: impl Into<String>) -> Check {
+    Check {
+        name: name.into(),
+        verdict,
+        detail: detail.into(),
+    }
+}
+
+/// Runs every check of `spec`; `write` adds a PutObject and DeleteObject of a probe key under
+/// the destination prefix.
+pub async fn run(spec: &Spec, write: bool) -> Vec<Check> {
+    let mut out = Vec::new();
+    let counter = Arc::new(RequestCounter::default());
+    let (src, dst) = tokio::join!(
+        s3::client(&spec.source, "source", &spec.transfer, counter.clone()),
+        s3::client(&spec.destination, "destination", &spec.transfer, counter)
+    );
+    let mut usable = true;
+    for (which, side) in [("source", &spec.source), ("destination", &spec.destination)] {
+        let c = credentials(which, side).await;
+        usable &= c.verdict != Verdict::Fail;
+        out.push(c);
+    }
+    if !usable {
+        return out;
+    }
+    let (first, listed) = list_one("source", &spec.source, &src).await;
+    out.push(listed);
+    let (_, listed) = list_one("destination", &spec.destination, &dst).await;
+    out.push(listed);
+    out.push(direct(spec, &dst, first.as_deref()).await);
+    if write {
+        out.push(write_probe(spec, &dst).await);
+    }
+    out
+}
+
+/// Which provider supplied the side's credentials, and the last four characters of the key id
+/// (never the secret).
+async fn credentials(which: &str, side: &Side) -> Check {
+    use aws_sdk_s3::config::ProvideCredentials;
+    let name = format!("{which} credentials");
+    let who = s3::explain::signer(side);
+    let Some(provider) = s3::credentials(side).await else {
+        return check(name, Verdict::Pass, format!("{who}: unsigned requests"));
+    };
+    match provider.provide_credentials().await {
+        Ok(c) => {
+            let id = c.access_key_id();
+            let tail = &id[id.len().saturating_sub(4)..];
+            let source = provider_name(&format!("{c:?}"));
+            check(name, Verdict::Pass, format!("{who}: resolved by {source} (key id ...{tail})"))
+        }
+        Err(e) => {
+            let detail = aws_smithy_types::error::display::DisplayErrorContext(&e).to_string();
+            let failure = s3::explain::Failure {
+                op: "credentials",
+                code: None,
+                status: None,
+                detail: &format!("failed to load credentials: {detail}"),
+            };
+            let cause = s3::explain::cause(which, side, failure).unwrap_or_default();
+            check(name, Verdict::Fail, format!("{who}: none resolved ({detail}). {cause}"))
+        }
+    }
+}
+
+/// The provider named in the credentials' debug form (`provider_name: "Environment"`), which
+/// prints no secret.
+fn provider_name(debug: &str) -> String {
+    debug
+        .split("provider_name: \"")
+        .nth(1)
+        .and_then(|r| r.split('"').next())
+        .unwrap_or("the SDK")
+        .to_string()
+}
+
+async fn list_one(which: &str, side: &Side, client: &Client) -> (Option<String>, Check) {
+    let name = format!("{which} lists");
+    let url = format!("s3://{}/{}", side.bucket, side.prefix);
+    let listed = client
+        .list_objects_v2()
+        .bucket(&side.bucket)
+        .prefix(&side.prefix)
+        .max_keys(1)
+        .send()
+        .await;
+    match listed {
+        Ok(o) => {
+            let first = o.contents().first().and_then(|o| o.key()).map(str::to_string);
+            let what = first.as_deref().map_or("empty".to_string(), |k| format!("first key {k:?}"));
+            (first, check(name, Verdict::Pass, format!("{url}: {what}")))
+        }
+        Err(e) => {
+            let e = classify(Op::ListObjectsV2, e);
+            // A write-only destination cannot list, and runs go on without it (engine).
+            let verdict = if which == "destination" && e.code.as_ref().is_some_and(|c| c.to_string() == "AccessDenied") {
+                Verdict::Note
+            } else {
+                Verdict::Fail
+            };
+            let note = if verdict == Verdict::Note {
+                " (a write-only destination: runs go on, but drift audits and deletes need s3:ListBucket)"
+            } else {
+                ""
+            };
+            (None, check(name, verdict, format!("{url}: {}{note}", explained(&e, which, side))))
+        }
+    }
+}
+
+/// Whether `direct` can copy: the destination's credentials HEAD one source object, as a
+/// server-side copy would read it.
+async fn direct(spec: &Spec, dst: &Client, first: Option<&str>) -> Check {
+    let name = "direct (server-side copy)";
+    let wants = matches!(spec.mode, ModeChoice::Direct | ModeChoice::Auto);
+    let refused = |why: String| {
+        if spec.mode == ModeChoice::Direct {
+            check(name, Verdict::Fail, format!("{why}; mode = \"direct\" cannot copy: use \"auto\" to stream instead"))
+        } else if wants {
+            check(name, Verdict::Note, format!("{why}; auto will stream (bytes pass through this host)"))
+        } else {
+            check(name, Verdict::Pass, format!("{why} (not used: mode = \"{}\")", spec.mode))
+        }
+    };
+    if spec.source.endpoint_identity() != spec.destination.endpoint_identity() {
+        return refused("not possible: source and destination are on different endpoints".into());
+    }
+    let Some(key) = first else {
+        return check(name, Verdict::Note, "not tried: the source prefix is empty");
+    };
+    let head = dst.head_object().bucket(&spec.source.bucket).key(key).send().await;
+    match head {
+        Ok(_) => check(name, Verdict::Pass, format!("the destination's credentials can read {key:?} at the source")),
+        Err(e) => {
+            let e = classify(Op::HeadObject, e);
+            refused(format!(
+                "the destination's credentials cannot read the source ({}): they need s3:GetObject on s3://{}/{}*",
+                e.code.as_ref().map_or("no answer".to_string(), ToString::to_string),
+                spec.source.bucket,
+                spec.source.prefix
+            ))
+        }
+    }
+}
+
+/// PutObject and DeleteObject of an empty probe key under the destination prefix, with the
+/// spec's write options (so a KMS key or ACL the credentials may not use shows here).
+async fn write_probe(spec: &Spec, dst: &Client) -> Check {
+    let name = "destination writes";
+    let side = &spec.destination;
+    let key = format!("{}.s3syncd-check-{}", side.prefix, std::process::id());
+    let put = dst
+        .put_object()
+        .bucket(&side.bucket)
+        .key(&key)
+        .body(Vec::new().into());
+    let put = crate::transfer::headers::put_with(&side.write, put).send().await;
+    if let Err(e) = put {
+        let e = classify(Op::PutObject, e);
+        return check(name, Verdict::Fail, format!("PutObject {key:?}: {}", explained(&e, "destination", side)));
+    }
+    match dst.delete_object().bucket(&side.bucket).key(&key).send().await {
+        Ok(_) => check(name, Verdict::Pass, format!("put and deleted {key:?}")),
+        Err(e) => {
+            let e = classify(Op::DeleteObjects, e);
+            check(
+                name,
+                Verdict::Fail,
+                format!("put {key:?} but could not delete it ({e}): s3:DeleteObject is needed for `delete = true`; remove the probe by hand"),
+            )
+        }
+    }
+}
+
+fn explained(e: &TransferError, which: &str, side: &Side) -> String {
+    match e.cause_on(which, side) {
+        Some(c) => format!("{e}. Likely cause: {c}"),
+        None => e.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn the_provider_name_comes_from_the_debug_form_without_the_secret() {
+        let c = aws_sdk_s3::config::Credentials::new("AKIAEXAMPLE", "secret-value", None, None, "Environment");
+        let debug = format!("{c:?}");
+        assert!(!debug.contains("secret-value"));
+        assert_eq!(super::provider_name(&debug), "Environment");
+    }
+}
