@@ -99,7 +99,13 @@ pub async fn run(cfg: &Config, cmd: ManifestCommand) -> anyhow::Result<i32> {
                 return Ok(EXIT_INVALID);
             }
         };
-        let dst = s3::client(&spec.destination, "destination", &spec.transfer, Arc::new(RequestCounter::default())).await;
+        let dst = s3::client(
+            &spec.destination,
+            "destination",
+            &spec.transfer,
+            Arc::new(RequestCounter::default()),
+        )
+        .await;
         let drift = verify(&spec, &dst, &reader, repair).await?;
         if !checksums {
             return Ok(drift);

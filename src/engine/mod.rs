@@ -413,7 +413,13 @@ pub async fn abort_orphan_uploads(engine: &Engine, live: &std::collections::BTre
     let mut aborted = 0;
     for (spec, side, key, id) in uploads.into_iter().filter(|(spec, ..)| !live.contains(spec)) {
         let Ok(_lock) = lock_spec(engine, &spec) else { continue };
-        let dst = s3::client(&side, "destination", &crate::spec::TransferOpts::default(), Arc::new(RequestCounter::default())).await;
+        let dst = s3::client(
+            &side,
+            "destination",
+            &crate::spec::TransferOpts::default(),
+            Arc::new(RequestCounter::default()),
+        )
+        .await;
         if abort_recorded(&dst, &side.bucket, &key, &id).await {
             engine.writer.upload_ended(&id);
             aborted += 1;

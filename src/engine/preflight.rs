@@ -143,9 +143,17 @@ async fn direct(spec: &Spec, dst: &Client, first: Option<&str>) -> Check {
     let wants = matches!(spec.mode, ModeChoice::Direct | ModeChoice::Auto);
     let refused = |why: String| {
         if spec.mode == ModeChoice::Direct {
-            check(name, Verdict::Fail, format!("{why}; mode = \"direct\" cannot copy: use \"auto\" to stream instead"))
+            check(
+                name,
+                Verdict::Fail,
+                format!("{why}; mode = \"direct\" cannot copy: use \"auto\" to stream instead"),
+            )
         } else if wants {
-            check(name, Verdict::Note, format!("{why}; auto will stream (bytes pass through this host)"))
+            check(
+                name,
+                Verdict::Note,
+                format!("{why}; auto will stream (bytes pass through this host)"),
+            )
         } else {
             check(name, Verdict::Pass, format!("{why} (not used: mode = \"{}\")", spec.mode))
         }
@@ -158,7 +166,11 @@ async fn direct(spec: &Spec, dst: &Client, first: Option<&str>) -> Check {
     };
     let head = dst.head_object().bucket(&spec.source.bucket).key(key).send().await;
     match head {
-        Ok(_) => check(name, Verdict::Pass, format!("the destination's credentials can read {key:?} at the source")),
+        Ok(_) => check(
+            name,
+            Verdict::Pass,
+            format!("the destination's credentials can read {key:?} at the source"),
+        ),
         Err(e) => {
             let e = classify(Op::HeadObject, e);
             refused(format!(
@@ -177,15 +189,15 @@ async fn write_probe(spec: &Spec, dst: &Client) -> Check {
     let name = "destination writes";
     let side = &spec.destination;
     let key = format!("{}.s3syncd-check-{}", side.prefix, std::process::id());
-    let put = dst
-        .put_object()
-        .bucket(&side.bucket)
-        .key(&key)
-        .body(Vec::new().into());
+    let put = dst.put_object().bucket(&side.bucket).key(&key).body(Vec::new().into());
     let put = crate::transfer::headers::put_with(&side.write, put).send().await;
     if let Err(e) = put {
         let e = classify(Op::PutObject, e);
-        return check(name, Verdict::Fail, format!("PutObject {key:?}: {}", explained(&e, "destination", side)));
+        return check(
+            name,
+            Verdict::Fail,
+            format!("PutObject {key:?}: {}", explained(&e, "destination", side)),
+        );
     }
     match dst.delete_object().bucket(&side.bucket).key(&key).send().await {
         Ok(_) => check(name, Verdict::Pass, format!("put and deleted {key:?}")),
@@ -194,7 +206,9 @@ async fn write_probe(spec: &Spec, dst: &Client) -> Check {
             check(
                 name,
                 Verdict::Fail,
-                format!("put {key:?} but could not delete it ({e}): s3:DeleteObject is needed for `delete = true`; remove the probe by hand"),
+                format!(
+                    "put {key:?} but could not delete it ({e}): s3:DeleteObject is needed for `delete = true`; remove the probe by hand"
+                ),
             )
         }
     }

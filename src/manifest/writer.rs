@@ -297,7 +297,16 @@ fn apply_one(tx: &Transaction, op: &Op) -> rusqlite::Result<Option<i64>> {
             tx.prepare_cached(
                 "INSERT INTO failures (run_id, spec, source_key, mode, kind, code, message, at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
             )?
-            .execute(params![f.run_id, f.spec, f.source_key, f.mode.map(Mode::as_str), f.kind, f.code, f.message, at])?;
+            .execute(params![
+                f.run_id,
+                f.spec,
+                f.source_key,
+                f.mode.map(Mode::as_str),
+                f.kind,
+                f.code,
+                f.message,
+                at
+            ])?;
         }
         Op::StartRun { spec, started_at, .. } => {
             tx.execute(

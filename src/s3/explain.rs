@@ -117,7 +117,17 @@ mod tests {
     }
 
     fn why(which: &str, side: &Side, op: &str, code: Option<&str>, status: u16, detail: &str) -> String {
-        cause(which, side, Failure { op, code, status: Some(status), detail }).unwrap_or_else(|| "-".into())
+        cause(
+            which,
+            side,
+            Failure {
+                op,
+                code,
+                status: Some(status),
+                detail,
+            },
+        )
+        .unwrap_or_else(|| "-".into())
     }
 
     /// Each mapped failure, one line naming the cause and the fix.
@@ -133,30 +143,146 @@ mod tests {
             }),
             ..side(None)
         };
-        let cases: &[(&str, &Side, &str, Option<&str>, u16, &str, &str)] = &[
-            ("source", &p, "GetObject", Some("AccessDenied"), 403, "", "set `requester_pays = true` in [source]"),
+        // (side, its spec, operation, code, status, error text, what the line must say)
+        type Case<'a> = (&'a str, &'a Side, &'a str, Option<&'a str>, u16, &'a str, &'a str);
+        let cases: &[Case] = &[
+            (
+                "source",
+                &p,
+                "GetObject",
+                Some("AccessDenied"),
+                403,
+                "",
+                "set `requester_pays = true` in [source]",
+            ),
             ("source", &p, "ListObjectsV2", Some("AccessDenied"), 403, "", "s3:ListBucket"),
-            ("destination", &p, "CopyObject", Some("AccessDenied"), 403, "", "need s3:GetObject (and s3:GetObjectTagging with preserve_tags) on the source"),
-            ("destination", &p, "PutObject", Some("AccessDenied"), 403, "", "profile \"lake\" may not write s3://bronze/binance/: it needs s3:PutObject"),
-            ("source", &p, "GetObjectTagging", Some("AccessDenied"), 403, "", "s3:GetObjectTagging"),
-            ("destination", &p, "PutObject", Some("InvalidAccessKeyId"), 403, "", "the destination's credentials (profile \"lake\") were rejected"),
-            ("source", &p, "ListObjectsV2", Some("SignatureDoesNotMatch"), 403, "", "the source's credentials (profile \"lake\") were rejected"),
-            ("source", &p, "GetObject", Some("RequestTimeTooSkewed"), 403, "", "this host's clock"),
-            ("destination", &p, "ListObjectsV2", Some("NoSuchBucket"), 404, "", "bucket bronze does not exist"),
+            (
+                "destination",
+                &p,
+                "CopyObject",
+                Some("AccessDenied"),
+                403,
+                "",
+                "need s3:GetObject (and s3:GetObjectTagging with preserve_tags) on the source",
+            ),
+            (
+                "destination",
+                &p,
+                "PutObject",
+                Some("AccessDenied"),
+                403,
+                "",
+                "profile \"lake\" may not write s3://bronze/binance/: it needs s3:PutObject",
+            ),
+            (
+                "source",
+                &p,
+                "GetObjectTagging",
+                Some("AccessDenied"),
+                403,
+                "",
+                "s3:GetObjectTagging",
+            ),
+            (
+                "destination",
+                &p,
+                "PutObject",
+                Some("InvalidAccessKeyId"),
+                403,
+                "",
+                "the destination's credentials (profile \"lake\") were rejected",
+            ),
+            (
+                "source",
+                &p,
+                "ListObjectsV2",
+                Some("SignatureDoesNotMatch"),
+                403,
+                "",
+                "the source's credentials (profile \"lake\") were rejected",
+            ),
+            (
+                "source",
+                &p,
+                "GetObject",
+                Some("RequestTimeTooSkewed"),
+                403,
+                "",
+                "this host's clock",
+            ),
+            (
+                "destination",
+                &p,
+                "ListObjectsV2",
+                Some("NoSuchBucket"),
+                404,
+                "",
+                "bucket bronze does not exist",
+            ),
             ("source", &p, "HeadBucket", None, 301, "", "set `region` in [source]"),
-            ("source", &p, "ListObjectsV2", Some("PermanentRedirect"), 301, "", "is in another region"),
-            ("destination", &p, "ListObjectsV2", None, 0, "dispatch failure: io error: dns error: failed to lookup address information", "host name does not resolve"),
-            ("destination", &p, "ListObjectsV2", None, 0, "dispatch failure: Connection refused (os error 111)", "nothing accepts connections"),
-            ("destination", &p, "ListObjectsV2", None, 0, "invalid peer certificate: UnknownIssuer", "TLS handshake"),
-            ("destination", &role, "PutObject", Some("ExpiredToken"), 400, "", "role arn:aws:iam::123456789012:role/w (assumed with the default credential chain)) expired"),
-            ("destination", &role, "PutObject", None, 0, "failed to load credentials: AccessDenied: not authorized to perform: sts:AssumeRole", "could not assume arn:aws:iam::123456789012:role/w"),
+            (
+                "source",
+                &p,
+                "ListObjectsV2",
+                Some("PermanentRedirect"),
+                301,
+                "",
+                "is in another region",
+            ),
+            (
+                "destination",
+                &p,
+                "ListObjectsV2",
+                None,
+                0,
+                "dispatch failure: io error: dns error: failed to lookup address information",
+                "host name does not resolve",
+            ),
+            (
+                "destination",
+                &p,
+                "ListObjectsV2",
+                None,
+                0,
+                "dispatch failure: Connection refused (os error 111)",
+                "nothing accepts connections",
+            ),
+            (
+                "destination",
+                &p,
+                "ListObjectsV2",
+                None,
+                0,
+                "invalid peer certificate: UnknownIssuer",
+                "TLS handshake",
+            ),
+            (
+                "destination",
+                &role,
+                "PutObject",
+                Some("ExpiredToken"),
+                400,
+                "",
+                "role arn:aws:iam::123456789012:role/w (assumed with the default credential chain)) expired",
+            ),
+            (
+                "destination",
+                &role,
+                "PutObject",
+                None,
+                0,
+                "failed to load credentials: AccessDenied: not authorized to perform: sts:AssumeRole",
+                "could not assume arn:aws:iam::123456789012:role/w",
+            ),
         ];
         for (which, side, op, code, status, detail, want) in cases {
             let got = why(which, side, op, *code, *status, detail);
             assert!(got.contains(want), "{op} {code:?} {status}: {got:?} lacks {want:?}");
         }
         // The default chain is named, never a key; a code that says enough gets no line.
-        assert!(why("source", &side(None), "GetObject", Some("AccessDenied"), 403, "").starts_with("the default credential chain may not read"));
+        assert!(
+            why("source", &side(None), "GetObject", Some("AccessDenied"), 403, "").starts_with("the default credential chain may not read")
+        );
         assert_eq!(why("source", &p, "GetObject", Some("NoSuchKey"), 404, ""), "-");
     }
 }

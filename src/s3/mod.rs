@@ -140,7 +140,9 @@ fn http_client() -> aws_smithy_runtime_api::client::http::SharedHttpClient {
 pub async fn client(side: &Side, which: &str, transfer: &TransferOpts, counter: Arc<RequestCounter>) -> Client {
     let configured = side.region.as_deref().filter(|r| *r != "auto");
     // "auto" is a signing region in its own right on some S3-compatible servers (R2).
-    let first = configured.or(side.region.as_deref().filter(|_| side.endpoint.is_some())).unwrap_or("us-east-1");
+    let first = configured
+        .or(side.region.as_deref().filter(|_| side.endpoint.is_some()))
+        .unwrap_or("us-east-1");
     let c = build(side, first, transfer, counter.clone()).await;
     if !side.probes_region() {
         return c;

@@ -273,7 +273,10 @@ fn check_role(loc: &Locator, d: &mut Diags, which: &str, raw: &RawSide, anonymou
             ("duration", &raw.duration),
         ] {
             if let Some(v) = v {
-                d.push(loc.at(span(v), format!("{which}.{key} needs role_arn beside it; add role_arn or remove {key}")));
+                d.push(loc.at(
+                    span(v),
+                    format!("{which}.{key} needs role_arn beside it; add role_arn or remove {key}"),
+                ));
             }
         }
         return None;
@@ -300,7 +303,10 @@ fn check_role(loc: &Locator, d: &mut Diags, which: &str, raw: &RawSide, anonymou
         ));
     }
     if let Some(e) = raw.external_id.as_ref().filter(|e| !(2..=1224).contains(&e.get_ref().len())) {
-        d.push(loc.at(span(e), format!("{which}.external_id must be 2 to 1224 characters long (STS's rule)")));
+        d.push(loc.at(
+            span(e),
+            format!("{which}.external_id must be 2 to 1224 characters long (STS's rule)"),
+        ));
     }
     let duration = raw.duration.as_ref().and_then(|v| match super::size::parse_duration(v.get_ref()) {
         Ok(t) if (900..=43_200).contains(&t.as_secs()) => Some(t),

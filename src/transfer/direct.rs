@@ -129,12 +129,7 @@ async fn send_once(req: CopyObjectFluentBuilder) -> Result<CopyObjectOutput, Tra
 /// Gives the new object the source's website redirect by copying it onto itself with the
 /// redirect set (metadata, tags and checksum stay; the write options are applied again, as a
 /// copy does not keep the ACL). Returns the ETag it then has.
-async fn set_redirect(
-    t: &Transferer,
-    job: &CopyJob,
-    dest_etag: Option<&str>,
-    location: String,
-) -> Result<Option<String>, TransferError> {
+async fn set_redirect(t: &Transferer, job: &CopyJob, dest_etag: Option<&str>, location: String) -> Result<Option<String>, TransferError> {
     let dst = &t.spec.destination;
     let mut req = t
         .dst

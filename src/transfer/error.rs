@@ -111,14 +111,9 @@ impl Code {
             Some("PreconditionFailed") => Code::PreconditionFailed,
             Some("NotImplemented") => Code::NotImplemented,
             Some("AccessDenied") => Code::AccessDenied,
-            Some(
-                c @ ("SlowDown"
-                | "Throttling"
-                | "ThrottlingException"
-                | "RequestTimeout"
-                | "InternalError"
-                | "ServiceUnavailable"),
-            ) => Code::Throttled(c.into()),
+            Some(c @ ("SlowDown" | "Throttling" | "ThrottlingException" | "RequestTimeout" | "InternalError" | "ServiceUnavailable")) => {
+                Code::Throttled(c.into())
+            }
             Some(c) => Code::Other(c.into()),
         }
     }

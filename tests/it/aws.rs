@@ -10,7 +10,22 @@ use s3syncd_testkit::{
 };
 
 fn objects() -> Vec<(String, Vec<u8>)> {
-    (0..5).map(|i| (format!("data/2026-11-0{i}.csv"), format!("row {i}\n").into_bytes())).collect()
+    (0..5)
+        .map(|i| (format!("data/2026-11-0{i}.csv"), format!("row {i}\n").into_bytes()))
+        .collect()
+}
+
+/// A stream spec from `src-bucket/data/` to `dst-bucket/in/`, both sides through `proxy`.
+fn streamed_through(proxy: &FaultProxy) -> String {
+    spec_text(
+        &proxy.endpoint,
+        "src-bucket",
+        "data/",
+        &proxy.endpoint,
+        "dst-bucket",
+        "in/",
+        "mode = \"stream\"",
+    )
 }
 
 /// Each side signs with what its spec names: the source with the role it assumes over its
@@ -25,8 +40,7 @@ async fn a_role_is_assumed_per_side_and_signs_only_that_side() {
     let proxy = FaultProxy::start(&moto.endpoint, vec![]);
     let ws = Workspace::new(&[("src", "AKIABASESOURCE000001", "s"), ("dst", "AKIABASEDEST00000001", "s")]);
     let role = "role_arn = \"arn:aws:iam::123456789012:role/feed-reader\"\nexternal_id = \"partner-1234\"\nrole_session_name = \"s3syncd-test\"\nduration = \"1h\"\n";
-    let spec_toml = spec_text(&proxy.endpoint, "src-bucket", "data/", &proxy.endpoint, "dst-bucket", "in/", "mode = \"stream\"")
-        .replace("profile = \"src\"\n", &format!("profile = \"src\"\n{role}"));
+    let spec_toml = streamed_through(&proxy).replace("profile = \"src\"\n", &format!("profile = \"src\"\n{role}"));
     let spec = ws.write_spec("roles", &spec_toml);
     let out = ws
         .command()
@@ -41,13 +55,20 @@ async fn a_role_is_assumed_per_side_and_signs_only_that_side() {
     }
     let signers = proxy.signers();
     let keys = |bucket: &str| -> Vec<String> {
-        let mut k: Vec<String> = signers.iter().filter(|((b, ..), _)| b == bucket).map(|((_, k, _), _)| k.clone()).collect();
+        let mut k: Vec<String> = signers
+            .iter()
+            .filter(|((b, ..), _)| b == bucket)
+            .map(|((_, k, _), _)| k.clone())
+            .collect();
         k.dedup();
         k
     };
     let (src, dst) = (keys("src-bucket"), keys("dst-bucket"));
     assert_eq!(src.len(), 1, "one assumed key signs the source: {signers:?}");
-    assert!(src[0] != "AKIABASESOURCE000001" && src[0].starts_with("ASIA"), "the role's key, not the base key: {signers:?}");
+    assert!(
+        src[0] != "AKIABASESOURCE000001" && src[0].starts_with("ASIA"),
+        "the role's key, not the base key: {signers:?}"
+    );
     assert_eq!(dst, ["AKIABASEDEST00000001"], "the destination signs with its profile: {signers:?}");
 }
 
@@ -59,7 +80,7 @@ async fn a_wrong_region_is_followed_through_the_301_answer() {
     let proxy = FaultProxy::start(&server.endpoint, vec![]);
     proxy.set_bucket_region("src-bucket", "ap-northeast-1");
     proxy.set_bucket_region("dst-bucket", "eu-west-1");
-    let spec_toml = spec_text(&proxy.endpoint, "src-bucket", "data/", &proxy.endpoint, "dst-bucket", "in/", "mode = \"stream\"")
+    let spec_toml = streamed_through(&proxy)
         .replace("profile = \"src\"\n", "profile = \"src\"\nregion = \"us-west-2\"\n")
         .replace("profile = \"dst\"\n", "profile = \"dst\"\nregion = \"auto\"\n");
     let spec = ws.write_spec("regions", &spec_toml);
@@ -67,7 +88,8 @@ async fn a_wrong_region_is_followed_through_the_301_answer() {
     assert_eq!(out.status.code(), Some(0), "{}", text(&out));
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(
-        stderr.contains("source bucket src-bucket is in region ap-northeast-1, not us-west-2: set `region = \"ap-northeast-1\"` in [source]"),
+        stderr
+            .contains("source bucket src-bucket is in region ap-northeast-1, not us-west-2: set `region = \"ap-northeast-1\"` in [source]"),
         "{}",
         text(&out)
     );
@@ -90,21 +112,38 @@ async fn a_wrong_region_is_followed_through_the_301_answer() {
 async fn each_common_failure_says_its_cause_and_fix() {
     let (server, _c, _) = seeded(&objects()).await;
     // The source's profile holds a secret the server does not know.
-    let ws = Workspace::new(&[("src", &server.access_key, "not-the-secret"), ("dst", &server.access_key, &server.secret_key)]);
+    let ws = Workspace::new(&[
+        ("src", &server.access_key, "not-the-secret"),
+        ("dst", &server.access_key, &server.secret_key),
+    ]);
     let spec = ws.seeded_spec("creds", &server.endpoint, "in/", "");
     let out = ws.run(&["run", spec.to_str().unwrap()]);
     assert_eq!(out.status.code(), Some(1), "{}", text(&out));
     let said = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
-    assert!(said.contains("the source's credentials (profile \"src\") were rejected at http://127.0.0.1"), "{said}");
+    assert!(
+        said.contains("the source's credentials (profile \"src\") were rejected at http://127.0.0.1"),
+        "{said}"
+    );
     assert!(!said.contains("not-the-secret"), "no secret in the output");
     let row: String = ws.sqlite().query_row("SELECT error FROM runs", [], |r| r.get(0)).unwrap();
     assert!(row.contains("Likely cause: the source's credentials"), "{row}");
 
     // A destination bucket that does not exist fails the run before any copy.
-    let ws = Workspace::new(&[("src", &server.access_key, &server.secret_key), ("dst", &server.access_key, &server.secret_key)]);
+    let ws = Workspace::new(&[
+        ("src", &server.access_key, &server.secret_key),
+        ("dst", &server.access_key, &server.secret_key),
+    ]);
     let spec = ws.write_spec(
         "nobucket",
-        &spec_text(&server.endpoint, "src-bucket", "data/", &server.endpoint, "no-such-bucket", "in/", ""),
+        &spec_text(
+            &server.endpoint,
+            "src-bucket",
+            "data/",
+            &server.endpoint,
+            "no-such-bucket",
+            "in/",
+            "",
+        ),
     );
     let out = ws.run(&["run", spec.to_str().unwrap()]);
     assert_ne!(out.status.code(), Some(0), "{}", text(&out));
@@ -115,10 +154,21 @@ async fn each_common_failure_says_its_cause_and_fix() {
     );
 
     // An object the source refuses: the run goes on, the summary and the row say why.
-    let proxy = FaultProxy::start(&server.endpoint, vec![Fault::status("GetObject", 1, 403, "AccessDenied").only("2026-11-03.csv")]);
+    let proxy = FaultProxy::start(
+        &server.endpoint,
+        vec![Fault::status("GetObject", 1, 403, "AccessDenied").only("2026-11-03.csv")],
+    );
     let spec = ws.write_spec(
         "denied",
-        &spec_text(&proxy.endpoint, "src-bucket", "data/", &proxy.endpoint, "dst-bucket", "denied/", "mode = \"stream\""),
+        &spec_text(
+            &proxy.endpoint,
+            "src-bucket",
+            "data/",
+            &proxy.endpoint,
+            "dst-bucket",
+            "denied/",
+            "mode = \"stream\"",
+        ),
     );
     let out = ws.run(&["run", spec.to_str().unwrap()]);
     assert_eq!(out.status.code(), Some(1), "{}", text(&out));
@@ -130,11 +180,16 @@ async fn each_common_failure_says_its_cause_and_fix() {
     );
     let (code, message): (String, String) = ws
         .sqlite()
-        .query_row("SELECT code, message FROM failures WHERE spec = 'denied'", [], |r| Ok((r.get(0)?, r.get(1)?)))
+        .query_row("SELECT code, message FROM failures WHERE spec = 'denied'", [], |r| {
+            Ok((r.get(0)?, r.get(1)?))
+        })
         .unwrap();
     assert_eq!(code, "AccessDenied");
     assert!(message.contains("Likely cause:") && message.contains("s3:GetObject"), "{message}");
-    let copied: i64 = ws.sqlite().query_row("SELECT count(*) FROM objects WHERE spec = 'denied'", [], |r| r.get(0)).unwrap();
+    let copied: i64 = ws
+        .sqlite()
+        .query_row("SELECT count(*) FROM objects WHERE spec = 'denied'", [], |r| r.get(0))
+        .unwrap();
     assert_eq!(copied as usize, objects().len() - 1, "the other objects are copied");
 }
 
@@ -169,10 +224,16 @@ async fn check_passes_a_good_feed_and_names_what_fails_on_both_servers() {
         }
         assert!(!said.contains(&keys.1), "{name}: no secret printed");
         assert!(list(&c, "dst-bucket", "in/").await.is_empty(), "{name}: the probe is deleted");
-        assert!(list(&c, "dst-bucket", "").await.is_empty(), "{name}: nothing written without --write either");
+        assert!(
+            list(&c, "dst-bucket", "").await.is_empty(),
+            "{name}: nothing written without --write either"
+        );
     }
     // Rejected credentials (s3s-fs checks signatures): a failed check, its cause, exit 1.
-    let ws = Workspace::new(&[("src", &server.access_key, &server.secret_key), ("dst", &server.access_key, "wrong")]);
+    let ws = Workspace::new(&[
+        ("src", &server.access_key, &server.secret_key),
+        ("dst", &server.access_key, "wrong"),
+    ]);
     let spec = ws.seeded_spec("feed", &server.endpoint, "in/", "");
     let out = ws.run(&["check", spec.to_str().unwrap()]);
     assert_eq!(out.status.code(), Some(1), "{}", text(&out));
@@ -208,7 +269,12 @@ async fn check_says_whether_direct_can_copy() {
     );
     let out = ws.run(&["check", apart.to_str().unwrap()]);
     assert_eq!(out.status.code(), Some(0), "{}", text(&out));
-    assert!(lines(&out).contains("note  direct (server-side copy): not possible: source and destination are on different endpoints; auto will stream"), "{}", text(&out));
+    assert!(
+        lines(&out)
+            .contains("note  direct (server-side copy): not possible: source and destination are on different endpoints; auto will stream"),
+        "{}",
+        text(&out)
+    );
     let bad = ws.write_spec("bad", "[source]\nbucket = \"x\"\n");
     assert_eq!(ws.run(&["check", bad.to_str().unwrap()]).status.code(), Some(2));
 }

@@ -365,7 +365,11 @@ async fn handle(
     let bucket = req.uri().path().trim_start_matches('/').split('/').next().unwrap_or("").to_string();
     let signed = req.headers().get("authorization").and_then(|a| a.to_str().ok()).and_then(signer);
     if let Some((key, region)) = &signed {
-        *st.signers.lock().unwrap().entry((bucket.clone(), key.clone(), region.clone())).or_default() += 1;
+        *st.signers
+            .lock()
+            .unwrap()
+            .entry((bucket.clone(), key.clone(), region.clone()))
+            .or_default() += 1;
     }
     let home = st.regions.lock().unwrap().get(&bucket).cloned();
     if let (Some(home), Some((_, region))) = (&home, &signed) {
