@@ -252,6 +252,7 @@ mod tests {
             dest_etag: None,
             verified: crate::manifest::Verified::Etag,
             checksum: None,
+            kept_previous: None,
         }
     }
 

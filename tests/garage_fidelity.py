@@ -46,6 +46,8 @@ def main():
     try:
         for b in ("fid-src", "fid-dst"):
             c.create_bucket(Bucket=b)
+        # A website bucket: only there do redirects take effect, and `direct` reads them.
+        c.put_bucket_website(Bucket="fid-src", WebsiteConfiguration={"IndexDocument": {"Suffix": "index.html"}})
         objects = {f"data/size-{n}.bin": bytes((i * 31 + n) % 251 for i in range(n)) for n in (0, 1, MIB5 - 1, MIB5 + 1, 2 * MIB5 + 1)}
         objects["data/day=1/"] = b""
         for key, body in objects.items():

@@ -137,6 +137,7 @@ impl Run {
                     dest_etag: o.dest_etag,
                     verified: o.verified,
                     checksum: o.checksum,
+                    kept_previous: o.kept,
                 });
             }
             Err(f) => {

@@ -358,6 +358,7 @@ impl Run {
             seq: Default::default(),
             unsupported: Default::default(),
             pace: Default::default(),
+            website: Default::default(),
         };
         Ok(Run {
             engine: engine.clone(),

@@ -173,6 +173,8 @@ pub struct ObjectRow {
     /// The strongest checksum that verified the object: `sha256:HEX`, `crc64nvme:BASE64`,
     /// `md5:HEX`...; none when only the size was checked.
     pub checksum: Option<String>,
+    /// Where the version this row replaces was kept (`keep_previous`), for its history row.
+    pub kept_previous: Option<String>,
 }
 
 /// A row of the `failures` table.
@@ -386,6 +388,7 @@ fn object_from_row(r: &rusqlite::Row) -> rusqlite::Result<ObjectRow> {
         dest_etag: r.get(13)?,
         verified: r.get(14)?,
         checksum: r.get(15)?,
+        kept_previous: None,
     })
 }
 
@@ -440,6 +443,7 @@ mod tests {
             dest_etag: None,
             verified: Verified::Size,
             checksum: None,
+            kept_previous: None,
         }
     }
 

@@ -106,6 +106,40 @@ const STEPS: &[&str] = &[
     // 4: the raw S3 error code of each failure (`AccessDenied`, `HTTP 404`), beside the message
     //    that explains it; NULL where no S3 answer came (a timeout, a verify failure).
     "ALTER TABLE failures ADD COLUMN code TEXT;",
+    // 5: the lakehouse's records. `history` keeps every version that left `objects`: replaced
+    //    by a changed upstream object, or deleted (with the copy kept under `keep_previous`).
+    //    With the objects rows of a run, it gives the run's change feed: copied (new or
+    //    changed) and deleted. `runs.delivered_at` marks runs whose delivery file is written
+    //    (older runs count as delivered, so enabling deliveries sends no backlog); `feeds`
+    //    holds per-feed state that must outlive the process (when it went stale).
+    "CREATE TABLE history (
+        spec                 TEXT NOT NULL,
+        dest_endpoint        TEXT NOT NULL,
+        dest_bucket          TEXT NOT NULL,
+        dest_key             TEXT NOT NULL,
+        source_key           TEXT NOT NULL,
+        size                 INTEGER NOT NULL,
+        etag                 TEXT,
+        checksum             TEXT,
+        source_last_modified TEXT,
+        mode                 TEXT NOT NULL,
+        copied_at            TEXT NOT NULL,
+        run_id               INTEGER NOT NULL,
+        replaced_at          TEXT NOT NULL,
+        replaced_by_run      INTEGER NOT NULL,
+        change               TEXT NOT NULL CHECK (change IN ('changed', 'deleted')),
+        kept_key             TEXT
+    );
+    CREATE INDEX history_by_key ON history (spec, dest_key);
+    CREATE INDEX history_by_run ON history (spec, replaced_by_run);
+    CREATE INDEX history_by_copy ON history (spec, run_id);
+    CREATE INDEX objects_by_run ON objects (spec, run_id);
+    ALTER TABLE runs ADD COLUMN delivered_at TEXT;
+    UPDATE runs SET delivered_at = coalesce(finished_at, started_at);
+    CREATE TABLE feeds (
+        spec        TEXT PRIMARY KEY,
+        stale_since TEXT
+    );",
 ];
 
 pub const VERSION: i64 = STEPS.len() as i64;

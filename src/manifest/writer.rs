@@ -284,6 +284,7 @@ fn apply_one(tx: &Transaction, op: &Op) -> rusqlite::Result<Option<i64>> {
             dest_key,
             at,
         } => {
+            to_history(tx, target, dest_key, *run_id, at, "deleted", None)?;
             forget(tx, target, dest_key)?;
             tx.prepare_cached("INSERT INTO deletions (run_id, spec, dest_key, at) VALUES (?1, ?2, ?3, ?4)")?
                 .execute(params![run_id, target.spec, dest_key, at])?;
@@ -377,7 +378,57 @@ fn forget(tx: &Transaction, t: &Target, dest_key: &str) -> rusqlite::Result<()> 
     Ok(())
 }
 
+/// Moves the current row of `dest_key` into `history`, as replaced (`changed`) or `deleted` by
+/// run `run_id`.
+fn to_history(
+    tx: &Transaction,
+    t: &Target,
+    dest_key: &str,
+    run_id: i64,
+    at: &str,
+    change: &str,
+    kept_key: Option<&str>,
+) -> rusqlite::Result<()> {
+    tx.prepare_cached(
+        "INSERT INTO history (spec, dest_endpoint, dest_bucket, dest_key, source_key, size, etag, checksum, source_last_modified,
+           mode, copied_at, run_id, replaced_at, replaced_by_run, change, kept_key)
+         SELECT spec, dest_endpoint, dest_bucket, dest_key, source_key, size, etag, checksum, source_last_modified,
+           mode, copied_at, run_id, ?5, ?6, ?7, ?8
+         FROM objects WHERE spec = ?1 AND dest_endpoint = ?2 AND dest_bucket = ?3 AND dest_key = ?4",
+    )?
+    .execute(params![t.spec, t.endpoint, t.bucket, dest_key, at, run_id, change, kept_key])?;
+    Ok(())
+}
+
 fn upsert(tx: &Transaction, r: &ObjectRow) -> rusqlite::Result<()> {
+    // A different version replaces the one recorded: the old one goes to history (a re-copy of
+    // the same version, as a repair makes, does not).
+    let replaced: bool =
+        tx.prepare_cached(
+            "SELECT count(*) FROM objects WHERE spec = ?1 AND dest_endpoint = ?2 AND dest_bucket = ?3 AND dest_key = ?4
+               AND run_id != ?5 AND (size != ?6 OR etag IS NOT ?7 OR (?7 IS NULL AND source_last_modified IS NOT ?8))",
+        )?
+        .query_row(
+            params![
+                r.spec,
+                r.dest_endpoint,
+                r.dest_bucket,
+                r.dest_key,
+                r.run_id,
+                r.size as i64,
+                r.etag,
+                r.source_last_modified
+            ],
+            |row| row.get::<_, i64>(0),
+        )? > 0;
+    if replaced {
+        let t = Target {
+            spec: r.spec.clone(),
+            endpoint: r.dest_endpoint.clone(),
+            bucket: r.dest_bucket.clone(),
+        };
+        to_history(tx, &t, &r.dest_key, r.run_id, &r.copied_at, "changed", r.kept_previous.as_deref())?;
+    }
     tx.prepare_cached(
         "INSERT INTO objects (spec, dest_key, source_key, size, etag, source_last_modified, copied_at, mode, run_id, dest_etag, verified,
            dest_endpoint, dest_bucket, source_endpoint, source_bucket, checksum)

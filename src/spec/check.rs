@@ -50,6 +50,9 @@ pub fn config(loc: &Locator, raw: RawConfig) -> Result<Config, Diags> {
             c.stream_buffer = b.get_ref().0;
         }
     }
+    if let Some(n) = raw.notify {
+        c.notify = super::feed::check_notify(loc, &mut d, n, base);
+    }
     if let Some(cost) = raw.cost {
         let dflt = c.cost;
         c.cost = super::CostTable {
@@ -97,6 +100,17 @@ pub fn spec(loc: &Locator, raw: RawSpec, fingerprint: u64) -> Result<Spec, Diags
         .as_ref()
         .map_or(MaxDelete::Percent(10), |m| check_max_delete(loc, &mut d, m));
     let filter = check_filter(loc, &mut d, raw.filter);
+    let feed = super::feed::check_feed(
+        loc,
+        &mut d,
+        super::feed::RawFeed {
+            stale_after: raw.stale_after,
+            keep_previous: raw.keep_previous,
+            deliveries: raw.deliveries,
+            notify: raw.notify.unwrap_or_default(),
+        },
+        &destination.0,
+    );
     let transfer = check_transfer(loc, &mut d, raw.transfer);
     let verify = VerifyOpts {
         compare: raw.verify.as_ref().and_then(|v| v.compare).unwrap_or_default(),
@@ -122,6 +136,7 @@ pub fn spec(loc: &Locator, raw: RawSpec, fingerprint: u64) -> Result<Spec, Diags
         filter,
         transfer,
         verify,
+        feed,
         fingerprint,
         name_at,
         dest_at,

@@ -7,11 +7,13 @@
 mod check;
 mod diag;
 pub mod diff;
+pub mod feed;
 mod raw;
 pub mod size;
 
 pub use diag::{Diagnostic, Locator};
 pub use diff::{diff, SpecDiff};
+pub use feed::{Deliveries, FeedOpts, Notifier, NotifyFormat};
 pub use raw::LogFormat;
 
 use chrono::{DateTime, Utc};
@@ -167,6 +169,8 @@ pub struct Config {
     /// Bytes all streamed multipart uploads may buffer together.
     pub stream_buffer: u64,
     pub cost: CostTable,
+    /// `[[notify]]` of the global config: told of every feed's events.
+    pub notify: Vec<Notifier>,
 }
 
 /// Prices for the run summary's cost estimate, in USD. Defaults: AWS S3 Standard list prices
@@ -218,6 +222,7 @@ impl Default for Config {
             shutdown_grace: Duration::from_secs(30),
             stream_buffer: 256 << 20,
             cost: CostTable::default(),
+            notify: Vec::new(),
         }
     }
 }
@@ -423,6 +428,8 @@ pub struct Spec {
     pub filter: Filter,
     pub transfer: TransferOpts,
     pub verify: VerifyOpts,
+    /// Deliveries, notifications, freshness and kept revisions.
+    pub feed: FeedOpts,
     /// Hash of the file's bytes: a reload restarts a feed only when this changes.
     pub fingerprint: u64,
     /// Line and column of `name` (1:1 when it comes from the file name), for duplicate reports.

@@ -17,6 +17,23 @@ pub struct RawConfig {
     pub shutdown_grace: Option<HumanDuration>,
     pub stream_buffer: Option<Spanned<ByteSize>>,
     pub cost: Option<RawCost>,
+    pub notify: Option<Vec<RawNotify>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawNotify {
+    pub url: Spanned<String>,
+    pub events: Option<Spanned<Vec<Spanned<String>>>>,
+    pub format: Option<Spanned<String>>,
+    pub secret_file: Option<Spanned<String>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawDeliveries {
+    pub prefix: Option<Spanned<String>>,
+    pub dir: Option<Spanned<String>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -50,6 +67,10 @@ pub struct RawSpec {
     pub filter: Option<RawFilter>,
     pub transfer: Option<RawTransfer>,
     pub verify: Option<RawVerify>,
+    pub stale_after: Option<Spanned<String>>,
+    pub keep_previous: Option<Spanned<String>>,
+    pub deliveries: Option<RawDeliveries>,
+    pub notify: Option<Vec<RawNotify>>,
 }
 
 #[derive(Debug, Deserialize)]

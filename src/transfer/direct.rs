@@ -60,13 +60,13 @@ pub async fn copy(t: &Transferer, job: &CopyJob, sidecar: &Sidecar) -> Result<Co
         req = req.checksum_algorithm(algorithm(algo));
     }
     // CopyObject never copies the website redirect; it takes the source's value beside COPY.
-    // Without a HEAD already made, one runs beside the copy (no added latency), and the rare
-    // object that has a redirect gets it by a second, in-place copy.
+    // Where the source serves a website and no HEAD was made yet, one runs beside the copy (no
+    // added latency), and the rare object that has a redirect gets it by an in-place copy.
     let redirect = head.as_ref().map(|h| h.website_redirect_location.clone());
     req = req.set_website_redirect_location(redirect.clone().flatten());
-    let (out, late) = match redirect {
-        Some(_) => (send_once(req).await?, None),
-        None => {
+    let (out, late) = match redirect.is_none() && t.source_serves_website().await {
+        false => (send_once(req).await?, None),
+        true => {
             let (out, h) = tokio::try_join!(send_once(req), head_source(t, job))?;
             (out, Headers::of_head(&h).website_redirect_location)
         }

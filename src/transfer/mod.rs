@@ -15,7 +15,7 @@ pub use error::{Code, ErrorKind, Op, TransferError};
 pub use pace::Pace;
 
 use crate::manifest::Verified;
-use crate::plan::CopyJob;
+use crate::plan::{CopyJob, Reason};
 use crate::spec::{Mode, Spec};
 use aws_sdk_s3::Client;
 use std::collections::BTreeMap;
@@ -64,6 +64,8 @@ pub struct Outcome {
     pub verified: Verified,
     /// The checksum that verified the bytes, `ALGORITHM:VALUE`.
     pub checksum: Option<String>,
+    /// Where the version this copy replaced was kept (`keep_previous`).
+    pub kept: Option<String>,
     pub trail: Trail,
 }
 
@@ -108,12 +110,25 @@ pub struct Transferer {
     pub(crate) unsupported: Mutex<std::collections::BTreeSet<&'static str>>,
     /// The pace of copy attempts once a server throttles.
     pub pace: Pace,
+    /// Whether the source bucket serves a website (asked once per run, on first need).
+    pub(crate) website: tokio::sync::OnceCell<bool>,
 }
 
 impl Transferer {
     /// The optional features a server lacked in this run.
     pub fn unsupported(&self) -> Vec<&'static str> {
         self.unsupported.lock().unwrap().iter().copied().collect()
+    }
+
+    /// Whether the source bucket serves a website, where an object's redirect takes effect:
+    /// only then does `direct` read each object's redirect (one HEAD beside each CopyObject,
+    /// which does not copy it). Any refusal (no permission, no website, a server without the
+    /// call) counts as no.
+    pub(crate) async fn source_serves_website(&self) -> bool {
+        *self
+            .website
+            .get_or_init(|| async { self.src.get_bucket_website().bucket(&self.spec.source.bucket).send().await.is_ok() })
+            .await
     }
 
     /// The source object's tags as a query, when the spec preserves tags. A server without
@@ -155,6 +170,14 @@ impl Transferer {
         let sidecar = Sidecar::default();
         let mut trail = Trail::default();
         let mut last: Option<(Mode, TransferError)> = None;
+        // An upstream revision: the version it replaces is kept first, or nothing is copied.
+        let kept = match (&self.spec.feed.keep_previous, job.reason) {
+            (Some(prefix), r) if r != Reason::New => match self.keep_previous(prefix, job).await {
+                Ok(k) => k,
+                Err(e) => return Err(self.failure(None, e, &sidecar, trail)),
+            },
+            _ => None,
+        };
         for (i, &mode) in self.chain.iter().enumerate() {
             if self.disabled(mode) {
                 continue;
@@ -171,6 +194,7 @@ impl Transferer {
                         dest_etag: c.dest_etag,
                         verified: c.verified,
                         checksum: c.checksum,
+                        kept,
                         trail,
                     });
                 }
@@ -186,6 +210,40 @@ impl Transferer {
             None => (None, TransferError::fatal(Op::Copy, "no usable transfer mode is left for this run")),
         };
         Err(self.failure(mode, error, &sidecar, trail))
+    }
+
+    /// Copies the destination's current object to `{prefix}run-{RUN}/{dest_key}` (server-side):
+    /// one name per run and key, so no two kept versions, and no copied object, share a key.
+    /// None when there is no object to keep.
+    async fn keep_previous(&self, prefix: &str, job: &CopyJob) -> Result<Option<String>, TransferError> {
+        let bucket = &self.spec.destination.bucket;
+        let kept = format!("{prefix}run-{}/{}", self.run_id, job.dest_key);
+        let req = self
+            .dst
+            .copy_object()
+            .bucket(bucket)
+            .key(&kept)
+            .copy_source(crate::s3::copy_source(bucket, &job.dest_key))
+            .metadata_directive(aws_sdk_s3::types::MetadataDirective::Copy)
+            .tagging_directive(aws_sdk_s3::types::TaggingDirective::Copy);
+        match headers::copy_with(&self.spec.destination.write, req).send().await {
+            Ok(_) => Ok(Some(kept)),
+            Err(e) => {
+                let e = error::classify(Op::CopyObject, e);
+                if e.code.as_ref().is_some_and(error::Code::is_not_found) {
+                    return Ok(None);
+                }
+                Err(TransferError {
+                    message: format!("keeping the previous version as {kept:?}: {}", e.message),
+                    kind: if e.kind == ErrorKind::Retryable {
+                        ErrorKind::Retryable
+                    } else {
+                        ErrorKind::Fatal
+                    },
+                    ..e
+                })
+            }
+        }
     }
 
     fn failure(&self, mode: Option<Mode>, error: TransferError, sidecar: &Sidecar, mut trail: Trail) -> Failure {

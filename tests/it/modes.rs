@@ -440,6 +440,16 @@ async fn headers_and_metadata_arrive_on_every_path_and_server() {
     for (name, endpoint, c, keys) in both_servers(&moto, &server) {
         create_bucket(&c, "src-bucket").await;
         create_bucket(&c, "dst-bucket").await;
+        // A website bucket, where redirects take effect: `direct` then reads each one (moto
+        // keeps the configuration; s3s-fs has none, and its CopyObject copies the redirect).
+        let index = aws_sdk_s3::types::IndexDocument::builder().suffix("index.html").build().unwrap();
+        let website = aws_sdk_s3::types::WebsiteConfiguration::builder().index_document(index).build();
+        let _ = c
+            .put_bucket_website()
+            .bucket("src-bucket")
+            .website_configuration(website)
+            .send()
+            .await;
         let small = b"\x1f\x8b\x08\x00gzip-bytes-not-to-be-inflated".to_vec();
         let big: Vec<u8> = (0..(6u32 << 20) + 3).map(|i| (i.wrapping_mul(2_654_435_761) >> 7) as u8).collect();
         for (key, body) in [("data/small.csv.gz", small), ("data/big.csv.gz", big)] {

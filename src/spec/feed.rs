@@ -1,0 +1,205 @@
+//! What a feed tells the lakehouse after its runs (`docs/lakehouse.md`): a change feed per run
+//! (`[deliveries]`), notifications (`[[notify]]`, in a spec and in the global config), a
+//! freshness window (`stale_after`) and upstream revisions kept aside (`keep_previous`).
+
+use super::diag::Locator;
+use super::raw::{RawDeliveries, RawNotify};
+use super::{Diagnostic, Side};
+use std::path::PathBuf;
+use std::time::Duration;
+use toml::Spanned;
+
+type Diags = Vec<Diagnostic>;
+
+fn span<T>(v: &Spanned<T>) -> Option<std::ops::Range<usize>> {
+    Some(v.span())
+}
+
+/// The feed's options for what comes after the copy.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct FeedOpts {
+    /// No new or changed object from the source for this long: the feed is stale.
+    pub stale_after: Option<Duration>,
+    /// A prefix in the destination bucket where the version an upstream revision replaces is
+    /// kept, as `{keep_previous}run-{RUN}/{dest_key}`.
+    pub keep_previous: Option<String>,
+    pub deliveries: Option<Deliveries>,
+    pub notify: Vec<Notifier>,
+}
+
+/// Where each run's change feed file goes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Deliveries {
+    /// A prefix in the destination bucket (from the bucket's root).
+    Prefix(String),
+    /// A local directory.
+    Dir(PathBuf),
+}
+
+/// The events a notifier can be told of.
+pub const EVENTS: &[&str] = &["failed", "partial", "interrupted", "ok", "stale", "revised"];
+/// Without `events`: everything but `ok`, which would post after every quiet run.
+const DEFAULT_EVENTS: &[&str] = &["failed", "partial", "interrupted", "stale", "revised"];
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NotifyFormat {
+    Json,
+    /// A JSON body with a `text` field, as Slack's (and Mattermost's, Teams') webhooks take.
+    Slack,
+}
+
+/// One `[[notify]]`: an HTTP POST with a JSON body on the chosen events.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Notifier {
+    pub url: String,
+    pub events: Vec<String>,
+    pub format: NotifyFormat,
+    /// Holds the HMAC key for `X-S3syncd-Signature`; read when sending, never logged.
+    pub secret_file: Option<PathBuf>,
+}
+
+impl Notifier {
+    pub fn wants(&self, event: &str) -> bool {
+        self.events.iter().any(|e| e == event)
+    }
+}
+
+/// Checks `[[notify]]` entries (a spec's or the global config's); `base` resolves relative
+/// secret files.
+pub fn check_notify(loc: &Locator, d: &mut Diags, raw: Vec<RawNotify>, base: &std::path::Path) -> Vec<Notifier> {
+    let mut out = Vec::new();
+    for n in raw {
+        let url = n.url.get_ref();
+        let ok = (url.starts_with("http://") || url.starts_with("https://")) && url.len() > "https://".len();
+        if !ok {
+            d.push(loc.at(span(&n.url), format!("notify.url {url:?} must be an http:// or https:// URL")));
+        }
+        let events = match &n.events {
+            None => DEFAULT_EVENTS.iter().map(|e| e.to_string()).collect(),
+            Some(list) => {
+                let mut v = Vec::new();
+                for e in list.get_ref() {
+                    if EVENTS.contains(&e.get_ref().as_str()) {
+                        v.push(e.get_ref().clone());
+                    } else {
+                        d.push(loc.at(
+                            span(e),
+                            format!("notify event {:?} is not one of {}", e.get_ref(), EVENTS.join(", ")),
+                        ));
+                    }
+                }
+                v
+            }
+        };
+        let format = match n.format.as_ref().map(|f| f.get_ref().as_str()) {
+            None | Some("json") => NotifyFormat::Json,
+            Some("slack") => NotifyFormat::Slack,
+            Some(other) => {
+                d.push(loc.at(
+                    span(n.format.as_ref().unwrap()),
+                    format!("notify.format {other:?} is not \"json\" or \"slack\""),
+                ));
+                NotifyFormat::Json
+            }
+        };
+        let secret_file = n.secret_file.as_ref().map(|f| {
+            let p = base.join(f.get_ref());
+            if let Err(m) = secret_problem(&p) {
+                d.push(loc.at(span(f), format!("notify.secret_file {}: {m}", p.display())));
+            }
+            p
+        });
+        out.push(Notifier {
+            url: url.clone(),
+            events,
+            format,
+            secret_file,
+        });
+    }
+    out
+}
+
+/// A secret file must exist and be private to its owner: a signature anyone on the host can
+/// forge proves nothing.
+fn secret_problem(p: &std::path::Path) -> Result<(), String> {
+    use std::os::unix::fs::PermissionsExt;
+    let meta = std::fs::metadata(p).map_err(|e| format!("cannot read it ({e})"))?;
+    let mode = meta.permissions().mode() & 0o777;
+    if mode & 0o077 != 0 {
+        return Err(format!("is readable by others (mode {mode:o}): chmod 600 it"));
+    }
+    Ok(())
+}
+
+/// The feed keys of a spec file, as written.
+pub struct RawFeed {
+    pub stale_after: Option<Spanned<String>>,
+    pub keep_previous: Option<Spanned<String>>,
+    pub deliveries: Option<RawDeliveries>,
+    pub notify: Vec<RawNotify>,
+}
+
+/// Checks the feed keys of a spec. The delivery prefix and `keep_previous` are paths from the
+/// destination bucket's root, outside the destination prefix: inside it, they would be
+/// listed as data, and deleted by `delete = true`.
+pub fn check_feed(loc: &Locator, d: &mut Diags, raw: RawFeed, destination: &Side) -> FeedOpts {
+    let outside = |d: &mut Diags, key: &str, v: &Spanned<String>| -> Option<String> {
+        let p = v.get_ref();
+        let dest = &destination.prefix;
+        if p.is_empty() || p.starts_with('/') {
+            d.push(loc.at(
+                span(v),
+                format!("{key} must be a non-empty prefix without a leading '/', like \"_s3syncd/\""),
+            ));
+            return None;
+        }
+        if p.starts_with(dest.as_str()) || dest.starts_with(p.as_str()) {
+            d.push(loc.at(
+                span(v),
+                format!("{key} {p:?} overlaps the destination prefix {dest:?}: it must lie outside it (a path from the bucket's root, like \"_s3syncd/\")"),
+            ));
+            return None;
+        }
+        Some(p.clone())
+    };
+    let stale_after = raw
+        .stale_after
+        .as_ref()
+        .and_then(|v| match super::size::parse_duration(v.get_ref()) {
+            Ok(t) if t >= Duration::from_secs(1) => Some(t),
+            Ok(_) => {
+                d.push(loc.at(span(v), "stale_after must be at least 1s"));
+                None
+            }
+            Err(m) => {
+                d.push(loc.at(span(v), format!("stale_after: {m}")));
+                None
+            }
+        });
+    let keep_previous = raw.keep_previous.as_ref().and_then(|v| outside(d, "keep_previous", v));
+    let deliveries = raw.deliveries.and_then(|r| match (r.prefix, r.dir) {
+        (Some(p), None) => outside(d, "deliveries.prefix", &p).map(Deliveries::Prefix),
+        (None, Some(dir)) => {
+            let base = loc.path.parent().unwrap_or(std::path::Path::new("."));
+            Some(Deliveries::Dir(base.join(dir.get_ref())))
+        }
+        (Some(p), Some(_)) => {
+            d.push(loc.at(span(&p), "[deliveries] takes `prefix` or `dir`, not both"));
+            None
+        }
+        (None, None) => {
+            d.push(loc.at(
+                None,
+                "[deliveries] needs `prefix` (in the destination bucket) or `dir` (a local directory)",
+            ));
+            None
+        }
+    });
+    let base = loc.path.parent().unwrap_or(std::path::Path::new("."));
+    FeedOpts {
+        stale_after,
+        keep_previous,
+        deliveries,
+        notify: check_notify(loc, d, raw.notify, base),
+    }
+}
