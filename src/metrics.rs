@@ -98,3 +98,14 @@ pub fn run_finished(r: RunFinished<'_>) {
         counter!("s3syncd_s3_requests_total", "spec" => spec.clone(), "operation" => op.clone(), "result" => *result).increment(*n);
     }
 }
+
+/// One notification attempt's result: `ok`, `retry`, `failed` (given up) or `dropped` (queue full).
+pub fn notification(event: &str, result: &'static str) {
+    counter!("s3syncd_notifications_total", "event" => event.to_string(), "result" => result).increment(1);
+}
+
+/// A feed's freshness: whether it is stale, and when it last got a new or changed object.
+pub fn freshness(spec: &str, stale: bool, last_new_unix: f64) {
+    gauge!("s3syncd_feed_stale", "spec" => spec.to_string()).set(if stale { 1.0 } else { 0.0 });
+    gauge!("s3syncd_feed_last_new_object_timestamp_seconds", "spec" => spec.to_string()).set(last_new_unix);
+}

@@ -54,8 +54,27 @@ pub enum ManifestCommand {
         #[arg(long)]
         checksums: bool,
     },
-    /// One line per spec: schedule, next run, last run, objects held, last success.
+    /// One line per spec: schedule, next run, last run, objects held, last success, freshness.
     Status,
+    /// The change records of a spec's runs after run N, as its delivery files hold them: one
+    /// line per object copied (new, changed) or deleted.
+    Changes {
+        #[arg(long)]
+        spec: String,
+        /// Only runs after this one (0: all).
+        #[arg(long, default_value_t = 0)]
+        since_run: i64,
+        #[arg(long, value_enum, default_value = "jsonl")]
+        format: Format,
+    },
+    /// Every version of a destination key: the current one and those that upstream
+    /// revisions replaced or deletes removed, with where a kept copy is.
+    History {
+        /// The destination key.
+        key: String,
+        #[arg(long)]
+        spec: Option<String>,
+    },
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
@@ -141,10 +160,50 @@ pub async fn run(cfg: &Config, cmd: ManifestCommand) -> anyhow::Result<i32> {
             }
         }
         ManifestCommand::Status => status(cfg, &reader, &mut out)?,
+        ManifestCommand::Changes { spec, since_run, format } => changes(&reader, &spec, since_run, format, &mut out)?,
+        ManifestCommand::History { key, spec } => {
+            let versions = reader.history(&key, spec.as_deref())?;
+            if versions.is_empty() {
+                eprintln!("no version of {key:?} in the manifest");
+                return Ok(EXIT_FAILED_OBJECTS);
+            }
+            for v in versions {
+                writeln!(out, "{}", serde_json::to_string(&v)?)?;
+            }
+        }
         ManifestCommand::Verify { .. } => unreachable!("answered above"),
     }
     ignore_broken_pipe(out.flush())?;
     Ok(EXIT_OK)
+}
+
+const CHANGES_HEADER: &str = "run_id,action,dest_key,source_key,size,etag,checksum,source_last_modified,mode";
+
+fn changes(reader: &Reader, spec: &str, since_run: i64, format: Format, out: &mut Out) -> anyhow::Result<()> {
+    if let Format::Csv = format {
+        writeln!(out, "{CHANGES_HEADER}")?;
+    }
+    let mut io = Ok(());
+    reader.changes(spec, since_run, None, |c| {
+        let line = match format {
+            Format::Jsonl => serde_json::to_string(&c).expect("a change serializes"),
+            Format::Csv => [
+                c.run_id.to_string(),
+                c.action.clone(),
+                csv_field(&c.dest_key),
+                csv_field(&c.source_key),
+                c.size.to_string(),
+                c.etag.clone().unwrap_or_default(),
+                c.checksum.clone().unwrap_or_default(),
+                c.source_last_modified.clone().unwrap_or_default(),
+                c.mode.clone(),
+            ]
+            .join(","),
+        };
+        io = writeln!(out, "{line}");
+        io.is_ok()
+    })?;
+    Ok(ignore_broken_pipe(io)?)
 }
 
 /// Streams the matching objects, one formatted line each.
@@ -230,9 +289,14 @@ fn status(cfg: &Config, reader: &Reader, out: &mut Out) -> anyhow::Result<()> {
         let last = st.last_run.as_ref().map_or("never".to_string(), |r| {
             format!("run {} {} {}", r.id, r.status, r.finished_at.as_deref().unwrap_or("(running)"))
         });
+        let fresh = match (spec.and_then(|s| s.feed.stale_after), reader.freshness(&name)?) {
+            (None, _) => String::new(),
+            (Some(_), (_, Some(since))) => format!(", STALE since {since}"),
+            (Some(_), (last, None)) => format!(", fresh (last new object {})", last.as_deref().unwrap_or("never")),
+        };
         writeln!(
             out,
-            "{name}: schedule {schedule}, next {next}, last {last}, holds {} objects ({}), last success {}",
+            "{name}: schedule {schedule}, next {next}, last {last}, holds {} objects ({}), last success {}{fresh}",
             st.objects,
             ByteSize(st.bytes),
             st.last_success.as_deref().unwrap_or("never")

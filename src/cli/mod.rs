@@ -248,7 +248,9 @@ pub async fn run(config: Config, spec_arg: &str, dry_run: bool, mode: Option<Mod
         Arc::new(crate::daemon::LogProgress::default())
     };
     let opts = RunOptions { dry_run, mode, observer };
-    let report = engine::run(&engine, Arc::new(spec), opts, stop).await?;
+    let report = engine::run(&engine, Arc::new(spec), opts, stop).await;
+    engine.drain().await;
+    let report = report?;
     print!("{}", summary(&report));
     Ok(if report.status == RunStatus::Ok {
         EXIT_OK

@@ -241,6 +241,7 @@ impl Daemon {
             "stopping: no new runs; in-flight transfers may finish"
         );
         systemd::stopping();
+        let started = std::time::Instant::now();
         self.tracker.close();
         tokio::select! {
             () = self.tracker.wait() => {}
@@ -252,6 +253,9 @@ impl Daemon {
         }
         // Aborted tasks record their run rows before they end; bound the wait anyway.
         let _ = tokio::time::timeout(Duration::from_secs(10), self.tracker.wait()).await;
+        // Notifications of the last runs get what is left of the grace period, no more.
+        let left = grace.saturating_sub(started.elapsed());
+        self.shared.engine.notifications.drain(left).await;
         self.shared.engine.writer.checkpoint();
         self.shared.engine.writer.flush().await?;
         tracing::info!("stopped");

@@ -88,6 +88,8 @@ impl Run {
                 return Err(EngineError::NotRecorded { unrecorded });
             }
             flushed?;
+            super::lake::deliver(&self.engine, &self.spec, &self.transferer.dst, self.run_id, report.status.as_str()).await;
+            super::lake::after_run(&self.engine, &self.spec, &report).await;
         }
         self.opts.observer.on(Event::Finished);
         log_finished(&report);

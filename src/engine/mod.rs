@@ -13,6 +13,8 @@ mod copying;
 mod finishing;
 mod limit;
 mod observe;
+mod lake;
+mod notify;
 mod planning;
 pub mod preflight;
 mod tally;
@@ -59,6 +61,8 @@ pub struct Engine {
     transfers: Arc<Semaphore>,
     /// `stream_buffer`, in MiB.
     buffer: Arc<Semaphore>,
+    /// `[[notify]]` posts of every run; drained at exit (`Engine::drain`).
+    pub notifications: notify::Notifications,
 }
 
 impl Engine {
@@ -70,7 +74,13 @@ impl Engine {
             buffer: Arc::new(Semaphore::new(Self::buffer_mib(&config) as usize)),
             writer,
             config: Arc::new(config),
+            notifications: notify::Notifications::default(),
         })
+    }
+
+    /// At exit: lets the notifications under way finish, for at most the grace period.
+    pub async fn drain(&self) {
+        self.notifications.drain(self.config.shutdown_grace).await;
     }
 
     fn buffer_mib(config: &Config) -> u32 {
@@ -337,6 +347,9 @@ impl Run {
             s3::client(&spec.destination, "destination", &spec.transfer, requests.clone())
         );
         abort_stale_uploads(engine, &spec, &dst).await?;
+        if !opts.dry_run {
+            lake::deliver_pending(engine, &spec, &dst).await;
+        }
         let staging = engine.config.staging_dir().join(&spec.name);
         match transfer::clean_staging(&staging) {
             Ok(0) => {}

@@ -5,10 +5,12 @@
 //! garage's SQLite adapter does; readers open their own connections.
 
 mod audit;
+mod lake;
 mod schema;
 mod writer;
 
 pub use audit::{ObjectFilter, SpecStatus};
+pub use lake::{Change, Version};
 
 pub use writer::Writer;
 

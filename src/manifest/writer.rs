@@ -35,6 +35,10 @@ enum Op {
         source_bucket: String,
     },
     Failure(FailureRow, String),
+    /// The run's delivery file is written (or it needs none).
+    Delivered { run_id: i64, at: String },
+    /// The feed went stale at `since`, or (None) is fresh again.
+    Stale { spec: String, since: Option<String> },
     StartRun {
         spec: String,
         started_at: String,
@@ -136,6 +140,16 @@ impl Writer {
             source_endpoint: source_endpoint.into(),
             source_bucket: source_bucket.into(),
         });
+    }
+
+    /// Marks run `run_id`'s delivery as done.
+    pub fn delivered(&self, run_id: i64) {
+        self.send(Op::Delivered { run_id, at: super::now() });
+    }
+
+    /// Records when the feed went stale (`Some`), or that it is fresh (`None`).
+    pub fn set_stale(&self, spec: &str, since: Option<String>) {
+        self.send(Op::Stale { spec: spec.into(), since });
     }
 
     /// Records an object that failed.
@@ -308,6 +322,16 @@ fn apply_one(tx: &Transaction, op: &Op) -> rusqlite::Result<Option<i64>> {
                 f.message,
                 at
             ])?;
+        }
+        Op::Delivered { run_id, at } => {
+            tx.prepare_cached("UPDATE runs SET delivered_at = ?2 WHERE id = ?1")?
+                .execute(params![run_id, at])?;
+        }
+        Op::Stale { spec, since } => {
+            tx.prepare_cached(
+                "INSERT INTO feeds (spec, stale_since) VALUES (?1, ?2) ON CONFLICT (spec) DO UPDATE SET stale_since = excluded.stale_since",
+            )?
+            .execute(params![spec, since])?;
         }
         Op::StartRun { spec, started_at, .. } => {
             tx.execute(

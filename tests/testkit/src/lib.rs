@@ -6,6 +6,7 @@ pub mod fs_server;
 pub mod moto;
 pub mod objects;
 pub mod proxy;
+pub mod receiver;
 
 pub use fs_server::S3Server;
 pub use objects::*;
