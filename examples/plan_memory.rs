@@ -43,6 +43,7 @@ async fn main() -> anyhow::Result<()> {
             dest_etag: None,
             verified: s3syncd::manifest::Verified::Etag,
             checksum: None,
+            kept_previous: None,
         });
         if i % 200_000 == 0 {
             writer.flush().await?; // keep the writer's queue short

@@ -44,6 +44,19 @@ pub fn install(addr: SocketAddr) -> Result<(), String> {
         "Unix time of the last run that ended ok, by spec."
     );
     describe_gauge!("s3syncd_runs_in_flight", "Runs going on now, by spec.");
+    describe_gauge!(
+        "s3syncd_feed_stale",
+        "1 while a feed with stale_after got nothing new within it, by spec."
+    );
+    describe_gauge!(
+        "s3syncd_feed_last_new_object_timestamp_seconds",
+        Unit::Seconds,
+        "Unix time the feed last got a new or changed object, by spec."
+    );
+    describe_counter!(
+        "s3syncd_notifications_total",
+        "Notification attempts, by event and result (ok, retry, failed, dropped)."
+    );
     Ok(())
 }
 

@@ -11,10 +11,10 @@
 
 mod copying;
 mod finishing;
-mod limit;
-mod observe;
 mod lake;
+mod limit;
 mod notify;
+mod observe;
 mod planning;
 pub mod preflight;
 mod tally;

@@ -205,7 +205,10 @@ mod tests {
 
     #[test]
     fn logged_urls_keep_no_path_query_or_user() {
-        assert_eq!(redact("https://hooks.slack.com/services/T0/B0/SECRET"), "https://hooks.slack.com/...");
+        assert_eq!(
+            redact("https://hooks.slack.com/services/T0/B0/SECRET"),
+            "https://hooks.slack.com/..."
+        );
         assert_eq!(redact("http://user:pw@127.0.0.1:9/x?token=1"), "http://127.0.0.1:9/...");
     }
 }

@@ -125,7 +125,9 @@ impl Reader {
         let err = sqlite_err(&self.path);
         let mut stmt = self
             .conn
-            .prepare("SELECT dest_key, kept_key FROM history WHERE spec = ?1 AND replaced_by_run = ?2 AND change = 'changed' ORDER BY dest_key")
+            .prepare(
+                "SELECT dest_key, kept_key FROM history WHERE spec = ?1 AND replaced_by_run = ?2 AND change = 'changed' ORDER BY dest_key",
+            )
             .map_err(&err)?;
         let rows = stmt
             .query_map(params![spec, run_id], |r| Ok((r.get(0)?, r.get(1)?)))

@@ -36,9 +36,15 @@ enum Op {
     },
     Failure(FailureRow, String),
     /// The run's delivery file is written (or it needs none).
-    Delivered { run_id: i64, at: String },
+    Delivered {
+        run_id: i64,
+        at: String,
+    },
     /// The feed went stale at `since`, or (None) is fresh again.
-    Stale { spec: String, since: Option<String> },
+    Stale {
+        spec: String,
+        since: Option<String>,
+    },
     StartRun {
         spec: String,
         started_at: String,

@@ -708,6 +708,8 @@ fn insert_unique(set: &mut SpecSet, spec: Spec) {
             Some((s.name.clone(), Clash::Name))
         } else if s.destination.overlaps(&spec.destination) {
             Some((s.name.clone(), Clash::Destination))
+        } else if places_into(s, &spec) || places_into(&spec, s) {
+            Some((s.name.clone(), Clash::Placement))
         } else {
             None
         }
@@ -725,6 +727,22 @@ fn insert_unique(set: &mut SpecSet, spec: Spec) {
     }
 }
 
+/// Whether `a` writes its delivery files or kept versions inside `b`'s destination, where `b`
+/// would list them as its data (and delete them with `delete = true`).
+fn places_into(a: &Spec, b: &Spec) -> bool {
+    let same_bucket =
+        a.destination.endpoint_identity() == b.destination.endpoint_identity() && a.destination.bucket == b.destination.bucket;
+    let delivery = match &a.feed.deliveries {
+        Some(Deliveries::Prefix(p)) => Some(p.as_str()),
+        _ => None,
+    };
+    same_bucket
+        && [delivery, a.feed.keep_previous.as_deref()]
+            .into_iter()
+            .flatten()
+            .any(|p| p.starts_with(&b.destination.prefix) || b.destination.prefix.starts_with(p))
+}
+
 fn refuse(set: &mut SpecSet, spec: Spec, other: &Path, clash: Clash) {
     set.errors.push(clash.diagnostic(&spec, other));
     set.failed_files.push(spec.path.clone());
@@ -737,6 +755,8 @@ enum Clash {
     Name,
     /// One destination lies inside the other.
     Destination,
+    /// One spec's delivery prefix or `keep_previous` lies inside the other's destination.
+    Placement,
 }
 
 impl Clash {
@@ -757,6 +777,14 @@ impl Clash {
                     spec.destination.bucket,
                     spec.destination.prefix,
                     other.display()
+                ),
+            ),
+            Clash::Placement => (
+                spec.dest_at,
+                format!(
+                    "a delivery prefix or keep_previous of this spec or of {} lies inside the other's destination prefix (bucket {}): it would be listed as data; move it outside every destination prefix",
+                    other.display(),
+                    spec.destination.bucket
                 ),
             ),
         };

@@ -30,7 +30,12 @@ fn parse(text: &str) -> (Vec<serde_json::Value>, serde_json::Value) {
 fn actions(lines: &[serde_json::Value]) -> Vec<(String, String)> {
     let mut v: Vec<(String, String)> = lines
         .iter()
-        .map(|l| (l["dest_key"].as_str().unwrap().to_string(), l["action"].as_str().unwrap().to_string()))
+        .map(|l| {
+            (
+                l["dest_key"].as_str().unwrap().to_string(),
+                l["action"].as_str().unwrap().to_string(),
+            )
+        })
         .collect();
     v.sort();
     v
@@ -72,12 +77,22 @@ async fn each_run_delivers_what_it_changed_and_keeps_what_upstream_replaced() {
     run(&ws);
     let (lines, summary) = parse(&String::from_utf8(delivery(1).await.expect("run 1's delivery")).unwrap());
     assert_eq!(actions(&lines), ["a", "b", "c", "d"].map(|k| pair(&format!("in/{k}.csv"), "new")));
-    assert_eq!((summary["complete"].as_bool(), summary["new"].as_u64(), summary["run_id"].as_i64()), (Some(true), Some(4), Some(1)));
+    assert_eq!(
+        (summary["complete"].as_bool(), summary["new"].as_u64(), summary["run_id"].as_i64()),
+        (Some(true), Some(4), Some(1))
+    );
     assert_eq!(lines[0]["source_key"], "data/a.csv");
-    assert!(lines.iter().all(|l| l["size"].as_u64().unwrap() > 0 && l["etag"].is_string() && l["mode"].is_string()));
+    assert!(lines
+        .iter()
+        .all(|l| l["size"].as_u64().unwrap() > 0 && l["etag"].is_string() && l["mode"].is_string()));
 
     // Upstream: a.csv republished (other bytes), b.csv withdrawn, e.csv published.
-    put_all(&c, "src-bucket", vec![("data/a.csv".into(), b"second version of a.csv, corrected\n".to_vec())]).await;
+    put_all(
+        &c,
+        "src-bucket",
+        vec![("data/a.csv".into(), b"second version of a.csv, corrected\n".to_vec())],
+    )
+    .await;
     c.delete_object().bucket("src-bucket").key("data/b.csv").send().await.unwrap();
     put_all(&c, "src-bucket", vec![("data/e.csv".into(), b"e\n".to_vec())]).await;
     run(&ws);
@@ -86,21 +101,36 @@ async fn each_run_delivers_what_it_changed_and_keeps_what_upstream_replaced() {
         actions(&lines),
         [pair("in/a.csv", "changed"), pair("in/b.csv", "deleted"), pair("in/e.csv", "new")]
     );
-    assert_eq!((summary["new"].as_u64(), summary["changed"].as_u64(), summary["deleted"].as_u64()), (Some(1), Some(1), Some(1)));
+    assert_eq!(
+        (summary["new"].as_u64(), summary["changed"].as_u64(), summary["deleted"].as_u64()),
+        (Some(1), Some(1), Some(1))
+    );
     // The replaced bytes are kept, under a name no other key can take.
     assert_eq!(
         get(&c, "dst-bucket", "_previous/run-2/in/a.csv").await.as_deref(),
         Some(&b"first version of a.csv\n"[..])
     );
     let history = ws.run(&["manifest", "history", "in/a.csv", "--spec", "lake"]);
-    let versions: Vec<serde_json::Value> = String::from_utf8_lossy(&history.stdout).lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    let versions: Vec<serde_json::Value> = String::from_utf8_lossy(&history.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
     assert_eq!(versions.len(), 2, "{}", text(&history));
-    assert_eq!((versions[0]["state"].as_str(), versions[0]["size"].as_u64()), (Some("changed"), Some(23)));
+    assert_eq!(
+        (versions[0]["state"].as_str(), versions[0]["size"].as_u64()),
+        (Some("changed"), Some(23))
+    );
     assert_eq!(versions[0]["kept_key"], "_previous/run-2/in/a.csv");
-    assert_eq!((versions[1]["state"].as_str(), versions[1]["run_id"].as_i64()), (Some("current"), Some(2)));
+    assert_eq!(
+        (versions[1]["state"].as_str(), versions[1]["run_id"].as_i64()),
+        (Some("current"), Some(2))
+    );
     // `manifest changes` gives the same records as the files.
     let since = ws.run(&["manifest", "changes", "--spec", "lake", "--since-run", "1"]);
-    let records: Vec<serde_json::Value> = String::from_utf8_lossy(&since.stdout).lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    let records: Vec<serde_json::Value> = String::from_utf8_lossy(&since.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
     assert_eq!(records, lines, "{}", text(&since));
 
     // Nothing new: no file.
@@ -160,17 +190,26 @@ async fn a_killed_run_gets_an_incomplete_delivery_with_what_it_recorded() {
     until(60, "three objects recorded", || recorded() == 3).await;
     let _ = child.kill(); // SIGKILL
     let _ = child.wait();
-    assert!(!dir.join("killed").join("0000000001.jsonl").exists(), "a killed run writes nothing itself");
+    assert!(
+        !dir.join("killed").join("0000000001.jsonl").exists(),
+        "a killed run writes nothing itself"
+    );
     proxy.set_faults(vec![]);
     let out = ws.run(&["run", spec.to_str().unwrap()]);
     assert_eq!(out.status.code(), Some(0), "{}", text(&out));
     let (lines, summary) = parse(&std::fs::read_to_string(dir.join("killed").join("0000000001.jsonl")).unwrap());
     assert_eq!(actions(&lines), ["a", "b", "c"].map(|k| pair(&format!("in/{k}.csv"), "new")));
-    assert_eq!((summary["complete"].as_bool(), summary["status"].as_str()), (Some(false), Some("interrupted")));
+    assert_eq!(
+        (summary["complete"].as_bool(), summary["status"].as_str()),
+        (Some(false), Some("interrupted"))
+    );
     let (lines, summary) = parse(&std::fs::read_to_string(dir.join("killed").join("0000000002.jsonl")).unwrap());
     assert_eq!(actions(&lines), [pair("in/d.csv", "new")]);
     assert_eq!(summary["complete"], true);
-    let left: Vec<_> = std::fs::read_dir(dir.join("killed")).unwrap().map(|e| e.unwrap().file_name()).collect();
+    let left: Vec<_> = std::fs::read_dir(dir.join("killed"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
     assert_eq!(left.len(), 2, "no temporary file stays: {left:?}");
 }
 
@@ -179,7 +218,10 @@ async fn a_killed_run_gets_an_incomplete_delivery_with_what_it_recorded() {
 async fn a_dead_receiver_does_not_hold_up_the_exit() {
     let (server, _c, ws) = seeded(&objects()).await;
     let receiver = Receiver::start(vec![]);
-    write_private(&ws.config(), "spec_dir = \"specs.d\"\nstate_dir = \"state\"\nshutdown_grace = \"2s\"\n");
+    write_private(
+        &ws.config(),
+        "spec_dir = \"specs.d\"\nstate_dir = \"state\"\nshutdown_grace = \"2s\"\n",
+    );
     let extra = format!("[[notify]]\nurl = \"{}\"\nevents = [\"ok\"]\n", receiver.url);
     let spec = ws.seeded_spec("dead", &server.endpoint, "in/", &extra);
     let started = Instant::now();
@@ -189,7 +231,11 @@ async fn a_dead_receiver_does_not_hold_up_the_exit() {
     assert_eq!(receiver.received().len(), 1, "the post was sent");
     // Without the bound: 4 attempts of 5 s and their backoff, over 20 s.
     assert!(took < Duration::from_secs(10), "exit took {took:?} with a 2 s grace");
-    assert!(String::from_utf8_lossy(&out.stderr).contains("notifications still unsent at exit"), "{}", text(&out));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("notifications still unsent at exit"),
+        "{}",
+        text(&out)
+    );
 }
 
 /// `stale_after`: no new object within the window turns the feed stale once (one warning, one
@@ -198,7 +244,10 @@ async fn a_dead_receiver_does_not_hold_up_the_exit() {
 async fn a_quiet_feed_turns_stale_once_and_recovers() {
     let (server, c, ws) = seeded(&objects()).await;
     let receiver = Receiver::start(vec![200]);
-    let extra = format!("stale_after = \"2s\"\n[[notify]]\nurl = \"{}\"\nevents = [\"stale\"]\n", receiver.url);
+    let extra = format!(
+        "stale_after = \"2s\"\n[[notify]]\nurl = \"{}\"\nevents = [\"stale\"]\n",
+        receiver.url
+    );
     let spec = ws.seeded_spec("quiet", &server.endpoint, "in/", &extra);
     let run = || {
         let out = ws.run(&["run", spec.to_str().unwrap()]);

@@ -331,3 +331,31 @@ fn a_fifo_or_a_directory_named_like_a_spec_is_refused_at_once() {
         text(&out)
     );
 }
+
+/// A delivery prefix or `keep_previous` inside another spec's destination would be listed as
+/// that spec's data: both files are refused, each naming the other.
+#[test]
+fn a_delivery_prefix_inside_another_destination_is_refused() {
+    let ws = Workspace::new(&[]);
+    let spec = |prefix: &str, extra: &str| {
+        format!("{extra}[source]\nbucket = \"src-bucket\"\n[destination]\nbucket = \"dst-bucket\"\nprefix = \"{prefix}\"\n")
+    };
+    ws.write_spec(
+        "klines",
+        &spec("binance/klines/", "[deliveries]\nprefix = \"_s3syncd/deliveries/\"\n"),
+    );
+    ws.write_spec("everything", &spec("_s3syncd/", ""));
+    ws.write_spec("trades", &spec("binance/trades/", "keep_previous = \"_previous/\"\n"));
+    let out = ws.run(&["validate"]);
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    for (file, at, other) in [("klines", "6:10", "everything"), ("everything", "4:10", "klines")] {
+        let want = format!(
+            "{}:{at}: a delivery prefix or keep_previous of this spec or of {} lies inside the other's destination prefix",
+            ws.spec_dir().join(format!("{file}.toml")).display(),
+            ws.spec_dir().join(format!("{other}.toml")).display()
+        );
+        assert!(stderr.contains(&want), "wanted {want}\n{}", text(&out));
+    }
+    assert!(String::from_utf8_lossy(&out.stdout).contains("ok trades ("), "{}", text(&out));
+}
