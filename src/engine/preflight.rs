@@ -5,7 +5,7 @@
 
 use crate::s3::{self, RequestCounter};
 use crate::spec::{ModeChoice, Side, Spec};
-use crate::transfer::error::{classify, Op, TransferError};
+use crate::transfer::error::{classify, Code, Op, TransferError};
 use aws_sdk_s3::Client;
 use std::sync::Arc;
 
@@ -121,7 +121,7 @@ async fn list_one(which: &str, side: &Side, client: &Client) -> (Option<String>,
         Err(e) => {
             let e = classify(Op::ListObjectsV2, e);
             // A write-only destination cannot list, and runs go on without it (engine).
-            let verdict = if which == "destination" && e.code.as_ref().is_some_and(|c| c.to_string() == "AccessDenied") {
+            let verdict = if which == "destination" && e.code == Some(Code::AccessDenied) {
                 Verdict::Note
             } else {
                 Verdict::Fail
