@@ -8,9 +8,14 @@
 //!   a near server and grows sixfold per round trip across an ocean. Across a WAN every copy
 //!   waits a round trip, so throughput is requests in flight divided by latency, and this finds
 //!   hundreds within two or three round trips.
-//! - **Gradient**: afterwards the limit follows `limit × clamp(1.5 × long / short, 0.5, 1) + √limit`,
-//!   smoothed, where `short` is the latest latency and `long` its slow average: a server that
-//!   queues (latency rising with no more throughput) pulls it down, a steady one lets it grow.
+//! - **Vegas**: afterwards the limit keeps the server's queue of this run's copies small. With
+//!   `rtt` a short average of the latency and `min` the lowest seen, about
+//!   `limit × (1 − min / rtt)` copies wait in the server's queue rather than travel or run;
+//!   the limit grows by `log10 limit` per completion while that queue is under `3 log10 limit`
+//!   and shrinks as much when it is over `6 log10 limit` (TCP Vegas, as in concurrency-limits'
+//!   `VegasLimit`). So it settles near the bandwidth-delay product: a few dozen on a server on
+//!   the same host, where more copies in flight only queue and hold memory; hundreds across
+//!   an ocean, where each copy mostly travels.
 //! - **Throttling** (503 SlowDown, 429) cuts the limit to 70 %, at most once per round trip
 //!   (and half a second), and ends the slow start; `transfer::Pace` then spaces the attempts.
 //!
@@ -34,6 +39,8 @@ struct State {
     slow_start: bool,
     min_rtt: f64,
     long_rtt: f64,
+    /// A short average of the latency (the last ten or so).
+    short_rtt: f64,
     throttles_seen: u64,
     last_cut: Option<Instant>,
     peak: usize,
@@ -77,6 +84,7 @@ impl Limit {
                 slow_start: true,
                 min_rtt: f64::MAX,
                 long_rtt: 0.0,
+                short_rtt: 0.0,
                 throttles_seen: 0,
                 last_cut: None,
                 peak: initial.clamp(1, max),
@@ -135,6 +143,7 @@ impl Limit {
             s.check_throughput();
             s.min_rtt = s.min_rtt.min(rtt);
             s.long_rtt = if s.long_rtt == 0.0 { rtt } else { s.long_rtt * 0.95 + rtt * 0.05 };
+            s.short_rtt = if s.short_rtt == 0.0 { rtt } else { s.short_rtt * 0.9 + rtt * 0.1 };
             // Grow only when the limit is what holds copies back, not the planner.
             let busy = s.inflight as f64 + 1.0 >= s.limit / 2.0;
             if s.slow_start && rtt > 2.0 * s.min_rtt && s.min_rtt < f64::MAX {
@@ -147,9 +156,13 @@ impl Limit {
                     s.limit += 1.0 + (rtt / 0.05).floor().min(4.0);
                 }
             } else {
-                let gradient = (1.5 * s.long_rtt / rtt).clamp(0.5, 1.0);
-                let target = s.limit * gradient + if busy { s.limit.sqrt() } else { 0.0 };
-                s.limit = s.limit * 0.8 + target * 0.2;
+                let queue = s.limit * (1.0 - s.min_rtt / s.short_rtt);
+                let step = s.limit.log10().max(1.0);
+                if queue < 3.0 * step && busy {
+                    s.limit += step;
+                } else if queue > 6.0 * step {
+                    s.limit -= step;
+                }
             }
         }
         s.limit = s.limit.clamp(1.0, s.max);
@@ -210,7 +223,7 @@ mod tests {
         assert_eq!(l.current(), INITIAL + 500, "slow start at 200 ms: five per completion");
         feed(&l, &mut held, 100, 10, 0).await;
         assert_eq!(l.current(), INITIAL + 600, "slow start at 10 ms: one per completion");
-        feed(&l, &mut held, 2000, 200, 0).await;
+        feed(&l, &mut held, 2000, 10, 0).await;
         assert_eq!(l.current(), 2048, "never above max_transfers");
         assert_eq!(l.peak(), 2048);
         // An idle copier (the planner is what holds copies back) does not grow it.
@@ -226,7 +239,7 @@ mod tests {
         let mut held = Vec::new();
         feed(&l, &mut held, 50, 10, 0).await;
         let before = l.current();
-        // Latency climbs far above the average: the gradient shrinks the limit.
+        // Latency climbs far above its floor: copies queue at the server, the limit shrinks.
         feed(&l, &mut held, 20, 100, 0).await;
         let queued = l.current();
         assert!(queued < before, "{queued} < {before}");
@@ -236,6 +249,28 @@ mod tests {
         assert!((cut as f64 - queued as f64 * 0.7).abs() <= 1.0, "{cut} is 70 % of {queued}");
         l.sample(None, 5);
         assert_eq!(l.current(), cut);
+    }
+
+    /// A server that completes 1,000 copies a second at most, `base` ms away: the latency is
+    /// the base, or the queue's wait once the limit exceeds what the server can take.
+    async fn settle(base: f64) -> usize {
+        let l = Limit::adaptive(4096);
+        let mut held = Vec::new();
+        for _ in 0..20_000 {
+            let rtt = (base / 1000.0).max(l.current() as f64 / 1000.0);
+            feed(&l, &mut held, 1, (rtt * 1000.0) as u64, 0).await;
+        }
+        l.current()
+    }
+
+    #[tokio::test]
+    async fn it_settles_near_the_bandwidth_delay_product() {
+        // Same host: one copy in flight per millisecond of latency is all the server takes.
+        let near = settle(1.0).await;
+        assert!(near <= 32, "a near server keeps few in flight: {near}");
+        // 200 ms away, 200 in flight fill the pipe.
+        let far = settle(200.0).await;
+        assert!((200..=320).contains(&far), "a far server gets its bandwidth-delay product: {far}");
     }
 
     #[tokio::test]
