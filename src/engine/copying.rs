@@ -17,10 +17,11 @@ type Done = Result<(CopyJob, Result<Outcome, Failure>), JoinError>;
 const ABORT_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
 
 impl Run {
-    pub(super) async fn copy(&self, jobs: mpsc::Receiver<CopyJob>) {
+    /// Copies the jobs; `rtt` is one round trip to the destination, measured before.
+    pub(super) async fn copy(&self, jobs: mpsc::Receiver<CopyJob>, rtt: std::time::Duration) {
         let limit = match self.spec.transfer.concurrency {
             Some(n) => Limit::fixed(n),
-            None => Limit::adaptive(self.engine.config.max_transfers),
+            None => Limit::adaptive(self.engine.config.max_transfers, rtt),
         };
         self.copy_within(jobs, &limit).await;
         if let Some(rate) = self.transferer.pace.rate() {

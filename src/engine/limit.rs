@@ -3,6 +3,8 @@
 //! concurrency-limits (a slow start, then the Gradient2 rule) with a multiplicative cut when a
 //! server throttles:
 //!
+//! - **Start**: 64, and 64 more per 50 ms of a round trip measured before the copies (up to
+//!   256): a far server fills its pipe in the first round trip.
 //! - **Slow start**: each completion adds one, plus one per 50 ms of its latency (up to five),
 //!   while the latency stays within twice the lowest seen: the limit doubles per round trip on
 //!   a near server and grows sixfold per round trip across an ocean. Across a WAN every copy
@@ -73,8 +75,13 @@ impl Limit {
         Self::new(n, n, false)
     }
 
-    pub fn adaptive(max: usize) -> Arc<Limit> {
-        Self::new(INITIAL.min(max), max, true)
+    /// Starts at `INITIAL`, and one more `INITIAL` per 50 ms of `rtt` (a round trip measured
+    /// before the copies start), up to four: a far server gets 256 copies in its first round
+    /// trip, as s5cmd's fixed 256, rather than climb there; a near one starts where it queues
+    /// least.
+    pub fn adaptive(max: usize, rtt: Duration) -> Arc<Limit> {
+        let scale = 1 + (rtt.as_secs_f64() / 0.05).floor().min(3.0) as usize;
+        Self::new((INITIAL * scale).min(max), max, true)
     }
 
     fn new(initial: usize, max: usize, adaptive: bool) -> Arc<Limit> {
@@ -228,7 +235,7 @@ mod tests {
 
     #[tokio::test]
     async fn grows_under_a_steady_latency_and_stays_within_its_bounds() {
-        let l = Limit::adaptive(2048);
+        let l = Limit::adaptive(2048, Duration::ZERO);
         let mut held = Vec::new();
         feed(&l, &mut held, 100, 200, 0).await;
         assert_eq!(l.current(), INITIAL + 500, "slow start at 200 ms: five per completion");
@@ -238,15 +245,18 @@ mod tests {
         assert_eq!(l.current(), 2048, "never above max_transfers");
         assert_eq!(l.peak(), 2048);
         // An idle copier (the planner is what holds copies back) does not grow it.
-        let idle = Limit::adaptive(512);
+        let idle = Limit::adaptive(512, Duration::ZERO);
         idle.sample(Some(Duration::from_millis(200)), 0);
         assert_eq!(idle.current(), INITIAL);
-        assert_eq!(Limit::adaptive(8).current(), 8);
+        assert_eq!(Limit::adaptive(8, Duration::ZERO).current(), 8);
+        // A far destination starts higher: one more INITIAL per 50 ms, four at most.
+        assert_eq!(Limit::adaptive(2048, Duration::from_millis(60)).current(), 2 * INITIAL);
+        assert_eq!(Limit::adaptive(2048, Duration::from_millis(900)).current(), 4 * INITIAL);
     }
 
     #[tokio::test]
     async fn a_queueing_server_or_throttling_pulls_it_down() {
-        let l = Limit::adaptive(512);
+        let l = Limit::adaptive(512, Duration::ZERO);
         let mut held = Vec::new();
         feed(&l, &mut held, 50, 10, 0).await;
         let before = l.current();
@@ -265,7 +275,7 @@ mod tests {
     /// A server that completes 1,000 copies a second at most, `base` ms away: the latency is
     /// the base, or the queue's wait once the limit exceeds what the server can take.
     async fn settle(base: f64) -> usize {
-        let l = Limit::adaptive(4096);
+        let l = Limit::adaptive(4096, Duration::ZERO);
         let mut held = Vec::new();
         for _ in 0..20_000 {
             let rtt = (base / 1000.0).max(l.current() as f64 / 1000.0);
@@ -278,7 +288,10 @@ mod tests {
     async fn a_server_whose_latency_grows_with_each_copy_does_not_pull_it_up() {
         // Same host: latency follows the limit (1,000 copies a second at most).
         let near = settle(1.0).await;
-        assert!(near <= 2 * INITIAL + 8, "a queueing server stops its slow start at twice the floor: {near}");
+        assert!(
+            near <= 2 * INITIAL + 8,
+            "a queueing server stops its slow start at twice the floor: {near}"
+        );
         // 200 ms away, the pipe wants 200 in flight; the limit gets there and above.
         let far = settle(200.0).await;
         assert!(far >= 200, "a far server gets at least its bandwidth-delay product: {far}");

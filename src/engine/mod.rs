@@ -399,8 +399,19 @@ impl Run {
         let reader = Reader::open(self.engine.writer.path())?;
         let (jobs, queue) = tokio::sync::mpsc::channel(planning::QUEUE);
         let copy = async {
-            check_destination(spec, &self.transferer.dst).await?;
-            self.copy(queue).await;
+            // Beside the destination check, whether `direct` will need each object's redirect
+            // (one GetBucketWebsite), so that the first copies do not wait a round trip for it.
+            let t = &self.transferer;
+            let website = async {
+                if t.chain.contains(&crate::spec::Mode::Direct) {
+                    t.source_serves_website().await;
+                }
+            };
+            let asked = Instant::now();
+            let (checked, ()) = tokio::join!(check_destination(spec, &t.dst), website);
+            checked?;
+            // That round trip also tells how far the destination is: where to start the limit.
+            self.copy(queue, asked.elapsed()).await;
             Ok::<_, EngineError>(())
         };
         let (planned, checked) = tokio::join!(self.plan(reader, jobs), copy);
