@@ -68,8 +68,12 @@ impl Run {
             tasks.spawn(async move {
                 let began = std::time::Instant::now();
                 let r = t.copy(&job).await;
-                let latency = (single && r.is_ok()).then(|| began.elapsed());
-                limit.sample(latency, requests.throttled());
+                // A sample is a copy's own time: not one that waited for retries, and none
+                // once the pace spaces the attempts (then it governs, and the wait is its).
+                let clean = r.as_ref().is_ok_and(|o| o.trail.retries == 0);
+                if t.pace.rate().is_none() {
+                    limit.sample((single && clean).then(|| began.elapsed()), requests.throttled());
+                }
                 drop((p1, p2));
                 (job, r)
             });
