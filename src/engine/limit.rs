@@ -99,7 +99,7 @@ impl Limit {
                 saturated: false,
                 throttles_seen: 0,
                 last_cut: None,
-                peak: initial.clamp(1, max),
+                peak: 0,
                 checkpoint: (Instant::now(), 0, initial.clamp(1, max) as f64, 0.0),
                 completed: 0,
             }),
@@ -123,7 +123,7 @@ impl Limit {
         }
     }
 
-    /// The highest number of copies that were in flight at once.
+    /// The highest number of copies that were in flight at once (0 when none ran).
     pub fn peak(&self) -> usize {
         self.state.lock().unwrap().peak
     }

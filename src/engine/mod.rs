@@ -402,16 +402,20 @@ impl Run {
             // Beside the destination check, whether `direct` will need each object's redirect
             // (one GetBucketWebsite), so that the first copies do not wait a round trip for it.
             let t = &self.transferer;
+            let asked = Instant::now();
             let website = async {
                 if t.chain.contains(&crate::spec::Mode::Direct) {
                     t.source_serves_website().await;
+                    return asked.elapsed();
                 }
+                Duration::MAX
             };
-            let asked = Instant::now();
-            let (checked, ()) = tokio::join!(check_destination(spec, &t.dst), website);
+            let check = async { (check_destination(spec, &t.dst).await, asked.elapsed()) };
+            let ((checked, check_rtt), website_rtt) = tokio::join!(check, website);
             checked?;
-            // That round trip also tells how far the destination is: where to start the limit.
-            self.copy(queue, asked.elapsed()).await;
+            // Those round trips also tell how far the server is: where to start the limit. The
+            // shorter one, as a listing may cost the server time of its own.
+            self.copy(queue, check_rtt.min(website_rtt)).await;
             Ok::<_, EngineError>(())
         };
         let (planned, checked) = tokio::join!(self.plan(reader, jobs), copy);
