@@ -335,7 +335,7 @@ struct Run {
 impl Run {
     /// Builds the clients, aborts what a killed run left, and clears the staging directory.
     async fn prepare(engine: &Engine, spec: Arc<Spec>, opts: RunOptions, stop: Stop, run_id: i64) -> Result<Run, EngineError> {
-        for (side, s) in [("source", &spec.source), ("destination", &spec.destination)] {
+        for (side, s) in spec.sides() {
             if let Some(reason) = s3::missing_profile(s) {
                 return Err(EngineError::Credentials { side, reason });
             }

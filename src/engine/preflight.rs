@@ -36,20 +36,17 @@ fn check(name: impl Into<String>, verdict: Verdict, detail: impl Into<String>) -
 /// the destination prefix.
 pub async fn run(spec: &Spec, write: bool) -> Vec<Check> {
     let mut out = Vec::new();
+    for (which, side) in spec.sides() {
+        out.push(credentials(which, side).await);
+    }
+    if out.iter().any(|c| c.verdict == Verdict::Fail) {
+        return out;
+    }
     let counter = Arc::new(RequestCounter::default());
     let (src, dst) = tokio::join!(
         s3::client(&spec.source, "source", &spec.transfer, counter.clone()),
         s3::client(&spec.destination, "destination", &spec.transfer, counter)
     );
-    let mut usable = true;
-    for (which, side) in [("source", &spec.source), ("destination", &spec.destination)] {
-        let c = credentials(which, side).await;
-        usable &= c.verdict != Verdict::Fail;
-        out.push(c);
-    }
-    if !usable {
-        return out;
-    }
     let (first, listed) = list_one("source", &spec.source, &src).await;
     out.push(listed);
     let (_, listed) = list_one("destination", &spec.destination, &dst).await;
@@ -67,6 +64,9 @@ async fn credentials(which: &str, side: &Side) -> Check {
     use aws_sdk_s3::config::ProvideCredentials;
     let name = format!("{which} credentials");
     let who = s3::explain::signer(side);
+    if let Some(why) = s3::missing_profile(side) {
+        return check(name, Verdict::Fail, why);
+    }
     let Some(provider) = s3::credentials(side).await else {
         return check(name, Verdict::Pass, format!("{who}: unsigned requests"));
     };

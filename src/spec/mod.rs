@@ -445,6 +445,11 @@ impl Spec {
         chain(choice.unwrap_or(self.mode), &self.fallback)
     }
 
+    /// Both sides with their names, as messages and spec sections call them.
+    pub fn sides(&self) -> [(&'static str, &Side); 2] {
+        [("source", &self.source), ("destination", &self.destination)]
+    }
+
     /// Maps a source key to its destination key; `None` if outside `source.prefix`.
     pub fn dest_key(&self, source_key: &str) -> Option<String> {
         let rel = source_key.strip_prefix(&self.source.prefix)?;

@@ -243,6 +243,27 @@ async fn check_passes_a_good_feed_and_names_what_fails_on_both_servers() {
         "{}",
         text(&out)
     );
+    // A profile no file defines fails that spec's credentials check; the next spec is still
+    // checked in full.
+    let good = Workspace::new(&[
+        ("src", &server.access_key, &server.secret_key),
+        ("dst", &server.access_key, &server.secret_key),
+    ]);
+    let nobody = spec_text(&server.endpoint, "src-bucket", "data/", &server.endpoint, "dst-bucket", "m/", "")
+        .replace("profile = \"src\"", "profile = \"nobody\"");
+    let missing_spec = good.write_spec("missing", &nobody);
+    let good_spec = good.seeded_spec("good", &server.endpoint, "g/", "");
+    let out = good.run(&["check", missing_spec.to_str().unwrap(), good_spec.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    let said = lines(&out);
+    assert!(
+        said.contains("fail  source credentials: profile \"nobody\" is not defined"),
+        "{said}"
+    );
+    assert!(
+        said.contains("ok    destination lists: s3://dst-bucket/g/"),
+        "the second spec is checked: {said}"
+    );
 }
 
 /// `direct` refused: a note when `auto` will stream, a failure when the spec insists on
