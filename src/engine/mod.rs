@@ -285,14 +285,7 @@ fn user_name(uid: u32) -> String {
 async fn check_destination(spec: &Spec, dst: &aws_sdk_s3::Client) -> Result<(), EngineError> {
     use crate::transfer::{error::classify, ErrorKind, Op};
     let side = &spec.destination;
-    let listed = dst
-        .list_objects_v2()
-        .bucket(&side.bucket)
-        .prefix(&side.prefix)
-        .max_keys(1)
-        .send()
-        .await;
-    let Err(e) = listed else { return Ok(()) };
+    let Err(e) = s3::list_one(dst, side).await else { return Ok(()) };
     let e = classify(Op::ListObjectsV2, e);
     let unusable = match &e.code {
         Some(code) => code.is_unusable_side(),

@@ -47,9 +47,9 @@ pub async fn run(spec: &Spec, write: bool) -> Vec<Check> {
         s3::client(&spec.source, "source", &spec.transfer, counter.clone()),
         s3::client(&spec.destination, "destination", &spec.transfer, counter)
     );
-    let (first, listed) = list_one("source", &spec.source, &src).await;
+    let (first, listed) = lists("source", &spec.source, &src).await;
     out.push(listed);
-    let (_, listed) = list_one("destination", &spec.destination, &dst).await;
+    let (_, listed) = lists("destination", &spec.destination, &dst).await;
     out.push(listed);
     out.push(direct(spec, &dst, first.as_deref()).await);
     if write {
@@ -102,17 +102,10 @@ fn provider_name(debug: &str) -> String {
         .to_string()
 }
 
-async fn list_one(which: &str, side: &Side, client: &Client) -> (Option<String>, Check) {
+async fn lists(which: &str, side: &Side, client: &Client) -> (Option<String>, Check) {
     let name = format!("{which} lists");
     let url = format!("s3://{}/{}", side.bucket, side.prefix);
-    let listed = client
-        .list_objects_v2()
-        .bucket(&side.bucket)
-        .prefix(&side.prefix)
-        .max_keys(1)
-        .send()
-        .await;
-    match listed {
+    match s3::list_one(client, side).await {
         Ok(o) => {
             let first = o.contents().first().and_then(|o| o.key()).map(str::to_string);
             let what = first.as_deref().map_or("empty".to_string(), |k| format!("first key {k:?}"));

@@ -286,6 +286,24 @@ impl ListError {
     }
 }
 
+/// Lists at most one key under the side's prefix: whether the side answers, at the cost of
+/// one request (the run's destination check, `s3syncd check`).
+pub async fn list_one(
+    client: &Client,
+    side: &Side,
+) -> Result<
+    aws_sdk_s3::operation::list_objects_v2::ListObjectsV2Output,
+    aws_sdk_s3::error::SdkError<aws_sdk_s3::operation::list_objects_v2::ListObjectsV2Error, aws_smithy_runtime_api::http::Response>,
+> {
+    client
+        .list_objects_v2()
+        .bucket(&side.bucket)
+        .prefix(&side.prefix)
+        .max_keys(1)
+        .send()
+        .await
+}
+
 /// Characters kept as they are in an `x-amz-copy-source` value: RFC 3986 unreserved and '/'.
 const COPY_SOURCE: &AsciiSet = &NON_ALPHANUMERIC.remove(b'-').remove(b'_').remove(b'.').remove(b'~').remove(b'/');
 
