@@ -77,25 +77,18 @@ impl Reader {
 
     /// Multipart uploads a spec started and did not end: (bucket, key, upload id).
     pub fn open_uploads(&self, spec: &str) -> Result<Vec<(String, String, String)>> {
-        let mut stmt = self
-            .conn
-            .prepare("SELECT bucket, dest_key, upload_id FROM uploads WHERE spec = ?1")
-            .map_err(sqlite_err(&self.path))?;
-        let rows = stmt
-            .query_map([spec], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
-            .map_err(sqlite_err(&self.path))?;
-        rows.collect::<std::result::Result<Vec<_>, _>>().map_err(sqlite_err(&self.path))
+        self.all("SELECT bucket, dest_key, upload_id FROM uploads WHERE spec = ?1", [spec], |r| {
+            Ok((r.get(0)?, r.get(1)?, r.get(2)?))
+        })
     }
 
     /// Every recorded multipart upload, with the destination it was made at: (spec, side,
     /// key, upload id). The side's prefix is left empty.
     pub fn all_uploads(&self) -> Result<Vec<(String, crate::spec::Side, String, String)>> {
-        let mut stmt = self
-            .conn
-            .prepare("SELECT spec, bucket, endpoint, region, path_style, profile, dest_key, upload_id FROM uploads")
-            .map_err(sqlite_err(&self.path))?;
-        let rows = stmt
-            .query_map([], |r| {
+        self.all(
+            "SELECT spec, bucket, endpoint, region, path_style, profile, dest_key, upload_id FROM uploads",
+            [],
+            |r| {
                 let side = crate::spec::Side {
                     bucket: r.get(1)?,
                     prefix: String::new(),
@@ -106,30 +99,17 @@ impl Reader {
                     ..crate::spec::Side::default()
                 };
                 Ok((r.get(0)?, side, r.get(6)?, r.get(7)?))
-            })
-            .map_err(sqlite_err(&self.path))?;
-        rows.collect::<std::result::Result<Vec<_>, _>>().map_err(sqlite_err(&self.path))
+            },
+        )
     }
 
     /// Specs with a run still `running`.
     pub fn running_specs(&self) -> Result<Vec<String>> {
-        let mut stmt = self
-            .conn
-            .prepare("SELECT DISTINCT spec FROM runs WHERE status = 'running'")
-            .map_err(sqlite_err(&self.path))?;
-        let rows = stmt.query_map([], |r| r.get(0)).map_err(sqlite_err(&self.path))?;
-        rows.collect::<std::result::Result<Vec<String>, _>>()
-            .map_err(sqlite_err(&self.path))
+        self.all("SELECT DISTINCT spec FROM runs WHERE status = 'running'", [], |r| r.get(0))
     }
 
     /// Specs that have objects or runs in the manifest.
     pub fn known_specs(&self) -> Result<Vec<String>> {
-        let mut stmt = self
-            .conn
-            .prepare("SELECT spec FROM objects UNION SELECT spec FROM runs ORDER BY 1")
-            .map_err(sqlite_err(&self.path))?;
-        let rows = stmt.query_map([], |r| r.get(0)).map_err(sqlite_err(&self.path))?;
-        rows.collect::<std::result::Result<Vec<String>, _>>()
-            .map_err(sqlite_err(&self.path))
+        self.all("SELECT spec FROM objects UNION SELECT spec FROM runs ORDER BY 1", [], |r| r.get(0))
     }
 }

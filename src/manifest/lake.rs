@@ -3,7 +3,7 @@
 //! a run's objects rows and the history rows it copied or replaced are its change feed.
 
 use super::{sqlite_err, Reader, Result};
-use rusqlite::params;
+use rusqlite::{params, OptionalExtension};
 use serde::Serialize;
 
 /// One line of a change feed (the delivery file's object line, `manifest changes`).
@@ -86,21 +86,16 @@ impl Reader {
 
     /// Every version of destination key `key` (of `spec`, or of every spec), oldest first.
     pub fn history(&self, key: &str, spec: Option<&str>) -> Result<Vec<Version>> {
-        let err = sqlite_err(&self.path);
-        let mut stmt = self
-            .conn
-            .prepare(
-                "SELECT spec, dest_key, source_key, size, etag, checksum, copied_at, run_id, replaced_at, replaced_by_run, state, kept_key FROM (
-                   SELECT spec, dest_key, source_key, size, etag, checksum, copied_at, run_id, replaced_at, replaced_by_run, change AS state, kept_key
-                     FROM history WHERE dest_key = ?1 AND (?2 IS NULL OR spec = ?2)
-                   UNION ALL
-                   SELECT spec, dest_key, source_key, size, etag, checksum, copied_at, run_id, NULL, NULL, 'current', NULL
-                     FROM objects WHERE dest_key = ?1 AND (?2 IS NULL OR spec = ?2)
-                 ) ORDER BY spec, copied_at, run_id",
-            )
-            .map_err(&err)?;
-        let rows = stmt
-            .query_map(params![key, spec], |r| {
+        self.all(
+            "SELECT spec, dest_key, source_key, size, etag, checksum, copied_at, run_id, replaced_at, replaced_by_run, state, kept_key FROM (
+               SELECT spec, dest_key, source_key, size, etag, checksum, copied_at, run_id, replaced_at, replaced_by_run, change AS state, kept_key
+                 FROM history WHERE dest_key = ?1 AND (?2 IS NULL OR spec = ?2)
+               UNION ALL
+               SELECT spec, dest_key, source_key, size, etag, checksum, copied_at, run_id, NULL, NULL, 'current', NULL
+                 FROM objects WHERE dest_key = ?1 AND (?2 IS NULL OR spec = ?2)
+             ) ORDER BY spec, copied_at, run_id",
+            params![key, spec],
+            |r| {
                 Ok(Version {
                     spec: r.get(0)?,
                     dest_key: r.get(1)?,
@@ -115,35 +110,26 @@ impl Reader {
                     state: r.get(10)?,
                     kept_key: r.get(11)?,
                 })
-            })
-            .map_err(&err)?;
-        rows.collect::<rusqlite::Result<Vec<_>>>().map_err(&err)
+            },
+        )
     }
 
     /// Versions run `run_id` replaced (upstream revisions): (dest_key, kept_key).
     pub fn revised(&self, spec: &str, run_id: i64) -> Result<Vec<(String, Option<String>)>> {
-        let err = sqlite_err(&self.path);
-        let mut stmt = self
-            .conn
-            .prepare(
-                "SELECT dest_key, kept_key FROM history WHERE spec = ?1 AND replaced_by_run = ?2 AND change = 'changed' ORDER BY dest_key",
-            )
-            .map_err(&err)?;
-        let rows = stmt
-            .query_map(params![spec, run_id], |r| Ok((r.get(0)?, r.get(1)?)))
-            .map_err(&err)?;
-        rows.collect::<rusqlite::Result<Vec<_>>>().map_err(&err)
+        self.all(
+            "SELECT dest_key, kept_key FROM history WHERE spec = ?1 AND replaced_by_run = ?2 AND change = 'changed' ORDER BY dest_key",
+            params![spec, run_id],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )
     }
 
     /// Finished runs of `spec` whose delivery file is not written: (id, status).
     pub fn undelivered(&self, spec: &str) -> Result<Vec<(i64, String)>> {
-        let err = sqlite_err(&self.path);
-        let mut stmt = self
-            .conn
-            .prepare("SELECT id, status FROM runs WHERE spec = ?1 AND delivered_at IS NULL AND status != 'running' ORDER BY id")
-            .map_err(&err)?;
-        let rows = stmt.query_map([spec], |r| Ok((r.get(0)?, r.get(1)?))).map_err(&err)?;
-        rows.collect::<rusqlite::Result<Vec<_>>>().map_err(&err)
+        self.all(
+            "SELECT id, status FROM runs WHERE spec = ?1 AND delivered_at IS NULL AND status != 'running' ORDER BY id",
+            [spec],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )
     }
 
     /// When the feed last got a new or changed object from the source (a copy of a version it
@@ -164,11 +150,9 @@ impl Reader {
         let stale_since: Option<String> = self
             .conn
             .query_row("SELECT stale_since FROM feeds WHERE spec = ?1", [spec], |r| r.get(0))
-            .or_else(|e| match e {
-                rusqlite::Error::QueryReturnedNoRows => Ok(None),
-                e => Err(e),
-            })
-            .map_err(&err)?;
+            .optional()
+            .map_err(&err)?
+            .flatten();
         Ok((last_new, stale_since))
     }
 }

@@ -355,14 +355,19 @@ impl Reader {
 
     /// The last `limit` runs, newest first, optionally of one spec.
     pub fn runs(&self, spec: Option<&str>, limit: u32) -> Result<Vec<RunRow>> {
-        let mut stmt = self
-            .conn
-            .prepare(&format!(
-                "SELECT {RUN_COLUMNS} FROM runs WHERE (?1 IS NULL OR spec = ?1) ORDER BY id DESC LIMIT ?2"
-            ))
-            .map_err(sqlite_err(&self.path))?;
-        let rows = stmt.query_map(params![spec, limit], run_from_row).map_err(sqlite_err(&self.path))?;
-        rows.collect::<std::result::Result<Vec<_>, _>>().map_err(sqlite_err(&self.path))
+        self.all(
+            &format!("SELECT {RUN_COLUMNS} FROM runs WHERE (?1 IS NULL OR spec = ?1) ORDER BY id DESC LIMIT ?2"),
+            params![spec, limit],
+            run_from_row,
+        )
+    }
+
+    /// Every row `sql` returns, each made by `row`.
+    fn all<T>(&self, sql: &str, args: impl rusqlite::Params, row: impl FnMut(&rusqlite::Row) -> rusqlite::Result<T>) -> Result<Vec<T>> {
+        let err = sqlite_err(&self.path);
+        let mut stmt = self.conn.prepare(sql).map_err(&err)?;
+        let rows = stmt.query_map(args, row).map_err(&err)?;
+        rows.collect::<rusqlite::Result<Vec<T>>>().map_err(&err)
     }
 }
 
