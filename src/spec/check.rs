@@ -8,9 +8,9 @@ use std::path::Path;
 use std::str::FromStr;
 use toml::Spanned;
 
-type Diags = Vec<Diagnostic>;
+pub(super) type Diags = Vec<Diagnostic>;
 
-fn span<T>(s: &Spanned<T>) -> Option<Range<usize>> {
+pub(super) fn span<T>(s: &Spanned<T>) -> Option<Range<usize>> {
     Some(s.span())
 }
 

@@ -2,18 +2,13 @@
 //! (`[deliveries]`), notifications (`[[notify]]`, in a spec and in the global config), a
 //! freshness window (`stale_after`) and upstream revisions kept aside (`keep_previous`).
 
+use super::check::{span, Diags};
 use super::diag::Locator;
 use super::raw::{RawDeliveries, RawNotify};
-use super::{Diagnostic, Side};
+use super::Side;
 use std::path::PathBuf;
 use std::time::Duration;
 use toml::Spanned;
-
-type Diags = Vec<Diagnostic>;
-
-fn span<T>(v: &Spanned<T>) -> Option<std::ops::Range<usize>> {
-    Some(v.span())
-}
 
 /// The feed's options for what comes after the copy.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -177,12 +172,11 @@ pub fn check_feed(loc: &Locator, d: &mut Diags, raw: RawFeed, destination: &Side
             }
         });
     let keep_previous = raw.keep_previous.as_ref().and_then(|v| outside(d, "keep_previous", v));
+    // Relative paths are relative to the spec file's folder.
+    let base = loc.path.parent().unwrap_or(std::path::Path::new("."));
     let deliveries = raw.deliveries.and_then(|r| match (r.prefix, r.dir) {
         (Some(p), None) => outside(d, "deliveries.prefix", &p).map(Deliveries::Prefix),
-        (None, Some(dir)) => {
-            let base = loc.path.parent().unwrap_or(std::path::Path::new("."));
-            Some(Deliveries::Dir(base.join(dir.get_ref())))
-        }
+        (None, Some(dir)) => Some(Deliveries::Dir(base.join(dir.get_ref()))),
         (Some(p), Some(_)) => {
             d.push(loc.at(span(&p), "[deliveries] takes `prefix` or `dir`, not both"));
             None
@@ -195,7 +189,6 @@ pub fn check_feed(loc: &Locator, d: &mut Diags, raw: RawFeed, destination: &Side
             None
         }
     });
-    let base = loc.path.parent().unwrap_or(std::path::Path::new("."));
     FeedOpts {
         stale_after,
         keep_previous,
