@@ -30,7 +30,9 @@ struct Post {
 /// no other), at most `QUEUE` at once.
 #[derive(Clone)]
 pub struct Notifications {
-    client: Client<Https, Full<Bytes>>,
+    /// Built on the first post: loading the system's certificates is start-up work that a
+    /// process without notifiers never needs.
+    client: Arc<std::sync::OnceLock<Client<Https, Full<Bytes>>>>,
     slots: Arc<Semaphore>,
     tracker: TaskTracker,
 }
@@ -38,7 +40,7 @@ pub struct Notifications {
 impl Default for Notifications {
     fn default() -> Self {
         Notifications {
-            client: client(),
+            client: Arc::default(),
             slots: Arc::new(Semaphore::new(QUEUE)),
             tracker: TaskTracker::new(),
         }
@@ -64,7 +66,7 @@ impl Notifications {
                 event,
                 body: body.into_bytes(),
             };
-            let client = self.client.clone();
+            let client = self.client.get_or_init(client).clone();
             self.tracker.spawn(async move {
                 send(&client, post).await;
                 drop(slot);
