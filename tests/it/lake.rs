@@ -53,7 +53,10 @@ async fn each_run_delivers_what_it_changed_and_keeps_what_upstream_replaced() {
     let c = moto.client();
     create_bucket(&c, "src-bucket").await;
     create_bucket(&c, "dst-bucket").await;
+    // Besides the CSVs, an empty object under a key that is data, never a path or a URL.
+    let tricky = "data/z é+%#?.csv";
     put_all(&c, "src-bucket", objects()).await;
+    put_all(&c, "src-bucket", vec![(tricky.into(), Vec::new())]).await;
     let receiver = Receiver::start(vec![500, 200]);
     let ws = Workspace::new(&[("src", "k", "s"), ("dst", "k", "s")]);
     let secret = ws.path().join("notify.secret");
@@ -76,13 +79,19 @@ async fn each_run_delivers_what_it_changed_and_keeps_what_upstream_replaced() {
     };
     run(&ws);
     let (lines, summary) = parse(&String::from_utf8(delivery(1).await.expect("run 1's delivery")).unwrap());
-    assert_eq!(actions(&lines), ["a", "b", "c", "d"].map(|k| pair(&format!("in/{k}.csv"), "new")));
+    let mut want: Vec<_> = ["a", "b", "c", "d"].map(|k| pair(&format!("in/{k}.csv"), "new")).to_vec();
+    want.push(pair("in/z é+%#?.csv", "new"));
+    assert_eq!(actions(&lines), want);
     assert_eq!(
         (summary["complete"].as_bool(), summary["new"].as_u64(), summary["run_id"].as_i64()),
-        (Some(true), Some(4), Some(1))
+        (Some(true), Some(5), Some(1))
     );
     assert_eq!(lines[0]["source_key"], "data/a.csv");
-    assert!(lines
+    assert_eq!(
+        (lines[4]["source_key"].as_str(), lines[4]["size"].as_u64()),
+        (Some(tricky), Some(0))
+    );
+    assert!(lines[..4]
         .iter()
         .all(|l| l["size"].as_u64().unwrap() > 0 && l["etag"].is_string() && l["mode"].is_string()));
 
@@ -95,15 +104,26 @@ async fn each_run_delivers_what_it_changed_and_keeps_what_upstream_replaced() {
     .await;
     c.delete_object().bucket("src-bucket").key("data/b.csv").send().await.unwrap();
     put_all(&c, "src-bucket", vec![("data/e.csv".into(), b"e\n".to_vec())]).await;
+    put_all(&c, "src-bucket", vec![(tricky.into(), b"no longer empty\n".to_vec())]).await;
     run(&ws);
     let (lines, summary) = parse(&String::from_utf8(delivery(2).await.expect("run 2's delivery")).unwrap());
     assert_eq!(
         actions(&lines),
-        [pair("in/a.csv", "changed"), pair("in/b.csv", "deleted"), pair("in/e.csv", "new")]
+        [
+            pair("in/a.csv", "changed"),
+            pair("in/b.csv", "deleted"),
+            pair("in/e.csv", "new"),
+            pair("in/z é+%#?.csv", "changed")
+        ]
     );
     assert_eq!(
         (summary["new"].as_u64(), summary["changed"].as_u64(), summary["deleted"].as_u64()),
-        (Some(1), Some(1), Some(1))
+        (Some(1), Some(2), Some(1))
+    );
+    assert_eq!(
+        get(&c, "dst-bucket", "_previous/run-2/in/z é+%#?.csv").await.as_deref(),
+        Some(&b""[..]),
+        "the empty version of the tricky key is kept under its own name"
     );
     // The replaced bytes are kept, under a name no other key can take.
     assert_eq!(
