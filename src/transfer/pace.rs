@@ -10,8 +10,7 @@ use tokio::time::Instant;
 /// once no throttled answer has come for 200 ms, by half per 100 ms until the next cut (the
 /// first cut follows the burst that opens a run and says little), then by 8 % per 100 ms; a
 /// throttled answer cuts it to 95 % again (at most once per 200 ms). A SlowDown costs one
-/// request; a rate held below the cap costs every second: a shallow cut keeps closer to it
-/// (90 % held bench (sw) at 89-90 % of the cap, 95 % at NN %).
+/// request; a rate held below the cap costs every second, hence a shallow cut.
 /// Every attempt waits its turn, retries too: a storm cannot feed itself. On a fast server
 /// one copy in flight already exceeds a prefix's request rate, so only a rate holds it.
 pub struct Pace {
