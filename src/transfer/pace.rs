@@ -98,6 +98,11 @@ impl Pace {
         }
         if throttled {
             s.throttled = now;
+            // A throttle before any copy got through says nothing of the rate the server
+            // takes: a pace started from zero admitted would be one attempt a second.
+            if s.rate.is_none() && s.recent.is_empty() {
+                return;
+            }
             if s.rate.is_none() || now.duration_since(s.cut) >= Duration::from_millis(200) {
                 // What the server admitted: the attempts it took in the last second (or in the
                 // run, if it is younger), per second.
@@ -133,6 +138,9 @@ mod tests {
             p.attempted(false);
         }
         assert_eq!(p.rate(), None, "no throttling, no pace");
+        let quiet = Pace::default();
+        quiet.attempted(true);
+        assert_eq!(quiet.rate(), None, "nothing admitted yet: no rate to start from");
         p.attempted(true);
         let cut = p.rate().expect("paced");
         assert!((1.0..=200.0 / 0.05 * 0.95).contains(&cut), "{cut}");
@@ -168,6 +176,7 @@ mod tests {
     #[tokio::test]
     async fn raises_never_outrun_the_cuts_while_throttling_goes_on() {
         let p = Pace::default();
+        p.attempted(false);
         p.attempted(true);
         let first = p.rate().unwrap();
         // Every 110 ms a success and a SlowDown: the rate may rise, but each throttle a cut
