@@ -7,9 +7,9 @@
 //!   256): a far server fills its pipe in the first round trip.
 //! - **Slow start**: each completion adds one, plus one per 25 ms of the lowest latency (up to
 //!   five), while throughput follows: the limit doubles per round trip on a near server,
-//!   quadruples at 50 ms and grows sixfold across an ocean. Across a WAN every copy waits a round trip, so
-//!   throughput is requests in flight divided by latency, and this finds hundreds within two or
-//!   three round trips. It ends when a doubling of the limit bought less than a quarter more
+//!   quadruples at 50 ms and grows sixfold across an ocean. Across a WAN every copy waits a
+//!   round trip, so throughput is requests in flight divided by latency, and this finds
+//!   hundreds within two or three round trips. It ends when a doubling of the limit bought less than a quarter more
 //!   copies a second, not when latency rises: Garage answers each copy later with more in
 //!   flight but completes twice as many a second at 256 as at 64 (it batches), and a limit
 //!   held where latency first rose made bench (f2) take 2.2x s5cmd's time there.
@@ -49,14 +49,13 @@ struct State {
     inflight: usize,
     slow_start: bool,
     min_rtt: f64,
-    /// The latency the gradient's bounds measure a queue from: `min_rtt`, or the latency where
-    /// the slow start found throughput stop growing.
-    floor_rtt: f64,
+    /// Where the slow start found throughput stop following the limit, the latency there: the
+    /// gradient's bounds measure a queue from it instead of `min_rtt`, and the limit no longer
+    /// grows.
+    settled_rtt: Option<f64>,
     long_rtt: f64,
     /// A short average of the latency (the last ten or so).
     short_rtt: f64,
-    /// Slow start ended because throughput stopped following the limit: no growth after.
-    saturated: bool,
     throttles_seen: u64,
     last_cut: Option<Instant>,
     peak: usize,
@@ -104,10 +103,9 @@ impl Limit {
                 inflight: 0,
                 slow_start: true,
                 min_rtt: f64::MAX,
-                floor_rtt: 0.0,
+                settled_rtt: None,
                 long_rtt: 0.0,
                 short_rtt: 0.0,
-                saturated: false,
                 throttles_seen: 0,
                 last_cut: None,
                 peak: 0,
@@ -183,8 +181,8 @@ impl Limit {
                 // Growth needs room: latency within twice the floor, and a slow start that did
                 // not end because throughput stopped following the limit. Latency above four
                 // times the floor is a queue at the server: a tenth off per round.
-                let floor = s.floor_rtt.max(s.min_rtt);
-                let room = s.short_rtt < 2.0 * floor && !s.saturated;
+                let floor = s.settled_rtt.map_or(s.min_rtt, |r| r.max(s.min_rtt));
+                let room = s.short_rtt < 2.0 * floor && s.settled_rtt.is_none();
                 let grow = if busy && room { s.limit.sqrt() } else { 0.0 };
                 s.limit += 0.2 * (s.limit * (gradient - 1.0) + grow) / s.limit;
                 if s.short_rtt > 4.0 * floor {
@@ -223,9 +221,8 @@ impl State {
         let now_rate = (self.completed - done) as f64 / secs;
         if rate > 0.0 && now_rate < 1.25 * rate {
             self.slow_start = false;
-            self.saturated = true;
             self.limit = limit * 1.25;
-            self.floor_rtt = self.short_rtt;
+            self.settled_rtt = Some(self.short_rtt);
         }
         self.checkpoint = (Instant::now(), self.completed, self.limit, now_rate);
     }
