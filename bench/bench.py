@@ -279,7 +279,9 @@ def measure(w, tools, server, repeat, results):
             if tool == "s5cmd" and mode == "stream":
                 continue  # s5cmd always copies server-side
             if w in SHARED_DEST:
-                dst, setup = f"dst-{w}", ("s3syncd", tools["s3syncd"])
+                # s3syncd fills it when it runs (its no-op needs its own manifest).
+                setup = ("s3syncd", tools["s3syncd"]) if "s3syncd" in tools else (tool, path)
+                dst = f"dst-{w}"
             else:
                 dst, setup = f"dst-{w}-{tool}" + ("" if noop else f"-{i}{nonce}"), (tool, path)
             dst = dst.lower()
