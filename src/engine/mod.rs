@@ -78,8 +78,13 @@ impl Engine {
         })
     }
 
-    /// At exit: lets the notifications under way finish, for at most the grace period.
+    /// At exit: commits the writes still queued after the run's own flush (freshness, delivery),
+    /// which the process's exit would otherwise drop, and lets the notifications under way
+    /// finish, for at most the grace period.
     pub async fn drain(&self) {
+        if let Err(e) = self.writer.flush().await {
+            tracing::warn!(error = %e, "the manifest's last writes were not committed");
+        }
         self.notifications.drain(self.config.shutdown_grace).await;
     }
 

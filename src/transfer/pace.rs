@@ -11,6 +11,12 @@ use tokio::time::Instant;
 /// first cut follows the burst that opens a run and says little), then by 8 % per 100 ms; a
 /// throttled answer cuts it to 95 % again (at most once per 200 ms). A SlowDown costs one
 /// request; a rate held below the cap costs every second, hence a shallow cut.
+///
+/// A cut is a test of whether the rate is what the server refuses: paced below what it
+/// admitted, a rate limit stops throttling, or throttles a smaller share. Throttling that goes
+/// on at the same share a full second after a cut, with no raise since, does not depend on the
+/// rate (a busy partition, a server's own faults); cutting again would only decay the rate
+/// towards one attempt a second, so the rate holds and retries cure those.
 /// Every attempt waits its turn, retries too: a storm cannot feed itself. On a fast server
 /// one copy in flight already exceeds a prefix's request rate, so only a rate holds it.
 pub struct Pace {
@@ -31,8 +37,12 @@ struct PaceState {
     /// burst that opened the run, and says little of what the server takes.
     climbing: bool,
     started: Instant,
-    /// When the copies of the last second completed.
-    recent: std::collections::VecDeque<Instant>,
+    /// The attempts of the last second: when each ended, and whether it was throttled.
+    recent: std::collections::VecDeque<(Instant, bool)>,
+    /// The throttled share of the attempts in the second before the last cut.
+    cut_share: f64,
+    /// A throttled share found not to move with the rate: throttles within it are ignored.
+    background: Option<f64>,
 }
 
 /// How far behind its schedule the pace may fall and still make up: a few slots at the rates S3
@@ -52,6 +62,8 @@ impl Default for Pace {
                 climbing: true,
                 started: now,
                 recent: Default::default(),
+                cut_share: 0.0,
+                background: None,
             }),
             turn: tokio::sync::Mutex::new(()),
         }
@@ -90,38 +102,72 @@ impl Pace {
     pub fn attempted(&self, throttled: bool) {
         let mut s = self.state.lock().unwrap();
         let now = Instant::now();
-        if !throttled {
-            s.recent.push_back(now);
-        }
-        while s.recent.front().is_some_and(|t| now.duration_since(*t) > Duration::from_secs(1)) {
+        s.recent.push_back((now, throttled));
+        while s
+            .recent
+            .front()
+            .is_some_and(|(t, _)| now.duration_since(*t) > Duration::from_secs(1))
+        {
             s.recent.pop_front();
         }
-        if throttled {
-            s.throttled = now;
-            // A throttle before any copy got through says nothing of the rate the server
-            // takes: a pace started from zero admitted would be one attempt a second.
-            if s.rate.is_none() && s.recent.is_empty() {
-                return;
+        if !throttled {
+            if let Some(r) = s.rate {
+                // Raised only after 200 ms without a SlowDown: while they keep coming, never.
+                if now.duration_since(s.raised) >= Duration::from_millis(100)
+                    && now.duration_since(s.throttled) >= Duration::from_millis(200)
+                {
+                    s.rate = Some(r * if s.climbing { 1.5 } else { 1.08 });
+                    s.raised = now;
+                }
             }
-            if s.rate.is_none() || now.duration_since(s.cut) >= Duration::from_millis(200) {
-                // What the server admitted: the attempts it took in the last second (or in the
-                // run, if it is younger), per second.
-                let window = now.duration_since(s.started).as_secs_f64().clamp(0.05, 1.0);
-                let admitted = s.recent.len() as f64 / window;
-                // The first cut starts from what the server took; later ones from the pace, but
-                // never far above what was taken (the last second's count lags a rising rate).
-                let base = s.rate.map_or(admitted, |r| r.min(admitted * 1.2));
-                s.climbing = s.rate.is_none();
-                s.rate = Some((base * 0.95).max(1.0));
-                s.cut = now;
-                tracing::debug!(rate = s.rate, admitted, "pace cut");
+            return;
+        }
+        let ok = s.recent.iter().filter(|(_, t)| !t).count();
+        // A throttle before any copy got through says nothing of the rate the server takes: a
+        // pace started from zero admitted would be one attempt a second.
+        if s.rate.is_none() && ok == 0 {
+            return;
+        }
+        let share = 1.0 - ok as f64 / s.recent.len() as f64;
+        match s.background {
+            Some(b) if share <= b * 1.25 => return,
+            Some(_) => s.background = None,
+            None => {}
+        }
+        s.throttled = now;
+        let since_cut = now.duration_since(s.cut);
+        let cut = match s.rate {
+            None => true,
+            _ if since_cut < Duration::from_millis(200) => false,
+            // The pace climbed back into the limit.
+            _ if s.raised > s.cut => true,
+            // Throttling goes on after a later cut: cut again, as it always did.
+            _ if !s.climbing => true,
+            // After the first cut, with no raise since: judge it once a whole second was paced
+            // at the new rate, below what the server had admitted. A rate limit's share falls
+            // with the rate: cut again. A share unchanged is not the rate's doing: from now on
+            // it is background, and the rate may grow until throttling exceeds it.
+            _ if since_cut < Duration::from_secs(1) => false,
+            _ if (share - s.cut_share).abs() > 0.2 * s.cut_share => true,
+            _ => {
+                s.background = Some(share.max(s.cut_share));
+                tracing::debug!(share, "pace: throttling that does not follow the rate");
+                false
             }
-        } else if let Some(r) = s.rate {
-            // Raised only after 200 ms without a SlowDown: while they keep coming, never.
-            if now.duration_since(s.raised) >= Duration::from_millis(100) && now.duration_since(s.throttled) >= Duration::from_millis(200) {
-                s.rate = Some(r * if s.climbing { 1.5 } else { 1.08 });
-                s.raised = now;
-            }
+        };
+        if cut {
+            // What the server admitted: the attempts it took in the last second (or in the
+            // run, if it is younger), per second.
+            let window = now.duration_since(s.started).as_secs_f64().clamp(0.05, 1.0);
+            let admitted = ok as f64 / window;
+            // The first cut starts from what the server took; later ones from the pace, but
+            // never far above what was taken (the last second's count lags a rising rate).
+            let base = s.rate.map_or(admitted, |r| r.min(admitted * 1.2));
+            s.climbing = s.rate.is_none();
+            s.rate = Some((base * 0.95).max(1.0));
+            s.cut = now;
+            s.cut_share = share;
+            tracing::debug!(rate = s.rate, admitted, share, "pace cut");
         }
     }
 }
@@ -187,5 +233,71 @@ mod tests {
             p.attempted(true);
         }
         assert!(p.rate().unwrap() <= first, "{:?} > {first}", p.rate());
+    }
+
+    /// Runs attempts one after another (1 ms each) for `secs` seconds of paused time; `throttle`
+    /// says, from the attempt's number and the time, whether the server refuses it. Returns the
+    /// attempts admitted and refused in the last `tail` seconds.
+    async fn drive(p: &Pace, secs: u64, tail: u64, mut throttle: impl FnMut(u64, Instant) -> bool) -> (u64, u64) {
+        let began = Instant::now();
+        let (mut i, mut ok, mut refused) = (0, 0, 0);
+        while began.elapsed() < Duration::from_secs(secs) {
+            p.wait().await;
+            tokio::time::sleep(Duration::from_millis(1)).await;
+            let t = throttle(i, Instant::now());
+            p.attempted(t);
+            if began.elapsed() >= Duration::from_secs(secs - tail) {
+                if t {
+                    refused += 1;
+                } else {
+                    ok += 1;
+                }
+            }
+            i += 1;
+        }
+        (ok, refused)
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn throttling_that_the_rate_does_not_cause_does_not_decay_the_rate() {
+        // One attempt in three refused, whatever the rate (a fault, a busy partition): after
+        // the first cut the rate holds. (It used to be cut every 200 ms, to one a second.)
+        let p = Pace::default();
+        let (ok, _) = drive(&p, 10, 5, |i, _| i % 3 == 2).await;
+        let first = p.state.lock().unwrap().cut_share;
+        assert!(first > 0.0);
+        assert!(ok >= 5 * 100, "{ok} admitted in 5 s at {:?}/s", p.rate());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_rate_limit_is_held_near_its_cap_and_followed_when_it_falls() {
+        // A server that admits `cap` attempts a second, in bursts of at most a tenth of that
+        // (a token bucket, as the fault proxy's cap and, roughly, an S3 prefix).
+        let cap = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(300));
+        let limit = |cap: std::sync::Arc<std::sync::atomic::AtomicU64>| {
+            let (mut tokens, mut last) = (30.0, Instant::now());
+            move |_, now: Instant| {
+                let per_second = cap.load(std::sync::atomic::Ordering::Relaxed) as f64;
+                tokens = (tokens + now.duration_since(last).as_secs_f64() * per_second).min(per_second / 10.0);
+                last = now;
+                let refuse = tokens < 1.0;
+                if !refuse {
+                    tokens -= 1.0;
+                }
+                refuse
+            }
+        };
+        let p = Pace::default();
+        let mut server = limit(cap.clone());
+        let (ok, refused) = drive(&p, 10, 5, &mut server).await;
+        assert!(ok >= 5 * 300 * 85 / 100, "{ok} admitted in 5 s under a cap of 300/s");
+        assert!(refused * 10 <= ok, "{refused} refused beside {ok}");
+        cap.store(100, std::sync::atomic::Ordering::Relaxed);
+        let (ok, refused) = drive(&p, 10, 5, &mut server).await;
+        assert!(ok >= 5 * 100 * 85 / 100, "{ok} admitted in 5 s under a cap of 100/s");
+        assert!(
+            refused * 10 <= ok,
+            "{refused} refused beside {ok}: the pace did not follow the cap down"
+        );
     }
 }
