@@ -1,6 +1,7 @@
 //! S3 clients per side of a spec, request accounting, key encoding and source listing.
 
 pub mod explain;
+mod listxml;
 
 use crate::spec::{Side, TransferOpts};
 use aws_sdk_s3::config::interceptors::FinalizerInterceptorContextRef;
@@ -407,16 +408,22 @@ impl Lister {
             Some(t) => req.continuation_token(t),
             None => req.set_start_after(self.start_after.clone()),
         };
-        let out = req.send().await.map_err(|e| {
-            use aws_sdk_s3::error::ProvideErrorMetadata;
-            ListError::Failed {
-                bucket: self.bucket.clone(),
-                prefix: self.prefix.clone(),
-                code: e.code().map(str::to_string),
-                status: e.raw_response().map(|r| r.status().as_u16()),
-                message: aws_smithy_types::error::display::DisplayErrorContext(&e).to_string(),
-            }
-        })?;
+        let fast: listxml::Slot = Default::default();
+        let out = req
+            .customize()
+            .interceptor(listxml::FastContents(fast.clone()))
+            .send()
+            .await
+            .map_err(|e| {
+                use aws_sdk_s3::error::ProvideErrorMetadata;
+                ListError::Failed {
+                    bucket: self.bucket.clone(),
+                    prefix: self.prefix.clone(),
+                    code: e.code().map(str::to_string),
+                    status: e.raw_response().map(|r| r.status().as_u16()),
+                    message: aws_smithy_types::error::display::DisplayErrorContext(&e).to_string(),
+                }
+            })?;
         let truncated = out.is_truncated().unwrap_or(false);
         self.token = out.next_continuation_token().map(str::to_string);
         if truncated && self.token.is_none() {
@@ -426,9 +433,22 @@ impl Lister {
             });
         }
         self.done = !truncated;
-        let mut page = Vec::with_capacity(out.contents().len());
-        for o in out.contents() {
-            let Some(key) = o.key() else { continue };
+        let listed = fast.lock().unwrap().take().unwrap_or_else(|| {
+            out.contents()
+                .iter()
+                .filter_map(|o| {
+                    Some(SourceObject {
+                        key: o.key()?.to_string(),
+                        size: o.size().unwrap_or(0).max(0) as u64,
+                        etag: o.e_tag().map(normalize_etag).filter(|e| !e.is_empty()),
+                        last_modified: o.last_modified().and_then(format_time),
+                    })
+                })
+                .collect()
+        });
+        let mut page = Vec::with_capacity(listed.len());
+        for o in listed {
+            let key = o.key.as_str();
             // A server that ignores start-after lists from the start: those keys belong to
             // another part, so they are skipped rather than listed twice.
             if self.start_after.as_deref().is_some_and(|s| key.as_bytes() <= s.as_bytes()) {
@@ -438,23 +458,19 @@ impl Lister {
                 self.done = true;
                 break;
             }
-            if let Some(prev) = &self.last_key {
-                if key.as_bytes() <= prev.as_bytes() {
-                    return Err(ListError::OutOfOrder {
-                        bucket: self.bucket.clone(),
-                        prefix: self.prefix.clone(),
-                        previous: prev.clone(),
-                        next: key.into(),
-                    });
-                }
+            let prev = page.last().map(|p: &SourceObject| p.key.as_str()).or(self.last_key.as_deref());
+            if let Some(prev) = prev.filter(|p| key.as_bytes() <= p.as_bytes()) {
+                return Err(ListError::OutOfOrder {
+                    bucket: self.bucket.clone(),
+                    prefix: self.prefix.clone(),
+                    previous: prev.into(),
+                    next: key.into(),
+                });
             }
-            self.last_key = Some(key.to_string());
-            page.push(SourceObject {
-                key: key.to_string(),
-                size: o.size().unwrap_or(0).max(0) as u64,
-                etag: o.e_tag().map(normalize_etag).filter(|e| !e.is_empty()),
-                last_modified: o.last_modified().and_then(format_time),
-            });
+            page.push(o);
+        }
+        if let Some(last) = page.last() {
+            self.last_key = Some(last.key.clone());
         }
         Ok(Some(page))
     }
