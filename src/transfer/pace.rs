@@ -14,9 +14,9 @@ use tokio::time::Instant;
 ///
 /// A cut is a test of whether the rate is what the server refuses: paced below what it
 /// admitted, a rate limit stops throttling, or throttles a smaller share. Throttling that goes
-/// on at the same share a full second after a cut, with no raise since, does not depend on the
-/// rate (a busy partition, a server's own faults); cutting again would only decay the rate
-/// towards one attempt a second, so the rate holds and retries cure those.
+/// on at the same share a full second after the first cut, with no raise since, does not
+/// depend on the rate (a busy partition, a server's own faults); cutting again would only decay
+/// the rate towards one attempt a second, so that share becomes background and retries cure it.
 /// Every attempt waits its turn, retries too: a storm cannot feed itself. On a fast server
 /// one copy in flight already exceeds a prefix's request rate, so only a rate holds it.
 pub struct Pace {
