@@ -39,6 +39,8 @@ struct PaceState {
     started: Instant,
     /// The attempts of the last second: when each ended, and whether it was throttled.
     recent: std::collections::VecDeque<(Instant, bool)>,
+    /// How many of `recent` were throttled.
+    recent_throttled: usize,
     /// The throttled share of the attempts in the second before the last cut.
     cut_share: f64,
     /// A throttled share found not to move with the rate: throttles within it are ignored.
@@ -62,6 +64,7 @@ impl Default for Pace {
                 climbing: true,
                 started: now,
                 recent: Default::default(),
+                recent_throttled: 0,
                 cut_share: 0.0,
                 background: None,
             }),
@@ -103,12 +106,13 @@ impl Pace {
         let mut s = self.state.lock().unwrap();
         let now = Instant::now();
         s.recent.push_back((now, throttled));
-        while s
-            .recent
-            .front()
-            .is_some_and(|(t, _)| now.duration_since(*t) > Duration::from_secs(1))
-        {
+        s.recent_throttled += throttled as usize;
+        while let Some(&(t, was)) = s.recent.front() {
+            if now.duration_since(t) <= Duration::from_secs(1) {
+                break;
+            }
             s.recent.pop_front();
+            s.recent_throttled -= was as usize;
         }
         if !throttled {
             if let Some(r) = s.rate {
@@ -122,7 +126,7 @@ impl Pace {
             }
             return;
         }
-        let ok = s.recent.iter().filter(|(_, t)| !t).count();
+        let ok = s.recent.len() - s.recent_throttled;
         // A throttle before any copy got through says nothing of the rate the server takes: a
         // pace started from zero admitted would be one attempt a second.
         if s.rate.is_none() && ok == 0 {
