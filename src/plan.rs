@@ -6,7 +6,7 @@
 //! they are `destination.prefix` + (source key without `source.prefix`), and SQLite's binary
 //! collation orders UTF-8 text as S3 does, by bytes.
 
-use crate::manifest::{ManifestError, ObjectRow, Reader, Target};
+use crate::manifest::{ManifestError, PlanRow, Reader, Target};
 use crate::s3::SourceObject;
 use crate::spec::{Compare, Spec};
 use std::cmp::Ordering;
@@ -77,14 +77,14 @@ impl Reason {
 /// back to LastModified. Destination ETags are never compared with source ETags: multipart
 /// ETags are not content hashes. A row recorded from another source (`same_source` false)
 /// skips the object only when size and ETag prove it equal: no LastModified, no size alone.
-pub fn decide(src: &SourceObject, row: Option<&ObjectRow>, compare: Compare, same_source: bool) -> Option<Reason> {
+pub fn decide(src: &SourceObject, row: Option<&PlanRow>, compare: Compare) -> Option<Reason> {
     let Some(row) = row else {
         return Some(Reason::New);
     };
     if src.size != row.size {
         return Some(Reason::Size);
     }
-    if !same_source {
+    if !row.same_source {
         return match (&src.etag, &row.etag) {
             (Some(a), Some(b)) if a == b => None,
             _ => Some(Reason::Source),
@@ -117,7 +117,7 @@ pub struct PagePlan {
     pub copies: Vec<CopyJob>,
     pub skipped: u64,
     /// Manifest rows in this page's key range with no listed source: delete candidates.
-    pub source_gone: Vec<ObjectRow>,
+    pub source_gone: Vec<PlanRow>,
 }
 
 /// Walks the listing page by page, keeping the position reached in the manifest. One planner
@@ -155,8 +155,9 @@ impl<'a> Planner<'a> {
             return Ok(PagePlan::default());
         };
         let upper = self.spec.dest_key(&last.key);
-        let rows = reader.range(
+        let rows = reader.plan_range(
             &self.target,
+            &self.source,
             &self.spec.destination.prefix,
             self.last_dest_key.as_deref(),
             upper.as_deref(),
@@ -166,9 +167,10 @@ impl<'a> Planner<'a> {
     }
 
     /// Manifest rows after the last listed key (up to the part's end): their sources are gone too.
-    pub fn finish(&mut self, reader: &Reader) -> Result<Vec<ObjectRow>, ManifestError> {
-        let rows = reader.range(
+    pub fn finish(&mut self, reader: &Reader) -> Result<Vec<PlanRow>, ManifestError> {
+        let rows = reader.plan_range(
             &self.target,
+            &self.source,
             &self.spec.destination.prefix,
             self.last_dest_key.as_deref(),
             self.until.as_deref(),
@@ -176,13 +178,13 @@ impl<'a> Planner<'a> {
         Ok(rows.into_iter().filter(|r| self.in_filter(r)).collect())
     }
 
-    fn in_filter(&self, row: &ObjectRow) -> bool {
+    fn in_filter(&self, row: &PlanRow) -> bool {
         row.dest_key
             .strip_prefix(&self.spec.destination.prefix)
             .is_some_and(|rel| self.spec.filter.matches(rel))
     }
 
-    fn merge(&self, page: Vec<SourceObject>, rows: Vec<ObjectRow>) -> PagePlan {
+    fn merge(&self, page: Vec<SourceObject>, rows: Vec<PlanRow>) -> PagePlan {
         let mut plan = PagePlan {
             listed: page.len() as u64,
             ..PagePlan::default()
@@ -205,10 +207,7 @@ impl<'a> Planner<'a> {
                 plan.filtered += 1;
                 continue;
             }
-            let same_source = row
-                .as_ref()
-                .is_some_and(|r| r.source_endpoint == self.source.0 && r.source_bucket == self.source.1);
-            match decide(&src, row.as_ref(), self.spec.verify.compare, same_source) {
+            match decide(&src, row.as_ref(), self.spec.verify.compare) {
                 Some(reason) => plan.copies.push(CopyJob {
                     source: src,
                     dest_key,
@@ -234,26 +233,20 @@ mod tests {
         }
     }
 
-    fn row(key: &str, size: u64, etag: Option<&str>, lm: &str) -> ObjectRow {
-        ObjectRow {
-            spec: "s".into(),
-            dest_endpoint: "aws".into(),
-            dest_bucket: "dst-bucket".into(),
-            source_endpoint: "aws".into(),
-            source_bucket: "src-bucket".into(),
+    fn row(key: &str, size: u64, etag: Option<&str>, lm: &str) -> PlanRow {
+        PlanRow {
             dest_key: key.into(),
             source_key: key.into(),
             size,
             etag: etag.map(Into::into),
             source_last_modified: Some(lm.into()),
-            copied_at: String::new(),
-            mode: crate::spec::Mode::Direct,
-            run_id: 1,
-            dest_etag: None,
-            verified: crate::manifest::Verified::Etag,
-            checksum: None,
-            kept_previous: None,
+            same_source: true,
         }
+    }
+
+    /// The row as if copied from another source.
+    fn foreign(r: PlanRow) -> PlanRow {
+        PlanRow { same_source: false, ..r }
     }
 
     #[test]
@@ -261,41 +254,42 @@ mod tests {
         let t1 = "2024-01-01T00:00:00.000Z";
         let t2 = "2024-01-02T00:00:00.000Z";
         let c = Compare::SizeEtag;
-        assert_eq!(decide(&src("k", 1, Some("a"), t1), None, c, true), Some(Reason::New));
+        assert_eq!(decide(&src("k", 1, Some("a"), t1), None, c), Some(Reason::New));
         assert_eq!(
-            decide(&src("k", 2, Some("a"), t1), Some(&row("k", 1, Some("a"), t1)), c, true),
+            decide(&src("k", 2, Some("a"), t1), Some(&row("k", 1, Some("a"), t1)), c),
             Some(Reason::Size)
         );
         assert_eq!(
-            decide(&src("k", 1, Some("b"), t1), Some(&row("k", 1, Some("a"), t1)), c, true),
+            decide(&src("k", 1, Some("b"), t1), Some(&row("k", 1, Some("a"), t1)), c),
             Some(Reason::Etag)
         );
         // Same content re-uploaded: a new LastModified alone does not copy when ETags agree.
-        assert_eq!(
-            decide(&src("k", 1, Some("a"), t2), Some(&row("k", 1, Some("a"), t1)), c, true),
-            None
-        );
+        assert_eq!(decide(&src("k", 1, Some("a"), t2), Some(&row("k", 1, Some("a"), t1)), c), None);
         // No ETag in the listing (s3s-fs): LastModified decides.
         assert_eq!(
-            decide(&src("k", 1, None, t2), Some(&row("k", 1, Some("a"), t1)), c, true),
+            decide(&src("k", 1, None, t2), Some(&row("k", 1, Some("a"), t1)), c),
             Some(Reason::LastModified)
         );
-        assert_eq!(decide(&src("k", 1, None, t1), Some(&row("k", 1, Some("a"), t1)), c, true), None);
+        assert_eq!(decide(&src("k", 1, None, t1), Some(&row("k", 1, Some("a"), t1)), c), None);
         assert_eq!(
-            decide(&src("k", 1, Some("b"), t2), Some(&row("k", 1, Some("a"), t1)), Compare::Size, true),
+            decide(&src("k", 1, Some("b"), t2), Some(&row("k", 1, Some("a"), t1)), Compare::Size),
             None
         );
         // A row from another source: only size and ETag together prove the object equal.
         assert_eq!(
-            decide(&src("k", 1, Some("a"), t2), Some(&row("k", 1, Some("a"), t1)), c, false),
+            decide(&src("k", 1, Some("a"), t2), Some(&foreign(row("k", 1, Some("a"), t1))), c),
             None
         );
         assert_eq!(
-            decide(&src("k", 1, Some("b"), t1), Some(&row("k", 1, Some("a"), t1)), Compare::Size, false),
+            decide(
+                &src("k", 1, Some("b"), t1),
+                Some(&foreign(row("k", 1, Some("a"), t1))),
+                Compare::Size
+            ),
             Some(Reason::Source)
         );
         assert_eq!(
-            decide(&src("k", 1, None, t1), Some(&row("k", 1, Some("a"), t1)), c, false),
+            decide(&src("k", 1, None, t1), Some(&foreign(row("k", 1, Some("a"), t1))), c),
             Some(Reason::Source)
         );
     }

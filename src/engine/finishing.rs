@@ -3,7 +3,7 @@
 
 use super::planning::Planned;
 use super::{EngineError, Event, Run, RunReport, Tally};
-use crate::manifest::{FailureRow, ObjectRow, RunStatus};
+use crate::manifest::{FailureRow, PlanRow, RunStatus};
 use crate::transfer::{error::classify, Op};
 
 /// Why the run must delete nothing, if it must not: deletes follow only a complete listing, an
@@ -97,7 +97,7 @@ impl Run {
     }
 
     /// Deletes destination objects whose source is gone, 1,000 keys per DeleteObjects request.
-    async fn delete(&self, gone: &[ObjectRow], tally: &mut Tally) {
+    async fn delete(&self, gone: &[PlanRow], tally: &mut Tally) {
         use aws_sdk_s3::types::{Delete, ObjectIdentifier};
         let writer = &self.engine.writer;
         let spec = &self.spec.name;

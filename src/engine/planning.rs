@@ -3,7 +3,7 @@
 //! manifest rows whose source is gone (delete candidates).
 
 use super::{EngineError, Run};
-use crate::manifest::{ObjectRow, Reader, Target};
+use crate::manifest::{PlanRow, Reader, Target};
 use crate::plan::{CopyJob, Planner};
 use crate::s3::{self, Listing};
 use tokio::sync::mpsc;
@@ -18,7 +18,7 @@ pub(super) struct Planned {
     pub complete: bool,
     pub listing_error: Option<String>,
     /// Delete candidates, kept up to the cap plus one (to know the cap was passed).
-    pub gone: Vec<ObjectRow>,
+    pub gone: Vec<PlanRow>,
     pub gone_count: u64,
     /// Objects the manifest held for the spec at the start, and the `max_delete` cap on them.
     pub held: u64,
@@ -26,7 +26,7 @@ pub(super) struct Planned {
 }
 
 impl Planned {
-    fn note_gone(&mut self, rows: Vec<ObjectRow>) {
+    fn note_gone(&mut self, rows: Vec<PlanRow>) {
         for r in rows {
             self.gone_count += 1;
             if self.gone.len() as u64 <= self.cap {
