@@ -109,15 +109,24 @@ pub fn parse(xml: &[u8]) -> Option<(Vec<SourceObject>, Vec<u8>)> {
     Some((objects, rest))
 }
 
+enum Field {
+    Key,
+    Size,
+    ETag,
+    LastModified,
+}
+
 /// One `<Contents>` entry, its start tag read: the fields a listing keeps, others skipped.
 fn contents(reader: &mut quick_xml::Reader<&[u8]>) -> Option<SourceObject> {
     let (mut key, mut size, mut etag, mut last_modified) = (None, 0, None, None);
     loop {
         match reader.read_event().ok()? {
             Event::Start(e) => {
-                let name = e.local_name();
-                let field = match name.as_ref() {
-                    f @ (b"Key" | b"Size" | b"ETag" | b"LastModified") => f.to_vec(),
+                let field = match e.local_name().as_ref() {
+                    b"Key" => Field::Key,
+                    b"Size" => Field::Size,
+                    b"ETag" => Field::ETag,
+                    b"LastModified" => Field::LastModified,
                     _ => {
                         // Owner, RestoreStatus, ChecksumAlgorithm...: not kept.
                         reader.read_to_end(e.name()).ok()?;
@@ -126,12 +135,16 @@ fn contents(reader: &mut quick_xml::Reader<&[u8]>) -> Option<SourceObject> {
                 };
                 let raw = reader.read_text(e.name()).ok()?;
                 let raw = raw.decode().ok()?;
+                // Markup inside a field (CDATA, a comment) is left to the SDK's reader.
+                if raw.contains('<') {
+                    return None;
+                }
                 let text = quick_xml::escape::unescape(&raw).ok()?;
-                match field.as_slice() {
-                    b"Key" => key = Some(text.into_owned()),
-                    b"Size" => size = text.trim().parse::<i64>().ok()?.max(0) as u64,
-                    b"ETag" => etag = Some(normalize_etag(&text)).filter(|e| !e.is_empty()),
-                    _ => last_modified = time(text.trim()),
+                match field {
+                    Field::Key => key = Some(text.into_owned()),
+                    Field::Size => size = text.trim().parse::<i64>().ok()?.max(0) as u64,
+                    Field::ETag => etag = Some(normalize_etag(&text)).filter(|e| !e.is_empty()),
+                    Field::LastModified => last_modified = time(text.trim()),
                 }
             }
             Event::End(_) => break,
@@ -211,6 +224,7 @@ mod tests {
             "no key"
         );
         assert!(parse(b"<ListBucketResult><Contents><Key>&bogus;</Key></Contents></ListBucketResult>").is_none());
+        assert!(parse(b"<ListBucketResult><Contents><Key><![CDATA[a]]></Key></Contents></ListBucketResult>").is_none());
         let (none, _) = parse(b"<ListBucketResult><IsTruncated>false</IsTruncated></ListBucketResult>").unwrap();
         assert!(none.is_empty());
     }
