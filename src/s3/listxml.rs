@@ -6,7 +6,7 @@
 //! only the page's few other fields (truncation, continuation token) and its errors as before.
 //! A body this parser cannot read goes to the SDK untouched, which then lists as it always did.
 
-use super::{format_time, normalize_etag, SourceObject};
+use super::{format_time, SourceObject};
 use aws_smithy_runtime_api::box_error::BoxError;
 use aws_smithy_runtime_api::client::interceptors::context::BeforeDeserializationInterceptorContextMut;
 use aws_smithy_runtime_api::client::interceptors::Intercept;
@@ -142,8 +142,8 @@ fn contents(reader: &mut quick_xml::Reader<&[u8]>) -> Option<SourceObject> {
                 let text = quick_xml::escape::unescape(&raw).ok()?;
                 match field {
                     Field::Key => key = Some(text.into_owned()),
-                    Field::Size => size = text.trim().parse::<i64>().ok()?.max(0) as u64,
-                    Field::ETag => etag = Some(normalize_etag(&text)).filter(|e| !e.is_empty()),
+                    Field::Size => size = text.trim().parse::<i64>().ok()?,
+                    Field::ETag => etag = Some(text.into_owned()),
                     Field::LastModified => last_modified = time(text.trim()),
                 }
             }
@@ -152,12 +152,7 @@ fn contents(reader: &mut quick_xml::Reader<&[u8]>) -> Option<SourceObject> {
             _ => {}
         }
     }
-    Some(SourceObject {
-        key: key?,
-        size,
-        etag,
-        last_modified,
-    })
+    Some(SourceObject::listed(key?, size, etag.as_deref(), last_modified))
 }
 
 /// `LastModified` as the manifest stores times (see [`format_time`]): S3's usual form

@@ -323,6 +323,19 @@ pub struct SourceObject {
     pub last_modified: Option<String>,
 }
 
+impl SourceObject {
+    /// An object as a listing page gave it, read by the SDK or by `listxml`: a negative size
+    /// reads as 0, the ETag without its quotes, an empty one as none.
+    fn listed(key: String, size: i64, etag: Option<&str>, last_modified: Option<String>) -> SourceObject {
+        SourceObject {
+            key,
+            size: size.max(0) as u64,
+            etag: etag.map(normalize_etag).filter(|e| !e.is_empty()),
+            last_modified,
+        }
+    }
+}
+
 /// S3 times as the manifest stores them: RFC 3339 UTC with milliseconds.
 pub fn format_time(t: &aws_smithy_types::DateTime) -> Option<String> {
     let dt = chrono::DateTime::from_timestamp(t.secs(), t.subsec_nanos())?;
@@ -437,12 +450,12 @@ impl Lister {
             out.contents()
                 .iter()
                 .filter_map(|o| {
-                    Some(SourceObject {
-                        key: o.key()?.to_string(),
-                        size: o.size().unwrap_or(0).max(0) as u64,
-                        etag: o.e_tag().map(normalize_etag).filter(|e| !e.is_empty()),
-                        last_modified: o.last_modified().and_then(format_time),
-                    })
+                    Some(SourceObject::listed(
+                        o.key()?.to_string(),
+                        o.size().unwrap_or(0),
+                        o.e_tag(),
+                        o.last_modified().and_then(format_time),
+                    ))
                 })
                 .collect()
         });
