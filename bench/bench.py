@@ -160,7 +160,6 @@ def env_for(endpoint, server):
     return e
 
 
-LAST_CPU = 0.0  # the last timed command's user + system CPU seconds (the client's, not the server's)
 EXTRA_SPEC = ""  # appended to s3syncd's spec: --list-partitions
 
 
@@ -192,13 +191,12 @@ def timed(cmd, env):
     r = subprocess.run(["/usr/bin/time", "-f", "%M %U %S", "-o", out] + cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     wall = time.monotonic() - t0
     rss_kib, user, system = open(out).read().strip().splitlines()[-1].split()
-    global LAST_CPU
-    LAST_CPU = float(user) + float(system)
     # s3sync exits 3 for warnings: streamed 64 MiB objects become 8-part uploads, and it then warns
     # that the multipart ETag differs from the source's. The object count is checked separately.
     if r.returncode != 0 and not (r.returncode == 3 and os.path.basename(cmd[0]) == "s3sync"):
         raise RuntimeError(f"{cmd[0]} exited {r.returncode}: {r.stderr[-2000:]}")
-    return wall, int(rss_kib) / 1024
+    # CPU: the client's user + system seconds, not the server's.
+    return wall, int(rss_kib) / 1024, float(user) + float(system)
 
 
 def count(server, bucket):
@@ -304,12 +302,12 @@ def measure(w, tools, server, repeat, results):
                 capper, run_endpoint = start_rate_cap_proxy(endpoint, RATE_CAP[w])
                 run_env = env_for(run_endpoint, server["name"])
             try:
-                wall, rss = timed(command(tool, path, run_endpoint, src, dst, mode, state, noop), run_env)
+                wall, rss, cpu = timed(command(tool, path, run_endpoint, src, dst, mode, state, noop), run_env)
             except RuntimeError as e:
                 if capper is None:
                     raise
                 print(f"  {w} {tool}: {e}"[:300], file=sys.stderr)
-                wall, rss = float("nan"), float("nan")
+                wall, rss, cpu = float("nan"), float("nan"), float("nan")
             if capper:
                 capper.stdin.close()
                 print(f"  {w} {tool:8} proxy: {capper.stdout.read().strip()}", file=sys.stderr)
@@ -328,7 +326,7 @@ def measure(w, tools, server, repeat, results):
                 elif got != n:
                     raise RuntimeError(f"{tool} {w}: {got} of {n} objects at the destination")
             results.setdefault((w, tool), []).append((wall, rss))
-            print(f"  {w} {tool:8} run {i}: {wall:6.2f} s, {rss:6.1f} MiB, {LAST_CPU:5.2f} CPU-s", file=sys.stderr)
+            print(f"  {w} {tool:8} run {i}: {wall:6.2f} s, {rss:6.1f} MiB, {cpu:5.2f} CPU-s", file=sys.stderr)
             if not noop:  # 64 MiB objects fill the tmpfs quickly
                 remove(server, dst, dests.pop(dst))
     for dst, state in dests.items():
