@@ -3,7 +3,7 @@
 //! manifest rows whose source is gone (delete candidates).
 
 use super::{EngineError, Run};
-use crate::manifest::{PlanRow, Reader, Target};
+use crate::manifest::{ListSplits, PlanRow, Reader, Target};
 use crate::plan::{CopyJob, Planner};
 use crate::s3::{self, Listing};
 use tokio::sync::mpsc;
@@ -26,32 +26,63 @@ pub(super) struct Planned {
 }
 
 impl Planned {
-    fn note_gone(&mut self, rows: Vec<PlanRow>) {
+    /// Keeps delete candidates up to the cap plus one; the cap needs the count of held rows,
+    /// awaited the first time a candidate appears.
+    async fn note_gone(&mut self, rows: Vec<PlanRow>, held: &mut Held, spec: &crate::spec::Spec) -> Result<(), EngineError> {
+        if rows.is_empty() {
+            return Ok(());
+        }
+        if self.cap == u64::MAX {
+            self.held = held.get().await?;
+            self.cap = spec.max_delete.limit(self.held);
+        }
         for r in rows {
             self.gone_count += 1;
             if self.gone.len() as u64 <= self.cap {
                 self.gone.push(r);
             }
         }
+        Ok(())
+    }
+}
+
+/// The count of the spec's rows as the run found them: taken on a snapshot of the start, on
+/// a thread of its own, and awaited only when a delete candidate first appears (or at the
+/// end), so that counting a million rows does not hold up the listing.
+enum Held {
+    Counting(tokio::task::JoinHandle<Result<u64, crate::manifest::ManifestError>>),
+    Known(u64),
+}
+
+impl Held {
+    fn count(reader: Reader, target: Target) -> Held {
+        Held::Counting(tokio::task::spawn_blocking(move || reader.count_objects(&target)))
+    }
+
+    async fn get(&mut self) -> Result<u64, EngineError> {
+        if let Held::Counting(task) = self {
+            *self = Held::Known(task.await.expect("the count of held rows panicked")?);
+        }
+        let Held::Known(n) = self else { unreachable!() };
+        Ok(*n)
     }
 }
 
 impl Run {
     pub(super) async fn plan(&self, reader: Reader, jobs: mpsc::Sender<CopyJob>) -> Result<Planned, EngineError> {
         let spec = &self.spec;
-        let held = reader.count_objects(&self.target)?;
+        let mut held = Held::count(Reader::open(reader.path())?.snapshot()?, self.target.clone());
         let mut planned = Planned {
-            held,
-            cap: spec.max_delete.limit(held),
+            cap: u64::MAX,
             ..Planned::default()
         };
-        let split = split_keys(&reader, &self.target, spec)?;
+        let (split, cut_by) = split_keys(&reader, &self.target, spec)?;
         let mut lister = Listing::start(&self.transferer.src, &spec.source.bucket, &spec.source.prefix, &split);
         let mut planners: Vec<Planner> = s3::key_ranges(&split)
             .map(|(after, until)| Planner::part(spec, after, until))
             .collect();
         if planners.len() > 1 {
-            tracing::info!(partitions = planners.len(), "listing the source in key ranges at once");
+            tracing::info!(partitions = planners.len(), cut_by, "listing the source in key ranges at once");
         }
         loop {
             let next = tokio::select! {
@@ -65,14 +96,18 @@ impl Run {
                     break;
                 }
                 // The part is complete: manifest rows left in its range have no source.
-                Some(Ok((part, None))) => planned.note_gone(planners[part].finish(&reader)?),
+                Some(Ok((part, None))) => {
+                    let gone = planners[part].finish(&reader)?;
+                    planned.note_gone(gone, &mut held, spec).await?;
+                }
                 Some(Ok((part, Some(page)))) => {
                     let plan = planners[part].plan_page(&reader, page)?;
                     self.tally(|t| t.planned(&plan));
-                    planned.note_gone(plan.source_gone);
+                    planned.note_gone(plan.source_gone, &mut held, spec).await?;
                     for job in plan.copies {
                         if jobs.send(job).await.is_err() {
                             // The copy stage stopped (shutdown): so does the listing.
+                            planned.held = held.get().await?;
                             return Ok(planned);
                         }
                     }
@@ -85,19 +120,49 @@ impl Run {
                 }
             }
         }
+        planned.held = held.get().await?;
+        planned.cap = spec.max_delete.limit(planned.held);
+        if planned.complete && !self.opts.dry_run {
+            // Where the next run cuts its parts, so that it need not scan the manifest for them.
+            self.engine.writer.list_splits(
+                &spec.name,
+                &ListSplits {
+                    source_endpoint: spec.source.endpoint_identity(),
+                    source_bucket: spec.source.bucket.clone(),
+                    source_prefix: spec.source.prefix.clone(),
+                    parts: spec.transfer.list_partitions,
+                    keys: lister.cuts(spec.transfer.list_partitions),
+                },
+            );
+        }
         Ok(planned)
     }
 }
 
-/// Where to cut the listing into ranges listed at once: the manifest's quantiles (none on a
-/// first run). Rows recorded under an earlier source prefix could be out of place: only
-/// increasing keys under the current prefix make valid cuts.
-fn split_keys(reader: &Reader, target: &Target, spec: &crate::spec::Spec) -> Result<Vec<String>, EngineError> {
+/// Where to cut the listing into ranges listed at once: where the spec's last complete listing
+/// of this source said (kept in the manifest's `feeds`), else the manifest's quantiles (none on
+/// a first run). Any cuts are correct, only more or less even; but keys recorded under an
+/// earlier source prefix could be out of place: only increasing keys under the current prefix
+/// make valid cuts. Returns the cuts and where they came from, for the log.
+fn split_keys(reader: &Reader, target: &Target, spec: &crate::spec::Spec) -> Result<(Vec<String>, &'static str), EngineError> {
+    let learnt = reader.list_splits(&spec.name)?.filter(|s| {
+        s.source_endpoint == spec.source.endpoint_identity()
+            && s.source_bucket == spec.source.bucket
+            && s.source_prefix == spec.source.prefix
+            && s.parts == spec.transfer.list_partitions
+    });
+    let (keys, cut_by) = match learnt {
+        Some(s) => (s.keys, "last listing"),
+        None => (
+            reader.split_keys(target, &spec.destination.prefix, spec.transfer.list_partitions)?,
+            "manifest",
+        ),
+    };
     let mut split: Vec<String> = Vec::new();
-    for k in reader.split_keys(target, &spec.destination.prefix, spec.transfer.list_partitions)? {
+    for k in keys {
         if k.starts_with(&spec.source.prefix) && split.last().is_none_or(|l| k > *l) {
             split.push(k);
         }
     }
-    Ok(split)
+    Ok((split, cut_by))
 }

@@ -16,7 +16,7 @@ pub use writer::Writer;
 
 use crate::spec::Mode;
 use rusqlite::types::{FromSql, FromSqlError, FromSqlResult, ToSql, ToSqlOutput, ValueRef};
-use rusqlite::{params, Connection, OpenFlags};
+use rusqlite::{params, Connection, OpenFlags, OptionalExtension};
 use std::fmt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -149,6 +149,17 @@ impl Target {
             bucket: spec.destination.bucket.clone(),
         }
     }
+}
+
+/// Where a feed's next listing can cut its parts, learnt from its last complete listing: valid
+/// only for the same source and the same number of parts asked.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct ListSplits {
+    pub source_endpoint: String,
+    pub source_bucket: String,
+    pub source_prefix: String,
+    pub parts: usize,
+    pub keys: Vec<String>,
 }
 
 /// What the planner reads of a manifest row ([`Reader::plan_range`]).
@@ -359,6 +370,31 @@ impl Reader {
         let mut stmt = self.conn.prepare_cached(&sql).map_err(sqlite_err(&self.path))?;
         let rows = stmt.query_map(p.as_slice(), row).map_err(sqlite_err(&self.path))?;
         rows.collect::<std::result::Result<Vec<_>, _>>().map_err(sqlite_err(&self.path))
+    }
+
+    /// Where the spec's last complete listing said the next one can cut its parts
+    /// ([`Writer::list_splits`]); `None` when none was recorded or it does not parse.
+    pub fn list_splits(&self, spec: &str) -> Result<Option<ListSplits>> {
+        let json: Option<String> = self
+            .conn
+            .query_row("SELECT list_splits FROM feeds WHERE spec = ?1", [spec], |r| r.get(0))
+            .optional()
+            .map_err(sqlite_err(&self.path))?
+            .flatten();
+        Ok(json.and_then(|j| serde_json::from_str(&j).ok()))
+    }
+
+    /// Fixes what this connection reads to the manifest as it is now (a read transaction), so
+    /// that a count taken later, on another thread, is of the rows the run started with.
+    pub fn snapshot(self) -> Result<Reader> {
+        self.conn
+            .execute_batch("BEGIN")
+            .and_then(|()| {
+                self.conn
+                    .query_row("SELECT count(*) FROM (SELECT 1 FROM objects LIMIT 1)", [], |_| Ok(()))
+            })
+            .map_err(sqlite_err(&self.path))?;
+        Ok(self)
     }
 
     /// Source keys that cut the spec's rows under `prefix` into `parts` runs of equal size, in

@@ -140,6 +140,10 @@ const STEPS: &[&str] = &[
         spec        TEXT PRIMARY KEY,
         stale_since TEXT
     );",
+    // 6: where the feed's last complete listing can be cut into parts of about equal size
+    //    (JSON: the source it listed, the parts asked, the keys), so that the next run lists in
+    //    parts at once without first scanning the manifest for its quantiles.
+    "ALTER TABLE feeds ADD COLUMN list_splits TEXT;",
 ];
 
 pub const VERSION: i64 = STEPS.len() as i64;

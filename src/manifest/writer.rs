@@ -45,6 +45,11 @@ enum Op {
         spec: String,
         since: Option<String>,
     },
+    /// Where the next listing of the feed can cut its parts.
+    ListSplits {
+        spec: String,
+        splits: String,
+    },
     StartRun {
         spec: String,
         started_at: String,
@@ -156,6 +161,14 @@ impl Writer {
     /// Records when the feed went stale (`Some`), or that it is fresh (`None`).
     pub fn set_stale(&self, spec: &str, since: Option<String>) {
         self.send(Op::Stale { spec: spec.into(), since });
+    }
+
+    /// Records where the feed's next listing can cut its parts.
+    pub fn list_splits(&self, spec: &str, splits: &super::ListSplits) {
+        self.send(Op::ListSplits {
+            spec: spec.into(),
+            splits: serde_json::to_string(splits).expect("list splits serialize"),
+        });
     }
 
     /// Records an object that failed.
@@ -338,6 +351,12 @@ fn apply_one(tx: &Transaction, op: &Op) -> rusqlite::Result<Option<i64>> {
                 "INSERT INTO feeds (spec, stale_since) VALUES (?1, ?2) ON CONFLICT (spec) DO UPDATE SET stale_since = excluded.stale_since",
             )?
             .execute(params![spec, since])?;
+        }
+        Op::ListSplits { spec, splits } => {
+            tx.prepare_cached(
+                "INSERT INTO feeds (spec, list_splits) VALUES (?1, ?2) ON CONFLICT (spec) DO UPDATE SET list_splits = excluded.list_splits",
+            )?
+            .execute(params![spec, splits])?;
         }
         Op::StartRun { spec, started_at, .. } => {
             tx.execute(

@@ -489,6 +489,32 @@ impl Lister {
     }
 }
 
+/// Page ends that cut a listing's parts (in key order) into `parts` runs of about equal size:
+/// each cut is the first known page end with its share of the keys before it, so it lies
+/// within a page or two of the quantile (a few pages for listings thinned past `SAMPLES`
+/// pages a part). None when the listing found less than a page (1,000 keys) per part.
+fn cuts(ends: &[PageEnds], parts: usize) -> Vec<String> {
+    let total: u64 = ends.iter().map(|e| e.listed).sum();
+    let parts = (parts as u64).min(total / 1000);
+    let mut cuts = Vec::new();
+    let mut next = 1; // the cut sought: the first page end with next/parts of the keys
+    let mut before = 0; // keys in the parts before this one
+    for part in ends {
+        for (key, listed) in &part.ends {
+            let mut reached = false;
+            while next < parts && before + listed >= next * total / parts {
+                next += 1;
+                reached = true;
+            }
+            if reached {
+                cuts.push(key.clone());
+            }
+        }
+        before += part.listed;
+    }
+    cuts
+}
+
 /// What a part's listing task sends: a page of part `i`, its end (`None`), or its error. The
 /// end is explicit so that a task that died is never mistaken for a complete part (which could
 /// trigger deletes).
@@ -503,8 +529,55 @@ type PartMessage = (usize, Result<Option<Vec<SourceObject>>, ListError>);
 pub struct Listing {
     rx: tokio::sync::mpsc::Receiver<PartMessage>,
     open: usize,
+    /// Per part, where its pages ended: what [`Listing::cuts`] learns from.
+    ends: Vec<PageEnds>,
     /// Dropping the listing aborts its tasks.
     _tasks: tokio::task::JoinSet<()>,
+}
+
+/// The last key of a part's pages with the number of keys listed up to it: of every page, then,
+/// whenever `2 * SAMPLES` are kept, of every other one kept (every 2nd, 4th... page), so that
+/// memory stays bounded for any size and the kept ends stay evenly spaced.
+#[derive(Debug)]
+struct PageEnds {
+    ends: Vec<(String, u64)>,
+    listed: u64,
+    pages: u64,
+    /// Every how many pages an end is kept.
+    stride: u64,
+}
+
+impl Default for PageEnds {
+    fn default() -> Self {
+        PageEnds {
+            ends: Vec::new(),
+            listed: 0,
+            pages: 0,
+            stride: 1,
+        }
+    }
+}
+
+impl PageEnds {
+    const SAMPLES: usize = 128;
+
+    fn note(&mut self, page: &[SourceObject]) {
+        let Some(last) = page.last() else { return };
+        self.listed += page.len() as u64;
+        self.pages += 1;
+        if self.pages % self.stride != 0 {
+            return;
+        }
+        self.ends.push((last.key.clone(), self.listed));
+        if self.ends.len() == 2 * Self::SAMPLES {
+            let mut i = 0;
+            self.ends.retain(|_| {
+                i += 1;
+                i % 2 == 0
+            });
+            self.stride *= 2;
+        }
+    }
 }
 
 /// The key range `(after, until]` of each part, in part order: the one definition the listing
@@ -539,8 +612,15 @@ impl Listing {
         Listing {
             rx,
             open: parts,
+            ends: (0..parts).map(|_| PageEnds::default()).collect(),
             _tasks: tasks,
         }
+    }
+
+    /// Source keys that would cut what this listing found into `parts` runs of about equal
+    /// size; meaningful once the listing is complete. See [`cuts`].
+    pub fn cuts(&self, parts: usize) -> Vec<String> {
+        cuts(&self.ends, parts)
     }
 
     /// The next page of some part, `(part, None)` when that part is complete, or `None` when
@@ -551,7 +631,10 @@ impl Listing {
         }
         Some(match self.rx.recv().await {
             Some((i, Ok(page))) => {
-                self.open -= usize::from(page.is_none());
+                match &page {
+                    Some(p) => self.ends[i].note(p),
+                    None => self.open -= 1,
+                }
                 Ok((i, page))
             }
             Some((_, Err(e))) => Err(e),
@@ -563,6 +646,44 @@ impl Listing {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A part listed in pages of `page` keys named by their position in the whole listing.
+    fn listed(from: usize, n: usize, page: usize) -> PageEnds {
+        let mut ends = PageEnds::default();
+        let keys: Vec<SourceObject> = (from..from + n)
+            .map(|i| SourceObject::listed(format!("k{i:07}"), 1, None, None))
+            .collect();
+        for p in keys.chunks(page) {
+            ends.note(p);
+        }
+        ends
+    }
+
+    #[test]
+    fn cuts_fall_on_page_ends_at_the_quantiles_across_uneven_parts() {
+        // 5,000 keys in one part and 3,000 in the next: four even parts end near 2,000, 4,000
+        // and 6,000 keys, whatever the old split was.
+        let ends = [listed(0, 5000, 1000), listed(5000, 3000, 1000)];
+        assert_eq!(cuts(&ends, 4), ["k0001999", "k0003999", "k0005999"]);
+        // Fewer than 1,000 keys a part: fewer parts; under 2,000 keys: none.
+        assert_eq!(cuts(&ends, 64).len(), 7);
+        assert!(cuts(&[listed(0, 1999, 1000)], 8).is_empty());
+        assert!(cuts(&[PageEnds::default(), PageEnds::default()], 8).is_empty());
+    }
+
+    #[test]
+    fn a_long_listing_keeps_few_page_ends_and_still_cuts_evenly() {
+        // 1,000,000 keys in one part, pages of 1,000: 1,000 page ends thinned to under 256.
+        let ends = listed(0, 1_000_000, 1000);
+        assert!(ends.ends.len() < 2 * PageEnds::SAMPLES);
+        let got: Vec<u64> = cuts(&[ends], 8).iter().map(|k| k[1..].parse::<u64>().unwrap() + 1).collect();
+        assert_eq!(got.len(), 7);
+        for (j, at) in got.iter().enumerate() {
+            let want = (j as u64 + 1) * 125_000;
+            // Within the spacing of the kept page ends: every 4th page after two thinnings.
+            assert!(at >= &want && at - want < 4_000, "cut {j} at {at}, wanted {want}");
+        }
+    }
 
     #[test]
     fn copy_source_encodes_what_urls_would_misread() {

@@ -497,6 +497,32 @@ async fn a_partitioned_listing_finds_every_change_and_a_failed_part_never_delete
         "a first run has no manifest to split by: {}",
         text(&out)
     );
+    // Its complete listing leaves where the next one cuts its three parts: at page ends (1,000
+    // keys) just past a third and two thirds of the keys.
+    let n = objects.len();
+    assert_eq!(
+        db_i64(
+            &ws,
+            "SELECT json_array_length(list_splits, '$.keys') FROM feeds WHERE spec = 'parts'"
+        ),
+        2
+    );
+    for j in 0..2 {
+        let cut: String = ws
+            .sqlite()
+            .query_row(
+                &format!("SELECT json_extract(list_splits, '$.keys[{j}]') FROM feeds WHERE spec = 'parts'"),
+                [],
+                |r| r.get(0),
+            )
+            .unwrap();
+        let keys_up_to_cut = objects.iter().position(|(k, _)| *k == cut).unwrap() + 1;
+        let third = (j + 1) * n / 3;
+        assert!(
+            keys_up_to_cut >= third && keys_up_to_cut - third < 1000,
+            "cut {j} after {keys_up_to_cut} of {n} keys"
+        );
+    }
 
     // Changes at the start, the middle and the end of the key order, so every part has some.
     let n = objects.len();
@@ -521,7 +547,7 @@ async fn a_partitioned_listing_finds_every_change_and_a_failed_part_never_delete
     let out = ws.run(&["run", spec.to_str().unwrap()]);
     assert_eq!(out.status.code(), Some(1), "{}", text(&out));
     assert!(
-        text(&out).contains("listing the source in key ranges at once partitions=3"),
+        text(&out).contains(r#"listing the source in key ranges at once partitions=3 cut_by="last listing""#),
         "{}",
         text(&out)
     );
