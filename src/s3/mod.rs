@@ -565,7 +565,7 @@ impl PageEnds {
         let Some(last) = page.last() else { return };
         self.listed += page.len() as u64;
         self.pages += 1;
-        if self.pages % self.stride != 0 {
+        if !self.pages.is_multiple_of(self.stride) {
             return;
         }
         self.ends.push((last.key.clone(), self.listed));
