@@ -189,10 +189,18 @@ impl<'a> Planner<'a> {
             listed: page.len() as u64,
             ..PagePlan::default()
         };
-        // Destination keys keep the source order (same prefix replaced), so the merge runs on them.
-        let listed = page.into_iter().filter_map(|src| Some((self.spec.dest_key(&src.key)?, src)));
-        for step in march(listed, rows, |(k, _)| k, |r| &r.dest_key) {
-            let ((dest_key, src), row) = match step {
+        // A destination key is the source key with its prefix replaced, so both sides are in
+        // the order of their keys' parts after the prefix: the merge runs on those, and a
+        // destination key is built only for what is copied.
+        let (from, to) = (&self.spec.source.prefix, &self.spec.destination.prefix);
+        let listed = page.into_iter().filter(|src| src.key.starts_with(from.as_str()));
+        for step in march(
+            listed,
+            rows,
+            |src| src.key.get(from.len()..).unwrap_or_default(),
+            |r| r.dest_key.get(to.len()..).unwrap_or_default(),
+        ) {
+            let (src, row) = match step {
                 Step::Right(r) => {
                     // A manifest row with no source in the listing.
                     if self.in_filter(&r) {
@@ -203,14 +211,15 @@ impl<'a> Planner<'a> {
                 Step::Left(l) => (l, None),
                 Step::Both(l, r) => (l, Some(r)),
             };
-            if !self.spec.filter.matches(&src.key[self.spec.source.prefix.len()..]) {
+            let rel = &src.key[from.len()..];
+            if !self.spec.filter.matches(rel) {
                 plan.filtered += 1;
                 continue;
             }
             match decide(&src, row.as_ref(), self.spec.verify.compare) {
                 Some(reason) => plan.copies.push(CopyJob {
+                    dest_key: format!("{to}{rel}"),
                     source: src,
-                    dest_key,
                     reason,
                 }),
                 None => plan.skipped += 1,

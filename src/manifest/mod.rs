@@ -355,16 +355,19 @@ impl Reader {
             }
             None => "dest_key >= ?4".to_string(),
         };
-        let high = match &upper {
-            Some(u) => {
-                p.push(u);
-                format!("AND dest_key <= ?{}", p.len())
-            }
-            None => String::new(),
-        };
+        let mut high = String::new();
+        if let Some(u) = &upper {
+            p.push(u);
+            high = format!("AND dest_key <= ?{}", p.len());
+        }
+        // Keys between two keys under the prefix are under it too (byte order): only a window
+        // whose top is not under it needs each key's prefix checked.
+        if !upper.is_some_and(|u| u.starts_with(prefix)) {
+            high += " AND substr(dest_key, 1, length(?4)) = ?4";
+        }
         let sql = format!(
             "SELECT {columns} FROM objects
-             WHERE spec = ?1 AND dest_endpoint = ?2 AND dest_bucket = ?3 AND {low} {high} AND substr(dest_key, 1, length(?4)) = ?4
+             WHERE spec = ?1 AND dest_endpoint = ?2 AND dest_bucket = ?3 AND {low} {high}
              ORDER BY dest_key"
         );
         let mut stmt = self.conn.prepare_cached(&sql).map_err(sqlite_err(&self.path))?;
