@@ -3,7 +3,7 @@
 //! concurrency-limits (a slow start, then the Gradient2 rule) with a multiplicative cut when a
 //! server throttles:
 //!
-//! - **Start**: 64, and 64 more per 50 ms of a round trip measured before the copies (up to
+//! - **Start**: 64, and 64 more per 25 ms of a round trip measured before the copies (up to
 //!   256): a far server fills its pipe in the first round trip.
 //! - **Slow start**: each completion adds one, plus one per 25 ms of the lowest latency (up to
 //!   five), while throughput follows: the limit doubles per round trip on a near server,
@@ -84,12 +84,13 @@ impl Limit {
         Self::new(n, n, false)
     }
 
-    /// Starts at `INITIAL`, and one more `INITIAL` per 50 ms of `rtt` (a round trip measured
+    /// Starts at `INITIAL`, and one more `INITIAL` per 25 ms of `rtt` (a round trip measured
     /// before the copies start), up to four: a far server gets 256 copies in its first round
     /// trip, as s5cmd's fixed 256, rather than climb there; a near one starts where it queues
-    /// least.
+    /// least. (Per 50 ms, a server 50 ms away started at 128 and spent a round trip more in
+    /// the slow start: bench (aw50), session 9.)
     pub fn adaptive(max: usize, rtt: Duration) -> Arc<Limit> {
-        let scale = 1 + (rtt.as_secs_f64() / 0.05).floor().min(3.0) as usize;
+        let scale = 1 + (rtt.as_secs_f64() / 0.025).floor().min(3.0) as usize;
         Self::new((INITIAL * scale).min(max), max, true)
     }
 
@@ -262,8 +263,10 @@ mod tests {
         idle.sample(Some(Duration::from_millis(200)), 0);
         assert_eq!(idle.current(), INITIAL);
         assert_eq!(Limit::adaptive(8, Duration::ZERO).current(), 8);
-        // A far destination starts higher: one more INITIAL per 50 ms, four at most.
-        assert_eq!(Limit::adaptive(2048, Duration::from_millis(60)).current(), 2 * INITIAL);
+        // A far destination starts higher: one more INITIAL per 25 ms, four at most.
+        assert_eq!(Limit::adaptive(2048, Duration::from_millis(10)).current(), INITIAL);
+        assert_eq!(Limit::adaptive(2048, Duration::from_millis(30)).current(), 2 * INITIAL);
+        assert_eq!(Limit::adaptive(2048, Duration::from_millis(60)).current(), 3 * INITIAL);
         assert_eq!(Limit::adaptive(2048, Duration::from_millis(900)).current(), 4 * INITIAL);
     }
 
