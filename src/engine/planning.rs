@@ -26,16 +26,20 @@ pub(super) struct Planned {
 }
 
 impl Planned {
-    /// Keeps delete candidates up to the cap plus one; the cap needs the count of held rows,
-    /// awaited the first time a candidate appears.
+    /// Learns the count of rows held at the start (awaited the first time) and the
+    /// `max_delete` cap on them.
+    async fn settle(&mut self, held: &mut Held, spec: &crate::spec::Spec) -> Result<(), EngineError> {
+        self.held = held.get().await?;
+        self.cap = spec.max_delete.limit(self.held);
+        Ok(())
+    }
+
+    /// Keeps delete candidates up to the cap plus one.
     async fn note_gone(&mut self, rows: Vec<PlanRow>, held: &mut Held, spec: &crate::spec::Spec) -> Result<(), EngineError> {
         if rows.is_empty() {
             return Ok(());
         }
-        if self.cap == u64::MAX {
-            self.held = held.get().await?;
-            self.cap = spec.max_delete.limit(self.held);
-        }
+        self.settle(held, spec).await?;
         for r in rows {
             self.gone_count += 1;
             if self.gone.len() as u64 <= self.cap {
@@ -72,10 +76,7 @@ impl Run {
     pub(super) async fn plan(&self, reader: Reader, jobs: mpsc::Sender<CopyJob>) -> Result<Planned, EngineError> {
         let spec = &self.spec;
         let mut held = Held::count(Reader::open(reader.path())?.snapshot()?, self.target.clone());
-        let mut planned = Planned {
-            cap: u64::MAX,
-            ..Planned::default()
-        };
+        let mut planned = Planned::default();
         let (split, cut_by) = split_keys(&reader, &self.target, spec)?;
         let mut lister = Listing::start(&self.transferer.src, &spec.source.bucket, &spec.source.prefix, &split);
         let mut planners: Vec<Planner> = s3::key_ranges(&split)
@@ -107,7 +108,7 @@ impl Run {
                     for job in plan.copies {
                         if jobs.send(job).await.is_err() {
                             // The copy stage stopped (shutdown): so does the listing.
-                            planned.held = held.get().await?;
+                            planned.settle(&mut held, spec).await?;
                             return Ok(planned);
                         }
                     }
@@ -120,8 +121,7 @@ impl Run {
                 }
             }
         }
-        planned.held = held.get().await?;
-        planned.cap = spec.max_delete.limit(planned.held);
+        planned.settle(&mut held, spec).await?;
         if planned.complete && !self.opts.dry_run {
             // Where the next run cuts its parts, so that it need not scan the manifest for them.
             self.engine.writer.list_splits(
