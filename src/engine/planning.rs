@@ -3,7 +3,7 @@
 //! manifest rows whose source is gone (delete candidates).
 
 use super::{EngineError, Run};
-use crate::manifest::{ListSplits, PlanRow, Reader, Target};
+use crate::manifest::{ListSplits, Listed, PlanRow, Reader, Target};
 use crate::plan::{CopyJob, Planner};
 use crate::s3::{self, Listing};
 use tokio::sync::mpsc;
@@ -127,10 +127,7 @@ impl Run {
             self.engine.writer.list_splits(
                 &spec.name,
                 &ListSplits {
-                    source_endpoint: spec.source.endpoint_identity(),
-                    source_bucket: spec.source.bucket.clone(),
-                    source_prefix: spec.source.prefix.clone(),
-                    parts: spec.transfer.list_partitions,
+                    of: Listed::of(spec),
                     keys: lister.cuts(spec.transfer.list_partitions),
                 },
             );
@@ -145,12 +142,7 @@ impl Run {
 /// earlier source prefix could be out of place: only increasing keys under the current prefix
 /// make valid cuts. Returns the cuts and where they came from, for the log.
 fn split_keys(reader: &Reader, target: &Target, spec: &crate::spec::Spec) -> Result<(Vec<String>, &'static str), EngineError> {
-    let learnt = reader.list_splits(&spec.name)?.filter(|s| {
-        s.source_endpoint == spec.source.endpoint_identity()
-            && s.source_bucket == spec.source.bucket
-            && s.source_prefix == spec.source.prefix
-            && s.parts == spec.transfer.list_partitions
-    });
+    let learnt = reader.list_splits(&spec.name)?.filter(|s| s.of == Listed::of(spec));
     let (keys, cut_by) = match learnt {
         Some(s) => (s.keys, "last listing"),
         None => (

@@ -152,14 +152,32 @@ impl Target {
 }
 
 /// Where a feed's next listing can cut its parts, learnt from its last complete listing: valid
-/// only for the same source and the same number of parts asked.
+/// only for the same listing (`of`).
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct ListSplits {
+    #[serde(flatten)]
+    pub of: Listed,
+    pub keys: Vec<String>,
+}
+
+/// What a listing's cuts depend on: the source listed and the number of parts asked.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Listed {
     pub source_endpoint: String,
     pub source_bucket: String,
     pub source_prefix: String,
     pub parts: usize,
-    pub keys: Vec<String>,
+}
+
+impl Listed {
+    pub fn of(spec: &crate::spec::Spec) -> Listed {
+        Listed {
+            source_endpoint: spec.source.endpoint_identity(),
+            source_bucket: spec.source.bucket.clone(),
+            source_prefix: spec.source.prefix.clone(),
+            parts: spec.transfer.list_partitions,
+        }
+    }
 }
 
 /// What the planner reads of a manifest row ([`Reader::plan_range`]).
@@ -411,7 +429,7 @@ impl Reader {
             .conn
             .query_row(&format!("SELECT count(*) FROM objects {WHERE}"), args, |r| r.get::<_, i64>(0))
             .map_err(sqlite_err(&self.path))? as u64;
-        let parts = (parts as u64).min(rows / 1000);
+        let parts = crate::spec::list_ranges(parts, rows);
         if parts < 2 {
             return Ok(Vec::new());
         }

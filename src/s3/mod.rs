@@ -495,7 +495,7 @@ impl Lister {
 /// pages a part). None when the listing found less than a page (1,000 keys) per part.
 fn cuts(ends: &[PageEnds], parts: usize) -> Vec<String> {
     let total: u64 = ends.iter().map(|e| e.listed).sum();
-    let parts = (parts as u64).min(total / 1000);
+    let parts = crate::spec::list_ranges(parts, total);
     let mut cuts = Vec::new();
     let mut next = 1; // the cut sought: the first page end with next/parts of the keys
     let mut before = 0; // keys in the parts before this one

@@ -357,6 +357,13 @@ impl Filter {
     }
 }
 
+/// How many key ranges a listing of `keys` keys is cut into: `list_partitions`, but none
+/// smaller than a listing page (1,000 keys). Under two means one sequential listing. The one
+/// rule for cuts from the manifest and cuts learnt from a listing.
+pub fn list_ranges(list_partitions: usize, keys: u64) -> u64 {
+    (list_partitions as u64).min(keys / 1000)
+}
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TransferOpts {
     /// Copies of this spec in flight: fixed when set, else adaptive up to `max_transfers`.
@@ -365,7 +372,7 @@ pub struct TransferOpts {
     pub multipart_threshold: u64,
     pub copy_threshold: u64,
     pub parts_in_flight: usize,
-    /// Source listings run this many key ranges at once, split at the manifest's quantiles.
+    /// Source listings run this many key ranges at once (see [`list_ranges`]).
     pub list_partitions: usize,
     /// Copy each object's tags (one GetObjectTagging per object outside `direct`).
     pub preserve_tags: bool,
