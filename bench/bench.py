@@ -315,13 +315,13 @@ def measure(w, tools, server, repeat, results):
                 print(f"  {w} {tool}: {e}"[:300], file=sys.stderr)
                 wall, rss, cpu = float("nan"), float("nan"), float("nan")
             served = server_cpu(server) - served
-            if i < 0:
-                print(f"  {w} {tool:8} warm-up: {wall:6.2f} s", file=sys.stderr)
-                continue
             if capper:
                 capper.stdin.close()
                 print(f"  {w} {tool:8} proxy: {capper.stdout.read().strip()}", file=sys.stderr)
                 capper.wait()
+            if i < 0:
+                print(f"  {w} {tool:8} warm-up: {wall:6.2f} s", file=sys.stderr)
+                continue
             if tool == "s3syncd" and noop:
                 db = os.path.join(state, "manifest.db")
                 size = sum(os.path.getsize(db + x) for x in ("", "-wal") if os.path.exists(db + x))
@@ -353,6 +353,7 @@ def server_cpu(server):
     server's share of a run bounds how fast any client can be."""
     fields = open(f"/proc/{server['pid']}/stat").read().rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
 
 # Workloads of s3syncd alone, with no server and no peer: their rows join the same table.
 SOLO = {"f": "plan 1,000,000 listed keys against a manifest of 500,000 (examples/plan_memory)",
@@ -435,7 +436,9 @@ def main():
     for w in workloads:
         if w in SOLO:
             measure_solo(w, args.repeat, results)
-    print(f"\nmachine: {os.cpu_count()} cores; servers on tmpfs; {args.repeat} runs each, medians\n")
+    garage_on = f"Garage's data in {args.garage_dir}" if args.garage_dir else "Garage's data on the tmpfs"
+    print(f"\nmachine: {os.cpu_count()} cores; s3s-fs on tmpfs, {garage_on}; {args.repeat} runs each, medians"
+          f" ({WARMUP} warm-up re-run before each no-op workload)\n")
     print("| workload | server | tool | wall (median) | vs best peer | peak RSS | CPU-s: client / server (medians) |")
     print("|---|---|---|---|---|---|---|")
     table = []
@@ -453,10 +456,10 @@ def main():
                 failed = FAILED.get((w, t), [])
                 ratio = f"{n / wall / RATE_CAP[w]:.0%} of the cap, {max(failed, default=0)} failed (worst run)"
             note = f" ({NOTES[(w, t)]})" if (w, t) in NOTES else ""
-            title, server = (WORKLOADS[w][0], WORKLOADS[w][4]) if w in WORKLOADS else (SOLO[w], "-")
+            title, on_server = (WORKLOADS[w][0], WORKLOADS[w][4]) if w in WORKLOADS else (SOLO[w], "-")
             cpu = " / ".join(f"{statistics.median(x[k] for x in v):.2f}" for k in (2, 3)) if w in WORKLOADS else "-"
-            print(f"| ({w}) {title} | {server} | {t} | {wall:.2f} s | {ratio} | {rss:.0f} MiB{note} | {cpu} |")
-            table.append({"workload": w, "server": server, "tool": t, "wall": wall,
+            print(f"| ({w}) {title} | {on_server} | {t} | {wall:.2f} s | {ratio} | {rss:.0f} MiB{note} | {cpu} |")
+            table.append({"workload": w, "server": on_server, "tool": t, "wall": wall,
                           "ratio_to_best_peer": wall / best if best else None, "peak_rss_mib": rss,
                           "runs": [dict(zip(("wall", "rss_mib", "client_cpu", "server_cpu"), x)) for x in v]})
     with open(os.path.join(WORK, "results.json"), "w") as f:
