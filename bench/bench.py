@@ -361,27 +361,28 @@ SOLO = {"f": "plan 1,000,000 listed keys against a manifest of 500,000 (examples
 
 
 def measure_solo(w, repeat, results):
+    extra = []  # per run: what the note reports, as medians like the table's other columns
     for i in range(repeat):
         if w == "f":
             exe = os.path.join(ROOT, "target", "release", "examples", "plan_memory")
             t0 = time.monotonic()
             out = subprocess.run(["/usr/bin/time", "-f", "%M", exe, "1000000"], check=True, capture_output=True, text=True)
             wall, rss = time.monotonic() - t0, int(out.stderr.strip().splitlines()[-1]) / 1024
-            planning = float(re.search(r"in ([0-9.]+) s", out.stdout).group(1))
-            NOTES[(w, "s3syncd")] = f"planning alone {planning:.2f} s"
+            extra.append((float(re.search(r"in ([0-9.]+) s", out.stdout).group(1)),))
             results.setdefault((w, "s3syncd"), []).append((wall, rss, float("nan"), float("nan")))
             print(f"  f run {i}: {wall:.2f} s, {rss:.1f} MiB; {out.stdout.strip()}", file=sys.stderr)
         else:
             out = subprocess.run([sys.executable, os.path.join(ROOT, "bench", "daemon500.py"), "--idle", "30"],
                                  check=True, capture_output=True, text=True).stdout.strip().splitlines()[-1]
-            cells = [c.strip() for c in out.strip("|").split("|")]
             # | feeds | start | idle RSS | RSS after reloads | wake-ups/min | reload, unchanged | reload, all changed |
+            cells = [float(c.split()[0]) for c in out.strip().strip("|").split("|")]
+            extra.append((cells[2], cells[4], cells[5], cells[6]))
             # The row's time is the full reload (all changed); its RSS, the idle RSS.
-            reload_all = float(cells[6].split()[0]) / 1000
-            NOTES[(w, "s3syncd")] = (f"idle RSS {cells[2]}, {cells[4]} wake-ups/min; reload {cells[5]} unchanged,"
-                                     f" {cells[6]} all changed")
-            results.setdefault((w, "s3syncd"), []).append((reload_all, float(cells[2].split()[0]), float("nan"), float("nan")))
+            results.setdefault((w, "s3syncd"), []).append((cells[6] / 1000, cells[2], float("nan"), float("nan")))
             print(f"  d500 run {i}: {out}", file=sys.stderr)
+    m = [statistics.median(x) for x in zip(*extra)]
+    NOTES[(w, "s3syncd")] = (f"planning alone {m[0]:.2f} s" if w == "f" else
+                             f"idle RSS {m[0]:.1f} MiB, {m[1]:.0f} wake-ups/min; reload {m[2]:.0f} ms unchanged, {m[3]:.0f} ms all changed")
 
 
 def remove(server, bucket, state):
