@@ -54,6 +54,14 @@ pub fn install(addr: SocketAddr) -> Result<(), String> {
         "Unix time the feed last got a new or changed object, by spec."
     );
     describe_counter!(
+        "s3syncd_deliveries_failed_total",
+        "Runs whose delivery file could not be written (their own, or held back behind an earlier one), by spec."
+    );
+    describe_gauge!(
+        "s3syncd_runs_undelivered",
+        "Finished runs whose delivery file is not written yet, by spec."
+    );
+    describe_counter!(
         "s3syncd_notifications_total",
         "Notification attempts, by event and result (ok, retry, failed, dropped)."
     );
@@ -62,11 +70,6 @@ pub fn install(addr: SocketAddr) -> Result<(), String> {
 
 pub fn run_started(spec: &str) {
     gauge!("s3syncd_runs_in_flight", "spec" => spec.to_string()).increment(1.0);
-}
-
-/// A run that could not start or finish (manifest or staging error).
-pub fn run_aborted(spec: &str) {
-    gauge!("s3syncd_runs_in_flight", "spec" => spec.to_string()).decrement(1.0);
 }
 
 pub fn object_copied(spec: &str, mode: &'static str, bytes: u64) {
@@ -121,4 +124,15 @@ pub fn notification(event: &str, result: &'static str) {
 pub fn freshness(spec: &str, stale: bool, last_new_unix: f64) {
     gauge!("s3syncd_feed_stale", "spec" => spec.to_string()).set(if stale { 1.0 } else { 0.0 });
     gauge!("s3syncd_feed_last_new_object_timestamp_seconds", "spec" => spec.to_string()).set(last_new_unix);
+}
+
+/// A run whose delivery could not be written; `waiting`: runs without their file now.
+pub fn delivery_failed(spec: &str, waiting: usize) {
+    counter!("s3syncd_deliveries_failed_total", "spec" => spec.to_string()).increment(1);
+    undelivered(spec, waiting);
+}
+
+/// Finished runs of `spec` whose delivery file is not written yet.
+pub fn undelivered(spec: &str, waiting: usize) {
+    gauge!("s3syncd_runs_undelivered", "spec" => spec.to_string()).set(waiting as f64);
 }

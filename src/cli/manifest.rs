@@ -294,9 +294,13 @@ fn status(cfg: &Config, reader: &Reader, out: &mut Out) -> anyhow::Result<()> {
             (Some(_), (_, Some(since))) => format!(", STALE since {since}"),
             (Some(_), (last, None)) => format!(", fresh (last new object {})", last.as_deref().unwrap_or("never")),
         };
+        let undelivered = match reader.undelivered(&name)?.len() {
+            0 => String::new(),
+            n => format!(", {n} runs UNDELIVERED (their change feed files wait; see `manifest runs`)"),
+        };
         writeln!(
             out,
-            "{name}: schedule {schedule}, next {next}, last {last}, holds {} objects ({}), last success {}{fresh}",
+            "{name}: schedule {schedule}, next {next}, last {last}, holds {} objects ({}), last success {}{fresh}{undelivered}",
             st.objects,
             ByteSize(st.bytes),
             st.last_success.as_deref().unwrap_or("never")

@@ -236,10 +236,12 @@ pub async fn run(config: Config, spec_arg: &str, dry_run: bool, mode: Option<Mod
             return Ok(EXIT_INVALID);
         }
     };
+    let grace = config.shutdown_grace;
     let engine = Engine::new(config)?;
     let stop = Stop::default();
-    // Ctrl-C / SIGTERM: stop listing and starting copies, let in-flight ones finish; a second one aborts.
-    signals::spawn(stop.clone(), None)?;
+    // Ctrl-C / SIGTERM: stop listing and starting copies, let in-flight ones finish for at most
+    // `shutdown_grace`; a second signal, or the end of the grace, aborts them.
+    signals::spawn(stop.clone(), None, Some(grace))?;
     let observer: Arc<dyn Observer> = if dry_run {
         Arc::new(engine::Quiet)
     } else if std::io::IsTerminal::is_terminal(&std::io::stderr()) {
@@ -311,7 +313,7 @@ async fn check(config: &Config, args: &[String], write: bool) -> i32 {
 /// `daemon`: the service, with signals wired to its controls.
 async fn daemon(config: Config) -> anyhow::Result<i32> {
     let controls = crate::daemon::Controls::default();
-    signals::spawn(controls.stop.clone(), Some(controls.reloader()))?;
+    signals::spawn(controls.stop.clone(), Some(controls.reloader()), None)?;
     match crate::daemon::run(config, controls).await {
         Ok(()) => Ok(EXIT_OK),
         Err(e @ (crate::daemon::DaemonError::SpecDir(_) | crate::daemon::DaemonError::Metrics(_))) => {

@@ -197,6 +197,9 @@ impl Daemon {
         for (name, file) in &diff.kept {
             tracing::warn!(spec = %name, file = %file.display(), "keeping the last good version of this spec");
         }
+        for (name, refused, owner) in &diff.shadowed {
+            tracing::error!(spec = %name, file = %refused.display(), running_from = %owner.display(), "not loaded: the running feed of that name comes from another file, kept at its last good version; rename one of them");
+        }
         for name in diff.removed {
             if let Some(feed) = self.feeds.remove(&name) {
                 tracing::info!(spec = %name, "spec removed: no longer scheduled");

@@ -6,7 +6,7 @@ use super::limit::Limit;
 use super::{Event, Run};
 use crate::manifest::{FailureRow, ObjectRow};
 use crate::plan::CopyJob;
-use crate::transfer::{Failure, Outcome};
+use crate::transfer::{ErrorKind, Failure, Outcome};
 use std::sync::Arc;
 use tokio::sync::mpsc;
 use tokio::task::{JoinError, JoinSet};
@@ -145,6 +145,8 @@ impl Run {
                     kept_previous: o.kept,
                 });
             }
+            // Not attempted (the run stopped): not a failure, and new again to the next run.
+            Err(f) if f.error.kind == ErrorKind::Stopped => self.count(|t| t.stopped += 1),
             Err(f) => {
                 crate::metrics::object_failed(spec);
                 let mode = f.mode.map_or("-", |m| m.as_str());

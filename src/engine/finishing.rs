@@ -77,23 +77,48 @@ impl Run {
             listing_error: planned.listing_error,
             cost_usd,
             unrecorded,
+            error: None,
+            delivery_failed: None,
         };
+        let mut report = report;
         if !report.dry_run {
             self.engine.writer.finish_run(report.row());
             self.engine.writer.checkpoint();
             let flushed = self.engine.writer.flush().await;
-            metrics(&report);
             if unrecorded > 0 {
+                metrics(&report);
                 log_finished(&report);
+                super::lake::after_run(&self.engine, &self.spec, &report).await;
                 return Err(EngineError::NotRecorded { unrecorded });
             }
             flushed?;
-            super::lake::deliver(&self.engine, &self.spec, &self.transferer.dst, self.run_id, report.status.as_str()).await;
+            self.deliver(&mut report).await;
+            metrics(&report);
             super::lake::after_run(&self.engine, &self.spec, &report).await;
         }
         self.opts.observer.on(Event::Finished);
         log_finished(&report);
         Ok(report)
+    }
+
+    /// Writes this run's delivery file, after those of earlier runs still waiting. A file that
+    /// cannot be written makes an `ok` run `partial` (exit 1): its objects are in the
+    /// destination and the manifest, but not yet in the change feed the lakehouse reads.
+    async fn deliver(&self, report: &mut RunReport) {
+        let Err(failed) = super::lake::deliver_pending(&self.engine, &self.spec, &self.transferer.dst).await else {
+            crate::metrics::undelivered(&self.spec.name, 0);
+            return;
+        };
+        tracing::error!(run_id = failed.run_id, error = %failed.reason, waiting = failed.waiting, "delivery file not written; the next run tries again");
+        crate::metrics::delivery_failed(&self.spec.name, failed.waiting);
+        self.engine.writer.delivery_failed(self.run_id, failed.to_string());
+        if report.status == RunStatus::Ok {
+            report.status = RunStatus::Partial;
+        }
+        report.delivery_failed = Some(failed);
+        if let Err(e) = self.engine.writer.flush().await {
+            tracing::warn!(error = %e, "could not record the failed delivery");
+        }
     }
 
     /// Deletes destination objects whose source is gone, 1,000 keys per DeleteObjects request.
@@ -149,7 +174,7 @@ impl Run {
     }
 }
 
-fn metrics(r: &RunReport) {
+pub(super) fn metrics(r: &RunReport) {
     let t = &r.tally;
     crate::metrics::run_finished(crate::metrics::RunFinished {
         spec: &r.spec,

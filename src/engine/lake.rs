@@ -4,42 +4,69 @@
 //! the feed.
 
 use super::{Engine, RunReport};
-use crate::manifest::{Reader, RunStatus};
+use crate::manifest::{Reader, RunStatus, Undelivered};
 use crate::spec::{Deliveries, Spec};
 use aws_sdk_s3::Client;
 use std::io::Write;
 use std::path::Path;
 
-/// The delivery file format's version, in each summary line (docs/lakehouse.md).
-pub const FORMAT: u32 = 1;
+/// The delivery file format's version, in each summary line (docs/lakehouse.md). Version 2
+/// names files by the run's start, its id and the manifest's identity, so that no file is
+/// ever overwritten and names sort in the order the files land.
+pub const FORMAT: u32 = 2;
 
-/// Writes the delivery file of run `run_id` (status `status`), if it changed anything; marks
-/// the run delivered unless writing failed (a later run tries again).
-pub(super) async fn deliver(engine: &Engine, spec: &Spec, dst: &Client, run_id: i64, status: &str) {
-    let Some(to) = &spec.feed.deliveries else {
-        engine.writer.delivered(run_id);
-        return;
-    };
-    match write_delivery(engine, spec, dst, to, run_id, status).await {
-        Ok(Some(place)) => {
-            tracing::info!(run_id, delivery = %place, "delivery written");
-            engine.writer.delivered(run_id);
-        }
-        Ok(None) => engine.writer.delivered(run_id),
-        Err(e) => tracing::warn!(run_id, error = %e, "delivery not written; the next run tries again"),
+/// A delivery file that could not be written: the run's, or an earlier run's that holds it back.
+#[derive(Debug, Clone)]
+pub struct DeliveryFailed {
+    /// The run whose file failed.
+    pub run_id: i64,
+    pub reason: String,
+    /// Runs still waiting for their file (the failed one and every later one).
+    pub waiting: usize,
+}
+
+impl std::fmt::Display for DeliveryFailed {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "delivery file of run {} not written ({}); {} runs' files wait for it, in order",
+            self.run_id, self.reason, self.waiting
+        )
     }
 }
 
-/// Writes the files that earlier runs of `spec` left unwritten (their process died, or the
-/// write failed), marked incomplete when the run did not finish its plan.
-pub(super) async fn deliver_pending(engine: &Engine, spec: &Spec, dst: &Client) {
-    let pending = match Reader::open(engine.writer.path()).and_then(|r| r.undelivered(&spec.name)) {
-        Ok(p) => p,
-        Err(e) => return tracing::warn!(error = %e, "cannot read pending deliveries"),
+/// Writes the delivery files of the finished runs of `spec` that have none yet, oldest first,
+/// and marks each run delivered. Stops at the first file that cannot be written: a later run's
+/// file never lands before an earlier one's, so a consumer that loads files in name order
+/// misses none. Runs that changed nothing, or specs without `[deliveries]`, need no file.
+pub(super) async fn deliver_pending(engine: &Engine, spec: &Spec, dst: &Client) -> Result<(), DeliveryFailed> {
+    let failed = |run_id, reason: String, waiting| DeliveryFailed { run_id, reason, waiting };
+    let read = || {
+        let reader = Reader::open(engine.writer.path())?;
+        Ok::<_, crate::manifest::ManifestError>((reader.undelivered(&spec.name)?, reader.manifest_id()?))
     };
-    for (run_id, status) in pending {
-        deliver(engine, spec, dst, run_id, &status).await;
+    let (pending, manifest_id) = read().map_err(|e| failed(0, e.to_string(), 0))?;
+    let Some(to) = &spec.feed.deliveries else {
+        pending.iter().for_each(|p| engine.writer.delivered(p.run_id));
+        return Ok(());
+    };
+    for (i, run) in pending.iter().enumerate() {
+        match write_delivery(engine, spec, dst, to, run, &manifest_id).await {
+            Ok(Some(place)) => tracing::info!(run_id = run.run_id, delivery = %place, "delivery written"),
+            Ok(None) => {}
+            Err(e) => return Err(failed(run.run_id, e, pending.len() - i)),
+        }
+        engine.writer.delivered(run.run_id);
     }
+    Ok(())
+}
+
+/// A delivery file's name: the run's start (UTC, to the millisecond), its id and the manifest's
+/// identity. Names sort as the runs started, across a wiped or rebuilt manifest too, and no two
+/// manifests make the same name.
+pub fn file_name(started_at: &str, run_id: i64, manifest_id: &str) -> String {
+    let stamp: String = started_at.chars().filter(char::is_ascii_alphanumeric).collect();
+    format!("{stamp}-{run_id:010}-{manifest_id}.jsonl")
 }
 
 /// The file: one JSON line per object the run copied (new, changed) or deleted, then the
@@ -49,11 +76,10 @@ async fn write_delivery(
     spec: &Spec,
     dst: &Client,
     to: &Deliveries,
-    run_id: i64,
-    status: &str,
+    run: &Undelivered,
+    manifest_id: &str,
 ) -> Result<Option<String>, String> {
-    let reader = Reader::open(engine.writer.path()).map_err(|e| e.to_string())?;
-    let name = format!("{run_id:010}.jsonl");
+    let name = file_name(&run.started_at, run.run_id, manifest_id);
     // Built on disk, not in memory: a first run may copy millions of objects.
     let tmp_dir = match to {
         Deliveries::Dir(d) => d.join(&spec.name),
@@ -61,7 +87,10 @@ async fn write_delivery(
     };
     std::fs::create_dir_all(&tmp_dir).map_err(|e| format!("{}: {e}", tmp_dir.display()))?;
     let tmp = tmp_dir.join(format!(".{}-{name}.tmp", spec.name));
-    let counts = write_lines(&reader, spec, run_id, status, &tmp).map_err(|e| format!("{}: {e}", tmp.display()))?;
+    let counts = Reader::open(engine.writer.path())
+        .map_err(std::io::Error::other)
+        .and_then(|reader| write_lines(&reader, spec, run, manifest_id, &tmp))
+        .map_err(|e| format!("{}: {e}", tmp.display()))?;
     if counts == 0 {
         let _ = std::fs::remove_file(&tmp);
         return Ok(None);
@@ -87,14 +116,21 @@ async fn write_delivery(
             // A PutObject is atomic: readers see the whole file or none.
             let sent = crate::transfer::headers::put_with(&spec.destination.write, put).send().await;
             let _ = std::fs::remove_file(&tmp);
-            sent.map_err(|e| aws_smithy_types::error::display::DisplayErrorContext(e).to_string())?;
+            sent.map_err(|e| {
+                let e = crate::transfer::error::classify(crate::transfer::Op::PutObject, e);
+                match e.cause_on("destination", &spec.destination) {
+                    Some(c) => format!("{e}. Likely cause: {c}"),
+                    None => e.to_string(),
+                }
+            })?;
             Ok(Some(format!("s3://{}/{key}", spec.destination.bucket)))
         }
     }
 }
 
 /// Writes the object lines and the summary to `path`; returns the number of object lines.
-fn write_lines(reader: &Reader, spec: &Spec, run_id: i64, status: &str, path: &Path) -> std::io::Result<u64> {
+fn write_lines(reader: &Reader, spec: &Spec, run: &Undelivered, manifest_id: &str, path: &Path) -> std::io::Result<u64> {
+    let run_id = run.run_id;
     let mut out = std::io::BufWriter::new(std::fs::File::create(path)?);
     let (mut new, mut changed, mut deleted) = (0u64, 0u64, 0u64);
     let mut failed: Option<std::io::Error> = None;
@@ -122,10 +158,12 @@ fn write_lines(reader: &Reader, spec: &Spec, run_id: i64, status: &str, path: &P
         let summary = serde_json::json!({
             "summary": true,
             "format": FORMAT,
-            "complete": matches!(status, "ok" | "partial"),
-            "status": status,
+            "complete": matches!(run.status, RunStatus::Ok | RunStatus::Partial),
+            "status": run.status.as_str(),
             "spec": spec.name,
             "run_id": run_id,
+            "started_at": run.started_at,
+            "manifest_id": manifest_id,
             "new": new,
             "changed": changed,
             "deleted": deleted,
@@ -147,16 +185,19 @@ pub(super) async fn after_run(engine: &Engine, spec: &Spec, report: &RunReport) 
     };
     let t = &report.tally;
     let status = report.status.as_str();
-    let text = format!(
-        "s3syncd: feed {} run {} {status}: {} copied, {} failed, {} deleted, {} unchanged in {:.1} s",
-        spec.name,
-        report.run_id,
-        t.copied,
-        t.failed,
-        t.deleted,
-        t.skipped,
-        report.wall.as_secs_f64()
-    );
+    let text = match &report.error {
+        Some(e) => format!("s3syncd: feed {} run {} {status}: {e}", spec.name, report.run_id),
+        None => format!(
+            "s3syncd: feed {} run {} {status}: {} copied, {} failed, {} deleted, {} unchanged in {:.1} s",
+            spec.name,
+            report.run_id,
+            t.copied,
+            t.failed,
+            t.deleted,
+            t.skipped,
+            report.wall.as_secs_f64()
+        ),
+    };
     let body = |event: &str, text: &str| {
         serde_json::json!({
             "event": event,
@@ -171,6 +212,7 @@ pub(super) async fn after_run(engine: &Engine, spec: &Spec, report: &RunReport) 
             "deleted": t.deleted,
             "bytes_copied": t.bytes_copied,
             "wall_seconds": report.wall.as_secs_f64(),
+            "error": report.error,
             "host": hostname(),
         })
     };
@@ -182,6 +224,14 @@ pub(super) async fn after_run(engine: &Engine, spec: &Spec, report: &RunReport) 
             _ => "failed",
         };
         engine.notifications.send(&notifiers, event, &body(event, &text));
+        if let Some(f) = &report.delivery_failed {
+            let line = format!("s3syncd: feed {}: {f}", spec.name);
+            let mut b = body("delivery_failed", &line);
+            b["undelivered_run_id"] = f.run_id.into();
+            b["runs_waiting"] = f.waiting.into();
+            b["reason"] = f.reason.clone().into();
+            engine.notifications.send(&notifiers, "delivery_failed", &b);
+        }
         let revised = reader.revised(&spec.name, report.run_id).unwrap_or_default();
         if !revised.is_empty() {
             let line = format!(

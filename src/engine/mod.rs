@@ -140,6 +140,10 @@ pub struct RunReport {
     pub cost_usd: (f64, f64),
     /// Objects copied whose rows the manifest could not take.
     pub unrecorded: u64,
+    /// Why a run that ended before its stages did failed (no destination, no credentials).
+    pub error: Option<String>,
+    /// The change feed's file that could not be written (this run's or an earlier one's).
+    pub delivery_failed: Option<lake::DeliveryFailed>,
 }
 
 impl RunReport {
@@ -168,13 +172,15 @@ impl RunReport {
                     }
                     .to_string()
                 })
+                .or_else(|| self.error.clone())
                 .or_else(|| self.listing_error.clone())
                 .or_else(|| self.delete_refused.as_ref().map(|w| format!("deleted nothing: {w}"))),
         }
     }
 }
 
-/// Runs a spec once.
+/// Runs a spec once. Every run that ends, however early, reaches the same end: its row,
+/// metrics, notifications and the feed's freshness.
 pub async fn run(engine: &Engine, spec: Arc<Spec>, opts: RunOptions, stop: Stop) -> Result<RunReport, EngineError> {
     use tracing::Instrument;
     let dry_run = opts.dry_run;
@@ -188,33 +194,52 @@ pub async fn run(engine: &Engine, spec: Arc<Spec>, opts: RunOptions, stop: Stop)
     }
     let run_id = if dry_run { 0 } else { engine.writer.start_run(&spec.name).await? };
     let span = tracing::info_span!("run", spec = %spec.name, run_id);
-    let name = spec.name.clone();
     if !dry_run {
-        crate::metrics::run_started(&name);
+        crate::metrics::run_started(&spec.name);
     }
+    let (started, started_at) = (Instant::now(), manifest::now());
     let result = async {
-        let run = Run::prepare(engine, spec, opts, stop, run_id).await?;
+        let run = Run::prepare(engine, spec.clone(), opts, stop, run_id).await?;
         run.execute().await
     }
-    .instrument(span)
+    .instrument(span.clone())
     .await;
-    if let (Err(e), false) = (&result, dry_run) {
-        crate::metrics::run_aborted(&name);
-        // The row says why the run ended, unless the manifest itself is what failed.
-        if !matches!(e, EngineError::NotRecorded { .. }) {
-            engine.writer.finish_run(RunRow {
-                id: run_id,
-                spec: name,
-                finished_at: Some(manifest::now()),
-                status: RunStatus::Failed,
-                error: Some(e.to_string()),
-                details: "{}".into(),
-                ..RunRow::default()
-            });
+    match &result {
+        // The finish stage told everything of a run it finished, and of one the manifest lost.
+        Ok(_) | Err(EngineError::NotRecorded { .. }) => {}
+        Err(_) if dry_run => {}
+        Err(e) => {
+            let report = RunReport::ended_early(&spec.name, run_id, started_at, started.elapsed(), e);
+            engine.writer.finish_run(report.row());
             let _ = engine.writer.flush().await;
+            finishing::metrics(&report);
+            lake::after_run(engine, &spec, &report).instrument(span).await;
         }
     }
     result
+}
+
+impl RunReport {
+    /// A run that ended before its stages did (no destination, no credentials, no staging).
+    fn ended_early(spec: &str, run_id: i64, started_at: String, wall: Duration, e: &EngineError) -> RunReport {
+        RunReport {
+            spec: spec.to_string(),
+            run_id,
+            started_at,
+            status: RunStatus::Failed,
+            tally: Tally::default(),
+            wall,
+            dry_run: false,
+            sample_deletes: Vec::new(),
+            deletes_planned: 0,
+            delete_refused: None,
+            listing_error: None,
+            cost_usd: (0.0, 0.0),
+            unrecorded: 0,
+            error: Some(e.to_string()),
+            delivery_failed: None,
+        }
+    }
 }
 
 /// Closes the runs that processes which died left `running`, for every spec not running now
@@ -346,7 +371,11 @@ impl Run {
         );
         abort_stale_uploads(engine, &spec, &dst).await?;
         if !opts.dry_run {
-            lake::deliver_pending(engine, &spec, &dst).await;
+            // The files of runs killed outright, before this run adds its own; what fails here
+            // is tried again, and reported, when this run ends.
+            if let Err(e) = lake::deliver_pending(engine, &spec, &dst).await {
+                tracing::warn!(error = %e, "earlier delivery files not written yet");
+            }
         }
         let staging = engine.config.staging_dir().join(&spec.name);
         match transfer::clean_staging(&staging) {
@@ -363,6 +392,7 @@ impl Run {
             staging,
             buffer: engine.buffer.clone(),
             buffer_mib: Engine::buffer_mib(&engine.config),
+            stop: stop.stop.clone(),
             hard_stop: stop.hard_stop.clone(),
             writer: engine.writer.clone(),
             disabled: Default::default(),

@@ -24,6 +24,8 @@ pub struct Tally {
     /// Copied and verified (in a dry run: would be copied).
     pub copied: u64,
     pub failed: u64,
+    /// Waiting for their turn when the run stopped: not attempted, new again to the next run.
+    pub stopped: u64,
     pub deleted: u64,
     /// Bytes of every object the plan chose to copy.
     pub bytes_planned: u64,
@@ -124,6 +126,7 @@ impl Tally {
             "retries": self.retries,
             "requests": self.requests_by_op(),
             "objects_filtered": self.filtered,
+            "objects_stopped": self.stopped,
             "unsupported": self.unsupported,
             "concurrency": self.concurrency,
             "causes": self.causes,

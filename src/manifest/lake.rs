@@ -22,6 +22,14 @@ pub struct Change {
     pub run_id: i64,
 }
 
+/// A finished run whose delivery file is not written yet.
+#[derive(Debug, Clone)]
+pub struct Undelivered {
+    pub run_id: i64,
+    pub status: super::RunStatus,
+    pub started_at: String,
+}
+
 /// One version of an object: the current one (`replaced_at` None) or one from history.
 #[derive(Debug, Clone, Serialize)]
 pub struct Version {
@@ -123,13 +131,26 @@ impl Reader {
         )
     }
 
-    /// Finished runs of `spec` whose delivery file is not written: (id, status).
-    pub fn undelivered(&self, spec: &str) -> Result<Vec<(i64, String)>> {
+    /// Finished runs of `spec` whose delivery file is not written, oldest first.
+    pub fn undelivered(&self, spec: &str) -> Result<Vec<Undelivered>> {
         self.all(
-            "SELECT id, status FROM runs WHERE spec = ?1 AND delivered_at IS NULL AND status != 'running' ORDER BY id",
+            "SELECT id, status, started_at FROM runs WHERE spec = ?1 AND delivered_at IS NULL AND status != 'running' ORDER BY id",
             [spec],
-            |r| Ok((r.get(0)?, r.get(1)?)),
+            |r| {
+                Ok(Undelivered {
+                    run_id: r.get(0)?,
+                    status: r.get(1)?,
+                    started_at: r.get(2)?,
+                })
+            },
         )
+    }
+
+    /// The manifest's own identity (random, made with it): in the names of delivery files.
+    pub fn manifest_id(&self) -> Result<String> {
+        self.conn
+            .query_row("SELECT value FROM meta WHERE name = 'manifest_id'", [], |r| r.get(0))
+            .map_err(sqlite_err(&self.path))
     }
 
     /// When the feed last got a new or changed object from the source (a copy of a version it

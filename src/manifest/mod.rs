@@ -10,7 +10,7 @@ mod schema;
 mod writer;
 
 pub use audit::{ObjectFilter, SpecStatus};
-pub use lake::{Change, Version};
+pub use lake::{Change, Undelivered, Version};
 
 pub use writer::Writer;
 

@@ -144,6 +144,14 @@ const STEPS: &[&str] = &[
     //    (JSON: the source it listed, the parts asked, the keys), so that the next run lists in
     //    parts at once without first scanning the manifest for its quantiles.
     "ALTER TABLE feeds ADD COLUMN list_splits TEXT;",
+    // 7: the manifest's own identity, random and made once, in the names of delivery files: a
+    //    wiped or rebuilt manifest restarts its run ids at 1, and its files must not take the
+    //    names of the earlier ones.
+    "CREATE TABLE meta (
+        name  TEXT PRIMARY KEY,
+        value TEXT NOT NULL
+    );
+    INSERT INTO meta (name, value) VALUES ('manifest_id', lower(hex(randomblob(8))));",
 ];
 
 pub const VERSION: i64 = STEPS.len() as i64;
@@ -165,12 +173,18 @@ pub fn migrate(conn: &Connection, path: &Path) -> Result<()> {
             }
             return Ok(());
         }
-        let target = found + 1;
-        let step = STEPS[found as usize];
-        if let Err(e) = conn.execute_batch(&format!("{step}; PRAGMA user_version = {target}; COMMIT;")) {
+        // A new manifest takes every step at once, in one transaction (one log line); an old
+        // one upgrades a step at a time, each committed.
+        let target = if found == 0 { VERSION } else { found + 1 };
+        let steps = STEPS[found as usize..target as usize].join(";\n");
+        if let Err(e) = conn.execute_batch(&format!("{steps}; PRAGMA user_version = {target}; COMMIT;")) {
             let _ = conn.execute_batch("ROLLBACK");
             return Err(err(e));
         }
-        tracing::info!(manifest = %path.display(), version = target, "manifest schema upgraded");
+        if found == 0 {
+            tracing::info!(manifest = %path.display(), version = target, "manifest created");
+        } else {
+            tracing::info!(manifest = %path.display(), version = target, "manifest schema upgraded");
+        }
     }
 }

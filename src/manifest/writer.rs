@@ -40,6 +40,12 @@ enum Op {
         run_id: i64,
         at: String,
     },
+    /// The run's delivery file could not be written: an `ok` run becomes `partial`, and its
+    /// error says why.
+    DeliveryFailed {
+        run_id: i64,
+        reason: String,
+    },
     /// The feed went stale at `since`, or (None) is fresh again.
     Stale {
         spec: String,
@@ -156,6 +162,11 @@ impl Writer {
     /// Marks run `run_id`'s delivery as done.
     pub fn delivered(&self, run_id: i64) {
         self.send(Op::Delivered { run_id, at: super::now() });
+    }
+
+    /// Records that run `run_id`'s delivery file could not be written (`reason`).
+    pub fn delivery_failed(&self, run_id: i64, reason: String) {
+        self.send(Op::DeliveryFailed { run_id, reason });
     }
 
     /// Records when the feed went stale (`Some`), or that it is fresh (`None`).
@@ -345,6 +356,13 @@ fn apply_one(tx: &Transaction, op: &Op) -> rusqlite::Result<Option<i64>> {
         Op::Delivered { run_id, at } => {
             tx.prepare_cached("UPDATE runs SET delivered_at = ?2 WHERE id = ?1")?
                 .execute(params![run_id, at])?;
+        }
+        Op::DeliveryFailed { run_id, reason } => {
+            tx.prepare_cached(
+                "UPDATE runs SET status = CASE status WHEN 'ok' THEN 'partial' ELSE status END,
+                   error = coalesce(error || '; ', '') || ?2 WHERE id = ?1",
+            )?
+            .execute(params![run_id, reason])?;
         }
         Op::Stale { spec, since } => {
             tx.prepare_cached(

@@ -110,6 +110,7 @@ pub fn spec(loc: &Locator, raw: RawSpec, fingerprint: u64) -> Result<Spec, Diags
             notify: raw.notify.unwrap_or_default(),
         },
         &destination.0,
+        &source.0,
     );
     let transfer = check_transfer(loc, &mut d, raw.transfer);
     let verify = VerifyOpts {

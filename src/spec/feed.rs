@@ -32,9 +32,9 @@ pub enum Deliveries {
 }
 
 /// The events a notifier can be told of.
-pub const EVENTS: &[&str] = &["failed", "partial", "interrupted", "ok", "stale", "revised"];
+pub const EVENTS: &[&str] = &["failed", "partial", "interrupted", "ok", "stale", "revised", "delivery_failed"];
 /// Without `events`: everything but `ok`, which would post after every quiet run.
-const DEFAULT_EVENTS: &[&str] = &["failed", "partial", "interrupted", "stale", "revised"];
+const DEFAULT_EVENTS: &[&str] = &["failed", "partial", "interrupted", "stale", "revised", "delivery_failed"];
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum NotifyFormat {
@@ -68,6 +68,16 @@ pub fn check_notify(loc: &Locator, d: &mut Diags, raw: Vec<RawNotify>, base: &st
         let ok = (url.starts_with("http://") || url.starts_with("https://")) && url.len() > "https://".len();
         if !ok {
             d.push(loc.at(span(&n.url), format!("notify.url {url:?} must be an http:// or https:// URL")));
+        } else if has_userinfo(url) {
+            d.push(
+                loc.at(
+                    span(&n.url),
+                    "notify.url carries credentials (user:password@host): they would be neither sent as authentication nor kept out \
+                 of logs. Remove them; to let the receiver know the post is yours, set secret_file (each body is signed, \
+                 X-S3syncd-Signature) or put a token the receiver checks in the URL's path"
+                        .to_string(),
+                ),
+            );
         }
         let events = match &n.events {
             None => DEFAULT_EVENTS.iter().map(|e| e.to_string()).collect(),
@@ -114,6 +124,13 @@ pub fn check_notify(loc: &Locator, d: &mut Diags, raw: Vec<RawNotify>, base: &st
     out
 }
 
+/// Whether an http(s) URL names a user (and maybe a password) before its host.
+fn has_userinfo(url: &str) -> bool {
+    let rest = url.split_once("://").map_or(url, |(_, r)| r);
+    let authority = rest.split(['/', '?', '#']).next().unwrap_or("");
+    authority.contains('@')
+}
+
 /// A secret file must exist and be private to its owner: a signature anyone on the host can
 /// forge proves nothing.
 fn secret_problem(p: &std::path::Path) -> Result<(), String> {
@@ -137,7 +154,9 @@ pub struct RawFeed {
 /// Checks the feed keys of a spec. The delivery prefix and `keep_previous` are paths from the
 /// destination bucket's root, outside the destination prefix: inside it, they would be
 /// listed as data, and deleted by `delete = true`.
-pub fn check_feed(loc: &Locator, d: &mut Diags, raw: RawFeed, destination: &Side) -> FeedOpts {
+/// Nor may they lie inside the source prefix when the source is the same bucket: each run
+/// would copy its own files back in as data, and the feed would never be quiet again.
+pub fn check_feed(loc: &Locator, d: &mut Diags, raw: RawFeed, destination: &Side, source: &Side) -> FeedOpts {
     let outside = |d: &mut Diags, key: &str, v: &Spanned<String>| -> Option<String> {
         let p = v.get_ref();
         let dest = &destination.prefix;
@@ -152,6 +171,16 @@ pub fn check_feed(loc: &Locator, d: &mut Diags, raw: RawFeed, destination: &Side
             d.push(loc.at(
                 span(v),
                 format!("{key} {p:?} overlaps the destination prefix {dest:?}: it must lie outside it (a path from the bucket's root, like \"_s3syncd/\")"),
+            ));
+            return None;
+        }
+        if source.same_bucket(destination) && (p.starts_with(source.prefix.as_str()) || source.prefix.starts_with(p.as_str())) {
+            d.push(loc.at(
+                span(v),
+                format!(
+                    "{key} {p:?} overlaps the source prefix {:?} in the same bucket: each run would copy its own files back in as data; put it outside the source prefix",
+                    source.prefix
+                ),
             ));
             return None;
         }

@@ -121,8 +121,15 @@ pub struct Schedule {
 
 impl Schedule {
     /// Accepts 5-field (minute first) and 6-field (seconds first) cron.
+    /// An expression that names no real date (`0 0 31 2 *`) is refused: it would never run.
     pub fn parse(expr: &str) -> Result<Schedule, String> {
-        check::parse_cron(expr).map(|parsed| Schedule {
+        let parsed = check::parse_cron(expr)?;
+        if parsed.upcoming(Utc).next().is_none() {
+            return Err(format!(
+                "cron expression {expr:?} never fires: no date matches it (a day the month does not have?)"
+            ));
+        }
+        Ok(Schedule {
             expr: expr.to_string(),
             parsed,
         })
@@ -338,9 +345,12 @@ impl Side {
     /// Whether this side and `other` can write or read the same keys: the same server and
     /// bucket, and one prefix inside the other.
     pub fn overlaps(&self, other: &Side) -> bool {
-        self.endpoint_identity() == other.endpoint_identity()
-            && self.bucket == other.bucket
-            && (self.prefix.starts_with(&other.prefix) || other.prefix.starts_with(&self.prefix))
+        self.same_bucket(other) && (self.prefix.starts_with(&other.prefix) || other.prefix.starts_with(&self.prefix))
+    }
+
+    /// Whether this side and `other` name the same bucket of the same server.
+    pub fn same_bucket(&self, other: &Side) -> bool {
+        self.bucket == other.bucket && self.endpoint_identity() == other.endpoint_identity()
     }
 }
 
@@ -720,10 +730,8 @@ fn insert_unique(set: &mut SpecSet, spec: Spec) {
             Some((s.name.clone(), Clash::Name))
         } else if s.destination.overlaps(&spec.destination) {
             Some((s.name.clone(), Clash::Destination))
-        } else if places_into(s, &spec) || places_into(&spec, s) {
-            Some((s.name.clone(), Clash::Placement))
         } else {
-            None
+            places_into(s, &spec).or_else(|| places_into(&spec, s)).map(|c| (s.name.clone(), c))
         }
     });
     match clash {
@@ -739,20 +747,28 @@ fn insert_unique(set: &mut SpecSet, spec: Spec) {
     }
 }
 
-/// Whether `a` writes its delivery files or kept versions inside `b`'s destination, where `b`
-/// would list them as its data (and delete them with `delete = true`).
-fn places_into(a: &Spec, b: &Spec) -> bool {
-    let same_bucket =
-        a.destination.endpoint_identity() == b.destination.endpoint_identity() && a.destination.bucket == b.destination.bucket;
+/// Where `a` writes its delivery files or kept versions inside `b`: in `b`'s destination, where
+/// `b` would list them as its data (and delete them with `delete = true`), or in `b`'s source,
+/// where `b` would copy them as data on every run.
+fn places_into(a: &Spec, b: &Spec) -> Option<Clash> {
     let delivery = match &a.feed.deliveries {
         Some(Deliveries::Prefix(p)) => Some(p.as_str()),
         _ => None,
     };
-    same_bucket
-        && [delivery, a.feed.keep_previous.as_deref()]
-            .into_iter()
-            .flatten()
-            .any(|p| p.starts_with(&b.destination.prefix) || b.destination.prefix.starts_with(p))
+    let inside = |side: &Side| {
+        a.destination.same_bucket(side)
+            && [delivery, a.feed.keep_previous.as_deref()]
+                .into_iter()
+                .flatten()
+                .any(|p| p.starts_with(&side.prefix) || side.prefix.starts_with(p))
+    };
+    if inside(&b.destination) {
+        Some(Clash::Placement)
+    } else if inside(&b.source) {
+        Some(Clash::Feeding)
+    } else {
+        None
+    }
 }
 
 fn refuse(set: &mut SpecSet, spec: Spec, other: &Path, clash: Clash) {
@@ -769,6 +785,8 @@ enum Clash {
     Destination,
     /// One spec's delivery prefix or `keep_previous` lies inside the other's destination.
     Placement,
+    /// One spec's delivery prefix or `keep_previous` lies inside the other's source.
+    Feeding,
 }
 
 impl Clash {
@@ -795,6 +813,14 @@ impl Clash {
                 spec.dest_at,
                 format!(
                     "a delivery prefix or keep_previous of this spec or of {} lies inside the other's destination prefix (bucket {}): it would be listed as data; move it outside every destination prefix",
+                    other.display(),
+                    spec.destination.bucket
+                ),
+            ),
+            Clash::Feeding => (
+                spec.dest_at,
+                format!(
+                    "a delivery prefix or keep_previous of this spec or of {} lies inside the other's source prefix (bucket {}): its runs would copy those files back in as data; move it outside every source prefix",
                     other.display(),
                     spec.destination.bucket
                 ),

@@ -15,6 +15,9 @@ pub enum ErrorKind {
     ModeUnusable { for_run: bool },
     /// This object fails; the run goes on.
     Fatal,
+    /// Not attempted: the run was stopped while this copy waited for its turn (the pace, a
+    /// retry's backoff). Nothing of it was written; the next run copies it.
+    Stopped,
 }
 
 impl ErrorKind {
@@ -24,6 +27,7 @@ impl ErrorKind {
             ErrorKind::Retryable => "retryable",
             ErrorKind::ModeUnusable { .. } => "cant-use-mode",
             ErrorKind::Fatal => "fatal",
+            ErrorKind::Stopped => "stopped",
         }
     }
 }
@@ -182,6 +186,10 @@ impl TransferError {
     /// The mode can't be used for any object of this run.
     pub fn unusable(op: Op, message: impl Into<String>) -> Self {
         Self::new(ErrorKind::ModeUnusable { for_run: true }, op, message)
+    }
+    /// The run stopped before this copy's next attempt.
+    pub fn stopped() -> Self {
+        Self::new(ErrorKind::Stopped, Op::Copy, "not attempted: the run was stopped")
     }
     pub fn verify(message: impl Into<String>) -> Self {
         Self::fatal(Op::Verify, message)

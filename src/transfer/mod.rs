@@ -98,6 +98,9 @@ pub struct Transferer {
     /// Budget for buffered multipart parts, in MiB, shared by all runs of the process.
     pub buffer: Arc<Semaphore>,
     pub buffer_mib: u32,
+    /// Fired when the run stops: copies waiting for their turn (the pace, a retry's backoff)
+    /// give up at once instead of starting an attempt.
+    pub stop: CancellationToken,
     /// Fired when in-flight work must stop now (grace period over): multipart uploads abort.
     pub hard_stop: CancellationToken,
     pub writer: crate::manifest::Writer,
@@ -275,7 +278,7 @@ impl Transferer {
     async fn try_mode(&self, mode: Mode, job: &CopyJob, sidecar: &Sidecar, trail: &mut Trail) -> Result<Copied, TransferError> {
         let (mut attempt, mut throttled) = (0, 0);
         loop {
-            self.pace.wait().await;
+            self.until_stopped(self.pace.wait()).await?;
             let r = match mode {
                 Mode::Direct => direct::copy(self, job, sidecar).await,
                 Mode::Stream => stream::copy(self, job, sidecar.get(self, &job.source.key).await?).await,
@@ -299,10 +302,21 @@ impl Transferer {
                     tracing::debug!(key = %job.source.key, %mode, attempt, error = %e, "retrying");
                     // After a SlowDown the pace spaces the next attempt; growing sleeps would only
                     // leave the admitted rate unused.
-                    tokio::time::sleep(backoff(if throttle { 1 } else { attempt })).await;
+                    self.until_stopped(tokio::time::sleep(backoff(if throttle { 1 } else { attempt })))
+                        .await?;
                 }
                 other => return other,
             }
+        }
+    }
+
+    /// Waits for `wait` unless the run stops first: a copy between attempts holds nothing
+    /// that a stop must wait for.
+    async fn until_stopped(&self, wait: impl std::future::Future<Output = ()>) -> Result<(), TransferError> {
+        tokio::select! {
+            biased;
+            () = self.stop.cancelled() => Err(TransferError::stopped()),
+            () = wait => Ok(()),
         }
     }
 

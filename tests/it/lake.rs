@@ -41,6 +41,19 @@ fn actions(lines: &[serde_json::Value]) -> Vec<(String, String)> {
     v
 }
 
+/// Whether a delivery file's name (or key) is run `run`'s: `{start}-{run:010}-{manifest id}.jsonl`.
+pub fn is_run_file(name: &str, run: i64) -> bool {
+    name.ends_with(".jsonl") && name.contains(&format!("-{run:010}-"))
+}
+
+/// The file of run `run` in a `[deliveries] dir`'s spec folder.
+fn run_file(dir: &std::path::Path, run: i64) -> Option<std::path::PathBuf> {
+    std::fs::read_dir(dir)
+        .ok()?
+        .map(|e| e.unwrap().path())
+        .find(|p| is_run_file(&p.file_name().unwrap().to_string_lossy(), run))
+}
+
 fn pair(k: &str, a: &str) -> (String, String) {
     (k.to_string(), a.to_string())
 }
@@ -75,7 +88,11 @@ async fn each_run_delivers_what_it_changed_and_keeps_what_upstream_replaced() {
     };
     let delivery = |run: i64| {
         let c = c.clone();
-        async move { get(&c, "dst-bucket", &format!("_s3syncd/deliveries/lake/{run:010}.jsonl")).await }
+        async move {
+            let files = list(&c, "dst-bucket", "_s3syncd/deliveries/lake/").await;
+            let key = files.into_iter().map(|(k, _)| k).find(|k| is_run_file(k, run))?;
+            get(&c, "dst-bucket", &key).await
+        }
     };
     run(&ws);
     let (lines, summary) = parse(&String::from_utf8(delivery(1).await.expect("run 1's delivery")).unwrap());
@@ -202,28 +219,20 @@ async fn a_killed_run_gets_an_incomplete_delivery_with_what_it_recorded() {
         .stderr(std::process::Stdio::null())
         .spawn()
         .unwrap();
-    let recorded = || {
-        let db = rusqlite::Connection::open_with_flags(ws.manifest(), rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY);
-        db.and_then(|db| db.query_row("SELECT count(*) FROM objects", [], |r| r.get::<_, i64>(0)))
-            .unwrap_or(0)
-    };
-    until(60, "three objects recorded", || recorded() == 3).await;
+    until(60, "three objects recorded", || ws.recorded() == 3).await;
     let _ = child.kill(); // SIGKILL
     let _ = child.wait();
-    assert!(
-        !dir.join("killed").join("0000000001.jsonl").exists(),
-        "a killed run writes nothing itself"
-    );
+    assert!(run_file(&dir.join("killed"), 1).is_none(), "a killed run writes nothing itself");
     proxy.set_faults(vec![]);
     let out = ws.run(&["run", spec.to_str().unwrap()]);
     assert_eq!(out.status.code(), Some(0), "{}", text(&out));
-    let (lines, summary) = parse(&std::fs::read_to_string(dir.join("killed").join("0000000001.jsonl")).unwrap());
+    let (lines, summary) = parse(&std::fs::read_to_string(run_file(&dir.join("killed"), 1).unwrap()).unwrap());
     assert_eq!(actions(&lines), ["a", "b", "c"].map(|k| pair(&format!("in/{k}.csv"), "new")));
     assert_eq!(
         (summary["complete"].as_bool(), summary["status"].as_str()),
         (Some(false), Some("interrupted"))
     );
-    let (lines, summary) = parse(&std::fs::read_to_string(dir.join("killed").join("0000000002.jsonl")).unwrap());
+    let (lines, summary) = parse(&std::fs::read_to_string(run_file(&dir.join("killed"), 2).unwrap()).unwrap());
     assert_eq!(actions(&lines), [pair("in/d.csv", "new")]);
     assert_eq!(summary["complete"], true);
     let left: Vec<_> = std::fs::read_dir(dir.join("killed"))

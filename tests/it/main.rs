@@ -5,6 +5,7 @@
 mod audit;
 mod aws;
 mod daemon;
+mod hostile;
 mod lake;
 mod layers;
 mod modes;

@@ -28,6 +28,36 @@ fn named_tests(line: &str) -> Vec<String> {
         .collect()
 }
 
+/// Whether `text` defines `name` as a test that runs: a `#[test]` or `#[tokio::test]`
+/// attribute above its `fn`, and no `#[ignore]`.
+fn runs_as_test(text: &str, name: &str) -> Result<(), &'static str> {
+    let at = text.find(&format!("fn {name}(")).ok_or("names no test")?;
+    // The lines above the fn's own line (which may start `async `, `pub `).
+    let line_start = text[..at].rfind('\n').map_or(0, |i| i + 1);
+    let attrs: Vec<&str> = text[..line_start]
+        .lines()
+        .rev()
+        .map(str::trim)
+        .take_while(|l| l.starts_with("#[") || l.starts_with("//"))
+        .collect();
+    if !attrs.iter().any(|a| a.starts_with("#[test]") || a.starts_with("#[tokio::test")) {
+        return Err("is not a test (no #[test] above it)");
+    }
+    if attrs.iter().any(|a| a.starts_with("#[ignore")) {
+        return Err("is ignored");
+    }
+    Ok(())
+}
+
+#[test]
+fn a_named_test_must_run() {
+    let ok = "/// doc\n#[tokio::test(flavor = \"multi_thread\")]\nasync fn a() {}\n";
+    assert_eq!(runs_as_test(ok, "a"), Ok(()));
+    assert!(runs_as_test("fn helper() {}\n", "helper").is_err());
+    assert!(runs_as_test("#[test]\n#[ignore]\nfn b() {}\n", "b").is_err());
+    assert!(runs_as_test("#[test]\nfn c() {}\n", "d").is_err());
+}
+
 #[test]
 fn every_named_test_exists() {
     let doc = std::fs::read_to_string(root().join("docs/reliability.md")).unwrap();
@@ -49,11 +79,10 @@ fn every_named_test_exists() {
             named += 1;
             let parts: Vec<&str> = t.split("::").filter(|p| *p != "tests").collect();
             let (name, path) = parts.split_last().unwrap();
-            let defined = file_of(path)
-                .and_then(|f| std::fs::read_to_string(f).ok())
-                .is_some_and(|text| text.contains(&format!("fn {name}(")));
-            if !defined {
-                wrong.push(format!("`{t}` names no test"));
+            let text = file_of(path).and_then(|f| std::fs::read_to_string(f).ok()).unwrap_or_default();
+            match runs_as_test(&text, name) {
+                Ok(()) => {}
+                Err(why) => wrong.push(format!("`{t}` {why}")),
             }
         }
     }

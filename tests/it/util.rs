@@ -145,6 +145,13 @@ impl Workspace {
         tokio::task::spawn_blocking(move || cmd.output().unwrap())
     }
 
+    /// Object rows in the manifest now, read as another process would (0 before it exists).
+    pub fn recorded(&self) -> i64 {
+        let db = rusqlite::Connection::open_with_flags(self.manifest(), rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY);
+        db.and_then(|db| db.query_row("SELECT count(*) FROM objects", [], |r| r.get::<_, i64>(0)))
+            .unwrap_or(0)
+    }
+
     pub fn sqlite(&self) -> rusqlite::Connection {
         rusqlite::Connection::open(self.manifest()).unwrap()
     }

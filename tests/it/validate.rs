@@ -24,7 +24,7 @@ fn each_invalid_spec_reports_its_located_error() {
     let ws = Workspace::new(&[]);
     let fixtures = private_dir(&data("invalid"));
     let specs = files(fixtures.path(), "toml");
-    assert!(specs.len() >= 63, "{} fixtures", specs.len());
+    assert!(specs.len() >= 77, "{} fixtures", specs.len());
     let mut failures = Vec::new();
     for spec in specs {
         let expected = std::fs::read_to_string(spec.with_extension("expected")).unwrap();
@@ -358,4 +358,35 @@ fn a_delivery_prefix_inside_another_destination_is_refused() {
         assert!(stderr.contains(&want), "wanted {want}\n{}", text(&out));
     }
     assert!(String::from_utf8_lossy(&out.stdout).contains("ok trades ("), "{}", text(&out));
+}
+
+/// A delivery prefix or `keep_previous` inside another spec's source in the same bucket would
+/// be copied back in as that spec's data on every run: both files are refused, each naming the
+/// other.
+#[test]
+fn a_delivery_prefix_inside_another_source_is_refused() {
+    let ws = Workspace::new(&[]);
+    ws.write_spec(
+        "bronze",
+        "keep_previous = \"_previous/\"\n[deliveries]\nprefix = \"_s3syncd/\"\n[source]\nbucket = \"upstream\"\n[destination]\nbucket = \"lake\"\nprefix = \"bronze/\"\n",
+    );
+    ws.write_spec(
+        "export",
+        "[source]\nbucket = \"lake\"\n[destination]\nbucket = \"partner\"\nprefix = \"in/\"\n",
+    );
+    let out = ws.run(&["validate"]);
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    for (file, other) in [("bronze", "export"), ("export", "bronze")] {
+        let want = format!(
+            "a delivery prefix or keep_previous of this spec or of {} lies inside the other's source prefix",
+            ws.spec_dir().join(format!("{other}.toml")).display()
+        );
+        let path = ws.spec_dir().join(format!("{file}.toml")).display().to_string();
+        assert!(
+            stderr.lines().any(|l| l.starts_with(&path) && l.contains(&want)),
+            "wanted {want}\n{}",
+            text(&out)
+        );
+    }
 }

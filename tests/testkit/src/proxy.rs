@@ -70,6 +70,10 @@ pub struct Fault {
     pub after: u64,
     pub times: u64,
     pub seed: u64,
+    /// Choose each attempt afresh (one in `every`, by a hash of the target, the attempt's
+    /// number and `seed`), not each target once: a fixed share of every request, whatever the
+    /// rate, as a busy server's own faults are.
+    pub per_attempt: bool,
     pub action: Action,
 }
 
@@ -83,7 +87,16 @@ impl Fault {
             after: 0,
             times: u64::MAX,
             seed: 0,
+            per_attempt: false,
             action,
+        }
+    }
+    /// One attempt in `every` at any target of `op`, chosen per attempt.
+    pub fn share(op: &'static str, every: u64, action: Action) -> Fault {
+        Fault {
+            every,
+            per_attempt: true,
+            ..Fault::always(op, action)
         }
     }
     /// The first attempt at one target of `op` in `every`.
@@ -113,7 +126,7 @@ impl Fault {
         }
     }
 
-    fn chooses(&self, target: &str) -> bool {
+    fn chooses(&self, target: &str, attempt: u64) -> bool {
         use std::hash::{Hash, Hasher};
         if self.only.is_some_and(|o| !target.ends_with(o)) {
             return false;
@@ -125,6 +138,9 @@ impl Fault {
         #[allow(deprecated)]
         let mut h = std::hash::SipHasher::new();
         (self.seed, self.op, target).hash(&mut h);
+        if self.per_attempt {
+            attempt.hash(&mut h);
+        }
         h.finish().is_multiple_of(self.every)
     }
 }
@@ -353,7 +369,7 @@ async fn handle(
         .lock()
         .unwrap()
         .iter()
-        .find(|f| (f.op == op || f.op == "*") && n > f.after && attempt <= f.times && f.chooses(&target))
+        .find(|f| (f.op == op || f.op == "*") && n > f.after && attempt <= f.times && f.chooses(&target, attempt))
         .map(|f| f.action.clone());
     if fault.is_some() {
         st.injected.fetch_add(1, Ordering::Relaxed);
