@@ -383,12 +383,20 @@ impl Run {
             Ok(n) => tracing::info!(files = n, dir = %staging.display(), "removed leftover staging files"),
             Err(source) => return Err(EngineError::Staging { path: staging, source }),
         }
+        // Across two endpoints no server can copy server-side: `direct` leaves a chain that has
+        // another mode at once (expected, so not a warning on every run), and the run says so.
+        let (mut chain, mut tally) = (spec.mode_chain(opts.mode), Tally::default());
+        if chain.len() > 1 && !spec.source.same_endpoint(&spec.destination) {
+            chain.retain(|m| *m != crate::spec::Mode::Direct);
+            let why = "source and destination are on different endpoints".to_string();
+            tally.disabled_modes.insert(crate::spec::Mode::Direct, why);
+        }
         let transferer = Transferer {
             spec: spec.clone(),
             run_id,
             src,
             dst,
-            chain: spec.mode_chain(opts.mode),
+            chain,
             staging,
             buffer: engine.buffer.clone(),
             buffer_mib: Engine::buffer_mib(&engine.config),
@@ -413,7 +421,7 @@ impl Run {
             started_at: manifest::now(),
             requests,
             transferer: Arc::new(transferer),
-            tally: Mutex::default(),
+            tally: Mutex::new(tally),
             lost_at_start: engine.writer.lost(),
         })
     }

@@ -33,7 +33,7 @@ fn check(name: impl Into<String>, verdict: Verdict, detail: impl Into<String>) -
 }
 
 /// Runs every check of `spec`; `write` adds a PutObject and DeleteObject of a probe key under
-/// the destination prefix.
+/// the destination prefix, the delivery prefix and `keep_previous`.
 pub async fn run(spec: &Spec, write: bool) -> Vec<Check> {
     let mut out = Vec::new();
     for (which, side) in spec.sides() {
@@ -53,7 +53,15 @@ pub async fn run(spec: &Spec, write: bool) -> Vec<Check> {
     out.push(listed);
     out.push(direct(spec, &dst, first.as_deref()).await);
     if write {
-        out.push(write_probe(spec, &dst).await);
+        // Every place a run writes: its objects, its delivery files, the versions it keeps.
+        let side = &spec.destination;
+        out.push(write_probe(spec, &dst, "destination writes", &side.prefix, true).await);
+        if let Some(crate::spec::Deliveries::Prefix(p)) = &spec.feed.deliveries {
+            out.push(write_probe(spec, &dst, "delivery writes", &format!("{p}{}/", spec.name), false).await);
+        }
+        if let Some(p) = &spec.feed.keep_previous {
+            out.push(write_probe(spec, &dst, "keep_previous writes", p, false).await);
+        }
     }
     out
 }
@@ -176,12 +184,12 @@ async fn direct(spec: &Spec, dst: &Client, first: Option<&str>) -> Check {
     }
 }
 
-/// PutObject and DeleteObject of an empty probe key under the destination prefix, with the
-/// spec's write options (so a KMS key or ACL the credentials may not use shows here).
-async fn write_probe(spec: &Spec, dst: &Client) -> Check {
-    let name = "destination writes";
+/// PutObject and DeleteObject of an empty probe key under `prefix` of the destination bucket,
+/// with the spec's write options (so a KMS key or ACL the credentials may not use shows here).
+/// `deletes`: runs delete there (`delete = true`), so a refused delete fails the check.
+async fn write_probe(spec: &Spec, dst: &Client, name: &str, prefix: &str, deletes: bool) -> Check {
     let side = &spec.destination;
-    let key = format!("{}.s3syncd-check-{}", side.prefix, std::process::id());
+    let key = format!("{prefix}.s3syncd-check-{}", std::process::id());
     let put = dst.put_object().bucket(&side.bucket).key(&key).body(Vec::new().into());
     let put = crate::transfer::headers::put_with(&side.write, put).send().await;
     if let Err(e) = put {
@@ -194,7 +202,7 @@ async fn write_probe(spec: &Spec, dst: &Client) -> Check {
     }
     match dst.delete_object().bucket(&side.bucket).key(&key).send().await {
         Ok(_) => check(name, Verdict::Pass, format!("put and deleted {key:?}")),
-        Err(e) => {
+        Err(e) if deletes => {
             let e = classify(Op::DeleteObjects, e);
             check(
                 name,
@@ -202,6 +210,14 @@ async fn write_probe(spec: &Spec, dst: &Client) -> Check {
                 format!(
                     "put {key:?} but could not delete it ({e}): s3:DeleteObject is needed for `delete = true`; remove the probe by hand"
                 ),
+            )
+        }
+        Err(e) => {
+            let e = classify(Op::DeleteObjects, e);
+            check(
+                name,
+                Verdict::Note,
+                format!("put {key:?} but could not delete it ({e}); runs need no delete here: remove the probe by hand"),
             )
         }
     }

@@ -101,7 +101,16 @@ fn profile_files() -> [std::path::PathBuf; 2] {
 /// Why a side's named profile cannot be used: no AWS config or credentials file defines it.
 /// The SDK would otherwise fail every request with a page-long dump of its credential chain.
 pub fn missing_profile(side: &Side) -> Option<String> {
-    let name = side.profile.as_deref().filter(|_| !side.anonymous)?;
+    if side.anonymous {
+        return None;
+    }
+    // Without `profile`, the default chain reads AWS_PROFILE: a name there must exist too (the
+    // SDK's own error for it is a chain dump that names no profile).
+    let from_env = std::env::var("AWS_PROFILE")
+        .ok()
+        .filter(|p| !p.is_empty() && side.profile.is_none());
+    let name = side.profile.clone().or(from_env.clone())?;
+    let name = name.as_str();
     let files = profile_files();
     let defined = files.iter().any(|f| {
         std::fs::read_to_string(f).is_ok_and(|text| {
@@ -113,7 +122,8 @@ pub fn missing_profile(side: &Side) -> Option<String> {
     });
     (!defined).then(|| {
         format!(
-            "profile {name:?} is not defined in {} or {}: add it there, or point AWS_CONFIG_FILE / AWS_SHARED_CREDENTIALS_FILE at the files that define it",
+            "profile {name:?}{} is not defined in {} or {}: add it there, or point AWS_CONFIG_FILE / AWS_SHARED_CREDENTIALS_FILE at the files that define it",
+            if from_env.is_some() { " (from AWS_PROFILE)" } else { "" },
             files[0].display(),
             files[1].display()
         )

@@ -350,7 +350,12 @@ impl Side {
 
     /// Whether this side and `other` name the same bucket of the same server.
     pub fn same_bucket(&self, other: &Side) -> bool {
-        self.bucket == other.bucket && self.endpoint_identity() == other.endpoint_identity()
+        self.bucket == other.bucket && self.same_endpoint(other)
+    }
+
+    /// Whether this side and `other` are on the same server (one server can copy between them).
+    pub fn same_endpoint(&self, other: &Side) -> bool {
+        self.endpoint_identity() == other.endpoint_identity()
     }
 }
 

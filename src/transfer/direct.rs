@@ -17,7 +17,7 @@ use futures::{StreamExt, TryStreamExt};
 
 pub async fn copy(t: &Transferer, job: &CopyJob, sidecar: &Sidecar) -> Result<Copied, TransferError> {
     let spec = &t.spec;
-    if spec.source.endpoint_identity() != spec.destination.endpoint_identity() {
+    if !spec.source.same_endpoint(&spec.destination) {
         return Err(TransferError::unusable(
             Op::CopyObject,
             "source and destination are on different endpoints",

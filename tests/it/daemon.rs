@@ -453,3 +453,39 @@ async fn a_recreated_spec_directory_is_watched_again() {
     );
     assert!(d.alive());
 }
+
+/// A spec that is a symbolic link (configuration management keeps the files elsewhere): an
+/// edit of its target is a reload, as an edit in the spec directory is.
+#[tokio::test(flavor = "multi_thread")]
+async fn an_edit_to_the_target_of_a_linked_spec_is_reloaded() {
+    let (server, c, ws) = seeded(&[("data/a.csv".to_string(), b"a\n".to_vec())]).await;
+    strict(&ws);
+    let real = ws.path().join("managed");
+    std::fs::create_dir(&real).unwrap();
+    std::fs::set_permissions(&real, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    let spec = |prefix: &str| {
+        spec_text(
+            &server.endpoint,
+            "src-bucket",
+            "data/",
+            &server.endpoint,
+            "dst-bucket",
+            prefix,
+            "schedule = \"*/2 * * * * *\"\n",
+        )
+    };
+    write_private(&real.join("feed.toml"), &spec("one/"));
+    std::os::unix::fs::symlink(real.join("feed.toml"), ws.spec_dir().join("feed.toml")).unwrap();
+    let d = Daemon::start(&ws);
+    assert!(
+        eventually(20, || async { list(&c, "dst-bucket", "one/").await.len() == 1 }).await,
+        "{}",
+        d.log()
+    );
+    write_private(&real.join("feed.toml"), &spec("two/"));
+    assert!(
+        eventually(20, || async { list(&c, "dst-bucket", "two/").await.len() == 1 }).await,
+        "the edit of the link's target was not noticed\n{}",
+        d.log()
+    );
+}

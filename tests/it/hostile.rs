@@ -264,3 +264,68 @@ async fn a_rebuilt_manifest_never_overwrites_a_delivery_file() {
         "the earlier file is untouched"
     );
 }
+
+/// AWS_PROFILE naming a profile that no file defines, for sides without `profile`: one line
+/// that names it (not the SDK's chain dump), exit 3, in the run row too.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_missing_profile_from_the_environment_is_named_in_one_line() {
+    let (server, _c, ws) = seeded(&small(1)).await;
+    let spec = ws.write_spec(
+        "ghost",
+        &format!(
+            "[source]\nbucket = \"src-bucket\"\nendpoint = \"{0}\"\n[destination]\nbucket = \"dst-bucket\"\nprefix = \"in/\"\nendpoint = \"{0}\"\n",
+            server.endpoint
+        ),
+    );
+    let out = ws
+        .command()
+        .env("AWS_PROFILE", "ghost")
+        .args(["run", spec.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(3), "{}", text(&out));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("profile \"ghost\" (from AWS_PROFILE) is not defined in"),
+        "{}",
+        text(&out)
+    );
+    let error: String = ws.sqlite().query_row("SELECT error FROM runs", [], |r| r.get(0)).unwrap();
+    assert!(error.contains("(from AWS_PROFILE)") && error.len() < 400, "{error}");
+}
+
+/// `check --write` probes every place a run writes: a delivery prefix and `keep_previous` that
+/// refuse writes fail the check, though the destination prefix takes them.
+#[tokio::test(flavor = "multi_thread")]
+async fn check_write_probes_the_delivery_prefix_and_keep_previous() {
+    let (server, c, ws) = seeded(&small(1)).await;
+    let proxy = FaultProxy::start(&server.endpoint, vec![]);
+    let extra = "keep_previous = \"_previous/\"\n[deliveries]\nprefix = \"_s3syncd/deliveries/\"\n";
+    let spec = ws.seeded_spec("feed", &proxy.endpoint, "in/", extra);
+    let out = ws.run(&["check", spec.to_str().unwrap(), "--write"]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    let said = String::from_utf8_lossy(&out.stdout).into_owned();
+    for want in [
+        "ok    destination writes: put and deleted \"in/.s3syncd-check-",
+        "ok    delivery writes: put and deleted \"_s3syncd/deliveries/feed/.s3syncd-check-",
+        "ok    keep_previous writes: put and deleted \"_previous/.s3syncd-check-",
+    ] {
+        assert!(said.contains(want), "{want:?} in\n{said}");
+    }
+    // Writes refused outside the destination prefix (a policy that grants `in/*` only).
+    proxy.set_faults(vec![
+        Fault::always("PutObject", Action::Status(403, "AccessDenied")).only_not_under("/dst-bucket/in/")
+    ]);
+    let out = ws.run(&["check", spec.to_str().unwrap(), "--write"]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    let said = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(said.contains("ok    destination writes"), "{said}");
+    assert!(
+        said.contains("fail  delivery writes: PutObject \"_s3syncd/deliveries/feed/.s3syncd-check-"),
+        "{said}"
+    );
+    assert!(
+        said.contains("fail  keep_previous writes: PutObject \"_previous/.s3syncd-check-"),
+        "{said}"
+    );
+    assert!(list(&c, "dst-bucket", "").await.is_empty(), "no probe left");
+}

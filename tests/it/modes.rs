@@ -67,6 +67,11 @@ async fn anonymous_public_source_streams_into_a_signed_destination() {
     );
     let out = ws.run(&["run", spec.to_str().unwrap()]);
     assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    assert!(
+        !String::from_utf8_lossy(&out.stderr).contains("WARN"),
+        "expected, so no warning: {}",
+        text(&out)
+    );
     assert_copied(&server.client(), "bronze", "b/", &objects).await;
     assert_eq!(
         db_value::<i64>(&ws, "SELECT count(*) FROM objects WHERE mode = 'stream'") as usize,

@@ -390,3 +390,37 @@ fn a_delivery_prefix_inside_another_source_is_refused() {
         );
     }
 }
+
+/// The permission rule, mode by mode: a spec file or directory that group or others may
+/// write is refused (0664 and 0775 as much as 0666 and 0777); one only its owner writes passes.
+#[test]
+fn group_or_other_write_bits_are_refused_mode_by_mode() {
+    use std::os::unix::fs::PermissionsExt;
+    let ws = Workspace::new(&[]);
+    let spec = ws.write_spec(
+        "feed",
+        "[source]\nbucket = \"src-bucket\"\n[destination]\nbucket = \"dst-bucket\"\n",
+    );
+    let set = |p: &Path, mode: u32| std::fs::set_permissions(p, std::fs::Permissions::from_mode(mode)).unwrap();
+    for (file_mode, dir_mode, refused) in [
+        (0o644, 0o755, None),
+        (0o600, 0o700, None),
+        (0o664, 0o755, Some("664")),
+        (0o646, 0o755, Some("646")),
+        (0o644, 0o775, Some("775")),
+        (0o644, 0o757, Some("757")),
+    ] {
+        set(&spec, file_mode);
+        set(&ws.spec_dir(), dir_mode);
+        let out = ws.run(&["validate"]);
+        match refused {
+            None => assert_eq!(out.status.code(), Some(0), "{file_mode:o}/{dir_mode:o}: {}", text(&out)),
+            Some(m) => {
+                assert_eq!(out.status.code(), Some(2), "{file_mode:o}/{dir_mode:o}: {}", text(&out));
+                let want = format!("is writable by group or others (mode {m})");
+                assert!(String::from_utf8_lossy(&out.stderr).contains(&want), "{}", text(&out));
+            }
+        }
+    }
+    set(&ws.spec_dir(), 0o755);
+}

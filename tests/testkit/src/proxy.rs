@@ -66,6 +66,8 @@ pub struct Fault {
     pub op: &'static str,
     /// Only targets (the request's `/bucket/key` path, percent-encoded) ending with this.
     pub only: Option<&'static str>,
+    /// Only targets not starting with this (`/bucket/prefix`): a policy that grants one prefix.
+    pub not_under: Option<&'static str>,
     pub every: u64,
     pub after: u64,
     pub times: u64,
@@ -83,6 +85,7 @@ impl Fault {
         Fault {
             op,
             only: None,
+            not_under: None,
             every: 1,
             after: 0,
             times: u64::MAX,
@@ -126,9 +129,17 @@ impl Fault {
         }
     }
 
+    /// Only targets outside `prefix` (the request's `/bucket/key` path).
+    pub fn only_not_under(self, prefix: &'static str) -> Fault {
+        Fault {
+            not_under: Some(prefix),
+            ..self
+        }
+    }
+
     fn chooses(&self, target: &str, attempt: u64) -> bool {
         use std::hash::{Hash, Hasher};
-        if self.only.is_some_and(|o| !target.ends_with(o)) {
+        if self.only.is_some_and(|o| !target.ends_with(o)) || self.not_under.is_some_and(|p| target.starts_with(p)) {
             return false;
         }
         if self.every <= 1 {
