@@ -300,10 +300,16 @@ impl Transferer {
                     }
                     trail.retries += 1;
                     tracing::debug!(key = %job.source.key, %mode, attempt, error = %e, "retrying");
-                    // After a SlowDown the pace spaces the next attempt; growing sleeps would only
-                    // leave the admitted rate unused.
-                    self.until_stopped(tokio::time::sleep(backoff(if throttle { 1 } else { attempt })))
-                        .await?;
+                    // After a SlowDown the pace spaces the next attempt: a sleep of its own would
+                    // only hold a slot and leave the admitted rate unused (most of a run's time
+                    // under a fixed share of SlowDowns). Before the pace engages, one short
+                    // backoff.
+                    let wait = match (throttle, self.pace.rate()) {
+                        (true, Some(_)) => Duration::ZERO,
+                        (true, None) => backoff(1),
+                        (false, _) => backoff(attempt),
+                    };
+                    self.until_stopped(tokio::time::sleep(wait)).await?;
                 }
                 other => return other,
             }

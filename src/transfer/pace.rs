@@ -36,13 +36,12 @@ struct PaceState {
     /// Until the second cut the rate climbs fast (×1.5 per step): the first cut comes from the
     /// burst that opened the run, and says little of what the server takes.
     climbing: bool,
-    started: Instant,
     /// The attempts of the last second: when each ended, and whether it was throttled.
     recent: std::collections::VecDeque<(Instant, bool)>,
     /// How many of `recent` were throttled.
     recent_throttled: usize,
-    /// The throttled share of the attempts in the second before the last cut.
-    cut_share: f64,
+    /// The last cut, until a second at its rate tells whether the rate caused the throttling.
+    trial: Option<Trial>,
     /// A throttled share found not to move with the rate: throttles within it are ignored.
     background: Option<f64>,
 }
@@ -62,10 +61,9 @@ impl Default for Pace {
                 raised: now,
                 throttled: now,
                 climbing: true,
-                started: now,
                 recent: Default::default(),
                 recent_throttled: 0,
-                cut_share: 0.0,
+                trial: None,
                 background: None,
             }),
             turn: tokio::sync::Mutex::new(()),
@@ -114,64 +112,139 @@ impl Pace {
             s.recent.pop_front();
             s.recent_throttled -= was as usize;
         }
-        if !throttled {
-            if let Some(r) = s.rate {
-                // Raised only after 200 ms without a SlowDown: while they keep coming, never.
-                if now.duration_since(s.raised) >= Duration::from_millis(100)
-                    && now.duration_since(s.throttled) >= Duration::from_millis(200)
-                {
-                    s.rate = Some(r * if s.climbing { 1.5 } else { 1.08 });
-                    s.raised = now;
-                }
-            }
-            return;
+        let n = s.recent.len();
+        let share = s.recent_throttled as f64 / n as f64;
+        if let Some(t) = &mut s.trial {
+            t.seen += 1;
+            t.refused += throttled as usize;
         }
-        let ok = s.recent.len() - s.recent_throttled;
-        // A throttle before any copy got through says nothing of the rate the server takes: a
-        // pace started from zero admitted would be one attempt a second.
-        if s.rate.is_none() && ok == 0 {
+        s.judge(now);
+        // Throttling within the share the server refuses whatever the rate says nothing of the
+        // rate: it is cured by retries, and the rate may grow through it.
+        let signal = throttled && !s.background.is_some_and(|b| share <= b + tolerance(b, n).max(0.25 * b));
+        if !signal {
+            s.raise(now);
             return;
-        }
-        let share = 1.0 - ok as f64 / s.recent.len() as f64;
-        match s.background {
-            Some(b) if share <= b * 1.25 => return,
-            Some(_) => s.background = None,
-            None => {}
         }
         s.throttled = now;
-        let since_cut = now.duration_since(s.cut);
-        let cut = match s.rate {
-            None => true,
-            _ if since_cut < Duration::from_millis(200) => false,
-            // The pace climbed back into the limit.
-            _ if s.raised > s.cut => true,
-            // Throttling goes on after a later cut: cut again, as it always did.
-            _ if !s.climbing => true,
-            // After the first cut, with no raise since: judge it once a whole second was paced
-            // at the new rate, below what the server had admitted. A rate limit's share falls
-            // with the rate: cut again. A share unchanged is not the rate's doing: from now on
-            // it is background, and the rate may grow until throttling exceeds it.
-            _ if since_cut < Duration::from_secs(1) => false,
-            _ if (share - s.cut_share).abs() > 0.2 * s.cut_share => true,
-            _ => {
-                s.background = Some(share.max(s.cut_share));
-                tracing::debug!(share, "pace: throttling that does not follow the rate");
-                false
-            }
+        let ok = n - s.recent_throttled;
+        // A cut needs a share over 20 attempts at least: the first throttles of a burst say
+        // little of the rate the server takes, and retries cure them. A cut under trial is
+        // judged before the next.
+        if n < 20 || ok == 0 || s.trial.is_some() || (s.rate.is_some() && now.duration_since(s.cut) < Duration::from_millis(200)) {
+            return;
+        }
+        // What the server admitted: the attempts it took in the last second (or since the first
+        // attempt, if that is younger), per second. The first cut starts from what the server
+        // took; later ones from the pace, but never far above what was taken (the last second's
+        // count lags a rising rate).
+        let oldest = s.recent.front().map_or(now, |&(t, _)| t);
+        let window = now.duration_since(oldest).as_secs_f64().clamp(0.05, 1.0);
+        let admitted = ok as f64 / window;
+        let before = s.rate.unwrap_or(n as f64 / window);
+        let base = s.rate.map_or(admitted, |r| r.min(admitted * 1.2));
+        s.climbing = s.rate.is_none();
+        s.rate = Some((base * 0.95).max(1.0));
+        s.cut = now;
+        s.trial = Some(Trial {
+            before,
+            share,
+            n,
+            at: now,
+            deep: false,
+            seen: 0,
+            refused: 0,
+        });
+        tracing::debug!(rate = s.rate, admitted, share, "pace cut");
+    }
+}
+
+/// A cut under judgment: the rate before it, and the throttled share (over `n` attempts) that
+/// caused it.
+#[derive(Clone, Copy)]
+struct Trial {
+    before: f64,
+    share: f64,
+    n: usize,
+    at: Instant,
+    /// The second test: the rate halved after a cut that changed nothing.
+    deep: bool,
+    /// Attempts since the cut, and how many of them were throttled.
+    seen: usize,
+    refused: usize,
+}
+
+/// Two standard errors of a share `p` measured over `n` attempts: a change smaller than this
+/// is noise.
+fn tolerance(p: f64, n: usize) -> f64 {
+    2.0 * (p * (1.0 - p) / n.max(1) as f64).sqrt()
+}
+
+/// Whether share `b` (over `nb` attempts) differs from share `a` (over `na`) by more than
+/// noise: two standard errors of the difference, and a tenth of `a`.
+fn differs(a: f64, na: usize, b: f64, nb: usize) -> bool {
+    let pooled = (a * na as f64 + b * nb as f64) / (na + nb).max(1) as f64;
+    let se = (pooled * (1.0 - pooled) * (1.0 / na.max(1) as f64 + 1.0 / nb.max(1) as f64)).sqrt();
+    (b - a).abs() > (2.0 * se).max(0.1 * a)
+}
+
+impl PaceState {
+    /// Judges the cut under trial once a second was paced at its rate: a rate limit's share
+    /// falls with the rate, so the cut stands (and more may follow); a share that rose says the
+    /// cut was not enough (or the limit fell), so it stands too. A share unchanged after the
+    /// cut and after a second at half that rate is not the rate's doing: it becomes
+    /// background, and the cuts are undone, so that such throttling never decays the rate
+    /// towards one attempt a second.
+    fn judge(&mut self, now: Instant) {
+        // A second at the new rate and 20 attempts; at a slow rate, 3 s and 5 attempts.
+        let ready = |t: &Trial| {
+            let age = now.duration_since(t.at);
+            age >= Duration::from_secs(1) && (t.seen >= 20 || (age >= Duration::from_secs(3) && t.seen >= 5))
         };
-        if cut {
-            // What the server admitted: the attempts it took in the last second (or in the
-            // run, if it is younger), per second.
-            let window = now.duration_since(s.started).as_secs_f64().clamp(0.05, 1.0);
-            let admitted = ok as f64 / window;
-            // The first cut starts from what the server took; later ones from the pace, but
-            // never far above what was taken (the last second's count lags a rising rate).
-            let base = s.rate.map_or(admitted, |r| r.min(admitted * 1.2));
-            s.climbing = s.rate.is_none();
-            s.rate = Some((base * 0.95).max(1.0));
-            s.cut = now;
-            s.cut_share = share;
-            tracing::debug!(rate = s.rate, admitted, share, "pace cut");
+        let Some(t) = self.trial.filter(ready) else {
+            return;
+        };
+        self.trial = None;
+        let (share, n) = (t.refused as f64 / t.seen as f64, t.seen);
+        if differs(t.share, t.n, share, n) {
+            return;
+        }
+        // Unchanged once may be a limit that fell meanwhile (the yardstick mixed two): halve
+        // the rate for a second before calling it background.
+        if !t.deep {
+            self.rate = self.rate.map(|r| (r * 0.5).max(1.0));
+            self.cut = now;
+            self.trial = Some(Trial {
+                share,
+                n,
+                at: now,
+                deep: true,
+                seen: 0,
+                refused: 0,
+                ..t
+            });
+            return;
+        }
+        self.background = Some(share.max(t.share));
+
+        self.rate = Some(self.rate.unwrap_or(t.before).max(t.before));
+        self.raised = now;
+        // What cut it was not the rate: climb back fast (a real limit would throttle above the
+        // background and be cut again).
+        self.climbing = true;
+        tracing::debug!(share, "pace: throttling that does not follow the rate; the cut is undone");
+    }
+
+    /// Raises the rate, at most every 100 ms, once 200 ms passed without a throttle that
+    /// counts: while they keep coming, never; nor while a cut is under trial at its rate.
+    fn raise(&mut self, now: Instant) {
+        if let Some(r) = self.rate.filter(|_| self.trial.is_none()) {
+            if now.duration_since(self.raised) >= Duration::from_millis(100)
+                && now.duration_since(self.throttled) >= Duration::from_millis(200)
+            {
+                self.rate = Some(r * if self.climbing { 1.5 } else { 1.08 });
+                self.raised = now;
+            }
         }
     }
 }
@@ -189,8 +262,10 @@ mod tests {
         }
         assert_eq!(p.rate(), None, "no throttling, no pace");
         let quiet = Pace::default();
-        quiet.attempted(true);
-        assert_eq!(quiet.rate(), None, "nothing admitted yet: no rate to start from");
+        for _ in 0..19 {
+            quiet.attempted(true);
+        }
+        assert_eq!(quiet.rate(), None, "nothing admitted, and under 20 attempts: no rate to start from");
         p.attempted(true);
         let cut = p.rate().expect("paced");
         assert!((1.0..=200.0 / 0.05 * 0.95).contains(&cut), "{cut}");
@@ -226,7 +301,9 @@ mod tests {
     #[tokio::test]
     async fn raises_never_outrun_the_cuts_while_throttling_goes_on() {
         let p = Pace::default();
-        p.attempted(false);
+        for _ in 0..20 {
+            p.attempted(false);
+        }
         p.attempted(true);
         let first = p.rate().unwrap();
         // Every 110 ms a success and a SlowDown: the rate may rise, but each throttle a cut
@@ -268,8 +345,7 @@ mod tests {
         // the first cut the rate holds. (It used to be cut every 200 ms, to one a second.)
         let p = Pace::default();
         let (ok, _) = drive(&p, 10, 5, |i, _| i % 3 == 2).await;
-        let first = p.state.lock().unwrap().cut_share;
-        assert!(first > 0.0);
+        assert!(p.state.lock().unwrap().background.is_some(), "found not to follow the rate");
         assert!(ok >= 5 * 100, "{ok} admitted in 5 s at {:?}/s", p.rate());
     }
 
@@ -303,5 +379,48 @@ mod tests {
             refused * 10 <= ok,
             "{refused} refused beside {ok}: the pace did not follow the cap down"
         );
+    }
+
+    /// `workers` copies at once, each attempt taking `latency`, for `secs` seconds of paused
+    /// time; each attempt is refused with probability `share` (seeded), whatever the rate.
+    /// Returns the attempts admitted in the last half.
+    async fn drive_concurrent(share: f64, workers: usize, secs: u64) -> u64 {
+        let p = std::sync::Arc::new(Pace::default());
+        let admitted = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
+        let began = Instant::now();
+        let mut tasks = Vec::new();
+        for w in 0..workers {
+            let (p, admitted) = (p.clone(), admitted.clone());
+            tasks.push(tokio::spawn(async move {
+                let mut rng = fastrand::Rng::with_seed(w as u64);
+                while began.elapsed() < Duration::from_secs(secs) {
+                    p.wait().await;
+                    tokio::time::sleep(Duration::from_millis(5)).await;
+                    let refused = rng.f64() < share;
+                    p.attempted(refused);
+                    if !refused && began.elapsed() >= Duration::from_secs(secs / 2) {
+                        admitted.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    }
+                }
+            }));
+        }
+        for t in tasks {
+            t.await.unwrap();
+        }
+        admitted.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_fixed_share_of_throttling_keeps_most_of_the_rate_with_many_in_flight() {
+        // 64 copies in flight, 5 ms each: unthrottled, the pace never engages.
+        let free = drive_concurrent(0.0, 64, 20).await;
+        for (share, bound) in [(0.1, 2.0), (0.4, 4.0)] {
+            let got = drive_concurrent(share, 64, 20).await;
+            let ratio = free as f64 / got.max(1) as f64;
+            assert!(
+                ratio <= bound,
+                "{share}: {got} admitted against {free} unthrottled ({ratio:.1}x, bound {bound}x)"
+            );
+        }
     }
 }
