@@ -133,6 +133,8 @@ pub struct Planner<'a> {
     last_dest_key: Option<String>,
     /// Destination key of the part's last possible key: where `finish` stops.
     until: Option<String>,
+    /// The destination keys this planner's manifest windows cover: those under it.
+    scope: String,
 }
 
 impl<'a> Planner<'a> {
@@ -147,6 +149,17 @@ impl<'a> Planner<'a> {
             source: (spec.source.endpoint_identity(), spec.source.bucket.clone()),
             last_dest_key: after.and_then(|k| spec.dest_key(k)),
             until: until.and_then(|k| spec.dest_key(k)),
+            scope: spec.destination.prefix.clone(),
+        }
+    }
+
+    /// A planner of the keys under `source_prefix` (under `source.prefix`): one listing prefix
+    /// of the include filter. Manifest rows outside it are never read, so never delete
+    /// candidates.
+    pub fn under(spec: &'a Spec, source_prefix: &str) -> Self {
+        Planner {
+            scope: spec.dest_key(source_prefix).unwrap_or_else(|| spec.destination.prefix.clone()),
+            ..Planner::new(spec)
         }
     }
 
@@ -158,7 +171,7 @@ impl<'a> Planner<'a> {
         let rows = reader.plan_range(
             &self.target,
             &self.source,
-            &self.spec.destination.prefix,
+            &self.scope,
             self.last_dest_key.as_deref(),
             upper.as_deref(),
         )?;
@@ -171,7 +184,7 @@ impl<'a> Planner<'a> {
         let rows = reader.plan_range(
             &self.target,
             &self.source,
-            &self.spec.destination.prefix,
+            &self.scope,
             self.last_dest_key.as_deref(),
             self.until.as_deref(),
         )?;

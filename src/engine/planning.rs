@@ -77,14 +77,25 @@ impl Run {
         let spec = &self.spec;
         let mut held = Held::count(Reader::open(reader.path())?.snapshot()?, self.target.clone());
         let mut planned = Planned::default();
-        let (split, cut_by) = split_keys(&reader, &self.target, spec)?;
-        let mut lister = Listing::start(&self.transferer.src, &spec.source.bucket, &spec.source.prefix, &split);
-        let mut planners: Vec<Planner> = s3::key_ranges(&split)
-            .map(|(after, until)| Planner::part(spec, after, until))
-            .collect();
-        if planners.len() > 1 {
-            tracing::info!(partitions = planners.len(), cut_by, "listing the source in key ranges at once");
-        }
+        let prefixes = &spec.filter.list_prefixes;
+        let (mut lister, mut planners, whole) = if prefixes.is_empty() {
+            let (split, cut_by) = split_keys(&reader, &self.target, spec)?;
+            let lister = Listing::start(&self.transferer.src, &spec.source.bucket, &spec.source.prefix, &split);
+            let planners: Vec<Planner> = s3::key_ranges(&split)
+                .map(|(after, until)| Planner::part(spec, after, until))
+                .collect();
+            if planners.len() > 1 {
+                tracing::info!(partitions = planners.len(), cut_by, "listing the source in key ranges at once");
+            }
+            (lister, planners, true)
+        } else {
+            // The include filter names where its keys start: only those prefixes are listed.
+            let full: Vec<String> = prefixes.iter().map(|p| format!("{}{p}", spec.source.prefix)).collect();
+            tracing::info!(prefixes = full.len(), "listing only the prefixes the include filter names");
+            let planners = full.iter().map(|p| Planner::under(spec, p)).collect();
+            (Listing::prefixes(&self.transferer.src, &spec.source.bucket, &full), planners, false)
+        };
+        self.tally(|t| t.list_prefixes = if whole { 0 } else { prefixes.len() });
         loop {
             let next = tokio::select! {
                 biased;
@@ -122,7 +133,7 @@ impl Run {
             }
         }
         planned.settle(&mut held, spec).await?;
-        if planned.complete && !self.opts.dry_run {
+        if planned.complete && whole && !self.opts.dry_run {
             // Where the next run cuts its parts, so that it need not scan the manifest for them.
             self.engine.writer.list_splits(
                 &spec.name,

@@ -24,6 +24,8 @@ pub struct Tally {
     /// Copied and verified (in a dry run: would be copied).
     pub copied: u64,
     pub failed: u64,
+    /// Prefixes listed instead of the whole source prefix (the include filter's); 0: the whole.
+    pub list_prefixes: usize,
     /// Waiting for their turn when the run stopped: not attempted, new again to the next run.
     pub stopped: u64,
     pub deleted: u64,
@@ -127,6 +129,7 @@ impl Tally {
             "requests": self.requests_by_op(),
             "objects_filtered": self.filtered,
             "objects_stopped": self.stopped,
+            "list_prefixes": self.list_prefixes,
             "unsupported": self.unsupported,
             "concurrency": self.concurrency,
             "causes": self.causes,

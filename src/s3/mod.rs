@@ -602,12 +602,23 @@ pub fn key_ranges(split_keys: &[String]) -> impl Iterator<Item = (Option<&str>, 
 }
 
 impl Listing {
+    /// The keys under `prefix`, in the key ranges `split_keys` cut, listed at once.
     pub fn start(client: &Client, bucket: &str, prefix: &str, split_keys: &[String]) -> Listing {
-        let parts = split_keys.len() + 1;
+        let listers = key_ranges(split_keys)
+            .map(|(after, until)| Lister::range(client.clone(), bucket, prefix, after.map(str::to_string), until.map(str::to_string)));
+        Listing::of_parts(listers.collect())
+    }
+
+    /// The keys under each of `prefixes` (none inside another), each a part, listed at once.
+    pub fn prefixes(client: &Client, bucket: &str, prefixes: &[String]) -> Listing {
+        Listing::of_parts(prefixes.iter().map(|p| Lister::new(client.clone(), bucket, p)).collect())
+    }
+
+    fn of_parts(listers: Vec<Lister>) -> Listing {
+        let parts = listers.len();
         let (tx, rx) = tokio::sync::mpsc::channel::<PartMessage>(2 * parts);
         let mut tasks = tokio::task::JoinSet::new();
-        for (i, (after, until)) in key_ranges(split_keys).enumerate() {
-            let mut lister = Lister::range(client.clone(), bucket, prefix, after.map(str::to_string), until.map(str::to_string));
+        for (i, mut lister) in listers.into_iter().enumerate() {
             let tx = tx.clone();
             tasks.spawn(async move {
                 loop {

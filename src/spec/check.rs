@@ -509,9 +509,14 @@ fn check_filter(loc: &Locator, d: &mut Diags, raw: Option<super::raw::RawFilter>
         b.build().ok()
     };
     let (inc, exc) = raw.map_or((None, None), |f| (f.include, f.exclude));
+    let list_prefixes = inc
+        .as_ref()
+        .map(|globs| super::list_prefixes(globs.iter().map(|g| g.get_ref().as_str())))
+        .unwrap_or_default();
     Filter {
         include: build(d, inc),
         exclude: build(d, exc),
+        list_prefixes,
     }
 }
 

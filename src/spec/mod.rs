@@ -364,12 +364,54 @@ impl Side {
 pub struct Filter {
     include: Option<GlobSet>,
     exclude: Option<GlobSet>,
+    /// Where every included key starts (relative to `source.prefix`): the literal part of each
+    /// include glob up to its first wildcard, brace alternatives expanded, none inside another.
+    /// Empty when some include has no literal start (the whole prefix is listed).
+    pub list_prefixes: Vec<String>,
 }
 
 impl Filter {
     pub fn matches(&self, relative_key: &str) -> bool {
         self.include.as_ref().is_none_or(|g| g.is_match(relative_key)) && !self.exclude.as_ref().is_some_and(|g| g.is_match(relative_key))
     }
+}
+
+/// The listing prefixes of include globs (see [`Filter::list_prefixes`]).
+pub fn list_prefixes<'a>(globs: impl IntoIterator<Item = &'a str>) -> Vec<String> {
+    let mut out = Vec::new();
+    for glob in globs {
+        for alt in expand_braces(glob) {
+            let literal: String = alt.chars().take_while(|c| !matches!(c, '*' | '?' | '[' | '\\')).collect();
+            if literal.is_empty() {
+                return Vec::new();
+            }
+            out.push(literal);
+        }
+    }
+    out.sort();
+    // A prefix inside another adds nothing: its keys are listed with the other's.
+    let mut kept: Vec<String> = Vec::new();
+    for p in out {
+        if !kept.last().is_some_and(|k| p.starts_with(k.as_str())) {
+            kept.push(p);
+        }
+    }
+    kept
+}
+
+/// The alternatives of the first `{a,b}` group, each expanded in turn (globset's braces do not
+/// nest); a glob without braces is itself.
+fn expand_braces(glob: &str) -> Vec<String> {
+    let Some(open) = glob.find('{') else {
+        return vec![glob.to_string()];
+    };
+    let Some(close) = glob[open..].find('}').map(|i| open + i) else {
+        return vec![glob.to_string()];
+    };
+    glob[open + 1..close]
+        .split(',')
+        .flat_map(|alt| expand_braces(&format!("{}{alt}{}", &glob[..open], &glob[close + 1..])))
+        .collect()
 }
 
 /// How many key ranges a listing of `keys` keys is cut into: `list_partitions`, but none
@@ -859,6 +901,18 @@ mod tests {
             got[2].starts_with("s.toml:8:1: unknown field `concurency`") && got[2].ends_with("did you mean `concurrency`?"),
             "{got:#?}"
         );
+    }
+
+    #[test]
+    fn include_globs_list_only_their_literal_starts() {
+        let got = |g: &[&str]| list_prefixes(g.iter().copied());
+        assert_eq!(got(&["{BTCUSDT,ETHUSDT}/**", "XRP*/1m/*.zip"]), ["BTCUSDT/", "ETHUSDT/", "XRP"]);
+        assert_eq!(got(&["spot/{daily,monthly}/klines/{A,B}/**"]).len(), 4);
+        // A prefix inside another adds nothing; a glob without a literal start lists all.
+        assert_eq!(got(&["BTC*", "BTCUSDT/**"]), ["BTC"]);
+        assert!(got(&["BTCUSDT/**", "**/*.zip"]).is_empty());
+        assert!(got(&["*.zip"]).is_empty());
+        assert_eq!(got(&["a/b.csv"]), ["a/b.csv"]);
     }
 
     #[test]

@@ -8,6 +8,7 @@ mod daemon;
 mod hostile;
 mod lake;
 mod layers;
+mod listing;
 mod modes;
 mod reliability;
 mod reliability_doc;

@@ -325,6 +325,22 @@ impl FaultProxy {
     }
 
     /// How many requests carried header `name` (lower case).
+    /// The targets of the requests of operation `op` seen since the faults were last set, with
+    /// how many attempts each (a listing's target has its `prefix=` and `start-after=`).
+    pub fn targets(&self, op: &str) -> Vec<(String, u64)> {
+        let mut v: Vec<(String, u64)> = self
+            .state
+            .attempts
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|((o, _), _)| *o == op)
+            .map(|((_, t), n)| (t.clone(), *n))
+            .collect();
+        v.sort();
+        v
+    }
+
     pub fn seen_header(&self, name: &str) -> u64 {
         self.state.headers.lock().unwrap().get(name).copied().unwrap_or(0)
     }
