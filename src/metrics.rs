@@ -61,6 +61,11 @@ pub fn install(addr: SocketAddr) -> Result<(), String> {
         "s3syncd_runs_undelivered",
         "Finished runs whose delivery file is not written yet, by spec."
     );
+    describe_gauge!(
+        "s3syncd_series_missing",
+        "Periods missing inside the series of a spec with [series] (holes), by spec."
+    );
+    describe_gauge!("s3syncd_series_overdue", "Series whose next period is past due_after, by spec.");
     describe_counter!(
         "s3syncd_notifications_total",
         "Notification attempts, by event and result (ok, retry, failed, dropped)."
@@ -135,4 +140,10 @@ pub fn delivery_failed(spec: &str, waiting: usize) {
 /// Finished runs of `spec` whose delivery file is not written yet.
 pub fn undelivered(spec: &str, waiting: usize) {
     gauge!("s3syncd_runs_undelivered", "spec" => spec.to_string()).set(waiting as f64);
+}
+
+/// A spec's series: periods missing inside them, and series overdue.
+pub fn series(spec: &str, missing: u64, overdue: u64) {
+    gauge!("s3syncd_series_missing", "spec" => spec.to_string()).set(missing as f64);
+    gauge!("s3syncd_series_overdue", "spec" => spec.to_string()).set(overdue as f64);
 }

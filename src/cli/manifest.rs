@@ -67,6 +67,16 @@ pub enum ManifestCommand {
         #[arg(long, value_enum, default_value = "jsonl")]
         format: Format,
     },
+    /// Per series of a spec with `[series]`: first and last period, missing periods (holes),
+    /// whether the next period is overdue, and files copied after they were due. Text shows
+    /// the series with holes or overdue, then a summary; jsonl and csv every series.
+    Gaps {
+        /// One spec (default: every spec with `[series]`).
+        #[arg(long)]
+        spec: Option<String>,
+        #[arg(long, value_enum, default_value = "text")]
+        format: GapsFormat,
+    },
     /// Every version of a destination key: the current one and those that upstream
     /// revisions replaced or deletes removed, with where a kept copy is.
     History {
@@ -81,6 +91,13 @@ pub enum ManifestCommand {
 pub enum Format {
     Csv,
     Jsonl,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum GapsFormat {
+    Text,
+    Jsonl,
+    Csv,
 }
 
 /// `--since`: `2026-11-01`, `2026-11-01T08:30:00Z`, or an age (`90m`, `24h`, `7d`).
@@ -161,6 +178,7 @@ pub async fn run(cfg: &Config, cmd: ManifestCommand) -> anyhow::Result<i32> {
         }
         ManifestCommand::Status => status(cfg, &reader, &mut out)?,
         ManifestCommand::Changes { spec, since_run, format } => changes(&reader, &spec, since_run, format, &mut out)?,
+        ManifestCommand::Gaps { spec, format } => gaps(cfg, &reader, spec.as_deref(), format, &mut out)?,
         ManifestCommand::History { key, spec } => {
             let versions = reader.history(&key, spec.as_deref())?;
             if versions.is_empty() {
@@ -175,6 +193,85 @@ pub async fn run(cfg: &Config, cmd: ManifestCommand) -> anyhow::Result<i32> {
     }
     ignore_broken_pipe(out.flush())?;
     Ok(EXIT_OK)
+}
+
+/// `manifest gaps`: the series of one spec, or of every spec with `[series]`.
+fn gaps(cfg: &Config, reader: &Reader, spec: Option<&str>, format: GapsFormat, out: &mut Out) -> anyhow::Result<()> {
+    let one = spec.is_some();
+    let specs: Vec<crate::spec::Spec> = match spec {
+        Some(s) => vec![resolve_spec(cfg, s).map_err(|e| anyhow::anyhow!("{e}"))?],
+        None => crate::spec::load_dir(&cfg.spec_dir)
+            .map(|s| s.specs.into_values().collect())
+            .unwrap_or_default(),
+    };
+    if let GapsFormat::Csv = format {
+        writeln!(out, "spec,series,first,last,periods,missing,overdue_since,overdue_periods,late")?;
+    }
+    for spec in specs {
+        let Some((series, unmatched)) = reader.gaps(&spec, chrono::Utc::now())? else {
+            if one && format_is_text(format) {
+                writeln!(out, "{}: no [series] in its spec", spec.name)?;
+            }
+            continue;
+        };
+        for g in &series {
+            match format {
+                GapsFormat::Text if g.has_gaps() => writeln!(out, "{}: {}", spec.name, gaps_line(g))?,
+                GapsFormat::Text => {}
+                GapsFormat::Jsonl => {
+                    let mut v = serde_json::to_value(g)?;
+                    v["spec"] = spec.name.clone().into();
+                    writeln!(out, "{v}")?;
+                }
+                GapsFormat::Csv => writeln!(
+                    out,
+                    "{},{},{},{},{},{},{},{},{}",
+                    csv_field(&spec.name),
+                    csv_field(&g.series),
+                    g.first,
+                    g.last,
+                    g.periods,
+                    g.missing.join(" "),
+                    g.overdue_since.as_deref().unwrap_or(""),
+                    g.overdue_periods,
+                    g.late.join(" ")
+                )?,
+            }
+        }
+        if format_is_text(format) {
+            let holes = series.iter().filter(|g| !g.missing.is_empty()).count();
+            let missing: usize = series.iter().map(|g| g.missing.len()).sum();
+            let overdue = series.iter().filter(|g| g.overdue_periods > 0).count();
+            let late: usize = series.iter().map(|g| g.late.len()).sum();
+            writeln!(
+                out,
+                "{}: {} series, {holes} with holes ({missing} periods missing), {overdue} overdue, {late} files late, {unmatched} keys in no series",
+                spec.name,
+                series.len()
+            )?;
+        }
+    }
+    Ok(())
+}
+
+fn format_is_text(f: GapsFormat) -> bool {
+    matches!(f, GapsFormat::Text)
+}
+
+/// One series with holes or overdue, for the text format: the first ten missing periods.
+fn gaps_line(g: &crate::spec::series::SeriesGaps) -> String {
+    let mut line = format!("{} {}..{} ({} periods)", g.series, g.first, g.last, g.periods);
+    if !g.missing.is_empty() {
+        let more = g.missing.len().saturating_sub(10);
+        line += &format!(", missing {}", g.missing.iter().take(10).cloned().collect::<Vec<_>>().join(" "));
+        if more > 0 {
+            line += &format!(" and {more} more");
+        }
+    }
+    if let Some(since) = &g.overdue_since {
+        line += &format!(", OVERDUE since {since} ({} periods)", g.overdue_periods);
+    }
+    line
 }
 
 const CHANGES_HEADER: &str = "run_id,action,dest_key,source_key,size,etag,checksum,source_last_modified,mode";

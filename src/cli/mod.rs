@@ -75,7 +75,13 @@ pub enum Command {
         command: manifest::ManifestCommand,
     },
     /// Check the config and spec files or directories (default: the config and its spec_dir).
-    Validate { paths: Vec<PathBuf> },
+    Validate {
+        paths: Vec<PathBuf>,
+        /// Say what each spec's `[series]` pattern reads from this source key (with or
+        /// without `source.prefix`): its series, its fields and its period.
+        #[arg(long, value_name = "KEY")]
+        explain: Option<String>,
+    },
     /// Preflight a feed against its servers (after `validate`): credentials resolve, each side
     /// lists, and whether `direct` can copy. Read-only unless --write.
     Check {
@@ -98,7 +104,7 @@ pub enum Command {
 /// Runs the command with the config loaded once; returns the exit code.
 pub fn dispatch(command: Command, config: Result<Config, SpecError>) -> i32 {
     match &command {
-        Command::Validate { paths } => return validate(config, paths),
+        Command::Validate { paths, explain } => return validate(config, paths, explain.as_deref()),
         Command::Completions { shell } => {
             docs::print_completions(*shell);
             return 0;
@@ -155,7 +161,7 @@ pub(crate) fn print_diagnostics(e: &SpecError) {
 
 /// `validate`: every error in every file, `FILE:LINE:COLUMN: message`; exit 2 if any. Specs are
 /// loaded exactly as the daemon loads them, so the verdicts agree.
-pub fn validate(config: Result<Config, SpecError>, paths: &[PathBuf]) -> i32 {
+pub fn validate(config: Result<Config, SpecError>, paths: &[PathBuf], explain: Option<&str>) -> i32 {
     let targets = if paths.is_empty() {
         match config {
             Ok(c) => vec![c.spec_dir],
@@ -192,12 +198,41 @@ pub fn validate(config: Result<Config, SpecError>, paths: &[PathBuf]) -> i32 {
             schedule,
             if s.enabled { "" } else { " (disabled)" }
         );
+        if let Some(key) = explain {
+            println!("   {}", explain_key(s, key));
+        }
     }
     if set.errors.is_empty() {
         EXIT_OK
     } else {
         eprintln!("{} error(s); nothing was changed", set.errors.len());
         EXIT_INVALID
+    }
+}
+
+/// What a spec's `[series]` reads from `key`, in one line.
+fn explain_key(s: &Spec, key: &str) -> String {
+    let Some(series) = &s.series else {
+        return format!("{key:?}: no [series] in this spec");
+    };
+    let rel = key.strip_prefix(&s.source.prefix).unwrap_or(key);
+    match series.pattern.read(rel) {
+        None => format!(
+            "{rel:?} matches no series of {:?}: listed and copied as any key, counted as unmatched",
+            series.pattern.as_str()
+        ),
+        Some(k) => {
+            let fields: Vec<String> = k.fields.iter().map(|(n, v)| format!("{n}={v}")).collect();
+            let due = k.period.end() + series.due_after;
+            format!(
+                "{rel:?}: series {:?} ({}), period {}, can exist from {}, overdue after {}",
+                k.series,
+                fields.join(", "),
+                k.period,
+                k.period.end().to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+                due.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+            )
+        }
     }
 }
 

@@ -250,6 +250,9 @@ pub(super) async fn after_run(engine: &Engine, spec: &Spec, report: &RunReport) 
             engine.notifications.send(&notifiers, "revised", &b);
         }
     }
+    if spec.series.is_some() {
+        series_gauges(spec, &reader);
+    }
     if let Some(window) = spec.feed.stale_after {
         freshness(engine, spec, &reader, window, &notifiers, |line| body("stale", line));
     }
@@ -293,6 +296,20 @@ fn freshness(
             engine.writer.set_stale(&spec.name, None);
         }
         _ => {}
+    }
+}
+
+/// `s3syncd_series_missing` and `s3syncd_series_overdue` for a spec with `[series]`, from a
+/// read of the objects it holds (one pass in key order).
+fn series_gauges(spec: &Spec, reader: &Reader) {
+    match reader.gaps(spec, chrono::Utc::now()) {
+        Ok(Some((series, _))) => {
+            let missing = series.iter().map(|g| g.missing.len() as u64).sum();
+            let overdue = series.iter().filter(|g| g.overdue_periods > 0).count() as u64;
+            crate::metrics::series(&spec.name, missing, overdue);
+        }
+        Ok(None) => {}
+        Err(e) => tracing::warn!(error = %e, "cannot read the series' completeness"),
     }
 }
 

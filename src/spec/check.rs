@@ -113,6 +113,7 @@ pub fn spec(loc: &Locator, raw: RawSpec, fingerprint: u64) -> Result<Spec, Diags
         &source.0,
     );
     let transfer = check_transfer(loc, &mut d, raw.transfer);
+    let series = raw.series.and_then(|r| check_series(loc, &mut d, r));
     let verify = VerifyOpts {
         compare: raw.verify.as_ref().and_then(|v| v.compare).unwrap_or_default(),
         checksum_sidecar: raw
@@ -137,6 +138,7 @@ pub fn spec(loc: &Locator, raw: RawSpec, fingerprint: u64) -> Result<Spec, Diags
         filter,
         transfer,
         verify,
+        series,
         feed,
         fingerprint,
         name_at,
@@ -518,6 +520,28 @@ fn check_filter(loc: &Locator, d: &mut Diags, raw: Option<super::raw::RawFilter>
         exclude: build(d, exc),
         list_prefixes,
     }
+}
+
+/// `[series]`: the key pattern, when a file is overdue, when the whole source is listed.
+fn check_series(loc: &Locator, d: &mut Diags, raw: super::raw::RawSeries) -> Option<super::series::SeriesOpts> {
+    let pattern = super::series::Pattern::parse(raw.key.get_ref())
+        .map_err(|m| d.push(loc.at(span(&raw.key), format!("series.key {:?}: {m}", raw.key.get_ref()))))
+        .ok();
+    let due_after = match &raw.due_after {
+        None => Some(std::time::Duration::from_secs(86_400)),
+        Some(v) => super::size::parse_duration(v.get_ref())
+            .map_err(|m| d.push(loc.at(span(v), format!("series.due_after: {m}"))))
+            .ok(),
+    };
+    let reconcile = match &raw.reconcile {
+        None => Some(super::Schedule::parse("0 0 4 * * Sun").expect("the default cron parses")),
+        Some(v) => check_schedule(loc, d, v),
+    };
+    Some(super::series::SeriesOpts {
+        pattern: pattern?,
+        due_after: due_after?,
+        reconcile: reconcile?,
+    })
 }
 
 fn check_transfer(loc: &Locator, d: &mut Diags, raw: Option<super::raw::RawTransfer>) -> TransferOpts {

@@ -9,6 +9,7 @@ mod diag;
 pub mod diff;
 pub mod feed;
 mod raw;
+pub mod series;
 pub mod size;
 
 pub use diag::{Diagnostic, Locator};
@@ -492,6 +493,8 @@ pub struct Spec {
     pub filter: Filter,
     pub transfer: TransferOpts,
     pub verify: VerifyOpts,
+    /// `[series]`: the keys form dated series (`manifest gaps`).
+    pub series: Option<series::SeriesOpts>,
     /// Deliveries, notifications, freshness and kept revisions.
     pub feed: FeedOpts,
     /// Hash of the file's bytes: a reload restarts a feed only when this changes.

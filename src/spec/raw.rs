@@ -71,6 +71,15 @@ pub struct RawSpec {
     pub keep_previous: Option<Spanned<String>>,
     pub deliveries: Option<RawDeliveries>,
     pub notify: Option<Vec<RawNotify>>,
+    pub series: Option<RawSeries>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawSeries {
+    pub key: Spanned<String>,
+    pub due_after: Option<Spanned<String>>,
+    pub reconcile: Option<Spanned<String>>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -12,6 +12,7 @@ mod listing;
 mod modes;
 mod reliability;
 mod reliability_doc;
+mod series;
 mod sync;
 mod util;
 mod validate;

@@ -1,0 +1,113 @@
+//! `[series]` on real servers: `validate --explain` reads a key as its series and period;
+//! after a run, `manifest gaps` names the planted holes and the overdue series, and nothing
+//! else, in every format.
+
+use crate::util::*;
+use chrono::{Duration, Utc};
+
+/// Three daily series with their sidecars, dated back from today: A complete to the day
+/// before yesterday; B with a hole 8 days ago and stopped 5 days ago (overdue); C with two
+/// holes; and a key in no series.
+fn archive() -> Vec<(String, Vec<u8>)> {
+    let today = Utc::now().date_naive();
+    let day = |n: i64| (today - Duration::days(n)).format("%Y-%m-%d").to_string();
+    let mut out = Vec::new();
+    for (sym, days) in [
+        ("A", (2..=10).collect::<Vec<i64>>()),
+        ("B", (5..=10).filter(|d| *d != 8).collect()),
+        ("C", (2..=10).filter(|d| *d != 6 && *d != 7).collect()),
+    ] {
+        for d in days {
+            let zip = format!("data/{sym}USDT/1m/{sym}USDT-1m-{}.zip", day(d));
+            out.push((format!("{zip}.CHECKSUM"), format!("{d}  x.zip\n").into_bytes()));
+            out.push((zip, format!("{sym} {d}\n").into_bytes()));
+        }
+    }
+    out.push(("data/README.txt".into(), b"not a series\n".to_vec()));
+    out
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn gaps_name_the_planted_holes_and_overdue_series_on_both_servers() {
+    let moto = moto::Moto::start();
+    let server = S3Server::start();
+    let today = Utc::now().date_naive();
+    let day = |n: i64| (today - Duration::days(n)).format("%Y-%m-%d").to_string();
+    for (name, endpoint, c, keys) in both_servers(&moto, &server) {
+        create_bucket(&c, "src-bucket").await;
+        create_bucket(&c, "dst-bucket").await;
+        put_all(&c, "src-bucket", archive()).await;
+        let ws = Workspace::new(&[("src", &keys.0, &keys.1), ("dst", &keys.0, &keys.1)]);
+        let extra = "[series]\nkey = \"{symbol}/{interval}/{symbol}-{interval}-{date}.zip\"\ndue_after = \"1d\"\n";
+        let spec = ws.seeded_spec("klines", &endpoint, "bronze/", extra);
+
+        let key = format!("data/BUSDT/1m/BUSDT-1m-{}.zip", day(3));
+        let out = ws.run(&["validate", spec.to_str().unwrap(), "--explain", &key]);
+        assert_eq!(out.status.code(), Some(0), "{name}: {}", text(&out));
+        let said = String::from_utf8_lossy(&out.stdout).into_owned();
+        assert!(
+            said.contains(&format!(
+                "series \"BUSDT/1m/BUSDT-1m-{{date}}.zip\" (symbol=BUSDT, interval=1m), period {}",
+                day(3)
+            )),
+            "{name}: {said}"
+        );
+        let out = ws.run(&["validate", spec.to_str().unwrap(), "--explain", "data/README.txt"]);
+        assert!(
+            String::from_utf8_lossy(&out.stdout).contains("matches no series"),
+            "{name}: {}",
+            text(&out)
+        );
+
+        let out = ws.run(&["run", spec.to_str().unwrap()]);
+        assert_eq!(out.status.code(), Some(0), "{name}: {}", text(&out));
+        let out = ws.run(&["manifest", "gaps", "--spec", "klines"]);
+        assert_eq!(out.status.code(), Some(0), "{name}: {}", text(&out));
+        let said = String::from_utf8_lossy(&out.stdout).into_owned();
+        let lines: Vec<&str> = said.lines().collect();
+        assert_eq!(lines.len(), 3, "{name}: B, C and the summary:\n{said}");
+        assert!(
+            lines[0].starts_with(&format!(
+                "klines: BUSDT/1m/BUSDT-1m-{{date}}.zip {}..{} (5 periods), missing {}, OVERDUE since",
+                day(10),
+                day(5),
+                day(8)
+            )),
+            "{name}: {said}"
+        );
+        assert!(lines[0].ends_with("(3 periods)"), "{name}: days 4, 3 and 2 are past due: {said}");
+        assert!(
+            lines[1].starts_with(&format!(
+                "klines: CUSDT/1m/CUSDT-1m-{{date}}.zip {}..{} (7 periods), missing {} {}",
+                day(10),
+                day(2),
+                day(7),
+                day(6)
+            )),
+            "{name}: {said}"
+        );
+        assert!(!lines[1].contains("OVERDUE"), "{name}: {said}");
+        assert_eq!(
+            lines[2], "klines: 3 series, 2 with holes (3 periods missing), 1 overdue, 0 files late, 22 keys in no series",
+            "{name}"
+        );
+        let out = ws.run(&["manifest", "gaps", "--format", "jsonl"]);
+        let rows: Vec<serde_json::Value> = String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect();
+        assert_eq!(rows.len(), 3, "{name}: every series, and only the spec with [series]");
+        assert_eq!(
+            (rows[0]["missing"].as_array().unwrap().len(), rows[0]["overdue_periods"].as_u64()),
+            (0, Some(0))
+        );
+        assert_eq!(rows[1]["spec"], "klines");
+        let out = ws.run(&["manifest", "gaps", "--spec", "klines", "--format", "csv"]);
+        let csv = String::from_utf8_lossy(&out.stdout).into_owned();
+        assert_eq!(csv.lines().count(), 4, "{name}: {csv}");
+        assert!(
+            csv.lines().nth(3).unwrap().contains(&format!(",{} {},", day(7), day(6))),
+            "{name}: {csv}"
+        );
+    }
+}
