@@ -329,3 +329,81 @@ async fn check_write_probes_the_delivery_prefix_and_keep_previous() {
     );
     assert!(list(&c, "dst-bucket", "").await.is_empty(), "no probe left");
 }
+
+/// A clock the destination refuses (RequestTimeTooSkewed) fails the run at once, exit 3, with
+/// the cause: no object is read from the source to fail one by one.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_skewed_clock_fails_the_run_at_once() {
+    let (server, c, ws) = seeded(&small(5)).await;
+    let proxy = FaultProxy::start(
+        &server.endpoint,
+        vec![Fault::always("*", Action::Status(403, "RequestTimeTooSkewed")).only_not_under("/src-bucket")],
+    );
+    let spec = ws.seeded_spec("skew", &proxy.endpoint, "in/", "");
+    let out = ws.run(&["run", spec.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(3), "{}", text(&out));
+    let error: String = ws.sqlite().query_row("SELECT error FROM runs", [], |r| r.get(0)).unwrap();
+    assert!(error.contains("RequestTimeTooSkewed") && error.contains("is unusable"), "{error}");
+    let read: Vec<_> = proxy.targets("GetObject").into_iter().filter(|(t, _)| t.len() > "/src-bucket/".len() && t.starts_with("/src-bucket/")).collect();
+    assert!(read.is_empty(), "no object was read: {read:?}");
+    assert!(list(&c, "dst-bucket", "in/").await.is_empty());
+}
+
+/// A destination that refuses to list (a write-only role) is no reason to stop: the run goes
+/// on, copies everything, and says why it could not list.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_write_only_destination_goes_on() {
+    let objects = small(5);
+    let (server, c, ws) = seeded(&objects).await;
+    let proxy = FaultProxy::start(
+        &server.endpoint,
+        vec![Fault::always("ListObjectsV2", Action::Status(403, "AccessDenied")).only_not_under("/src-bucket")],
+    );
+    let spec = ws.seeded_spec("wo", &proxy.endpoint, "in/", "");
+    let out = ws.run(&["run", spec.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("cannot list the destination; going on"),
+        "{}",
+        text(&out)
+    );
+    assert_eq!(list(&c, "dst-bucket", "in/").await.len(), objects.len());
+}
+
+/// `keep_previous` refused: the republished object fails and is not overwritten; the
+/// destination and the manifest keep the version they had, and the next run tries again.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_refused_keep_previous_leaves_the_object_untouched() {
+    let (server, c, ws) = seeded(&small(2)).await;
+    let proxy = FaultProxy::start(&server.endpoint, vec![]);
+    let spec = ws.seeded_spec(
+        "keep",
+        &proxy.endpoint,
+        "in/",
+        "mode = \"stream\"\nkeep_previous = \"_previous/\"\n",
+    );
+    let out = ws.run(&["run", spec.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    put_all(&c, "src-bucket", vec![("data/00000.csv".into(), b"republished\n".to_vec())]).await;
+    proxy.set_faults(vec![Fault::always("CopyObject", Action::Status(403, "AccessDenied"))]);
+    let out = ws.run(&["run", spec.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    assert_eq!(
+        get(&c, "dst-bucket", "in/00000.csv").await.as_deref(),
+        Some(&b"row 0\n"[..]),
+        "not overwritten"
+    );
+    let run_id: i64 = ws
+        .sqlite()
+        .query_row("SELECT run_id FROM objects WHERE dest_key = 'in/00000.csv'", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(run_id, 1, "the manifest keeps the version it had");
+    proxy.set_faults(vec![]);
+    let out = ws.run(&["run", spec.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    assert_eq!(get(&c, "dst-bucket", "in/00000.csv").await.as_deref(), Some(&b"republished\n"[..]));
+    assert_eq!(
+        get(&c, "dst-bucket", "_previous/run-3/in/00000.csv").await.as_deref(),
+        Some(&b"row 0\n"[..])
+    );
+}

@@ -424,3 +424,31 @@ fn group_or_other_write_bits_are_refused_mode_by_mode() {
     }
     set(&ws.spec_dir(), 0o755);
 }
+
+/// A notification secret others can read signs nothing: 0644 and 0640 are refused, 0600 and
+/// 0400 pass.
+#[test]
+fn a_notification_secret_others_can_read_is_refused() {
+    use std::os::unix::fs::PermissionsExt;
+    let ws = Workspace::new(&[]);
+    let secret = ws.spec_dir().join("hook.secret");
+    std::fs::write(&secret, "s\n").unwrap();
+    ws.write_spec(
+        "feed",
+        "[source]\nbucket = \"src-bucket\"\n[destination]\nbucket = \"dst-bucket\"\n[[notify]]\nurl = \"https://hooks.example.com/x\"\nsecret_file = \"hook.secret\"\n",
+    );
+    for (mode, ok) in [(0o644, false), (0o640, false), (0o600, true), (0o400, true)] {
+        std::fs::set_permissions(&secret, std::fs::Permissions::from_mode(mode)).unwrap();
+        let out = ws.run(&["validate"]);
+        if ok {
+            assert_eq!(out.status.code(), Some(0), "{mode:o}: {}", text(&out));
+        } else {
+            assert_eq!(out.status.code(), Some(2), "{mode:o}: {}", text(&out));
+            assert!(
+                String::from_utf8_lossy(&out.stderr).contains(&format!("is readable by others (mode {mode:o}): chmod 600 it")),
+                "{}",
+                text(&out)
+            );
+        }
+    }
+}
