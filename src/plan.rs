@@ -153,13 +153,13 @@ impl<'a> Planner<'a> {
         }
     }
 
-    /// A planner of the keys under `source_prefix` (under `source.prefix`): one listing prefix
-    /// of the include filter. Manifest rows outside it are never read, so never delete
-    /// candidates.
-    pub fn under(spec: &'a Spec, source_prefix: &str) -> Self {
+    /// A planner of the keys under `source_prefix` (under `source.prefix`), after `after` if
+    /// given: one listing prefix of the include filter, or one part of a series run. Manifest
+    /// rows outside it are never read, so never delete candidates.
+    pub fn under(spec: &'a Spec, source_prefix: &str, after: Option<&str>) -> Self {
         Planner {
             scope: spec.dest_key(source_prefix).unwrap_or_else(|| spec.destination.prefix.clone()),
-            ..Planner::new(spec)
+            ..Planner::part(spec, after, None)
         }
     }
 

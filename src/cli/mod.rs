@@ -68,6 +68,10 @@ pub enum Command {
         /// Override the spec's mode for this run.
         #[arg(long, value_enum)]
         mode: Option<ModeChoice>,
+        /// For a spec with [series]: list the whole source now (a reconcile run), whether its
+        /// `reconcile` schedule is due or not.
+        #[arg(long)]
+        full: bool,
     },
     /// Audits: copied objects, runs, exports, drift against the destination.
     Manifest {
@@ -132,7 +136,7 @@ pub fn dispatch(command: Command, config: Result<Config, SpecError>) -> i32 {
     };
     let result = block_on(async move {
         match command {
-            Command::Run { spec, dry_run, mode } => run(config, &spec, dry_run, mode).await,
+            Command::Run { spec, dry_run, mode, full } => run(config, &spec, dry_run, mode, full).await,
             Command::Daemon => daemon(config).await,
             Command::Manifest { command } => manifest::run(&config, command).await,
             Command::Check { specs, write } => Ok(check(&config, &specs, write).await),
@@ -263,7 +267,7 @@ pub fn resolve_spec(config: &Config, arg: &str) -> Result<Spec, SpecError> {
 }
 
 /// `run`: one run of one spec in the foreground.
-pub async fn run(config: Config, spec_arg: &str, dry_run: bool, mode: Option<ModeChoice>) -> anyhow::Result<i32> {
+pub async fn run(config: Config, spec_arg: &str, dry_run: bool, mode: Option<ModeChoice>, full: bool) -> anyhow::Result<i32> {
     let spec = match resolve_spec(&config, spec_arg) {
         Ok(s) => s,
         Err(e) => {
@@ -284,7 +288,12 @@ pub async fn run(config: Config, spec_arg: &str, dry_run: bool, mode: Option<Mod
     } else {
         Arc::new(crate::daemon::LogProgress::default())
     };
-    let opts = RunOptions { dry_run, mode, observer };
+    let opts = RunOptions {
+        dry_run,
+        mode,
+        full,
+        observer,
+    };
     let report = engine::run(&engine, Arc::new(spec), opts, stop).await;
     engine.drain().await;
     let report = report?;

@@ -11,6 +11,8 @@ use crate::transfer::{error::classify, Op};
 fn delete_refusal(p: &Planned, interrupted: bool, failed: u64) -> Option<String> {
     if !p.complete || interrupted {
         Some("the source listing did not complete".to_string())
+    } else if p.scope == super::listing::Scope::Series {
+        Some("a series run lists only what can be new; deletes follow the next full listing (reconcile, or run --full)".to_string())
     } else if failed > 0 {
         Some(format!("{failed} objects failed in this run"))
     } else if p.gone_count > p.cap {

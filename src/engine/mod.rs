@@ -13,6 +13,7 @@ mod copying;
 mod finishing;
 mod lake;
 mod limit;
+mod listing;
 mod notify;
 mod observe;
 mod planning;
@@ -98,6 +99,8 @@ pub struct RunOptions {
     pub dry_run: bool,
     /// Overrides the spec's mode (`--mode`); the spec's fallback list still applies.
     pub mode: Option<ModeChoice>,
+    /// A spec with `[series]` lists the whole source, whether its reconcile is due or not.
+    pub full: bool,
     /// Told of the run's progress (a progress bar, periodic log lines).
     pub observer: Arc<dyn Observer>,
 }
@@ -107,6 +110,7 @@ impl Default for RunOptions {
         RunOptions {
             dry_run: false,
             mode: None,
+            full: false,
             observer: Arc::new(Quiet),
         }
     }

@@ -4,8 +4,7 @@
 
 use super::{EngineError, Run};
 use crate::manifest::{ListSplits, Listed, PlanRow, Reader, Target};
-use crate::plan::{CopyJob, Planner};
-use crate::s3::{self, Listing};
+use crate::plan::CopyJob;
 use tokio::sync::mpsc;
 
 /// Copy jobs waiting for the copy stage: one listing page, so memory stays bounded.
@@ -23,6 +22,8 @@ pub(super) struct Planned {
     /// Objects the manifest held for the spec at the start, and the `max_delete` cap on them.
     pub held: u64,
     pub cap: u64,
+    /// Which listing the run did: deletes follow only a full one.
+    pub scope: super::listing::Scope,
 }
 
 impl Planned {
@@ -77,30 +78,22 @@ impl Run {
         let spec = &self.spec;
         let mut held = Held::count(Reader::open(reader.path())?.snapshot()?, self.target.clone());
         let mut planned = Planned::default();
-        let prefixes = &spec.filter.list_prefixes;
-        let (mut lister, mut planners, whole) = if prefixes.is_empty() {
-            let (split, cut_by) = split_keys(&reader, &self.target, spec)?;
-            let lister = Listing::start(&self.transferer.src, &spec.source.bucket, &spec.source.prefix, &split);
-            let planners: Vec<Planner> = s3::key_ranges(&split)
-                .map(|(after, until)| Planner::part(spec, after, until))
-                .collect();
-            if planners.len() > 1 {
-                tracing::info!(partitions = planners.len(), cut_by, "listing the source in key ranges at once");
-            }
-            (lister, planners, true)
-        } else {
-            // The include filter names where its keys start: only those prefixes are listed.
-            let full: Vec<String> = prefixes.iter().map(|p| format!("{}{p}", spec.source.prefix)).collect();
-            tracing::info!(prefixes = full.len(), "listing only the prefixes the include filter names");
-            let planners = full.iter().map(|p| Planner::under(spec, p)).collect();
-            (Listing::prefixes(&self.transferer.src, &spec.source.bucket, &full), planners, false)
-        };
-        self.tally(|t| t.list_prefixes = if whole { 0 } else { prefixes.len() });
+        let super::listing::Plan {
+            scope,
+            mut listing,
+            mut planners,
+            parts,
+        } = super::listing::start(&reader, &self.target, spec, &self.transferer.src, self.opts.full)?;
+        planned.scope = scope;
+        self.tally(|t| {
+            t.listing = scope;
+            t.list_parts = parts;
+        });
         loop {
             let next = tokio::select! {
                 biased;
                 () = self.stop.stop.cancelled() => break,
-                n = lister.next() => n,
+                n = listing.next() => n,
             };
             match next {
                 None => {
@@ -133,13 +126,13 @@ impl Run {
             }
         }
         planned.settle(&mut held, spec).await?;
-        if planned.complete && whole && !self.opts.dry_run {
+        if planned.complete && scope == super::listing::Scope::Full && !self.opts.dry_run {
             // Where the next run cuts its parts, so that it need not scan the manifest for them.
             self.engine.writer.list_splits(
                 &spec.name,
                 &ListSplits {
                     of: Listed::of(spec),
-                    keys: lister.cuts(spec.transfer.list_partitions),
+                    keys: listing.cuts(spec.transfer.list_partitions),
                 },
             );
         }
@@ -152,7 +145,7 @@ impl Run {
 /// a first run). Any cuts are correct, only more or less even; but keys recorded under an
 /// earlier source prefix could be out of place: only increasing keys under the current prefix
 /// make valid cuts. Returns the cuts and where they came from, for the log.
-fn split_keys(reader: &Reader, target: &Target, spec: &crate::spec::Spec) -> Result<(Vec<String>, &'static str), EngineError> {
+pub(super) fn split_keys(reader: &Reader, target: &Target, spec: &crate::spec::Spec) -> Result<(Vec<String>, &'static str), EngineError> {
     let learnt = reader.list_splits(&spec.name)?.filter(|s| s.of == Listed::of(spec));
     let (keys, cut_by) = match learnt {
         Some(s) => (s.keys, "last listing"),

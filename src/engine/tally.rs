@@ -24,8 +24,9 @@ pub struct Tally {
     /// Copied and verified (in a dry run: would be copied).
     pub copied: u64,
     pub failed: u64,
-    /// Prefixes listed instead of the whole source prefix (the include filter's); 0: the whole.
-    pub list_prefixes: usize,
+    /// Which listing the run did, and in how many parts.
+    pub listing: super::listing::Scope,
+    pub list_parts: usize,
     /// Waiting for their turn when the run stopped: not attempted, new again to the next run.
     pub stopped: u64,
     pub deleted: u64,
@@ -129,7 +130,8 @@ impl Tally {
             "requests": self.requests_by_op(),
             "objects_filtered": self.filtered,
             "objects_stopped": self.stopped,
-            "list_prefixes": self.list_prefixes,
+            "listing": self.listing.as_str(),
+            "list_parts": self.list_parts,
             "unsupported": self.unsupported,
             "concurrency": self.concurrency,
             "causes": self.causes,

@@ -115,14 +115,23 @@ impl Reader {
 }
 
 impl Reader {
-    /// The completeness of each series of a spec with `[series]`, from the objects it holds at
-    /// its destination, read in key order (one series' state at a time in memory, not its
-    /// keys); and how many held keys match no series. `None` for a spec without `[series]`.
+    /// The completeness of each series of a spec with `[series]` at `now` (see
+    /// [`Reader::series`]), and how many held keys match no series.
     pub fn gaps(
         &self,
         spec: &crate::spec::Spec,
         now: chrono::DateTime<chrono::Utc>,
     ) -> Result<Option<(Vec<crate::spec::series::SeriesGaps>, u64)>> {
+        let (Some(opts), Some(gaps)) = (&spec.series, self.series(spec)?) else {
+            return Ok(None);
+        };
+        Ok(Some((gaps.report(opts, now), gaps.unmatched)))
+    }
+
+    /// The series of a spec with `[series]`, from the objects it holds at its destination,
+    /// read in key order (one series' state at a time in memory, not its keys). `None` for a
+    /// spec without `[series]`.
+    pub fn series(&self, spec: &crate::spec::Spec) -> Result<Option<crate::spec::series::Gaps>> {
         let Some(opts) = &spec.series else { return Ok(None) };
         let t = super::Target::of(spec);
         let prefix = &spec.destination.prefix;
@@ -146,6 +155,19 @@ impl Reader {
                 .map(|t| t.with_timezone(&chrono::Utc));
             gaps.add(opts, &key[prefix.len()..], run_id, at);
         }
-        Ok(Some((gaps.report(opts, now), gaps.unmatched)))
+        Ok(Some(gaps))
+    }
+
+    /// When the spec's last run that listed the whole source (`details.listing` = `full`) and
+    /// finished its listing started.
+    pub fn last_full_listing(&self, spec: &str) -> Result<Option<String>> {
+        self.conn
+            .query_row(
+                "SELECT max(started_at) FROM runs WHERE spec = ?1 AND status IN ('ok', 'partial')
+                   AND json_extract(details, '$.listing') = 'full'",
+                [spec],
+                |r| r.get(0),
+            )
+            .map_err(sqlite_err(&self.path))
     }
 }

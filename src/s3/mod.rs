@@ -590,6 +590,9 @@ impl PageEnds {
     }
 }
 
+/// Parts of a listing listed at once, at most (the series of a large archive are thousands).
+const PARTS_AT_ONCE: usize = 64;
+
 /// The key range `(after, until]` of each part, in part order: the one definition the listing
 /// and the planners share.
 pub fn key_ranges(split_keys: &[String]) -> impl Iterator<Item = (Option<&str>, Option<&str>)> {
@@ -609,18 +612,25 @@ impl Listing {
         Listing::of_parts(listers.collect())
     }
 
-    /// The keys under each of `prefixes` (none inside another), each a part, listed at once.
-    pub fn prefixes(client: &Client, bucket: &str, prefixes: &[String]) -> Listing {
-        Listing::of_parts(prefixes.iter().map(|p| Lister::new(client.clone(), bucket, p)).collect())
+    /// The keys under each `(prefix, after)`: under the prefix and after the key, if one is
+    /// given. Each is a part; no key may be in two. At most `PARTS_AT_ONCE` are listed at once.
+    pub fn parts(client: &Client, bucket: &str, parts: &[(String, Option<String>)]) -> Listing {
+        let listers = parts
+            .iter()
+            .map(|(prefix, after)| Lister::range(client.clone(), bucket, prefix, after.clone(), None));
+        Listing::of_parts(listers.collect())
     }
 
     fn of_parts(listers: Vec<Lister>) -> Listing {
         let parts = listers.len();
-        let (tx, rx) = tokio::sync::mpsc::channel::<PartMessage>(2 * parts);
+        let (tx, rx) = tokio::sync::mpsc::channel::<PartMessage>(2 * parts.min(PARTS_AT_ONCE));
+        let at_once = std::sync::Arc::new(tokio::sync::Semaphore::new(PARTS_AT_ONCE));
         let mut tasks = tokio::task::JoinSet::new();
         for (i, mut lister) in listers.into_iter().enumerate() {
             let tx = tx.clone();
+            let at_once = at_once.clone();
             tasks.spawn(async move {
+                let _turn = at_once.acquire_owned().await;
                 loop {
                     let msg = lister.next_page().await;
                     let last = !matches!(msg, Ok(Some(_)));

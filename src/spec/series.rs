@@ -219,6 +219,8 @@ fn parse_period(text: &str, monthly: bool) -> Option<Period> {
 struct Held {
     first: Period,
     last: Period,
+    /// The last period's key (relative to `source.prefix`).
+    last_key: String,
     /// When, and by which run, the last period's file was copied.
     last_copied: Option<DateTime<Utc>>,
     last_run: i64,
@@ -258,6 +260,25 @@ impl SeriesGaps {
     }
 }
 
+/// Where one series stands, for a run that lists only what can be new.
+#[derive(Debug)]
+pub struct Tail<'a> {
+    pub last: Period,
+    /// The last period's key, relative to `source.prefix`.
+    pub last_key: &'a str,
+    /// The missing periods and the keys their files would have.
+    pub holes: Vec<(Period, String)>,
+}
+
+/// The key of `series` (its key with the date field left in) for `period`.
+pub fn key_of(series: &str, period: Period) -> String {
+    let field = match period {
+        Period::Day(_) => "{date}",
+        Period::Month(_) => "{month}",
+    };
+    series.replacen(field, &period.to_string(), 1)
+}
+
 /// At most this many overdue periods are counted at a series' end (a series stopped for good).
 const MAX_OVERDUE: u64 = 10_000;
 
@@ -271,6 +292,7 @@ impl Gaps {
         let held = self.series.entry(k.series).or_insert(Held {
             first: k.period,
             last: k.period,
+            last_key: key.to_string(),
             last_copied: copied_at,
             last_run: run_id,
             periods: 0,
@@ -290,10 +312,25 @@ impl Gaps {
                 p = p.next();
             }
             held.last = k.period;
+            held.last_key = key.to_string();
             held.last_copied = copied_at;
             held.last_run = run_id;
         }
         held.periods += 1;
+    }
+
+    /// Where each series stands: its last key and period, and its holes with their keys.
+    pub fn tails(&self) -> impl Iterator<Item = Tail<'_>> {
+        self.series.iter().map(|(series, h)| Tail {
+            last: h.last,
+            last_key: &h.last_key,
+            holes: h.missing.iter().map(|p| (*p, key_of(series, *p))).collect(),
+        })
+    }
+
+    /// Whether no key of any series is held (a first run).
+    pub fn is_empty(&self) -> bool {
+        self.series.is_empty()
     }
 
     /// Every series' completeness at `now`.

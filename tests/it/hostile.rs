@@ -344,7 +344,11 @@ async fn a_skewed_clock_fails_the_run_at_once() {
     assert_eq!(out.status.code(), Some(3), "{}", text(&out));
     let error: String = ws.sqlite().query_row("SELECT error FROM runs", [], |r| r.get(0)).unwrap();
     assert!(error.contains("RequestTimeTooSkewed") && error.contains("is unusable"), "{error}");
-    let read: Vec<_> = proxy.targets("GetObject").into_iter().filter(|(t, _)| t.len() > "/src-bucket/".len() && t.starts_with("/src-bucket/")).collect();
+    let read: Vec<_> = proxy
+        .targets("GetObject")
+        .into_iter()
+        .filter(|(t, _)| t.len() > "/src-bucket/".len() && t.starts_with("/src-bucket/"))
+        .collect();
     assert!(read.is_empty(), "no object was read: {read:?}");
     assert!(list(&c, "dst-bucket", "in/").await.is_empty());
 }

@@ -58,7 +58,10 @@ async fn an_include_filter_lists_only_its_prefixes_and_deletes_within_them() {
         .sqlite()
         .query_row("SELECT details FROM runs WHERE id = 1", [], |r| r.get(0))
         .unwrap();
-    assert!(details.contains("\"list_prefixes\":3"), "{details}");
+    assert!(
+        details.contains("\"listing\":\"prefixes\"") && details.contains("\"list_parts\":3"),
+        "{details}"
+    );
 
     // Upstream withdraws a SYM03 file and adds a SYM17 day: one delete, one copy.
     c.delete_object()

@@ -111,3 +111,130 @@ async fn gaps_name_the_planted_holes_and_overdue_series_on_both_servers() {
         );
     }
 }
+
+/// The `prefix=` and `start-after=` of every ListObjectsV2 of the source since the faults were set.
+fn source_listings(proxy: &s3syncd_testkit::proxy::FaultProxy) -> Vec<(String, String)> {
+    let field = |q: &str, name: &str| {
+        q.split('&')
+            .find_map(|kv| kv.strip_prefix(name))
+            .unwrap_or("")
+            .replace("%2F", "/")
+            .replace("%7B", "{")
+            .replace("%7D", "}")
+    };
+    proxy
+        .targets("ListObjectsV2")
+        .into_iter()
+        .filter(|(t, _)| t.starts_with("/src-bucket"))
+        .map(|(t, _)| {
+            let q = t.split_once('?').map_or(String::new(), |(_, q)| q.to_string());
+            (field(&q, "prefix="), field(&q, "start-after="))
+        })
+        .collect()
+}
+
+/// Between reconcile runs a run lists only what can be new: each series whose next day has
+/// ended, after its last held key, and each recent hole's key. It copies exactly the new day
+/// and the late hole; a republished old file and a new series wait for the full listing
+/// (`run --full`), which finds them; a series run deletes nothing.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_series_run_lists_only_what_can_be_new_and_the_full_run_the_rest() {
+    let moto = moto::Moto::start();
+    let server = S3Server::start();
+    let today = Utc::now().date_naive();
+    let day = |n: i64| (today - Duration::days(n)).format("%Y-%m-%d").to_string();
+    for (name, endpoint, c, keys) in both_servers(&moto, &server) {
+        create_bucket(&c, "src-bucket").await;
+        create_bucket(&c, "dst-bucket").await;
+        put_all(&c, "src-bucket", archive()).await;
+        let proxy = s3syncd_testkit::proxy::FaultProxy::start(&endpoint, vec![]);
+        let ws = Workspace::new(&[("src", &keys.0, &keys.1), ("dst", &keys.0, &keys.1)]);
+        let extra = "mode = \"stream\"\ndelete = true\nmax_delete = \"100%\"\n[series]\nkey = \"{symbol}/{interval}/{symbol}-{interval}-{date}.zip\"\n";
+        let spec = ws.seeded_spec("klines", &proxy.endpoint, "bronze/", extra);
+        let run = |args: &[&str]| {
+            let mut a = vec!["run", spec.to_str().unwrap()];
+            a.extend_from_slice(args);
+            let out = ws.run(&a);
+            assert_eq!(out.status.code(), Some(0), "{name}: {}", text(&out));
+        };
+        let last_run = || -> (i64, String) {
+            ws.sqlite()
+                .query_row("SELECT objects_copied, details FROM runs ORDER BY id DESC LIMIT 1", [], |r| {
+                    Ok((r.get(0)?, r.get(1)?))
+                })
+                .unwrap()
+        };
+        run(&[]); // the first run lists everything
+        assert!(last_run().1.contains("\"listing\":\"full\""), "{name}");
+
+        // Upstream: A's next day, C's late hole (day 6), a republished old A file, a new
+        // series D, and an A file withdrawn.
+        let zip = |s: &str, d: i64| format!("data/{s}USDT/1m/{s}USDT-1m-{}.zip", day(d));
+        put_all(
+            &c,
+            "src-bucket",
+            vec![
+                (zip("A", 1), b"A 1\n".to_vec()),
+                (format!("{}.CHECKSUM", zip("A", 1)), b"1  x.zip\n".to_vec()),
+                (zip("C", 6), b"C 6 late\n".to_vec()),
+                (zip("A", 9), b"A 9 republished\n".to_vec()),
+                (zip("D", 3), b"D 3\n".to_vec()),
+            ],
+        )
+        .await;
+        c.delete_object().bucket("src-bucket").key(zip("A", 10)).send().await.unwrap();
+        proxy.set_faults(vec![]);
+        run(&[]);
+        let (copied, details) = last_run();
+        assert!(details.contains("\"listing\":\"series\""), "{name}: {details}");
+        assert_eq!(copied, 3, "{name}: A's new day with its sidecar, and C's late day");
+        let lists = source_listings(&proxy);
+        let folder = |s: &str| format!("data/{s}USDT/1m/");
+        let mut want = vec![
+            (folder("A"), zip("A", 2)),
+            (folder("B"), zip("B", 5)),
+            (folder("C"), zip("C", 2)),
+            (zip("B", 8), String::new()),
+            (zip("C", 6), String::new()),
+            (zip("C", 7), String::new()),
+        ];
+        want.sort();
+        let mut got = lists.clone();
+        got.sort();
+        assert_eq!(got, want, "{name}: three due folders after their last key, three holes");
+        assert_eq!(
+            get(&c, "dst-bucket", &zip("A", 9).replace("data/", "bronze/")).await.as_deref(),
+            Some(&b"A 9\n"[..]),
+            "{name}"
+        );
+        assert!(
+            get(&c, "dst-bucket", &zip("A", 10).replace("data/", "bronze/")).await.is_some(),
+            "{name}: a series run deletes nothing"
+        );
+
+        // Right after: A's next day cannot exist yet, so A costs nothing.
+        proxy.set_faults(vec![]);
+        run(&[]);
+        assert!(
+            source_listings(&proxy).iter().all(|(p, _)| *p != folder("A")),
+            "{name}: {:?}",
+            source_listings(&proxy)
+        );
+
+        // The full listing finds what series runs cannot: the republished file, the new
+        // series, the withdrawn file.
+        run(&["--full"]);
+        let (copied, details) = last_run();
+        assert!(details.contains("\"listing\":\"full\""), "{name}: {details}");
+        assert_eq!(copied, 2, "{name}: A's republished day and D's");
+        assert_eq!(
+            get(&c, "dst-bucket", &zip("A", 9).replace("data/", "bronze/")).await.as_deref(),
+            Some(&b"A 9 republished\n"[..]),
+            "{name}"
+        );
+        assert!(
+            get(&c, "dst-bucket", &zip("A", 10).replace("data/", "bronze/")).await.is_none(),
+            "{name}: deleted after the full listing"
+        );
+    }
+}

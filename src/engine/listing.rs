@@ -1,0 +1,152 @@
+//! What a run lists: the whole source prefix (in key ranges), only the prefixes an include
+//! filter names, or, for a spec with `[series]` between reconcile runs, only what can be new:
+//! each series' folder after its last held key, once its next period has ended, and each
+//! recent hole's key.
+
+use super::planning::split_keys;
+use super::EngineError;
+use crate::manifest::{Reader, Target};
+use crate::plan::Planner;
+use crate::s3::{self, Listing};
+use crate::spec::series::Gaps;
+use crate::spec::Spec;
+use chrono::{DateTime, Utc};
+use std::collections::BTreeMap;
+
+/// Holes older than this (their period's end) are probed no more: the reconcile run finds them.
+pub const HOLE_AGE: chrono::TimeDelta = chrono::TimeDelta::days(35);
+
+/// Which listing a run does (`details.listing`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Scope {
+    /// The whole source prefix: the only listing after which deletes may follow.
+    #[default]
+    Full,
+    /// The include filter's prefixes.
+    Prefixes,
+    /// Between reconcile runs of a spec with `[series]`: only what can be new.
+    Series,
+}
+
+impl Scope {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Scope::Full => "full",
+            Scope::Prefixes => "prefixes",
+            Scope::Series => "series",
+        }
+    }
+}
+
+/// A run's listing and a planner for each of its parts.
+pub(super) struct Plan<'a> {
+    pub scope: Scope,
+    pub listing: Listing,
+    pub planners: Vec<Planner<'a>>,
+    /// Parts listed (for the log and `details`).
+    pub parts: usize,
+}
+
+/// Chooses and starts the listing of a run of `spec`. `full` forces a full listing (`run --full`).
+pub(super) fn start<'a>(
+    reader: &Reader,
+    target: &Target,
+    spec: &'a Spec,
+    client: &aws_sdk_s3::Client,
+    full: bool,
+) -> Result<Plan<'a>, EngineError> {
+    let bucket = &spec.source.bucket;
+    if let Some(parts) = series_parts(reader, spec, full, Utc::now())? {
+        tracing::info!(parts = parts.len(), "series run: listing only what can be new");
+        let planners = parts
+            .iter()
+            .map(|(prefix, after)| Planner::under(spec, prefix, after.as_deref()))
+            .collect();
+        return Ok(Plan {
+            scope: Scope::Series,
+            parts: parts.len(),
+            listing: Listing::parts(client, bucket, &parts),
+            planners,
+        });
+    }
+    if !spec.filter.list_prefixes.is_empty() {
+        // The include filter names where its keys start: only those prefixes are listed.
+        let parts: Vec<(String, Option<String>)> = spec
+            .filter
+            .list_prefixes
+            .iter()
+            .map(|p| (format!("{}{p}", spec.source.prefix), None))
+            .collect();
+        tracing::info!(prefixes = parts.len(), "listing only the prefixes the include filter names");
+        let planners = parts.iter().map(|(p, _)| Planner::under(spec, p, None)).collect();
+        return Ok(Plan {
+            scope: Scope::Prefixes,
+            parts: parts.len(),
+            listing: Listing::parts(client, bucket, &parts),
+            planners,
+        });
+    }
+    let (split, cut_by) = split_keys(reader, target, spec)?;
+    let planners: Vec<Planner> = s3::key_ranges(&split)
+        .map(|(after, until)| Planner::part(spec, after, until))
+        .collect();
+    if planners.len() > 1 {
+        tracing::info!(partitions = planners.len(), cut_by, "listing the source in key ranges at once");
+    }
+    Ok(Plan {
+        scope: Scope::Full,
+        parts: planners.len(),
+        listing: Listing::start(client, bucket, &spec.source.prefix, &split),
+        planners,
+    })
+}
+
+/// The parts of a series run, or `None` when this run lists in full: no `[series]`, `--full`,
+/// no series held yet, or a `reconcile` tick since the last full listing.
+fn series_parts(
+    reader: &Reader,
+    spec: &Spec,
+    full: bool,
+    now: DateTime<Utc>,
+) -> Result<Option<Vec<(String, Option<String>)>>, EngineError> {
+    let Some(opts) = spec.series.as_ref().filter(|_| !full) else {
+        return Ok(None);
+    };
+    let last_full = reader.last_full_listing(&spec.name)?;
+    let reconcile_due = match last_full.as_deref().and_then(|t| DateTime::parse_from_rfc3339(t).ok()) {
+        None => true,
+        Some(at) => opts.reconcile.next_after(at.with_timezone(&Utc)).is_some_and(|tick| tick <= now),
+    };
+    if reconcile_due {
+        return Ok(None);
+    }
+    let Some(gaps) = reader.series(spec)? else { return Ok(None) };
+    if gaps.is_empty() {
+        return Ok(None);
+    }
+    Ok(Some(parts_of(&gaps, &spec.source.prefix, now)))
+}
+
+/// Each folder holding a series whose next period has ended, listed after the least last key
+/// of those series; and the key of each hole whose period ended within `HOLE_AGE`. No key is
+/// in two parts: holes lie before their series' last key.
+pub fn parts_of(gaps: &Gaps, source_prefix: &str, now: DateTime<Utc>) -> Vec<(String, Option<String>)> {
+    let mut folders: BTreeMap<String, String> = BTreeMap::new();
+    let mut holes = Vec::new();
+    for tail in gaps.tails() {
+        if tail.last.next().end() <= now {
+            let folder = tail.last_key.rfind('/').map_or("", |i| &tail.last_key[..=i]);
+            let after = format!("{source_prefix}{}", tail.last_key);
+            folders
+                .entry(format!("{source_prefix}{folder}"))
+                .and_modify(|a| *a = a.clone().min(after.clone()))
+                .or_insert(after);
+        }
+        for (period, key) in tail.holes {
+            if period.end() + HOLE_AGE > now {
+                holes.push((format!("{source_prefix}{key}"), None));
+            }
+        }
+    }
+    folders.into_iter().map(|(f, a)| (f, Some(a))).chain(holes).collect()
+}
