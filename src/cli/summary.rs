@@ -34,12 +34,22 @@ fn dry_run(r: &RunReport) -> String {
     s
 }
 
+/// Which listing the run did, when not the whole source prefix.
+fn listing(t: &crate::engine::Tally) -> String {
+    use crate::engine::listing::Scope;
+    match t.listing {
+        Scope::Series => format!("; series run: {} parts (due series after their last key, recent holes)", t.list_parts),
+        Scope::Prefixes => format!("; {} prefixes of the include filter", t.list_parts),
+        Scope::Full => String::new(),
+    }
+}
+
 fn finished(r: &RunReport) -> String {
     let t = &r.tally;
     let mut s = String::new();
     let secs = r.wall.as_secs_f64().max(1e-9);
     let _ = writeln!(s, "s3syncd run {} (run {}): {} in {:.2} s", r.spec, r.run_id, r.status, secs);
-    let _ = writeln!(s, "  listed        {} objects ({} excluded by filter)", t.listed, t.filtered);
+    let _ = writeln!(s, "  listed        {} objects ({} excluded by filter){}", t.listed, t.filtered, listing(t));
     let modes: Vec<String> = t.modes.iter().map(|(m, c)| format!("{m} {}", c.objects)).collect();
     let modes = if modes.is_empty() {
         String::new()

@@ -7,7 +7,7 @@ use super::planning::split_keys;
 use super::EngineError;
 use crate::manifest::{Reader, Target};
 use crate::plan::Planner;
-use crate::s3::{self, Listing};
+use crate::s3::{self, ListPart, Listing};
 use crate::spec::series::Gaps;
 use crate::spec::Spec;
 use chrono::{DateTime, Utc};
@@ -71,7 +71,7 @@ pub(super) fn start<'a>(
     }
     if !spec.filter.list_prefixes.is_empty() {
         // The include filter names where its keys start: only those prefixes are listed.
-        let parts: Vec<(String, Option<String>)> = spec
+        let parts: Vec<ListPart> = spec
             .filter
             .list_prefixes
             .iter()
@@ -103,12 +103,7 @@ pub(super) fn start<'a>(
 
 /// The parts of a series run, or `None` when this run lists in full: no `[series]`, `--full`,
 /// no series held yet, or a `reconcile` tick since the last full listing.
-fn series_parts(
-    reader: &Reader,
-    spec: &Spec,
-    full: bool,
-    now: DateTime<Utc>,
-) -> Result<Option<Vec<(String, Option<String>)>>, EngineError> {
+fn series_parts(reader: &Reader, spec: &Spec, full: bool, now: DateTime<Utc>) -> Result<Option<Vec<ListPart>>, EngineError> {
     let Some(opts) = spec.series.as_ref().filter(|_| !full) else {
         return Ok(None);
     };
@@ -130,7 +125,7 @@ fn series_parts(
 /// Each folder holding a series whose next period has ended, listed after the least last key
 /// of those series; and the key of each hole whose period ended within `HOLE_AGE`. No key is
 /// in two parts: holes lie before their series' last key.
-pub fn parts_of(gaps: &Gaps, source_prefix: &str, now: DateTime<Utc>) -> Vec<(String, Option<String>)> {
+pub fn parts_of(gaps: &Gaps, source_prefix: &str, now: DateTime<Utc>) -> Vec<ListPart> {
     let mut folders: BTreeMap<String, String> = BTreeMap::new();
     let mut holes = Vec::new();
     for tail in gaps.tails() {

@@ -13,7 +13,7 @@ mod copying;
 mod finishing;
 mod lake;
 mod limit;
-mod listing;
+pub mod listing;
 mod notify;
 mod observe;
 mod planning;

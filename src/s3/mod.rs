@@ -590,6 +590,9 @@ impl PageEnds {
     }
 }
 
+/// One part of a listing: the keys under a prefix, after a key if one is given.
+pub type ListPart = (String, Option<String>);
+
 /// Parts of a listing listed at once, at most (the series of a large archive are thousands).
 const PARTS_AT_ONCE: usize = 64;
 
@@ -614,7 +617,7 @@ impl Listing {
 
     /// The keys under each `(prefix, after)`: under the prefix and after the key, if one is
     /// given. Each is a part; no key may be in two. At most `PARTS_AT_ONCE` are listed at once.
-    pub fn parts(client: &Client, bucket: &str, parts: &[(String, Option<String>)]) -> Listing {
+    pub fn parts(client: &Client, bucket: &str, parts: &[ListPart]) -> Listing {
         let listers = parts
             .iter()
             .map(|(prefix, after)| Lister::range(client.clone(), bucket, prefix, after.clone(), None));
