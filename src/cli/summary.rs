@@ -38,7 +38,10 @@ fn dry_run(r: &RunReport) -> String {
 fn listing(t: &crate::engine::Tally) -> String {
     use crate::engine::listing::Scope;
     match t.listing {
-        Scope::Series => format!("; series run: {} parts (due series after their last key, recent holes)", t.list_parts),
+        Scope::Series => format!(
+            "; series run: {} parts (due series after their last key, recent holes)",
+            t.list_parts
+        ),
         Scope::Prefixes => format!("; {} prefixes of the include filter", t.list_parts),
         Scope::Full => String::new(),
     }
@@ -49,7 +52,13 @@ fn finished(r: &RunReport) -> String {
     let mut s = String::new();
     let secs = r.wall.as_secs_f64().max(1e-9);
     let _ = writeln!(s, "s3syncd run {} (run {}): {} in {:.2} s", r.spec, r.run_id, r.status, secs);
-    let _ = writeln!(s, "  listed        {} objects ({} excluded by filter){}", t.listed, t.filtered, listing(t));
+    let _ = writeln!(
+        s,
+        "  listed        {} objects ({} excluded by filter){}",
+        t.listed,
+        t.filtered,
+        listing(t)
+    );
     let modes: Vec<String> = t.modes.iter().map(|(m, c)| format!("{m} {}", c.objects)).collect();
     let modes = if modes.is_empty() {
         String::new()

@@ -489,3 +489,28 @@ async fn an_edit_to_the_target_of_a_linked_spec_is_reloaded() {
         d.log()
     );
 }
+
+/// Runs that a dead process left `running` are closed by the daemon at start (`interrupted`,
+/// with why), so that audits never show a run going on that is not.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_daemon_closes_runs_a_dead_process_left_running() {
+    let (server, _c, ws) = seeded(&[("data/a.csv".to_string(), b"a\n".to_vec())]).await;
+    strict(&ws);
+    let spec = ws.seeded_spec("feed", &server.endpoint, "in/", "");
+    let out = ws.run(&["run", spec.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    ws.sqlite()
+        .execute(
+            "INSERT INTO runs (spec, started_at, status) VALUES ('feed', '2026-01-01T00:00:00.000Z', 'running')",
+            [],
+        )
+        .unwrap();
+    let d = Daemon::start(&ws);
+    assert!(eventually(10, || async { d.log().contains("daemon started") }).await, "{}", d.log());
+    let (status, error): (String, String) = ws
+        .sqlite()
+        .query_row("SELECT status, error FROM runs WHERE id = 2", [], |r| Ok((r.get(0)?, r.get(1)?)))
+        .unwrap();
+    assert_eq!(status, "interrupted", "{}", d.log());
+    assert!(error.contains("ended before it could record its end"), "{error}");
+}

@@ -411,3 +411,18 @@ async fn a_refused_keep_previous_leaves_the_object_untouched() {
         Some(&b"row 0\n"[..])
     );
 }
+
+/// A new manifest is made at the current schema in one step: one log line, not one per
+/// upgrade.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_new_manifest_is_created_in_one_step() {
+    let (server, _c, ws) = seeded(&small(1)).await;
+    let spec = ws.seeded_spec("fresh", &server.endpoint, "in/", "");
+    let out = ws.run(&["run", spec.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    let log = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(log.matches("manifest created").count(), 1, "{log}");
+    assert!(!log.contains("schema upgraded"), "{log}");
+    let version: i64 = ws.sqlite().query_row("PRAGMA user_version", [], |r| r.get(0)).unwrap();
+    assert!(version >= 7, "{version}");
+}

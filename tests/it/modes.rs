@@ -158,6 +158,16 @@ async fn a_slowdown_storm_slows_the_run_and_fails_nothing() {
     let (capped, forwarded) = proxy.capped();
     eprintln!("{}\ncapped {capped} forwarded {forwarded}", text(&out));
     assert!(capped > 0, "the cap was reached ({forwarded} forwarded)");
+    // The run slowed: the pace engaged, and most attempts were admitted.
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("the server throttled: copies were paced"),
+        "{}",
+        text(&out)
+    );
+    assert!(
+        capped < forwarded,
+        "{capped} refused beside {forwarded} admitted: the run did not slow down"
+    );
     assert_copied(&c, "dst-bucket", "x/", &objects).await;
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(stdout.contains("failed        0 objects"), "{stdout}");
