@@ -412,7 +412,8 @@ pub fn clean_staging(dir: &std::path::Path) -> std::io::Result<usize> {
     match std::fs::read_dir(dir) {
         Ok(entries) => {
             for e in entries.flatten() {
-                if e.file_type().is_ok_and(|t| t.is_file()) && std::fs::remove_file(e.path()).is_ok() {
+                // A link is removed, never followed: its target stays untouched.
+                if e.file_type().is_ok_and(|t| t.is_file() || t.is_symlink()) && std::fs::remove_file(e.path()).is_ok() {
                     removed += 1;
                 }
             }

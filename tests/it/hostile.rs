@@ -426,3 +426,26 @@ async fn a_new_manifest_is_created_in_one_step() {
     let version: i64 = ws.sqlite().query_row("PRAGMA user_version", [], |r| r.get(0)).unwrap();
     assert!(version >= 7, "{version}");
 }
+
+/// Symbolic links planted in the staging directory, named as the run's staging files would be
+/// and pointing at a file of the host: the run removes them without following them, copies
+/// every object, and the file they pointed at keeps its bytes.
+#[tokio::test(flavor = "multi_thread")]
+async fn links_planted_in_staging_are_removed_not_followed() {
+    let objects = small(3);
+    let (server, c, ws) = seeded(&objects).await;
+    let victim = ws.path().join("victim.txt");
+    std::fs::write(&victim, "precious\n").unwrap();
+    let staging = ws.path().join("state/staging/planted");
+    std::fs::create_dir_all(&staging).unwrap();
+    for n in 0..3 {
+        std::os::unix::fs::symlink(&victim, staging.join(format!("1-{n}.part"))).unwrap();
+    }
+    let spec = ws.seeded_spec("planted", &server.endpoint, "in/", "mode = \"staged\"\n");
+    let out = ws.run(&["run", spec.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    assert_eq!(std::fs::read_to_string(&victim).unwrap(), "precious\n");
+    assert_eq!(list(&c, "dst-bucket", "in/").await.len(), objects.len());
+    let left: Vec<_> = std::fs::read_dir(&staging).unwrap().map(|e| e.unwrap().file_name()).collect();
+    assert!(left.is_empty(), "{left:?}");
+}
