@@ -141,6 +141,23 @@ async fn a_failed_or_truncated_listing_never_deletes() {
         "deleted after a truncated listing"
     );
 
+    // A page out of key order (its first two entries swapped): no deletes.
+    proxy.set_faults(vec![
+        Fault::always("ListObjectsV2", Action::ReorderedListing).only_not_under("/dst-bucket")
+    ]);
+    let out = ws.run(&["run", spec.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("is not in key order"),
+        "{}",
+        text(&out)
+    );
+    assert_eq!(
+        list(&c, "dst-bucket", "m/").await.len(),
+        dest_count,
+        "deleted after a listing out of key order"
+    );
+
     // A complete listing: exactly the five are deleted and recorded.
     proxy.set_faults(vec![]);
     let out = ws.run(&["run", spec.to_str().unwrap()]);

@@ -54,6 +54,8 @@ pub enum Action {
     StallAfter(std::time::Duration),
     /// Forward a listing page, rewritten to say `IsTruncated=true` with no continuation token.
     TruncatedListingWithoutToken,
+    /// Forward a listing page with its first two entries swapped: out of key order.
+    ReorderedListing,
     /// Forward, then flip one byte in the middle of the response body (same length).
     Corrupt,
 }
@@ -496,6 +498,12 @@ async fn handle(
             parts.headers.remove("content-length");
             Ok(Response::from_parts(parts, full(xml)))
         }
+        Some(Action::ReorderedListing) => {
+            let (mut parts, body) = resp.into_parts();
+            let xml = String::from_utf8_lossy(&body.collect().await?.to_bytes()).into_owned();
+            parts.headers.remove("content-length");
+            Ok(Response::from_parts(parts, full(swap_first_two(&xml, "<Contents>", "</Contents>"))))
+        }
         _ => {
             let mut resp = resp.map(|b| b.map_err(BoxError::from).boxed());
             if let Some(home) = home {
@@ -504,6 +512,18 @@ async fn handle(
             Ok(resp)
         }
     }
+}
+
+/// `xml` with its first two `open`...`close` elements swapped (unchanged with fewer than two).
+fn swap_first_two(xml: &str, open: &str, close: &str) -> String {
+    let element = |from: usize| {
+        let a = from + xml[from..].find(open)?;
+        let b = a + xml[a..].find(close)? + close.len();
+        Some((a, b))
+    };
+    let Some((a1, b1)) = element(0) else { return xml.to_string() };
+    let Some((a2, b2)) = element(b1) else { return xml.to_string() };
+    format!("{}{}{}{}{}", &xml[..a1], &xml[a2..b2], &xml[b1..a2], &xml[a1..b1], &xml[b2..])
 }
 
 fn full(s: impl Into<Bytes>) -> Body {
