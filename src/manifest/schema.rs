@@ -188,3 +188,67 @@ pub fn migrate(conn: &Connection, path: &Path) -> Result<()> {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A manifest of `version`, built by its own steps, holding one verified object and one run.
+    fn at_version(version: i64) -> Connection {
+        let conn = Connection::open_in_memory().unwrap();
+        let steps = STEPS[..version as usize].join(";\n");
+        conn.execute_batch(&format!("{steps}; PRAGMA user_version = {version};")).unwrap();
+        if version < 3 {
+            conn.execute(
+                "INSERT INTO objects (spec, dest_key, source_key, size, etag, copied_at, mode, run_id, verified)
+                 VALUES ('feed', 'b/a.zip', 'a/a.zip', 3, 'abc', '2026-11-01T00:00:00.000Z', 'direct', 1, 'etag')",
+                [],
+            )
+        } else {
+            conn.execute(
+                "INSERT INTO objects (spec, dest_endpoint, dest_bucket, dest_key, source_endpoint, source_bucket, source_key, size, etag,
+                   copied_at, mode, run_id, verified, checksum)
+                 VALUES ('feed', 'loopback:9000', 'dst', 'b/a.zip', 'loopback:9000', 'src', 'a/a.zip', 3, 'abc',
+                   '2026-11-01T00:00:00.000Z', 'direct', 1, 'etag', 'md5:abc')",
+                [],
+            )
+        }
+        .unwrap();
+        conn.execute(
+            "INSERT INTO runs (spec, started_at, finished_at, status) VALUES ('feed', '2026-11-01T00:00:00.000Z', '2026-11-01T00:00:01.000Z', 'ok')",
+            [],
+        )
+        .unwrap();
+        conn
+    }
+
+    #[test]
+    fn every_past_version_upgrades_with_its_rows_and_a_newer_one_is_refused() {
+        for version in 1..VERSION {
+            let conn = at_version(version);
+            migrate(&conn, Path::new("manifest.db")).unwrap();
+            let found: i64 = conn.pragma_query_value(None, "user_version", |r| r.get(0)).unwrap();
+            assert_eq!(found, VERSION, "from {version}");
+            let (key, checksum): (String, Option<String>) = conn
+                .query_row("SELECT dest_key, checksum FROM objects WHERE spec = 'feed'", [], |r| {
+                    Ok((r.get(0)?, r.get(1)?))
+                })
+                .unwrap();
+            assert_eq!((key.as_str(), checksum.as_deref()), ("b/a.zip", Some("md5:abc")), "from {version}");
+            let delivered: Option<String> = conn.query_row("SELECT delivered_at FROM runs", [], |r| r.get(0)).unwrap();
+            // Runs from before deliveries existed count as delivered (no backlog); later ones
+            // keep their state.
+            assert_eq!(delivered.is_some(), version < 5, "from {version}");
+            let id: String = conn
+                .query_row("SELECT value FROM meta WHERE name = 'manifest_id'", [], |r| r.get(0))
+                .unwrap();
+            assert_eq!(id.len(), 16, "from {version}");
+        }
+        let conn = at_version(VERSION);
+        conn.execute_batch(&format!("PRAGMA user_version = {};", VERSION + 1)).unwrap();
+        assert!(matches!(
+            migrate(&conn, Path::new("manifest.db")),
+            Err(ManifestError::TooNew { found, .. }) if found == VERSION + 1
+        ));
+    }
+}
