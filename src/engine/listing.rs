@@ -14,7 +14,7 @@ use chrono::{DateTime, Utc};
 use std::collections::BTreeMap;
 
 /// Holes older than this (their period's end) are probed no more: the reconcile run finds them.
-pub const HOLE_AGE: chrono::TimeDelta = chrono::TimeDelta::days(35);
+const HOLE_AGE: chrono::TimeDelta = chrono::TimeDelta::days(35);
 
 /// Which listing a run does (`details.listing`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -125,7 +125,7 @@ fn series_parts(reader: &Reader, spec: &Spec, full: bool, now: DateTime<Utc>) ->
 /// Each folder holding a series whose next period has ended, listed after the least last key
 /// of those series; and the key of each hole whose period ended within `HOLE_AGE`. No key is
 /// in two parts: holes lie before their series' last key.
-pub fn parts_of(gaps: &Gaps, source_prefix: &str, now: DateTime<Utc>) -> Vec<ListPart> {
+fn parts_of(gaps: &Gaps, source_prefix: &str, now: DateTime<Utc>) -> Vec<ListPart> {
     let mut folders: BTreeMap<String, String> = BTreeMap::new();
     let mut holes = Vec::new();
     for tail in gaps.tails() {
