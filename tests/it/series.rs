@@ -5,12 +5,15 @@
 use crate::util::*;
 use chrono::{Duration, Utc};
 
+/// The day `n` days before today (UTC), as the archive's keys write it.
+fn day(n: i64) -> String {
+    (Utc::now().date_naive() - Duration::days(n)).format("%Y-%m-%d").to_string()
+}
+
 /// Three daily series with their sidecars, dated back from today: A complete to the day
 /// before yesterday; B with a hole 8 days ago and stopped 5 days ago (overdue); C with two
 /// holes; and a key in no series.
 fn archive() -> Vec<(String, Vec<u8>)> {
-    let today = Utc::now().date_naive();
-    let day = |n: i64| (today - Duration::days(n)).format("%Y-%m-%d").to_string();
     let mut out = Vec::new();
     for (sym, days) in [
         ("A", (2..=10).collect::<Vec<i64>>()),
@@ -31,8 +34,6 @@ fn archive() -> Vec<(String, Vec<u8>)> {
 async fn gaps_name_the_planted_holes_and_overdue_series_on_both_servers() {
     let moto = moto::Moto::start();
     let server = S3Server::start();
-    let today = Utc::now().date_naive();
-    let day = |n: i64| (today - Duration::days(n)).format("%Y-%m-%d").to_string();
     for (name, endpoint, c, keys) in both_servers(&moto, &server) {
         create_bucket(&c, "src-bucket").await;
         create_bucket(&c, "dst-bucket").await;
@@ -141,8 +142,6 @@ fn source_listings(proxy: &s3syncd_testkit::proxy::FaultProxy) -> Vec<(String, S
 async fn a_series_run_lists_only_what_can_be_new_and_the_full_run_the_rest() {
     let moto = moto::Moto::start();
     let server = S3Server::start();
-    let today = Utc::now().date_naive();
-    let day = |n: i64| (today - Duration::days(n)).format("%Y-%m-%d").to_string();
     for (name, endpoint, c, keys) in both_servers(&moto, &server) {
         create_bucket(&c, "src-bucket").await;
         create_bucket(&c, "dst-bucket").await;
