@@ -55,6 +55,9 @@ impl Run {
         }
         // Everything recorded so far is committed, or counted as lost.
         let _ = self.engine.writer.flush().await;
+        if !self.opts.dry_run {
+            tally.series = self.series_totals();
+        }
         let unrecorded = self.unrecorded();
         tally.requests = self.requests.by_result();
         tally.unsupported = self.transferer.unsupported();
@@ -120,6 +123,20 @@ impl Run {
         report.delivery_failed = Some(failed);
         if let Err(e) = self.engine.writer.flush().await {
             tracing::warn!(error = %e, "could not record the failed delivery");
+        }
+    }
+
+    /// The spec's series as the manifest now holds them, for the run row, the gauges and the
+    /// `gap` notification; `None` without `[series]`.
+    fn series_totals(&self) -> Option<crate::spec::series::Totals> {
+        self.spec.series.as_ref()?;
+        let read = crate::manifest::Reader::open(self.engine.writer.path()).and_then(|r| r.gaps(&self.spec, chrono::Utc::now()));
+        match read {
+            Ok(found) => found.map(|(series, _)| crate::spec::series::Totals::of(series)),
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot read the series' completeness");
+                None
+            }
         }
     }
 

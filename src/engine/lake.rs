@@ -250,8 +250,9 @@ pub(super) async fn after_run(engine: &Engine, spec: &Spec, report: &RunReport) 
             engine.notifications.send(&notifiers, "revised", &b);
         }
     }
-    if spec.series.is_some() {
-        series_gauges(spec, &reader);
+    if let Some(totals) = &t.series {
+        crate::metrics::series(&spec.name, totals.missing, totals.overdue);
+        gap(engine, spec, &reader, report.run_id, totals, &notifiers, |line| body("gap", line));
     }
     if let Some(window) = spec.feed.stale_after {
         freshness(engine, spec, &reader, window, &notifiers, |line| body("stale", line));
@@ -299,18 +300,32 @@ fn freshness(
     }
 }
 
-/// `s3syncd_series_missing` and `s3syncd_series_overdue` for a spec with `[series]`, from a
-/// read of the objects it holds (one pass in key order).
-fn series_gauges(spec: &Spec, reader: &Reader) {
-    match reader.gaps(spec, chrono::Utc::now()) {
-        Ok(Some((series, _))) => {
-            let missing = series.iter().map(|g| g.missing.len() as u64).sum();
-            let overdue = series.iter().filter(|g| g.overdue_periods > 0).count() as u64;
-            crate::metrics::series(&spec.name, missing, overdue);
-        }
-        Ok(None) => {}
-        Err(e) => tracing::warn!(error = %e, "cannot read the series' completeness"),
+/// A `gap` notification when a run finds more periods missing, or more series overdue, than
+/// the run before it recorded: a new hole or a newly overdue series is told once, not after
+/// every run while it lasts. The body names up to 100 series.
+fn gap(
+    engine: &Engine,
+    spec: &Spec,
+    reader: &Reader,
+    run_id: i64,
+    totals: &crate::spec::series::Totals,
+    notifiers: &[crate::spec::Notifier],
+    body: impl Fn(&str) -> serde_json::Value,
+) {
+    let (missing, overdue) = reader.series_before(&spec.name, run_id).unwrap_or_default();
+    if totals.missing <= missing && totals.overdue <= overdue {
+        return;
     }
+    let line = format!(
+        "s3syncd: feed {}: {} periods missing inside its series (was {missing}), {} series overdue (was {overdue})",
+        spec.name, totals.missing, totals.overdue
+    );
+    tracing::warn!("{line}");
+    let mut b = body(&line);
+    b["series_missing"] = totals.missing.into();
+    b["series_overdue"] = totals.overdue.into();
+    b["series"] = serde_json::to_value(&totals.gapped).unwrap_or_default();
+    engine.notifications.send(notifiers, "gap", &b);
 }
 
 fn humanize(d: std::time::Duration) -> String {

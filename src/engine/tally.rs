@@ -24,6 +24,8 @@ pub struct Tally {
     /// Copied and verified (in a dry run: would be copied).
     pub copied: u64,
     pub failed: u64,
+    /// The spec's series after the run (`[series]`).
+    pub series: Option<crate::spec::series::Totals>,
     /// Which listing the run did, and in how many parts.
     pub listing: super::listing::Scope,
     pub list_parts: usize,
@@ -130,6 +132,8 @@ impl Tally {
             "requests": self.requests_by_op(),
             "objects_filtered": self.filtered,
             "objects_stopped": self.stopped,
+            "series_missing": self.series.as_ref().map(|s| s.missing),
+            "series_overdue": self.series.as_ref().map(|s| s.overdue),
             "listing": self.listing.as_str(),
             "list_parts": self.list_parts,
             "unsupported": self.unsupported,

@@ -2,7 +2,7 @@
 //! constant memory over millions of rows.
 
 use super::{object_from_row, run_from_row, sqlite_err, ObjectRow, Reader, Result, RunRow, OBJECT_COLUMNS, RUN_COLUMNS};
-use rusqlite::params;
+use rusqlite::{params, OptionalExtension};
 
 /// Which objects `ls` and `export` show.
 #[derive(Debug, Default, Clone)]
@@ -156,6 +156,22 @@ impl Reader {
             gaps.add(opts, &key[prefix.len()..], run_id, at);
         }
         Ok(Some(gaps))
+    }
+
+    /// The series counts (missing periods, overdue series) the last run of `spec` before
+    /// `run_id` recorded; (0, 0) when none did.
+    pub fn series_before(&self, spec: &str, run_id: i64) -> Result<(u64, u64)> {
+        self.conn
+            .query_row(
+                "SELECT coalesce(json_extract(details, '$.series_missing'), 0), coalesce(json_extract(details, '$.series_overdue'), 0)
+                   FROM runs WHERE spec = ?1 AND id < ?2 AND json_extract(details, '$.series_missing') IS NOT NULL
+                   ORDER BY id DESC LIMIT 1",
+                params![spec, run_id],
+                |r| Ok((r.get::<_, i64>(0)? as u64, r.get::<_, i64>(1)? as u64)),
+            )
+            .optional()
+            .map(Option::unwrap_or_default)
+            .map_err(sqlite_err(&self.path))
     }
 
     /// When the spec's last run that listed the whole source (`details.listing` = `full`) and

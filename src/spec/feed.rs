@@ -32,9 +32,18 @@ pub enum Deliveries {
 }
 
 /// The events a notifier can be told of.
-pub const EVENTS: &[&str] = &["failed", "partial", "interrupted", "ok", "stale", "revised", "delivery_failed"];
+pub const EVENTS: &[&str] = &[
+    "failed",
+    "partial",
+    "interrupted",
+    "ok",
+    "stale",
+    "revised",
+    "delivery_failed",
+    "gap",
+];
 /// Without `events`: everything but `ok`, which would post after every quiet run.
-const DEFAULT_EVENTS: &[&str] = &["failed", "partial", "interrupted", "stale", "revised", "delivery_failed"];
+const DEFAULT_EVENTS: &[&str] = &["failed", "partial", "interrupted", "stale", "revised", "delivery_failed", "gap"];
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum NotifyFormat {

@@ -238,7 +238,7 @@ pub struct Gaps {
 }
 
 /// One series' completeness, as `manifest gaps` prints it.
-#[derive(Debug, Clone, serde::Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct SeriesGaps {
     pub series: String,
     pub first: String,
@@ -277,6 +277,25 @@ pub fn key_of(series: &str, period: Period) -> String {
         Period::Month(_) => "{month}",
     };
     series.replacen(field, &period.to_string(), 1)
+}
+
+/// What a run records of its spec's series: periods missing inside them, series overdue, and
+/// the first 100 series with either (for the `gap` notification).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Totals {
+    pub missing: u64,
+    pub overdue: u64,
+    pub gapped: Vec<SeriesGaps>,
+}
+
+impl Totals {
+    pub fn of(report: Vec<SeriesGaps>) -> Totals {
+        Totals {
+            missing: report.iter().map(|g| g.missing.len() as u64).sum(),
+            overdue: report.iter().filter(|g| g.overdue_periods > 0).count() as u64,
+            gapped: report.into_iter().filter(SeriesGaps::has_gaps).take(100).collect(),
+        }
+    }
 }
 
 /// At most this many overdue periods are counted at a series' end (a series stopped for good).

@@ -39,8 +39,12 @@ async fn gaps_name_the_planted_holes_and_overdue_series_on_both_servers() {
         create_bucket(&c, "dst-bucket").await;
         put_all(&c, "src-bucket", archive()).await;
         let ws = Workspace::new(&[("src", &keys.0, &keys.1), ("dst", &keys.0, &keys.1)]);
-        let extra = "[series]\nkey = \"{symbol}/{interval}/{symbol}-{interval}-{date}.zip\"\ndue_after = \"1d\"\n";
-        let spec = ws.seeded_spec("klines", &endpoint, "bronze/", extra);
+        let receiver = s3syncd_testkit::receiver::Receiver::start(vec![200]);
+        let extra = format!(
+            "[[notify]]\nurl = \"{}\"\nevents = [\"gap\"]\n[series]\nkey = \"{{symbol}}/{{interval}}/{{symbol}}-{{interval}}-{{date}}.zip\"\ndue_after = \"1d\"\n",
+            receiver.url
+        );
+        let spec = ws.seeded_spec("klines", &endpoint, "bronze/", &extra);
 
         let key = format!("data/BUSDT/1m/BUSDT-1m-{}.zip", day(3));
         let out = ws.run(&["validate", spec.to_str().unwrap(), "--explain", &key]);
@@ -60,8 +64,25 @@ async fn gaps_name_the_planted_holes_and_overdue_series_on_both_servers() {
             text(&out)
         );
 
-        let out = ws.run(&["run", spec.to_str().unwrap()]);
-        assert_eq!(out.status.code(), Some(0), "{name}: {}", text(&out));
+        for _ in 0..2 {
+            let out = ws.run(&["run", spec.to_str().unwrap()]);
+            assert_eq!(out.status.code(), Some(0), "{name}: {}", text(&out));
+        }
+        // One `gap` notification, when the holes and the overdue series were first found.
+        let told: Vec<serde_json::Value> = receiver.received().iter().map(|r| r.json()).collect();
+        assert_eq!(told.len(), 1, "{name}: {told:?}");
+        assert_eq!(
+            (told[0]["series_missing"].as_u64(), told[0]["series_overdue"].as_u64()),
+            (Some(3), Some(1)),
+            "{name}"
+        );
+        let named: Vec<&str> = told[0]["series"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|g| g["series"].as_str().unwrap())
+            .collect();
+        assert_eq!(named, ["BUSDT/1m/BUSDT-1m-{date}.zip", "CUSDT/1m/CUSDT-1m-{date}.zip"], "{name}");
         let out = ws.run(&["manifest", "gaps", "--spec", "klines"]);
         assert_eq!(out.status.code(), Some(0), "{name}: {}", text(&out));
         let said = String::from_utf8_lossy(&out.stdout).into_owned();
