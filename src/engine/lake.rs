@@ -117,11 +117,7 @@ async fn write_delivery(
             let sent = crate::transfer::headers::put_with(&spec.destination.write, put).send().await;
             let _ = std::fs::remove_file(&tmp);
             sent.map_err(|e| {
-                let e = crate::transfer::error::classify(crate::transfer::Op::PutObject, e);
-                match e.cause_on("destination", &spec.destination) {
-                    Some(c) => format!("{e}. Likely cause: {c}"),
-                    None => e.to_string(),
-                }
+                crate::transfer::error::classify(crate::transfer::Op::PutObject, e).explained("destination", &spec.destination)
             })?;
             Ok(Some(format!("s3://{}/{key}", spec.destination.bucket)))
         }

@@ -329,10 +329,7 @@ async fn check_destination(spec: &Spec, dst: &aws_sdk_s3::Client) -> Result<(), 
         return Err(EngineError::Destination {
             bucket: side.bucket.clone(),
             prefix: side.prefix.clone(),
-            reason: match e.cause_on("destination", side) {
-                Some(c) => format!("{e}. Likely cause: {c}"),
-                None => e.to_string(),
-            },
+            reason: e.explained("destination", side),
         });
     }
     tracing::warn!(error = %e, "cannot list the destination; going on (a write-only destination cannot be listed)");

@@ -5,7 +5,7 @@
 
 use crate::s3::{self, RequestCounter};
 use crate::spec::{ModeChoice, Side, Spec};
-use crate::transfer::error::{classify, Code, Op, TransferError};
+use crate::transfer::error::{classify, Code, Op};
 use aws_sdk_s3::Client;
 use std::sync::Arc;
 
@@ -132,7 +132,7 @@ async fn lists(which: &str, side: &Side, client: &Client) -> (Option<String>, Ch
             } else {
                 ""
             };
-            (None, check(name, verdict, format!("{url}: {}{note}", explained(&e, which, side))))
+            (None, check(name, verdict, format!("{url}: {}{note}", e.explained(which, side))))
         }
     }
 }
@@ -197,7 +197,7 @@ async fn write_probe(spec: &Spec, dst: &Client, name: &str, prefix: &str, delete
         return check(
             name,
             Verdict::Fail,
-            format!("PutObject {key:?}: {}", explained(&e, "destination", side)),
+            format!("PutObject {key:?}: {}", e.explained("destination", side)),
         );
     }
     match dst.delete_object().bucket(&side.bucket).key(&key).send().await {
@@ -220,13 +220,6 @@ async fn write_probe(spec: &Spec, dst: &Client, name: &str, prefix: &str, delete
                 format!("put {key:?} but could not delete it ({e}); runs need no delete here: remove the probe by hand"),
             )
         }
-    }
-}
-
-fn explained(e: &TransferError, which: &str, side: &Side) -> String {
-    match e.cause_on(which, side) {
-        Some(c) => format!("{e}. Likely cause: {c}"),
-        None => e.to_string(),
     }
 }
 

@@ -235,6 +235,14 @@ impl TransferError {
         self.cause_on(which, if which == "source" { &spec.source } else { &spec.destination })
     }
 
+    /// The error and, when known, its likely cause on side `which`, in one line.
+    pub fn explained(&self, which: &str, side: &crate::spec::Side) -> String {
+        match self.cause_on(which, side) {
+            Some(c) => format!("{self}. Likely cause: {c}"),
+            None => self.to_string(),
+        }
+    }
+
     /// The likely cause, for a request of side `which` ("source" or "destination").
     pub fn cause_on(&self, which: &str, side: &crate::spec::Side) -> Option<String> {
         let code = self.code.as_ref().filter(|c| !matches!(c, Code::Http(_))).map(ToString::to_string);
