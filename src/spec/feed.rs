@@ -176,14 +176,14 @@ pub fn check_feed(loc: &Locator, d: &mut Diags, raw: RawFeed, destination: &Side
             ));
             return None;
         }
-        if p.starts_with(dest.as_str()) || dest.starts_with(p.as_str()) {
+        if destination.holds_keys_under(p) {
             d.push(loc.at(
                 span(v),
                 format!("{key} {p:?} overlaps the destination prefix {dest:?}: it must lie outside it (a path from the bucket's root, like \"_s3syncd/\")"),
             ));
             return None;
         }
-        if source.same_bucket(destination) && (p.starts_with(source.prefix.as_str()) || source.prefix.starts_with(p.as_str())) {
+        if source.same_bucket(destination) && source.holds_keys_under(p) {
             d.push(loc.at(
                 span(v),
                 format!(

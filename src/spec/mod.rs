@@ -346,7 +346,13 @@ impl Side {
     /// Whether this side and `other` can write or read the same keys: the same server and
     /// bucket, and one prefix inside the other.
     pub fn overlaps(&self, other: &Side) -> bool {
-        self.same_bucket(other) && (self.prefix.starts_with(&other.prefix) || other.prefix.starts_with(&self.prefix))
+        self.same_bucket(other) && self.holds_keys_under(&other.prefix)
+    }
+
+    /// Whether this side's keys and the keys under `prefix` (from the same bucket's root) can
+    /// meet: one prefix is inside the other.
+    pub fn holds_keys_under(&self, prefix: &str) -> bool {
+        self.prefix.starts_with(prefix) || prefix.starts_with(&self.prefix)
     }
 
     /// Whether this side and `other` name the same bucket of the same server.
@@ -810,7 +816,7 @@ fn places_into(a: &Spec, b: &Spec) -> Option<Clash> {
             && [delivery, a.feed.keep_previous.as_deref()]
                 .into_iter()
                 .flatten()
-                .any(|p| p.starts_with(&side.prefix) || side.prefix.starts_with(p))
+                .any(|p| side.holds_keys_under(p))
     };
     if inside(&b.destination) {
         Some(Clash::Placement)
