@@ -8,7 +8,7 @@ use s3syncd::spec::LogFormat;
 /// A run allocates a few small strings per listed key (key, ETag, time, the manifest row's),
 /// and glibc's malloc and free were a sixth of a no-op run's CPU; mimalloc serves them from
 /// per-thread pages. Built without transparent huge pages, which took a no-op run over a
-/// million keys from 31 to 77 MiB of RSS (docs/benchmarks.md, session 9).
+/// million keys from 31 to 77 MiB of RSS (docs/benchmarks.md).
 #[global_allocator]
 static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
 

@@ -64,7 +64,7 @@ impl Run {
         let wall = self.started.elapsed();
         let cost_usd = self.engine.config.cost.estimate(&tally.requests_by_op(), tally.bytes_through_host);
         let over_cap = delete_refused.is_some() && planned.gone_count > planned.cap;
-        let report = RunReport {
+        let mut report = RunReport {
             spec: self.spec.name.clone(),
             run_id: self.run_id,
             started_at: self.started_at.clone(),
@@ -85,7 +85,6 @@ impl Run {
             error: None,
             delivery_failed: None,
         };
-        let mut report = report;
         if !report.dry_run {
             self.engine.writer.finish_run(report.row());
             self.engine.writer.checkpoint();

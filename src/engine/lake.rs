@@ -64,7 +64,7 @@ pub(super) async fn deliver_pending(engine: &Engine, spec: &Spec, dst: &Client) 
 /// A delivery file's name: the run's start (UTC, to the millisecond), its id and the manifest's
 /// identity. Names sort as the runs started, across a wiped or rebuilt manifest too, and no two
 /// manifests make the same name.
-pub fn file_name(started_at: &str, run_id: i64, manifest_id: &str) -> String {
+fn file_name(started_at: &str, run_id: i64, manifest_id: &str) -> String {
     let stamp: String = started_at.chars().filter(char::is_ascii_alphanumeric).collect();
     format!("{stamp}-{run_id:010}-{manifest_id}.jsonl")
 }
