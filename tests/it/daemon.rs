@@ -72,6 +72,19 @@ fn write_spec(ws: &Workspace, name: &str, text: &str) {
     std::fs::rename(&tmp, ws.spec_dir().join(format!("{name}.toml"))).unwrap();
 }
 
+/// A feed from `src-bucket/data/` to `dst-bucket/{prefix}` on one server, every 2 seconds.
+fn every_two_seconds(endpoint: &str, prefix: &str) -> String {
+    spec_text(
+        endpoint,
+        "src-bucket",
+        "data/",
+        endpoint,
+        "dst-bucket",
+        prefix,
+        "schedule = \"*/2 * * * * *\"\n",
+    )
+}
+
 fn runs(ws: &Workspace, spec: &str) -> i64 {
     if !ws.manifest().exists() {
         return 0;
@@ -101,17 +114,7 @@ async fn feeds_follow_the_spec_directory() {
     assert!(eventually(10, || async { d.log().contains("daemon started") }).await, "{}", d.log());
 
     // A new feed with an every-2-seconds schedule: its objects arrive.
-    let spec = |prefix: &str| {
-        spec_text(
-            &server.endpoint,
-            "src-bucket",
-            "data/",
-            &server.endpoint,
-            "dst-bucket",
-            prefix,
-            "schedule = \"*/2 * * * * *\"\n",
-        )
-    };
+    let spec = |prefix: &str| every_two_seconds(&server.endpoint, prefix);
     write_spec(&ws, "feed", &spec("one/"));
     let n = objects.len();
     assert!(
@@ -463,17 +466,7 @@ async fn an_edit_to_the_target_of_a_linked_spec_is_reloaded() {
     let real = ws.path().join("managed");
     std::fs::create_dir(&real).unwrap();
     std::fs::set_permissions(&real, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
-    let spec = |prefix: &str| {
-        spec_text(
-            &server.endpoint,
-            "src-bucket",
-            "data/",
-            &server.endpoint,
-            "dst-bucket",
-            prefix,
-            "schedule = \"*/2 * * * * *\"\n",
-        )
-    };
+    let spec = |prefix: &str| every_two_seconds(&server.endpoint, prefix);
     write_private(&real.join("feed.toml"), &spec("one/"));
     std::os::unix::fs::symlink(real.join("feed.toml"), ws.spec_dir().join("feed.toml")).unwrap();
     let d = Daemon::start(&ws);

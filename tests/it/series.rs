@@ -5,6 +5,13 @@
 use crate::util::*;
 use chrono::{Duration, Utc};
 
+/// `src-bucket` holding the archive, and an empty `dst-bucket`.
+async fn seed(c: &aws_sdk_s3::Client) {
+    create_bucket(c, "src-bucket").await;
+    create_bucket(c, "dst-bucket").await;
+    put_all(c, "src-bucket", archive()).await;
+}
+
 /// The day `n` days before today (UTC), as the archive's keys write it.
 fn day(n: i64) -> String {
     (Utc::now().date_naive() - Duration::days(n)).format("%Y-%m-%d").to_string()
@@ -35,9 +42,7 @@ async fn gaps_name_the_planted_holes_and_overdue_series_on_both_servers() {
     let moto = moto::Moto::start();
     let server = S3Server::start();
     for (name, endpoint, c, keys) in both_servers(&moto, &server) {
-        create_bucket(&c, "src-bucket").await;
-        create_bucket(&c, "dst-bucket").await;
-        put_all(&c, "src-bucket", archive()).await;
+        seed(&c).await;
         let ws = Workspace::new(&[("src", &keys.0, &keys.1), ("dst", &keys.0, &keys.1)]);
         let receiver = s3syncd_testkit::receiver::Receiver::start(vec![200]);
         let extra = format!(
@@ -164,9 +169,7 @@ async fn a_series_run_lists_only_what_can_be_new_and_the_full_run_the_rest() {
     let moto = moto::Moto::start();
     let server = S3Server::start();
     for (name, endpoint, c, keys) in both_servers(&moto, &server) {
-        create_bucket(&c, "src-bucket").await;
-        create_bucket(&c, "dst-bucket").await;
-        put_all(&c, "src-bucket", archive()).await;
+        seed(&c).await;
         let proxy = s3syncd_testkit::proxy::FaultProxy::start(&endpoint, vec![]);
         let ws = Workspace::new(&[("src", &keys.0, &keys.1), ("dst", &keys.0, &keys.1)]);
         let extra = "mode = \"stream\"\ndelete = true\nmax_delete = \"100%\"\n[series]\nkey = \"{symbol}/{interval}/{symbol}-{interval}-{date}.zip\"\n";
