@@ -43,6 +43,8 @@ async fn main() -> anyhow::Result<()> {
             dest_etag: None,
             verified: s3syncd::manifest::Verified::Etag,
             checksum: None,
+            sha256: None,
+            sidecar_mismatch: None,
             kept_previous: None,
         });
         if i % 200_000 == 0 {

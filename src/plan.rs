@@ -118,6 +118,10 @@ pub struct PagePlan {
     pub skipped: u64,
     /// Manifest rows in this page's key range with no listed source: delete candidates.
     pub source_gone: Vec<PlanRow>,
+    /// Objects held back because their checksum sidecar is not listed yet (`sidecar_wait`).
+    pub held_for_sidecar: u64,
+    /// Objects copied without a listed sidecar: their wait was over.
+    pub without_sidecar: u64,
 }
 
 /// Walks the listing page by page, keeping the position reached in the manifest. One planner
@@ -135,6 +139,11 @@ pub struct Planner<'a> {
     until: Option<String>,
     /// The destination keys this planner's manifest windows cover: those under it.
     scope: String,
+    /// Copies whose checksum sidecar would sort after the last listed key: the next page, or
+    /// the part's end, tells whether it exists.
+    pending: Vec<CopyJob>,
+    /// When the run started: what `sidecar_wait` is measured from.
+    now: chrono::DateTime<chrono::Utc>,
 }
 
 impl<'a> Planner<'a> {
@@ -150,6 +159,8 @@ impl<'a> Planner<'a> {
             last_dest_key: after.and_then(|k| spec.dest_key(k)),
             until: until.and_then(|k| spec.dest_key(k)),
             scope: spec.destination.prefix.clone(),
+            pending: Vec::new(),
+            now: chrono::Utc::now(),
         }
     }
 
@@ -176,11 +187,18 @@ impl<'a> Planner<'a> {
             upper.as_deref(),
         )?;
         self.last_dest_key = upper;
-        Ok(self.merge(page, rows))
+        let sidecars = Sidecars::of(self.spec, &page);
+        let mut plan = PagePlan::default();
+        for job in std::mem::take(&mut self.pending) {
+            self.gate(job, &sidecars, &mut plan);
+        }
+        self.merge(page, rows, &sidecars, &mut plan);
+        Ok(plan)
     }
 
-    /// Manifest rows after the last listed key (up to the part's end): their sources are gone too.
-    pub fn finish(&mut self, reader: &Reader) -> Result<Vec<PlanRow>, ManifestError> {
+    /// The end of the part: manifest rows after the last listed key (their sources are gone
+    /// too), and the copies that waited to see whether their sidecar follows (it does not).
+    pub fn finish(&mut self, reader: &Reader) -> Result<PagePlan, ManifestError> {
         let rows = reader.plan_range(
             &self.target,
             &self.source,
@@ -188,7 +206,41 @@ impl<'a> Planner<'a> {
             self.last_dest_key.as_deref(),
             self.until.as_deref(),
         )?;
-        Ok(rows.into_iter().filter(|r| self.in_filter(r)).collect())
+        let mut plan = PagePlan {
+            source_gone: rows.into_iter().filter(|r| self.in_filter(r)).collect(),
+            ..PagePlan::default()
+        };
+        for job in std::mem::take(&mut self.pending) {
+            self.gate(job, &Sidecars::default(), &mut plan);
+        }
+        Ok(plan)
+    }
+
+    /// Lets a copy through, holds it back while its sidecar may still come, or keeps it
+    /// pending when its sidecar would sort after the page. An object whose sidecar is not
+    /// listed waits `sidecar_wait` from its LastModified, then goes without.
+    fn gate(&mut self, job: CopyJob, sidecars: &Sidecars, plan: &mut PagePlan) {
+        let Some(sidecar) = self.spec.verify.sidecar_of(&job.source.key) else {
+            return plan.copies.push(job);
+        };
+        if sidecars.keys.contains(&sidecar) {
+            return plan.copies.push(job);
+        }
+        if sidecars.last.as_ref().is_some_and(|last| sidecar.as_bytes() > last.as_bytes()) {
+            return self.pending.push(job);
+        }
+        let modified = job
+            .source
+            .last_modified
+            .as_deref()
+            .and_then(|t| chrono::DateTime::parse_from_rfc3339(t).ok());
+        let wait = chrono::TimeDelta::from_std(self.spec.verify.sidecar_wait).unwrap_or(chrono::TimeDelta::MAX);
+        if modified.is_some_and(|m| self.now.signed_duration_since(m) < wait) {
+            plan.held_for_sidecar += 1;
+        } else {
+            plan.without_sidecar += 1;
+            plan.copies.push(job);
+        }
     }
 
     fn in_filter(&self, row: &PlanRow) -> bool {
@@ -197,11 +249,8 @@ impl<'a> Planner<'a> {
             .is_some_and(|rel| self.spec.filter.matches(rel))
     }
 
-    fn merge(&self, page: Vec<SourceObject>, rows: Vec<PlanRow>) -> PagePlan {
-        let mut plan = PagePlan {
-            listed: page.len() as u64,
-            ..PagePlan::default()
-        };
+    fn merge(&mut self, page: Vec<SourceObject>, rows: Vec<PlanRow>, sidecars: &Sidecars, plan: &mut PagePlan) {
+        plan.listed = page.len() as u64;
         // A destination key is the source key with its prefix replaced, so both sides are in
         // the order of their keys' parts after the prefix: the merge runs on those, and a
         // destination key is built only for what is copied.
@@ -230,15 +279,35 @@ impl<'a> Planner<'a> {
                 continue;
             }
             match decide(&src, row.as_ref(), self.spec.verify.compare) {
-                Some(reason) => plan.copies.push(CopyJob {
-                    dest_key: format!("{to}{rel}"),
-                    source: src,
-                    reason,
-                }),
+                Some(reason) => {
+                    let job = CopyJob {
+                        dest_key: format!("{to}{rel}"),
+                        source: src,
+                        reason,
+                    };
+                    self.gate(job, sidecars, plan);
+                }
                 None => plan.skipped += 1,
             }
         }
-        plan
+    }
+}
+
+/// The checksum sidecars one listing page holds, and its last key (a sidecar after it may
+/// still be listed). Empty for a spec without sidecars.
+#[derive(Default)]
+struct Sidecars {
+    keys: std::collections::HashSet<String>,
+    last: Option<String>,
+}
+
+impl Sidecars {
+    fn of(spec: &Spec, page: &[SourceObject]) -> Sidecars {
+        let Some(suffix) = &spec.verify.checksum_sidecar else { return Sidecars::default() };
+        Sidecars {
+            keys: page.iter().filter(|o| o.key.ends_with(suffix.as_str())).map(|o| o.key.clone()).collect(),
+            last: page.last().map(|o| o.key.clone()),
+        }
     }
 }
 
@@ -348,7 +417,7 @@ mod tests {
     #[test]
     fn merge_finds_new_changed_skipped_and_gone() {
         let spec = spec();
-        let planner = Planner::new(&spec);
+        let mut planner = Planner::new(&spec);
         let t = "2024-01-01T00:00:00.000Z";
         let page = vec![
             src("data/a", 1, Some("x"), t),
@@ -362,7 +431,8 @@ mod tests {
             row("bronze/c", 2, Some("old"), t),
             row("bronze/f", 1, None, t),
         ];
-        let plan = planner.merge(page, rows);
+        let mut plan = PagePlan::default();
+        planner.merge(page, rows, &Sidecars::default(), &mut plan);
         assert_eq!(plan.listed, 4);
         assert_eq!(plan.filtered, 1);
         assert_eq!(plan.skipped, 1);
@@ -370,5 +440,52 @@ mod tests {
         assert_eq!(copies, vec![("bronze/c", Reason::Etag), ("bronze/e", Reason::New)]);
         let gone: Vec<_> = plan.source_gone.iter().map(|r| r.dest_key.as_str()).collect();
         assert_eq!(gone, vec!["bronze/b", "bronze/f"]);
+    }
+
+    /// An object waits for its sidecar: across a page's end, `sidecar_wait` from its
+    /// LastModified while none is listed, and then goes without one.
+    #[test]
+    fn objects_wait_for_their_sidecars_across_pages() {
+        let text = br#"
+            [source]
+            bucket = "src-bucket"
+            prefix = "data/"
+            [destination]
+            bucket = "dst-bucket"
+            [verify]
+            checksum_sidecar = ".CHECKSUM"
+            sidecar_wait = "1h"
+        "#;
+        let spec = Spec::parse(std::path::Path::new("t.toml"), text).unwrap();
+        let (old, young) = ("2024-01-01T00:00:00.000Z", chrono::Utc::now().to_rfc3339());
+        let reader_rows = Vec::new;
+        let mut planner = Planner::new(&spec);
+        let mut plan = PagePlan::default();
+        let page = vec![
+            src("data/a.zip", 1, None, &young),
+            src("data/a.zip.CHECKSUM", 1, None, &young),
+            src("data/b.zip", 1, None, &young),
+            src("data/c.zip", 1, None, old),
+            src("data/d.zip", 1, None, &young),
+        ];
+        let sidecars = Sidecars::of(&spec, &page);
+        planner.merge(page, reader_rows(), &sidecars, &mut plan);
+        let keys = |p: &PagePlan| p.copies.iter().map(|c| c.source.key.clone()).collect::<Vec<_>>();
+        // b is young with no sidecar: held; c is old: copied without; d's may be on the next page.
+        assert_eq!(keys(&plan), ["data/a.zip", "data/a.zip.CHECKSUM", "data/c.zip"]);
+        assert_eq!((plan.held_for_sidecar, plan.without_sidecar), (1, 1));
+        let next = vec![src("data/d.zip.CHECKSUM", 1, None, &young), src("data/e.zip", 1, None, &young)];
+        let (sidecars, mut plan) = (Sidecars::of(&spec, &next), PagePlan::default());
+        for job in std::mem::take(&mut planner.pending) {
+            planner.gate(job, &sidecars, &mut plan);
+        }
+        planner.merge(next, reader_rows(), &sidecars, &mut plan);
+        assert_eq!(keys(&plan), ["data/d.zip", "data/d.zip.CHECKSUM"]);
+        // The part ends: e's sidecar never came, and e is young.
+        let mut end = PagePlan::default();
+        for job in std::mem::take(&mut planner.pending) {
+            planner.gate(job, &Sidecars::default(), &mut end);
+        }
+        assert_eq!((end.copies.len(), end.held_for_sidecar), (0, 1));
     }
 }

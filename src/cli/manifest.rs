@@ -461,6 +461,7 @@ fn json_line(r: &ObjectRow) -> String {
         "source_last_modified": r.source_last_modified, "copied_at": r.copied_at, "mode": r.mode.as_str(), "run_id": r.run_id,
         "dest_etag": r.dest_etag, "verified": r.verified.as_str(), "dest_endpoint": r.dest_endpoint,
         "dest_bucket": r.dest_bucket, "source_endpoint": r.source_endpoint, "source_bucket": r.source_bucket, "checksum": r.checksum,
+        "sha256": r.sha256, "sidecar_mismatch": r.sidecar_mismatch,
     })
     .to_string()
 }
@@ -470,7 +471,8 @@ fn json_line(r: &ObjectRow) -> String {
 struct Drift {
     checked: u64,
     unknown: u64,
-    /// Rows whose object is missing or of another size: what `--repair` forgets.
+    /// Rows whose object is missing, of another size or contradicted by its checksum
+    /// sidecar: what `--repair` forgets (the next run copies them again, checking the sidecar).
     bad: Vec<ObjectRow>,
     missing: u64,
 }
@@ -497,6 +499,14 @@ impl Drift {
                 );
                 self.bad.push(r);
             }
+            Step::Both(_, r) if r.sidecar_mismatch.is_some() => {
+                println!(
+                    "contradicted {}  (its checksum sidecar, which came after the copy, says sha256 {})",
+                    r.dest_key,
+                    r.sidecar_mismatch.as_deref().unwrap_or_default()
+                );
+                self.bad.push(r);
+            }
             Step::Both(..) => self.checked += 1,
         }
     }
@@ -519,7 +529,7 @@ async fn verify(spec: &Spec, dst: &aws_sdk_s3::Client, reader: &Reader, repair: 
     }
     window(last.as_deref(), None)?.into_iter().for_each(|r| drift.step(Step::Right(r)));
     println!(
-        "{}: {} objects match the manifest; {} missing, {} different, {} unknown at s3://{}/{}",
+        "{}: {} objects match the manifest; {} missing, {} different or contradicted, {} unknown at s3://{}/{}",
         spec.name,
         drift.checked,
         drift.missing,

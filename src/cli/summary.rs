@@ -68,6 +68,13 @@ fn finished(r: &RunReport) -> String {
     let _ = writeln!(s, "  copied        {} objects, {}{modes}", t.copied, ByteSize(t.bytes_copied));
     let _ = writeln!(s, "  skipped       {} objects (unchanged since copied)", t.skipped);
     let _ = writeln!(s, "  failed        {} objects", t.failed);
+    if t.held_for_sidecar + t.without_sidecar + t.late_sidecars > 0 {
+        let _ = writeln!(
+            s,
+            "  sidecars      {} objects wait for theirs, {} copied without one, {} late ones checked ({} contradict their object)",
+            t.held_for_sidecar, t.without_sidecar, t.late_sidecars, t.late_sidecar_mismatches
+        );
+    }
     if t.deleted > 0 || r.delete_refused.is_some() {
         let refused = r.delete_refused.as_ref().map(|w| format!(" (refused: {w})")).unwrap_or_default();
         let _ = writeln!(s, "  deleted       {} objects{refused}", t.deleted);

@@ -125,6 +125,7 @@ impl Run {
                 crate::metrics::object_copied(spec, o.mode.as_str(), job.source.size);
                 tracing::debug!(key = %job.source.key, mode = %o.mode, reason = job.reason.as_str(), "copied");
                 self.count(|t| t.copied(&job, &o));
+                self.note_sidecar(&job.source.key);
                 self.engine.writer.upsert(ObjectRow {
                     spec: spec.clone(),
                     dest_endpoint: self.target.endpoint.clone(),
@@ -134,14 +135,16 @@ impl Run {
                     dest_key: job.dest_key,
                     source_key: job.source.key,
                     size: job.source.size,
-                    etag: o.etag,
+                    etag: o.copied.etag,
                     source_last_modified: job.source.last_modified,
                     copied_at: crate::manifest::now(),
                     mode: o.mode,
                     run_id: self.run_id,
-                    dest_etag: o.dest_etag,
-                    verified: o.verified,
-                    checksum: o.checksum,
+                    dest_etag: o.copied.dest_etag,
+                    verified: o.copied.verified,
+                    checksum: o.copied.checksum,
+                    sha256: o.copied.sha256,
+                    sidecar_mismatch: None,
                     kept_previous: o.kept,
                 });
             }

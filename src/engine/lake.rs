@@ -219,7 +219,15 @@ pub(super) async fn after_run(engine: &Engine, spec: &Spec, report: &RunReport) 
             RunStatus::Interrupted => "interrupted",
             _ => "failed",
         };
-        engine.notifications.send(&notifiers, event, &body(event, &text));
+        let mut b = body(event, &text);
+        if t.failed > 0 {
+            let failures = reader.failures(report.run_id, 10).unwrap_or_default();
+            b["failures"] = failures
+                .into_iter()
+                .map(|(key, message)| serde_json::json!({ "key": key, "message": message }))
+                .collect();
+        }
+        engine.notifications.send(&notifiers, event, &b);
         if let Some(f) = &report.delivery_failed {
             let line = format!("s3syncd: feed {}: {f}", spec.name);
             let mut b = body("delivery_failed", &line);

@@ -18,6 +18,7 @@ mod notify;
 mod observe;
 mod planning;
 pub mod preflight;
+mod sidecars;
 mod tally;
 
 pub use observe::{Event, Observer, Quiet};
@@ -354,6 +355,8 @@ struct Run {
     tally: Mutex<Tally>,
     /// The writer's lost rows when the run started: more at the end means rows of this run.
     lost_at_start: u64,
+    /// Objects whose checksum sidecar this run copied (source keys): checked after the copies.
+    late_sidecars: Mutex<Vec<String>>,
 }
 
 impl Run {
@@ -424,6 +427,7 @@ impl Run {
             transferer: Arc::new(transferer),
             tally: Mutex::new(tally),
             lost_at_start: engine.writer.lost(),
+            late_sidecars: Mutex::default(),
         })
     }
 
@@ -457,6 +461,7 @@ impl Run {
         };
         let (planned, checked) = tokio::join!(self.plan(reader, jobs), copy);
         checked?;
+        self.check_late_sidecars().await?;
         self.finish(planned?).await
     }
 

@@ -100,13 +100,12 @@ impl Run {
                     planned.complete = true;
                     break;
                 }
-                // The part is complete: manifest rows left in its range have no source.
-                Some(Ok((part, None))) => {
-                    let gone = planners[part].finish(&reader)?;
-                    planned.note_gone(gone, &mut held, spec).await?;
-                }
-                Some(Ok((part, Some(page)))) => {
-                    let plan = planners[part].plan_page(&reader, page)?;
+                Some(Ok((part, page))) => {
+                    let plan = match page {
+                        Some(page) => planners[part].plan_page(&reader, page)?,
+                        // The part is complete: manifest rows left in its range have no source.
+                        None => planners[part].finish(&reader)?,
+                    };
                     self.tally(|t| t.planned(&plan));
                     planned.note_gone(plan.source_gone, &mut held, spec).await?;
                     for job in plan.copies {

@@ -21,6 +21,14 @@ pub struct Tally {
     pub filtered: u64,
     /// Unchanged since they were copied.
     pub skipped: u64,
+    /// Held back for this run: their checksum sidecar is not listed yet (`sidecar_wait`).
+    pub held_for_sidecar: u64,
+    /// Copied although no sidecar was listed: their `sidecar_wait` was over.
+    pub without_sidecar: u64,
+    /// Sidecars that came after their object was copied, checked against it; and of those,
+    /// the ones that contradict it (each a failed object).
+    pub late_sidecars: u64,
+    pub late_sidecar_mismatches: u64,
     /// Copied and verified (in a dry run: would be copied).
     pub copied: u64,
     pub failed: u64,
@@ -60,6 +68,8 @@ impl Tally {
         self.listed += plan.listed;
         self.filtered += plan.filtered;
         self.skipped += plan.skipped;
+        self.held_for_sidecar += plan.held_for_sidecar;
+        self.without_sidecar += plan.without_sidecar;
         self.bytes_planned += plan.copies.iter().map(|j| j.source.size).sum::<u64>();
     }
 
@@ -132,6 +142,10 @@ impl Tally {
             "requests": self.requests_by_op(),
             "objects_filtered": self.filtered,
             "objects_stopped": self.stopped,
+            "held_for_sidecar": self.held_for_sidecar,
+            "without_sidecar": self.without_sidecar,
+            "late_sidecars": self.late_sidecars,
+            "late_sidecar_mismatches": self.late_sidecar_mismatches,
             "series_missing": self.series.as_ref().map(|s| s.missing),
             "series_overdue": self.series.as_ref().map(|s| s.overdue),
             "listing": self.listing.as_str(),

@@ -216,6 +216,11 @@ pub struct ObjectRow {
     /// The strongest checksum that verified the object: `sha256:HEX`, `crc64nvme:BASE64`,
     /// `md5:HEX`...; none when only the size was checked.
     pub checksum: Option<String>,
+    /// The SHA-256 (hex) of the bytes copied, when the copy saw them or the server computed it
+    /// (kept for a spec with checksum sidecars, to check a sidecar that comes later).
+    pub sha256: Option<String>,
+    /// The SHA-256 a sidecar that came later gave, when it contradicts the bytes copied.
+    pub sidecar_mismatch: Option<String>,
     /// Where the version this row replaces was kept (`keep_previous`), for its history row.
     pub kept_previous: Option<String>,
 }
@@ -323,6 +328,39 @@ impl Reader {
     /// `prefix`, in key order: an audit's window onto the manifest beside one listing page.
     pub fn range(&self, t: &Target, prefix: &str, lower: Option<&str>, upper: Option<&str>) -> Result<Vec<ObjectRow>> {
         self.window(OBJECT_COLUMNS, t, prefix, &[], lower, upper, object_from_row)
+    }
+
+    /// The target's row of `dest_key`, if it holds one.
+    pub fn object(&self, t: &Target, dest_key: &str) -> Result<Option<ObjectRow>> {
+        self.conn
+            .query_row(
+                &format!("SELECT {OBJECT_COLUMNS} FROM objects WHERE spec = ?1 AND dest_endpoint = ?2 AND dest_bucket = ?3 AND dest_key = ?4"),
+                params![t.spec, t.endpoint, t.bucket, dest_key],
+                object_from_row,
+            )
+            .optional()
+            .map_err(sqlite_err(&self.path))
+    }
+
+    /// The source keys of the sidecars (`suffix`) that the spec's runs interrupted since its
+    /// last finished run copied: a run killed after copying a sidecar never checked its object.
+    pub fn sidecars_of_interrupted_runs(&self, spec: &str, suffix: &str) -> Result<Vec<String>> {
+        self.all(
+            "SELECT source_key FROM objects WHERE spec = ?1 AND substr(source_key, -length(?2)) = ?2 AND run_id IN
+               (SELECT id FROM runs WHERE spec = ?1 AND status = 'interrupted'
+                  AND id > coalesce((SELECT max(id) FROM runs WHERE spec = ?1 AND status IN ('ok', 'partial')), 0))",
+            params![spec, suffix],
+            |r| r.get(0),
+        )
+    }
+
+    /// The first `limit` failures of a run: source key and message.
+    pub fn failures(&self, run_id: i64, limit: u32) -> Result<Vec<(String, String)>> {
+        self.all(
+            "SELECT source_key, message FROM failures WHERE run_id = ?1 ORDER BY rowid LIMIT ?2",
+            params![run_id, limit],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )
     }
 
     /// [`Reader::range`] with only what the planner compares, and whether each row was copied
@@ -481,7 +519,7 @@ impl Reader {
 }
 
 pub(crate) const OBJECT_COLUMNS: &str = "spec, dest_endpoint, dest_bucket, dest_key, source_endpoint, source_bucket, source_key, size,
-    etag, source_last_modified, copied_at, mode, run_id, dest_etag, verified, checksum";
+    etag, source_last_modified, copied_at, mode, run_id, dest_etag, verified, checksum, sha256, sidecar_mismatch";
 
 const RUN_COLUMNS: &str = "id, spec, started_at, finished_at, status, objects_listed, objects_copied, objects_skipped, objects_failed,
     objects_deleted, bytes_copied, bytes_through_host, requests, details, error";
@@ -504,6 +542,8 @@ fn object_from_row(r: &rusqlite::Row) -> rusqlite::Result<ObjectRow> {
         dest_etag: r.get(13)?,
         verified: r.get(14)?,
         checksum: r.get(15)?,
+        sha256: r.get(16)?,
+        sidecar_mismatch: r.get(17)?,
         kept_previous: None,
     })
 }
@@ -559,6 +599,8 @@ mod tests {
             dest_etag: None,
             verified: Verified::Size,
             checksum: None,
+            sha256: None,
+            sidecar_mismatch: None,
             kept_previous: None,
         }
     }

@@ -152,6 +152,12 @@ const STEPS: &[&str] = &[
         value TEXT NOT NULL
     );
     INSERT INTO meta (name, value) VALUES ('manifest_id', lower(hex(randomblob(8))));",
+    // 8: the checksum sidecar that came after its object: `sha256` is the SHA-256 of the bytes
+    //    copied, where the copy saw them (stream, staged) or the server computed it (direct), so
+    //    that a late sidecar is checked without reading them again; `sidecar_mismatch` holds the
+    //    SHA-256 a late sidecar gave that contradicts them (NULL: none does).
+    "ALTER TABLE objects ADD COLUMN sha256 TEXT;
+    ALTER TABLE objects ADD COLUMN sidecar_mismatch TEXT;",
 ];
 
 pub const VERSION: i64 = STEPS.len() as i64;

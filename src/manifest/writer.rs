@@ -15,7 +15,7 @@ use tokio::sync::oneshot;
 const BATCH: usize = 2048;
 
 enum Op {
-    Upsert(ObjectRow),
+    Upsert(Box<ObjectRow>),
     /// The destination no longer holds the verified object (e.g. it was overwritten by a copy
     /// that then failed verification): forget it so that the next run copies it again.
     Forget {
@@ -35,6 +35,14 @@ enum Op {
         source_bucket: String,
     },
     Failure(FailureRow, String),
+    /// A checksum sidecar that came after its object was checked against it: agreeing, the
+    /// object is verified by SHA-256; contradicting, the row keeps the sidecar's value.
+    SidecarChecked {
+        target: Target,
+        dest_key: String,
+        sha256: String,
+        agrees: bool,
+    },
     /// The run's delivery file is written (or it needs none).
     Delivered {
         run_id: i64,
@@ -130,7 +138,17 @@ impl Writer {
     }
 
     pub fn upsert(&self, row: ObjectRow) {
-        self.send(Op::Upsert(row));
+        self.send(Op::Upsert(Box::new(row)));
+    }
+
+    /// Records what a checksum sidecar that came after its object said of it (`sha256`).
+    pub fn sidecar_checked(&self, target: &Target, dest_key: &str, sha256: &str, agrees: bool) {
+        self.send(Op::SidecarChecked {
+            target: target.clone(),
+            dest_key: dest_key.into(),
+            sha256: sha256.into(),
+            agrees,
+        });
     }
 
     pub fn forget(&self, target: &Target, dest_key: &str) {
@@ -338,6 +356,20 @@ fn apply_one(tx: &Transaction, op: &Op) -> rusqlite::Result<Option<i64>> {
             source_endpoint,
             source_bucket,
         } => adopt(tx, target, source_endpoint, source_bucket)?,
+        Op::SidecarChecked {
+            target: t,
+            dest_key,
+            sha256,
+            agrees,
+        } => {
+            let sql = match agrees {
+                true => "UPDATE objects SET verified = 'sha256', sha256 = ?5, sidecar_mismatch = NULL
+                          WHERE spec = ?1 AND dest_endpoint = ?2 AND dest_bucket = ?3 AND dest_key = ?4",
+                false => "UPDATE objects SET sidecar_mismatch = ?5 WHERE spec = ?1 AND dest_endpoint = ?2 AND dest_bucket = ?3 AND dest_key = ?4",
+            };
+            tx.prepare_cached(sql)?
+                .execute(params![t.spec, t.endpoint, t.bucket, dest_key, sha256])?;
+        }
         Op::Failure(f, at) => {
             tx.prepare_cached(
                 "INSERT INTO failures (run_id, spec, source_key, mode, kind, code, message, at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
@@ -498,12 +530,13 @@ fn upsert(tx: &Transaction, r: &ObjectRow) -> rusqlite::Result<()> {
     }
     tx.prepare_cached(
         "INSERT INTO objects (spec, dest_key, source_key, size, etag, source_last_modified, copied_at, mode, run_id, dest_etag, verified,
-           dest_endpoint, dest_bucket, source_endpoint, source_bucket, checksum)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16)
+           dest_endpoint, dest_bucket, source_endpoint, source_bucket, checksum, sha256, sidecar_mismatch)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, NULL)
          ON CONFLICT (spec, dest_endpoint, dest_bucket, dest_key) DO UPDATE SET source_key = excluded.source_key, size = excluded.size,
            etag = excluded.etag, source_last_modified = excluded.source_last_modified, copied_at = excluded.copied_at,
            mode = excluded.mode, run_id = excluded.run_id, dest_etag = excluded.dest_etag, verified = excluded.verified,
-           source_endpoint = excluded.source_endpoint, source_bucket = excluded.source_bucket, checksum = excluded.checksum",
+           source_endpoint = excluded.source_endpoint, source_bucket = excluded.source_bucket, checksum = excluded.checksum,
+           sha256 = excluded.sha256, sidecar_mismatch = NULL",
     )?
     .execute(params![
         r.spec,
@@ -521,7 +554,8 @@ fn upsert(tx: &Transaction, r: &ObjectRow) -> rusqlite::Result<()> {
         r.dest_bucket,
         r.source_endpoint,
         r.source_bucket,
-        r.checksum
+        r.checksum,
+        r.sha256
     ])?;
     Ok(())
 }

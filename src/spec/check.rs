@@ -114,13 +114,7 @@ pub fn spec(loc: &Locator, raw: RawSpec, fingerprint: u64) -> Result<Spec, Diags
     );
     let transfer = check_transfer(loc, &mut d, raw.transfer);
     let series = raw.series.and_then(|r| check_series(loc, &mut d, r));
-    let verify = VerifyOpts {
-        compare: raw.verify.as_ref().and_then(|v| v.compare).unwrap_or_default(),
-        checksum_sidecar: raw
-            .verify
-            .and_then(|v| v.checksum_sidecar)
-            .and_then(|s| check_sidecar(loc, &mut d, s)),
-    };
+    let verify = check_verify(loc, &mut d, raw.verify);
     if !d.is_empty() {
         return Err(d);
     }
@@ -590,6 +584,21 @@ fn check_transfer(loc: &Locator, d: &mut Diags, raw: Option<super::raw::RawTrans
         }
     }
     t
+}
+
+/// `[verify]`: how objects are compared, their checksum sidecars and how long to wait for one.
+fn check_verify(loc: &Locator, d: &mut Diags, raw: Option<super::raw::RawVerify>) -> VerifyOpts {
+    let Some(raw) = raw else { return VerifyOpts::default() };
+    let sidecar_wait = raw.sidecar_wait.as_ref().map_or(VerifyOpts::SIDECAR_WAIT, |v| {
+        super::size::parse_duration(v.get_ref())
+            .map_err(|m| d.push(loc.at(span(v), format!("verify.sidecar_wait: {m}"))))
+            .unwrap_or_default()
+    });
+    VerifyOpts {
+        compare: raw.compare.unwrap_or_default(),
+        checksum_sidecar: raw.checksum_sidecar.and_then(|s| check_sidecar(loc, d, s)),
+        sidecar_wait,
+    }
 }
 
 fn check_sidecar(loc: &Locator, d: &mut Diags, s: Spanned<String>) -> Option<String> {

@@ -458,10 +458,40 @@ impl Default for TransferOpts {
     }
 }
 
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct VerifyOpts {
     pub compare: Compare,
     pub checksum_sidecar: Option<String>,
+    /// How long an object whose sidecar is not listed yet is held back; then it is copied and
+    /// counted as copied without its sidecar.
+    pub sidecar_wait: Duration,
+}
+
+impl Default for VerifyOpts {
+    fn default() -> Self {
+        VerifyOpts {
+            compare: Compare::default(),
+            checksum_sidecar: None,
+            sidecar_wait: VerifyOpts::SIDECAR_WAIT,
+        }
+    }
+}
+
+impl VerifyOpts {
+    pub const SIDECAR_WAIT: Duration = Duration::from_secs(3600);
+
+    /// The key of `key`'s checksum sidecar, when the spec names sidecars and `key` is not one.
+    pub fn sidecar_of(&self, key: &str) -> Option<String> {
+        self.checksum_sidecar
+            .as_ref()
+            .filter(|s| !key.ends_with(s.as_str()))
+            .map(|s| format!("{key}{s}"))
+    }
+
+    /// The key whose sidecar `key` is, when it is one.
+    pub fn object_of<'k>(&self, key: &'k str) -> Option<&'k str> {
+        self.checksum_sidecar.as_ref().and_then(|s| key.strip_suffix(s.as_str()))
+    }
 }
 
 /// The delete cap: above it a run deletes nothing and says why.

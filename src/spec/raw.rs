@@ -135,4 +135,5 @@ pub struct RawTransfer {
 pub struct RawVerify {
     pub compare: Option<super::Compare>,
     pub checksum_sidecar: Option<Spanned<String>>,
+    pub sidecar_wait: Option<Spanned<String>>,
 }

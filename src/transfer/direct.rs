@@ -97,9 +97,12 @@ pub async fn copy(t: &Transferer, job: &CopyJob, sidecar: &Sidecar) -> Result<Co
     }
     // A server that computed SHA-256 during the copy lets the sidecar check happen without a
     // byte here; only then is the sidecar worth fetching.
-    let server_sha = result.and_then(|r| r.checksum_sha256()).filter(|_| wants_sidecar);
-    if let (Some(b64), Some(want)) = (server_sha, sidecar_if(server_sha.is_some(), t, job, sidecar).await?) {
-        let got = aws_smithy_types::base64::decode(b64).map(hex::encode).unwrap_or_default();
+    let server_sha = result
+        .and_then(|r| r.checksum_sha256())
+        .filter(|v| wants_sidecar && !v.contains('-'))
+        .and_then(|b64| aws_smithy_types::base64::decode(b64).ok())
+        .map(hex::encode);
+    if let (Some(got), Some(want)) = (&server_sha, sidecar_if(server_sha.is_some(), t, job, sidecar).await?) {
         if !got.eq_ignore_ascii_case(want) {
             return Err(TransferError::verify(format!(
                 "server-side sha256 {got} differs from the checksum sidecar's {want}"
@@ -113,6 +116,7 @@ pub async fn copy(t: &Transferer, job: &CopyJob, sidecar: &Sidecar) -> Result<Co
         dest_etag,
         verified,
         checksum,
+        sha256: server_sha,
     })
 }
 
@@ -240,6 +244,7 @@ async fn copy_multipart(t: &Transferer, job: &CopyJob) -> Result<Copied, Transfe
         dest_etag: done.etag,
         verified,
         checksum,
+        sha256: None,
     })
 }
 

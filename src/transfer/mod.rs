@@ -6,6 +6,7 @@ pub mod error;
 pub mod headers;
 mod host;
 mod pace;
+pub(crate) mod sidecar;
 mod staged;
 mod stream;
 pub(crate) mod upload;
@@ -13,6 +14,7 @@ pub mod verify;
 
 pub use error::{Code, ErrorKind, Op, TransferError};
 pub use pace::Pace;
+use sidecar::Sidecar;
 
 use crate::manifest::Verified;
 use crate::plan::{CopyJob, Reason};
@@ -58,12 +60,7 @@ pub struct Trail {
 #[derive(Debug)]
 pub struct Outcome {
     pub mode: Mode,
-    /// The source ETag: as listed, else as the copy revealed it.
-    pub etag: Option<String>,
-    pub dest_etag: Option<String>,
-    pub verified: Verified,
-    /// The checksum that verified the bytes, `ALGORITHM:VALUE`.
-    pub checksum: Option<String>,
+    pub copied: Copied,
     /// Where the version this copy replaced was kept (`keep_previous`).
     pub kept: Option<String>,
     pub trail: Trail,
@@ -78,11 +75,16 @@ pub struct Failure {
 }
 
 /// What one mode's copy returns before the chain adds the trail.
-pub(crate) struct Copied {
+#[derive(Debug)]
+pub struct Copied {
+    /// The source ETag: as listed, else as the copy revealed it.
     pub etag: Option<String>,
     pub dest_etag: Option<String>,
     pub verified: Verified,
+    /// The checksum that verified the bytes, `ALGORITHM:VALUE`.
     pub checksum: Option<String>,
+    /// The bytes' SHA-256 (hex), when the copy saw them or the server computed it.
+    pub sha256: Option<String>,
 }
 
 /// Copies the objects of one run of one spec. Built by the engine for each run.
@@ -193,10 +195,7 @@ impl Transferer {
                     trail.through_host += sidecar.bytes.load(Ordering::Relaxed);
                     return Ok(Outcome {
                         mode,
-                        etag: c.etag,
-                        dest_etag: c.dest_etag,
-                        verified: c.verified,
-                        checksum: c.checksum,
+                        copied: c,
                         kept,
                         trail,
                     });
@@ -328,68 +327,13 @@ impl Transferer {
 
     /// Whether the spec verifies this key against a checksum sidecar.
     fn wants_sidecar(&self, key: &str) -> bool {
-        self.spec
-            .verify
-            .checksum_sidecar
-            .as_ref()
-            .is_some_and(|s| !key.ends_with(s.as_str()))
-    }
-
-    /// The SHA-256 from the object's checksum sidecar, when the spec names one and it exists;
-    /// also returns the sidecar's size (bytes through the host).
-    async fn sidecar_sha256(&self, key: &str) -> Result<(Option<String>, u64), TransferError> {
-        let Some(suffix) = self.spec.verify.checksum_sidecar.as_ref().filter(|_| self.wants_sidecar(key)) else {
-            return Ok((None, 0));
-        };
-        let got = self
-            .src
-            .get_object()
-            .bucket(&self.spec.source.bucket)
-            .key(format!("{key}{suffix}"))
-            .send()
-            .await;
-        let out = match got.map_err(|e| error::classify(Op::GetObject, e)) {
-            Ok(o) => o,
-            Err(e) if e.code.as_ref().is_some_and(Code::is_not_found) => return Ok((None, 0)),
-            Err(e) => return Err(e),
-        };
-        let bytes = out
-            .body
-            .collect()
-            .await
-            .map_err(|e| TransferError::body(Op::GetObject, e))?
-            .into_bytes();
-        match verify::parse_sidecar(&String::from_utf8_lossy(&bytes)) {
-            Some(h) => Ok((Some(h), bytes.len() as u64)),
-            None => Err(TransferError::verify(format!("checksum sidecar {key}{suffix} holds no sha256"))),
-        }
+        self.spec.verify.sidecar_of(key).is_some()
     }
 
     fn staging_file(&self) -> PathBuf {
         // Never derived from the key: keys may hold "../" or absolute paths.
         self.staging
             .join(format!("{}-{}.part", self.run_id, self.seq.fetch_add(1, Ordering::Relaxed)))
-    }
-}
-
-/// The object's sidecar checksum, fetched at most once per object and only by a mode that can use it.
-#[derive(Default)]
-pub(crate) struct Sidecar {
-    sha256: tokio::sync::OnceCell<Option<String>>,
-    bytes: AtomicU64,
-}
-
-impl Sidecar {
-    pub(crate) async fn get(&self, t: &Transferer, key: &str) -> Result<Option<&str>, TransferError> {
-        let sha = self
-            .sha256
-            .get_or_try_init(|| async {
-                let (sha, bytes) = t.sidecar_sha256(key).await?;
-                self.bytes.store(bytes, Ordering::Relaxed);
-                Ok::<_, TransferError>(sha)
-            })
-            .await?;
-        Ok(sha.as_deref())
     }
 }
 

@@ -25,7 +25,7 @@ impl Drop for StagingFile {
 }
 
 pub async fn copy(t: &Transferer, job: &CopyJob, sha256: Option<&str>) -> Result<Copied, TransferError> {
-    let expect = Expect::for_job(job, sha256);
+    let expect = Expect::for_job(job, sha256, t.wants_sidecar(&job.source.key));
     let file = StagingFile(t.staging_file());
     let (handle, headers, v, sums) = download(t, job, &file.0, &expect).await?;
     // The upload reads the inode that was verified, through this process's own descriptor:
@@ -52,6 +52,7 @@ pub async fn copy(t: &Transferer, job: &CopyJob, sha256: Option<&str>) -> Result
         dest_etag,
         verified: v.level,
         checksum: v.checksum,
+        sha256: v.sha256,
     })
 }
 

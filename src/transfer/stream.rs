@@ -16,7 +16,7 @@ use bytes::BytesMut;
 
 pub async fn copy(t: &Transferer, job: &CopyJob, sha256: Option<&str>) -> Result<Copied, TransferError> {
     let get = get_source(t, job).await?;
-    let (headers, expect) = read_get(t, job, &get, Expect::for_job(job, sha256)).await?;
+    let (headers, expect) = read_get(t, job, &get, Expect::for_job(job, sha256, t.wants_sidecar(&job.source.key))).await?;
     if job.source.size > t.spec.transfer.multipart_threshold {
         return copy_multipart(t, job, get, &headers, expect).await;
     }
@@ -40,6 +40,7 @@ pub async fn copy(t: &Transferer, job: &CopyJob, sha256: Option<&str>) -> Result
         dest_etag,
         verified: v.level,
         checksum: v.checksum,
+        sha256: v.sha256,
     })
 }
 
@@ -104,5 +105,6 @@ async fn copy_multipart(
         dest_etag: done.etag,
         verified: v.level,
         checksum: v.checksum,
+        sha256: v.sha256,
     })
 }

@@ -23,6 +23,8 @@ pub struct Expect {
     pub sha256_hex: Option<String>,
     /// The full-object checksum the source stores: (algorithm name, base64 value).
     pub stored: Option<(String, String)>,
+    /// Compute the SHA-256 even with no sidecar to check it against: one may come later.
+    pub keep_sha256: bool,
 }
 
 /// What verification proved of one object's bytes.
@@ -34,12 +36,18 @@ pub struct Verdict {
     /// The strongest checksum that verified the bytes, as the manifest records it
     /// (`sha256:HEX`, `crc64nvme:BASE64`, `md5:HEX`); none when only the size was checked.
     pub checksum: Option<String>,
+    /// The bytes' SHA-256 in hex, when it was computed.
+    pub sha256: Option<String>,
 }
 
 impl Expect {
-    /// What a copy job's bytes must match, given its sidecar checksum if any.
-    pub fn for_job(job: &crate::plan::CopyJob, sha256: Option<&str>) -> Self {
-        Expect::new(job.source.size, job.source.etag.as_deref(), sha256.map(str::to_string))
+    /// What a copy job's bytes must match, given its sidecar checksum if any; `keep_sha256`
+    /// when the spec has sidecars (one may come after the copy).
+    pub fn for_job(job: &crate::plan::CopyJob, sha256: Option<&str>, keep_sha256: bool) -> Self {
+        Expect {
+            keep_sha256,
+            ..Expect::new(job.source.size, job.source.etag.as_deref(), sha256.map(str::to_string))
+        }
     }
 
     pub fn new(size: u64, source_etag: Option<&str>, sha256_hex: Option<String>) -> Self {
@@ -49,6 +57,7 @@ impl Expect {
             md5_hex,
             sha256_hex,
             stored: None,
+            keep_sha256: false,
         }
     }
 }
@@ -67,7 +76,7 @@ impl Digests {
     pub fn new(expect: &Expect) -> Self {
         Digests {
             md5: expect.md5_hex.as_ref().map(|_| Md5::new()),
-            sha256: expect.sha256_hex.as_ref().map(|_| Sha256::new()),
+            sha256: (expect.sha256_hex.is_some() || expect.keep_sha256).then(Sha256::new),
             stored: expect
                 .stored
                 .as_ref()
@@ -99,10 +108,12 @@ impl Digests {
             )));
         }
         let md5 = self.md5.map(|m| hex::encode(m.finalize()));
+        let sha256 = self.sha256.map(|s| hex::encode(s.finalize()));
         let mut v = Verdict {
             level: Verified::Size,
             md5: md5.clone(),
             checksum: None,
+            sha256: sha256.clone(),
         };
         if let (Some(want), Some(md5)) = (&expect.md5_hex, &md5) {
             if want != md5 {
@@ -123,8 +134,7 @@ impl Digests {
             v.level = Verified::Checksum;
             v.checksum = Some(format!("{algo}:{got}"));
         }
-        if let (Some(want), Some(s)) = (&expect.sha256_hex, self.sha256) {
-            let got = hex::encode(s.finalize());
+        if let (Some(want), Some(got)) = (&expect.sha256_hex, sha256) {
             if !got.eq_ignore_ascii_case(want) {
                 return Err(TransferError::verify(format!(
                     "sha256 {got} differs from the checksum sidecar's {want}"

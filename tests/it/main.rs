@@ -13,6 +13,7 @@ mod modes;
 mod reliability;
 mod reliability_doc;
 mod series;
+mod sidecars;
 mod sync;
 mod util;
 mod validate;
