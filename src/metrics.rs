@@ -66,6 +66,30 @@ pub fn install(addr: SocketAddr) -> Result<(), String> {
         "Periods missing inside the series of a spec with [series] (holes), by spec."
     );
     describe_gauge!("s3syncd_series_overdue", "Series whose next period is past due_after, by spec.");
+    describe_gauge!("s3syncd_last_run_failed", "1 when the spec's last run ended failed, else 0.");
+    describe_gauge!(
+        "s3syncd_run_started_timestamp_seconds",
+        Unit::Seconds,
+        "When the spec's current (or last) run started, Unix time."
+    );
+    describe_gauge!(
+        "s3syncd_next_run_timestamp_seconds",
+        Unit::Seconds,
+        "The spec's next scheduled run, Unix time."
+    );
+    describe_gauge!(
+        "s3syncd_schedule_interval_seconds",
+        Unit::Seconds,
+        "Time between the spec's next two scheduled runs."
+    );
+    describe_counter!(
+        "s3syncd_ticks_skipped_total",
+        "Scheduled ticks skipped because the spec's run was still going (a run longer than its interval)."
+    );
+    describe_counter!(
+        "s3syncd_throttled_total",
+        "Answers that asked to slow down (503 SlowDown, 429), by spec."
+    );
     describe_counter!(
         "s3syncd_notifications_total",
         "Notification attempts, by event and result (ok, retry, failed, dropped)."
@@ -75,6 +99,20 @@ pub fn install(addr: SocketAddr) -> Result<(), String> {
 
 pub fn run_started(spec: &str) {
     gauge!("s3syncd_runs_in_flight", "spec" => spec.to_string()).increment(1.0);
+    gauge!("s3syncd_run_started_timestamp_seconds", "spec" => spec.to_string()).set(chrono::Utc::now().timestamp() as f64);
+}
+
+/// A feed's next scheduled run, and the interval to the one after it.
+pub fn scheduled(spec: &str, next_unix: i64, interval_secs: Option<i64>) {
+    gauge!("s3syncd_next_run_timestamp_seconds", "spec" => spec.to_string()).set(next_unix as f64);
+    if let Some(i) = interval_secs {
+        gauge!("s3syncd_schedule_interval_seconds", "spec" => spec.to_string()).set(i as f64);
+    }
+}
+
+/// Ticks that fell while the feed's run was still going.
+pub fn ticks_skipped(spec: &str, n: u64) {
+    counter!("s3syncd_ticks_skipped_total", "spec" => spec.to_string()).increment(n);
 }
 
 pub fn object_copied(spec: &str, mode: &'static str, bytes: u64) {
@@ -99,6 +137,8 @@ pub struct RunFinished<'a> {
     pub requests: &'a std::collections::BTreeMap<(String, &'static str), u64>,
     /// The most copies that were in flight at once.
     pub concurrency: usize,
+    /// Answers that asked to slow down.
+    pub throttled: u64,
 }
 
 pub fn run_finished(r: RunFinished<'_>) {
@@ -109,6 +149,8 @@ pub fn run_finished(r: RunFinished<'_>) {
     counter!("s3syncd_bytes_through_host_total", "spec" => spec.clone()).increment(r.through_host);
     histogram!("s3syncd_run_duration_seconds", "spec" => spec.clone()).record(r.seconds);
     gauge!("s3syncd_run_concurrency", "spec" => spec.clone()).set(r.concurrency as f64);
+    gauge!("s3syncd_last_run_failed", "spec" => spec.clone()).set(if r.status == "failed" { 1.0 } else { 0.0 });
+    counter!("s3syncd_throttled_total", "spec" => spec.clone()).increment(r.throttled);
     if r.status == "ok" {
         gauge!("s3syncd_last_success_timestamp_seconds", "spec" => spec.clone()).set(chrono::Utc::now().timestamp() as f64);
     }

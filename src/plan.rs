@@ -142,6 +142,8 @@ pub struct Planner<'a> {
     /// Copies whose checksum sidecar would sort after the last listed key: the next page, or
     /// the part's end, tells whether it exists.
     pending: Vec<CopyJob>,
+    /// Folders where a sidecar was listed: there an object without one waits for it.
+    sidecar_folders: std::collections::HashSet<String>,
     /// When the run started: what `sidecar_wait` is measured from.
     now: chrono::DateTime<chrono::Utc>,
 }
@@ -160,6 +162,7 @@ impl<'a> Planner<'a> {
             until: until.and_then(|k| spec.dest_key(k)),
             scope: spec.destination.prefix.clone(),
             pending: Vec::new(),
+            sidecar_folders: Default::default(),
             now: chrono::Utc::now(),
         }
     }
@@ -188,6 +191,7 @@ impl<'a> Planner<'a> {
         )?;
         self.last_dest_key = upper;
         let sidecars = Sidecars::of(self.spec, &page);
+        self.sidecar_folders.extend(sidecars.keys.iter().map(|k| folder_of(k).to_string()));
         let mut plan = PagePlan::default();
         for job in std::mem::take(&mut self.pending) {
             self.gate(job, &sidecars, &mut plan);
@@ -228,6 +232,10 @@ impl<'a> Planner<'a> {
         }
         if sidecars.last.as_ref().is_some_and(|last| sidecar.as_bytes() > last.as_bytes()) {
             return self.pending.push(job);
+        }
+        // Only where sidecars are the rule: a README beside the archives never waits.
+        if !self.sidecar_folders.contains(folder_of(&job.source.key)) {
+            return plan.copies.push(job);
         }
         let modified = job
             .source
@@ -291,6 +299,11 @@ impl<'a> Planner<'a> {
             }
         }
     }
+}
+
+/// The folder of a key: up to its last '/'.
+fn folder_of(key: &str) -> &str {
+    key.rfind('/').map_or("", |i| &key[..=i])
 }
 
 /// The checksum sidecars one listing page holds, and its last key (a sidecar after it may
@@ -442,8 +455,8 @@ mod tests {
         assert_eq!(gone, vec!["bronze/b", "bronze/f"]);
     }
 
-    /// An object waits for its sidecar: across a page's end, `sidecar_wait` from its
-    /// LastModified while none is listed, and then goes without one.
+    /// An object waits for its sidecar where sidecars are listed: across a page's end,
+    /// `sidecar_wait` from its LastModified while none is listed, and then goes without one.
     #[test]
     fn objects_wait_for_their_sidecars_across_pages() {
         let text = br#"
@@ -458,7 +471,6 @@ mod tests {
         "#;
         let spec = Spec::parse(std::path::Path::new("t.toml"), text).unwrap();
         let (old, young) = ("2024-01-01T00:00:00.000Z", chrono::Utc::now().to_rfc3339());
-        let reader_rows = Vec::new;
         let mut planner = Planner::new(&spec);
         let mut plan = PagePlan::default();
         let page = vec![
@@ -469,18 +481,24 @@ mod tests {
             src("data/d.zip", 1, None, &young),
         ];
         let sidecars = Sidecars::of(&spec, &page);
-        planner.merge(page, reader_rows(), &sidecars, &mut plan);
+        planner.sidecar_folders.insert("data/".into());
+        planner.merge(page, Vec::new(), &sidecars, &mut plan);
         let keys = |p: &PagePlan| p.copies.iter().map(|c| c.source.key.clone()).collect::<Vec<_>>();
         // b is young with no sidecar: held; c is old: copied without; d's may be on the next page.
         assert_eq!(keys(&plan), ["data/a.zip", "data/a.zip.CHECKSUM", "data/c.zip"]);
         assert_eq!((plan.held_for_sidecar, plan.without_sidecar), (1, 1));
-        let next = vec![src("data/d.zip.CHECKSUM", 1, None, &young), src("data/e.zip", 1, None, &young)];
+        let next = vec![
+            src("data/d.zip.CHECKSUM", 1, None, &young),
+            src("data/docs/README", 1, None, &young),
+            src("data/e.zip", 1, None, &young),
+        ];
         let (sidecars, mut plan) = (Sidecars::of(&spec, &next), PagePlan::default());
         for job in std::mem::take(&mut planner.pending) {
             planner.gate(job, &sidecars, &mut plan);
         }
-        planner.merge(next, reader_rows(), &sidecars, &mut plan);
-        assert_eq!(keys(&plan), ["data/d.zip", "data/d.zip.CHECKSUM"]);
+        planner.merge(next, Vec::new(), &sidecars, &mut plan);
+        // A folder where no sidecar was listed waits for none.
+        assert_eq!(keys(&plan), ["data/d.zip", "data/d.zip.CHECKSUM", "data/docs/README"]);
         // The part ends: e's sidecar never came, and e is young.
         let mut end = PagePlan::default();
         for job in std::mem::take(&mut planner.pending) {

@@ -54,6 +54,8 @@ pub async fn feed(feeds: Feeds, mut spec: watch::Receiver<Arc<Spec>>, removed: C
                 r = spec.changed() => { if r.is_err() { return } current = spec.borrow_and_update().clone(); continue }
             }
         };
+        let interval = next_tick(&current, next).map(|after| (after - next).num_seconds());
+        crate::metrics::scheduled(&current.name, next.timestamp(), interval);
         if catch_up {
             catch_up = false;
             tracing::info!(spec = %current.name, "a scheduled run was missed while the daemon was down: running once now");
@@ -93,6 +95,7 @@ pub async fn feed(feeds: Feeds, mut spec: watch::Receiver<Arc<Spec>>, removed: C
         // Ticks that fell during the run are skipped, not queued: never two runs at once.
         let skipped = current.schedule.as_ref().map_or(0, |s| s.ticks_between(started, Utc::now()));
         if skipped > 0 {
+            crate::metrics::ticks_skipped(&current.name, skipped as u64);
             tracing::info!(spec = %current.name, skipped, "ticks skipped because the previous run was still going");
         }
         if spec.has_changed().unwrap_or(false) {

@@ -60,6 +60,7 @@ impl Run {
         }
         let unrecorded = self.unrecorded();
         tally.requests = self.requests.by_result();
+        tally.throttled = self.requests.throttled();
         tally.unsupported = self.transferer.unsupported();
         let wall = self.started.elapsed();
         let cost_usd = self.engine.config.cost.estimate(&tally.requests_by_op(), tally.bytes_through_host);
@@ -203,6 +204,7 @@ pub(super) fn metrics(r: &RunReport) {
         fallbacks: t.fallbacks.iter().map(|(f, n)| (f.from.as_str(), f.to.as_str(), *n)).collect(),
         requests: &t.requests,
         concurrency: t.concurrency,
+        throttled: t.throttled,
     });
 }
 

@@ -50,6 +50,8 @@ pub struct Tally {
     pub disabled_modes: BTreeMap<Mode, String>,
     /// Object-level retries (the SDK's own request retries are in `requests`).
     pub retries: u64,
+    /// Answers that asked to slow down (503 SlowDown, 429).
+    pub throttled: u64,
     /// Request attempts by (operation, result): `ok`, `client_error`, `server_error`, `network_error`.
     pub requests: BTreeMap<(String, &'static str), u64>,
     /// Dry run: the first keys that would be copied, with why.
