@@ -40,6 +40,7 @@ unit=$(ls /lib/systemd/system/s3syncd.service /usr/lib/systemd/system/s3syncd.se
 [ -f /usr/lib/sysusers.d/s3syncd.conf ] || fail "no sysusers.d file"
 ls /usr/share/doc/s3syncd/examples/*.toml >/dev/null || fail "no example specs"
 [ -f /usr/share/doc/s3syncd/spec-reference.md ] || fail "no docs"
+[ -f /usr/share/s3syncd/prometheus/s3syncd-rules.yml ] && [ -f /usr/share/s3syncd/grafana/s3syncd.json ] || fail "no alert rules or dashboard"
 grep -qx /etc/s3syncd/s3syncd.toml /var/lib/dpkg/info/s3syncd.conffiles || fail "config is not a conffile"
 check "files, modes, conffile"
 /usr/bin/s3syncd --version | grep -q "commit" || fail "--version has no commit: $(/usr/bin/s3syncd --version)"

@@ -66,6 +66,10 @@ pub fn install(addr: SocketAddr) -> Result<(), String> {
         "Periods missing inside the series of a spec with [series] (holes), by spec."
     );
     describe_gauge!("s3syncd_series_overdue", "Series whose next period is past due_after, by spec.");
+    describe_gauge!(
+        "s3syncd_run_concurrency",
+        "The most copies in flight at once in the spec's last run."
+    );
     describe_gauge!("s3syncd_last_run_failed", "1 when the spec's last run ended failed, else 0.");
     describe_gauge!(
         "s3syncd_run_started_timestamp_seconds",

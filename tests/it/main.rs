@@ -7,6 +7,7 @@ mod aws;
 mod daemon;
 mod hostile;
 mod lake;
+mod monitoring;
 mod layers;
 mod listing;
 mod modes;
