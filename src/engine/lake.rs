@@ -151,7 +151,7 @@ fn write_lines(reader: &Reader, spec: &Spec, run: &Undelivered, manifest_id: &st
     }
     let total = new + changed + deleted;
     if total > 0 {
-        let summary = serde_json::json!({
+        let mut summary = serde_json::json!({
             "summary": true,
             "format": FORMAT,
             "complete": matches!(run.status, RunStatus::Ok | RunStatus::Partial),
@@ -165,6 +165,10 @@ fn write_lines(reader: &Reader, spec: &Spec, run: &Undelivered, manifest_id: &st
             "deleted": deleted,
             "objects": total,
         });
+        if let Some((missing, overdue)) = run.series {
+            summary["series_missing"] = missing.into();
+            summary["series_overdue"] = overdue.into();
+        }
         writeln!(out, "{summary}")?;
     }
     let file = out.into_inner().map_err(|e| e.into_error())?;

@@ -28,6 +28,8 @@ pub struct Undelivered {
     pub run_id: i64,
     pub status: super::RunStatus,
     pub started_at: String,
+    /// The series counts the run recorded (`[series]`): periods missing, series overdue.
+    pub series: Option<(u64, u64)>,
 }
 
 /// One version of an object: the current one (`replaced_at` None) or one from history.
@@ -134,13 +136,16 @@ impl Reader {
     /// Finished runs of `spec` whose delivery file is not written, oldest first.
     pub fn undelivered(&self, spec: &str) -> Result<Vec<Undelivered>> {
         self.all(
-            "SELECT id, status, started_at FROM runs WHERE spec = ?1 AND delivered_at IS NULL AND status != 'running' ORDER BY id",
+            "SELECT id, status, started_at, json_extract(details, '$.series_missing'), json_extract(details, '$.series_overdue')
+               FROM runs WHERE spec = ?1 AND delivered_at IS NULL AND status != 'running' ORDER BY id",
             [spec],
             |r| {
+                let (missing, overdue): (Option<i64>, Option<i64>) = (r.get(3)?, r.get(4)?);
                 Ok(Undelivered {
                     run_id: r.get(0)?,
                     status: r.get(1)?,
                     started_at: r.get(2)?,
+                    series: missing.zip(overdue).map(|(m, o)| (m as u64, o as u64)),
                 })
             },
         )

@@ -45,8 +45,10 @@ async fn gaps_name_the_planted_holes_and_overdue_series_on_both_servers() {
         seed(&c).await;
         let ws = Workspace::new(&[("src", &keys.0, &keys.1), ("dst", &keys.0, &keys.1)]);
         let receiver = s3syncd_testkit::receiver::Receiver::start(vec![200]);
+        let deliveries = ws.path().join("deliveries");
         let extra = format!(
-            "[[notify]]\nurl = \"{}\"\nevents = [\"gap\"]\n[series]\nkey = \"{{symbol}}/{{interval}}/{{symbol}}-{{interval}}-{{date}}.zip\"\ndue_after = \"1d\"\n",
+            "[deliveries]\ndir = \"{}\"\n[[notify]]\nurl = \"{}\"\nevents = [\"gap\"]\n[series]\nkey = \"{{symbol}}/{{interval}}/{{symbol}}-{{interval}}-{{date}}.zip\"\ndue_after = \"1d\"\n",
+            deliveries.display(),
             receiver.url
         );
         let spec = ws.seeded_spec("klines", &endpoint, "bronze/", &extra);
@@ -73,6 +75,16 @@ async fn gaps_name_the_planted_holes_and_overdue_series_on_both_servers() {
             let out = ws.run(&["run", spec.to_str().unwrap()]);
             assert_eq!(out.status.code(), Some(0), "{name}: {}", text(&out));
         }
+        // The first run's change file says the counts on its summary line.
+        let files: Vec<_> = std::fs::read_dir(deliveries.join("klines")).unwrap().map(|e| e.unwrap().path()).collect();
+        assert_eq!(files.len(), 1, "{name}: {files:?}");
+        let file = std::fs::read_to_string(&files[0]).unwrap();
+        let summary: serde_json::Value = serde_json::from_str(file.lines().last().unwrap()).unwrap();
+        assert_eq!(
+            (summary["series_missing"].as_u64(), summary["series_overdue"].as_u64()),
+            (Some(3), Some(1)),
+            "{name}: {summary}"
+        );
         // One `gap` notification, when the holes and the overdue series were first found.
         let told: Vec<serde_json::Value> = receiver.received().iter().map(|r| r.json()).collect();
         assert_eq!(told.len(), 1, "{name}: {told:?}");
