@@ -78,6 +78,16 @@ pub enum Command {
         #[command(subcommand)]
         command: manifest::ManifestCommand,
     },
+    /// Write the status page (feeds, their last runs, series heatmaps, recent failures) as one
+    /// self-contained HTML file.
+    Report {
+        /// Only this spec (a file, or a name in spec_dir); default: every spec in spec_dir.
+        #[arg(long)]
+        spec: Option<String>,
+        /// The HTML file to write.
+        #[arg(long, value_name = "FILE.html")]
+        out: PathBuf,
+    },
     /// Check the config and spec files or directories (default: the config and its spec_dir).
     Validate {
         paths: Vec<PathBuf>,
@@ -140,6 +150,7 @@ pub fn dispatch(command: Command, config: Result<Config, SpecError>) -> i32 {
             Command::Daemon => daemon(config).await,
             Command::Manifest { command } => manifest::run(&config, command).await,
             Command::Check { specs, write } => Ok(check(&config, &specs, write).await),
+            Command::Report { spec, out } => report(&config, spec.as_deref(), &out),
             Command::Validate { .. } | Command::Completions { .. } | Command::Man { .. } => unreachable!("handled above"),
         }
     });
@@ -241,6 +252,28 @@ fn explain_key(s: &Spec, key: &str) -> String {
 }
 
 /// Finds a spec by path, or by name in spec_dir.
+/// `s3syncd report`: the status page of one spec or of every spec in spec_dir.
+fn report(config: &Config, spec: Option<&str>, out: &Path) -> anyhow::Result<i32> {
+    let path = config.manifest_path();
+    if !path.exists() {
+        anyhow::bail!("no manifest at {} yet: no run has been recorded with this config", path.display());
+    }
+    let specs: Vec<Spec> = match spec {
+        Some(s) => vec![resolve_spec(config, s).map_err(|e| anyhow::anyhow!("{e}"))?],
+        None => spec::load_dir(&config.spec_dir)
+            .map_err(|e| anyhow::anyhow!("{e}"))?
+            .specs
+            .into_values()
+            .collect(),
+    };
+    let reader = crate::manifest::Reader::open(&path)?;
+    let html = crate::report::page(&reader, &specs, chrono::Utc::now())?;
+    let tmp = out.with_extension("html.tmp");
+    std::fs::write(&tmp, html).and_then(|()| std::fs::rename(&tmp, out)).map_err(|e| anyhow::anyhow!("{}: {e}", out.display()))?;
+    println!("{}: {} feeds", out.display(), specs.len());
+    Ok(EXIT_OK)
+}
+
 pub fn resolve_spec(config: &Config, arg: &str) -> Result<Spec, SpecError> {
     let p = Path::new(arg);
     if p.exists() || arg.ends_with(".toml") || arg.contains('/') {

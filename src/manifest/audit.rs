@@ -23,6 +23,16 @@ pub struct SpecStatus {
     pub last_success: Option<String>,
 }
 
+/// A row of the `failures` table, as the status page shows it.
+#[derive(Debug, Clone)]
+pub struct RecentFailure {
+    pub at: String,
+    pub spec: String,
+    pub run_id: i64,
+    pub source_key: String,
+    pub message: String,
+}
+
 impl Reader {
     /// Calls `each` for every matching object, in (spec, dest_key) order, until it returns false.
     pub fn each_object(&self, f: &ObjectFilter, mut each: impl FnMut(ObjectRow) -> bool) -> Result<()> {
@@ -73,6 +83,32 @@ impl Reader {
             last_run,
             last_success,
         })
+    }
+
+    /// Since when the feed is stale (`stale_after`), if it is.
+    pub fn stale_since(&self, spec: &str) -> Result<Option<String>> {
+        self.conn
+            .query_row("SELECT stale_since FROM feeds WHERE spec = ?1", [spec], |r| r.get(0))
+            .optional()
+            .map(Option::flatten)
+            .map_err(sqlite_err(&self.path))
+    }
+
+    /// The latest `limit` failures of every spec, newest first.
+    pub fn recent_failures(&self, limit: u32) -> Result<Vec<RecentFailure>> {
+        self.all(
+            "SELECT at, spec, run_id, source_key, message FROM failures ORDER BY rowid DESC LIMIT ?1",
+            [limit],
+            |r| {
+                Ok(RecentFailure {
+                    at: r.get(0)?,
+                    spec: r.get(1)?,
+                    run_id: r.get(2)?,
+                    source_key: r.get(3)?,
+                    message: r.get(4)?,
+                })
+            },
+        )
     }
 
     /// Multipart uploads a spec started and did not end: (bucket, key, upload id).

@@ -10,6 +10,7 @@ const LAYERS: &[(&str, u32)] = &[
     ("s3", 1),
     ("manifest", 1),
     ("plan", 2),
+    ("report", 2),
     ("transfer", 3),
     ("engine", 4),
     ("scheduler", 5),

@@ -12,6 +12,7 @@ mod layers;
 mod listing;
 mod modes;
 mod reliability;
+mod report;
 mod reliability_doc;
 mod series;
 mod sidecars;
