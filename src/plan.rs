@@ -316,9 +316,15 @@ struct Sidecars {
 
 impl Sidecars {
     fn of(spec: &Spec, page: &[SourceObject]) -> Sidecars {
-        let Some(suffix) = &spec.verify.checksum_sidecar else { return Sidecars::default() };
+        let Some(suffix) = &spec.verify.checksum_sidecar else {
+            return Sidecars::default();
+        };
         Sidecars {
-            keys: page.iter().filter(|o| o.key.ends_with(suffix.as_str())).map(|o| o.key.clone()).collect(),
+            keys: page
+                .iter()
+                .filter(|o| o.key.ends_with(suffix.as_str()))
+                .map(|o| o.key.clone())
+                .collect(),
             last: page.last().map(|o| o.key.clone()),
         }
     }

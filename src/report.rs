@@ -86,9 +86,19 @@ fn runs_chart(html: &mut String, runs: &[RunRow]) {
         html.push_str("<p>no runs yet</p>");
         return;
     }
-    let max = runs.iter().map(|r| r.objects_copied.max(r.objects_failed)).max().unwrap_or(0).max(1) as f64;
+    let max = runs
+        .iter()
+        .map(|r| r.objects_copied.max(r.objects_failed))
+        .max()
+        .unwrap_or(0)
+        .max(1) as f64;
     let (w, h) = (12.0, 80.0);
-    let _ = write!(html, "<svg class=\"runs\" role=\"img\" aria-label=\"last runs\" width=\"{}\" height=\"{}\">", runs.len() as f64 * w, h + 2.0);
+    let _ = write!(
+        html,
+        "<svg class=\"runs\" role=\"img\" aria-label=\"last runs\" width=\"{}\" height=\"{}\">",
+        runs.len() as f64 * w,
+        h + 2.0
+    );
     for (i, r) in runs.iter().rev().enumerate() {
         let bad = r.objects_failed > 0 || matches!(r.status, RunStatus::Failed);
         let n = if bad { r.objects_failed.max(1) } else { r.objects_copied };
@@ -112,7 +122,10 @@ fn runs_chart(html: &mut String, runs: &[RunRow]) {
 }
 
 fn run_seconds(r: &RunRow) -> Option<f64> {
-    let (a, b) = (DateTime::parse_from_rfc3339(&r.started_at).ok()?, DateTime::parse_from_rfc3339(r.finished_at.as_deref()?).ok()?);
+    let (a, b) = (
+        DateTime::parse_from_rfc3339(&r.started_at).ok()?,
+        DateTime::parse_from_rfc3339(r.finished_at.as_deref()?).ok()?,
+    );
     Some((b - a).num_milliseconds() as f64 / 1000.0)
 }
 
@@ -167,7 +180,11 @@ fn heatmap(html: &mut String, series: &[SeriesGaps], now: DateTime<Utc>) {
     }
     html.push_str("</tbody></table>");
     if rows.len() > SERIES_ROWS {
-        let _ = write!(html, "<p>{} more series not shown (`s3syncd manifest gaps` lists all)</p>", rows.len() - SERIES_ROWS);
+        let _ = write!(
+            html,
+            "<p>{} more series not shown (`s3syncd manifest gaps` lists all)</p>",
+            rows.len() - SERIES_ROWS
+        );
     }
 }
 

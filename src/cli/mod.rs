@@ -269,7 +269,9 @@ fn report(config: &Config, spec: Option<&str>, out: &Path) -> anyhow::Result<i32
     let reader = crate::manifest::Reader::open(&path)?;
     let html = crate::report::page(&reader, &specs, chrono::Utc::now())?;
     let tmp = out.with_extension("html.tmp");
-    std::fs::write(&tmp, html).and_then(|()| std::fs::rename(&tmp, out)).map_err(|e| anyhow::anyhow!("{}: {e}", out.display()))?;
+    std::fs::write(&tmp, html)
+        .and_then(|()| std::fs::rename(&tmp, out))
+        .map_err(|e| anyhow::anyhow!("{}: {e}", out.display()))?;
     println!("{}: {} feeds", out.display(), specs.len());
     Ok(EXIT_OK)
 }

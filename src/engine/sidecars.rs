@@ -32,7 +32,9 @@ impl Run {
     /// Runs interrupted since the last finished one may have copied sidecars they never
     /// checked: those are checked too.
     pub(super) async fn check_late_sidecars(&self) -> Result<(), super::EngineError> {
-        let Some(suffix) = &self.spec.verify.checksum_sidecar else { return Ok(()) };
+        let Some(suffix) = &self.spec.verify.checksum_sidecar else {
+            return Ok(());
+        };
         if self.opts.dry_run || self.stop.hard_stop.is_cancelled() {
             return Ok(());
         }
@@ -70,7 +72,9 @@ impl Run {
         let (sidecar, sidecar_bytes) = t.sidecar_sha256(&row.source_key).await?;
         // The sidecar was copied a moment ago; gone since, it says nothing.
         let Some(sidecar) = sidecar else {
-            return Err(TransferError::verify("its checksum sidecar was removed upstream before it could be checked"));
+            return Err(TransferError::verify(
+                "its checksum sidecar was removed upstream before it could be checked",
+            ));
         };
         let (copied, read) = match &row.sha256 {
             Some(sha) => (sha.clone(), 0),

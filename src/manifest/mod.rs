@@ -334,7 +334,9 @@ impl Reader {
     pub fn object(&self, t: &Target, dest_key: &str) -> Result<Option<ObjectRow>> {
         self.conn
             .query_row(
-                &format!("SELECT {OBJECT_COLUMNS} FROM objects WHERE spec = ?1 AND dest_endpoint = ?2 AND dest_bucket = ?3 AND dest_key = ?4"),
+                &format!(
+                    "SELECT {OBJECT_COLUMNS} FROM objects WHERE spec = ?1 AND dest_endpoint = ?2 AND dest_bucket = ?3 AND dest_key = ?4"
+                ),
                 params![t.spec, t.endpoint, t.bucket, dest_key],
                 object_from_row,
             )

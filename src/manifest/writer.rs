@@ -363,9 +363,13 @@ fn apply_one(tx: &Transaction, op: &Op) -> rusqlite::Result<Option<i64>> {
             agrees,
         } => {
             let sql = match agrees {
-                true => "UPDATE objects SET verified = 'sha256', sha256 = ?5, sidecar_mismatch = NULL
-                          WHERE spec = ?1 AND dest_endpoint = ?2 AND dest_bucket = ?3 AND dest_key = ?4",
-                false => "UPDATE objects SET sidecar_mismatch = ?5 WHERE spec = ?1 AND dest_endpoint = ?2 AND dest_bucket = ?3 AND dest_key = ?4",
+                true => {
+                    "UPDATE objects SET verified = 'sha256', sha256 = ?5, sidecar_mismatch = NULL
+                          WHERE spec = ?1 AND dest_endpoint = ?2 AND dest_bucket = ?3 AND dest_key = ?4"
+                }
+                false => {
+                    "UPDATE objects SET sidecar_mismatch = ?5 WHERE spec = ?1 AND dest_endpoint = ?2 AND dest_bucket = ?3 AND dest_key = ?4"
+                }
             };
             tx.prepare_cached(sql)?
                 .execute(params![t.spec, t.endpoint, t.bucket, dest_key, sha256])?;

@@ -105,7 +105,10 @@ async fn ls_runs_export_and_verify_tell_what_happened() {
     assert!(report.contains(&format!("missing    {gone}")), "{report}");
     assert!(report.contains("unknown    a/stray.bin"), "{report}");
     assert!(
-        report.contains(&format!("{} objects match the manifest; 1 missing, 0 different or contradicted, 1 unknown", n - 1)),
+        report.contains(&format!(
+            "{} objects match the manifest; 1 missing, 0 different or contradicted, 1 unknown",
+            n - 1
+        )),
         "{report}"
     );
     let out = ws.run(&["run", a.to_str().unwrap()]);

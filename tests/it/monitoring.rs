@@ -13,10 +13,7 @@ fn metric_names(text: &str) -> BTreeSet<String> {
     let mut out = BTreeSet::new();
     let mut rest = text;
     while let Some(i) = rest.find("s3syncd_") {
-        let name: String = rest[i..]
-            .chars()
-            .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
-            .collect();
+        let name: String = rest[i..].chars().take_while(|c| c.is_ascii_alphanumeric() || *c == '_').collect();
         rest = &rest[i + name.len()..];
         out.insert(name);
     }
@@ -62,7 +59,10 @@ fn the_rules_and_the_dashboard_query_only_exported_metrics() {
         let used = metric_names(&text);
         assert!(used.len() >= 8, "{what} queries {used:?}");
         let unknown: Vec<_> = used.difference(&exported).collect();
-        assert!(unknown.is_empty(), "the {what} queries metrics the daemon does not export: {unknown:?}");
+        assert!(
+            unknown.is_empty(),
+            "the {what} queries metrics the daemon does not export: {unknown:?}"
+        );
     }
 }
 

@@ -76,7 +76,10 @@ async fn gaps_name_the_planted_holes_and_overdue_series_on_both_servers() {
             assert_eq!(out.status.code(), Some(0), "{name}: {}", text(&out));
         }
         // The first run's change file says the counts on its summary line.
-        let files: Vec<_> = std::fs::read_dir(deliveries.join("klines")).unwrap().map(|e| e.unwrap().path()).collect();
+        let files: Vec<_> = std::fs::read_dir(deliveries.join("klines"))
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .collect();
         assert_eq!(files.len(), 1, "{name}: {files:?}");
         let file = std::fs::read_to_string(&files[0]).unwrap();
         let summary: serde_json::Value = serde_json::from_str(file.lines().last().unwrap()).unwrap();

@@ -78,7 +78,11 @@ async fn late_sidecars_are_waited_for_then_checked_against_the_copy() {
             let out = run(&spec("0s"));
             assert_eq!(out.status.code(), Some(1), "{name} {mode}: {}", text(&out));
             let d = details();
-            assert_eq!((d["late_sidecars"].as_u64(), d["late_sidecar_mismatches"].as_u64()), (Some(1), Some(1)), "{name} {mode}");
+            assert_eq!(
+                (d["late_sidecars"].as_u64(), d["late_sidecar_mismatches"].as_u64()),
+                (Some(1), Some(1)),
+                "{name} {mode}"
+            );
             let (failed, message): (String, String) = ws
                 .sqlite()
                 .query_row("SELECT source_key, message FROM failures ORDER BY rowid DESC LIMIT 1", [], |r| {
@@ -93,7 +97,11 @@ async fn late_sidecars_are_waited_for_then_checked_against_the_copy() {
             assert_eq!(last["failures"][0]["key"], "data/A/A-1.zip", "{name} {mode}: {last}");
             let out = ws.run(&["manifest", "verify", "--spec", "feed"]);
             assert_eq!(out.status.code(), Some(1), "{name} {mode}: {}", text(&out));
-            assert!(text(&out).contains("contradicted bronze/A/A-1.zip"), "{name} {mode}: {}", text(&out));
+            assert!(
+                text(&out).contains("contradicted bronze/A/A-1.zip"),
+                "{name} {mode}: {}",
+                text(&out)
+            );
 
             // The publisher corrects the sidecar: the copy is verified by it.
             put_all(&c, &src, vec![("data/A/A-1.zip.CHECKSUM".into(), sidecar(&early))]).await;

@@ -62,7 +62,10 @@ async fn the_status_page_renders_feeds_holes_and_hostile_keys_as_text_in_chromiu
     assert_eq!(out.status.code(), Some(0), "{}", text(&out));
     let html = std::fs::read_to_string(&page).unwrap();
     assert!(!html.contains(hostile), "the hostile key is markup in the file");
-    assert!(!html.contains("<script") && !html.contains("http://") && !html.contains("https://"), "self-contained");
+    assert!(
+        !html.contains("<script") && !html.contains("http://") && !html.contains("https://"),
+        "self-contained"
+    );
 
     let profile = ws.path().join("chromium");
     let url = format!("file://{}", page.display());
@@ -78,7 +81,10 @@ async fn the_status_page_renders_feeds_holes_and_hostile_keys_as_text_in_chromiu
     let row = &btc[..btc.find("</tr>").unwrap()];
     assert!(row.contains(&format!("title=\"{} missing\"", day(3))), "{row}");
     assert_eq!(row.matches("class=\"present\"").count(), 5, "{row}");
-    assert!(dom_text.contains("&lt;img src=x onerror=alert(1)&gt;"), "the hostile key shows as text");
+    assert!(
+        dom_text.contains("&lt;img src=x onerror=alert(1)&gt;"),
+        "the hostile key shows as text"
+    );
     assert!(!dom_text.contains("<img"), "no element was made of a key");
     let console: Vec<&str> = log.lines().filter(|l| l.contains(":CONSOLE") || l.contains("Uncaught")).collect();
     assert!(console.is_empty(), "console: {console:?}");
@@ -87,6 +93,10 @@ async fn the_status_page_renders_feeds_holes_and_hostile_keys_as_text_in_chromiu
     std::fs::create_dir_all(&artifacts).unwrap();
     let shot = artifacts.join("report.png");
     let _ = std::fs::remove_file(&shot);
-    let out = headless(browser, &profile, &[&format!("--screenshot={}", shot.display()), "--window-size=1280,900", &url]);
+    let out = headless(
+        browser,
+        &profile,
+        &[&format!("--screenshot={}", shot.display()), "--window-size=1280,900", &url],
+    );
     assert!(out.status.success() && shot.exists(), "{}", String::from_utf8_lossy(&out.stderr));
 }
