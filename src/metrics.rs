@@ -1,17 +1,27 @@
-//! Prometheus metrics, served on `metrics_listen` by metrics-exporter-prometheus. Without an
-//! endpoint configured every call here is a no-op (no recorder is installed).
+//! Prometheus metrics, recorded by metrics-exporter-prometheus and rendered by the daemon's
+//! `metrics_listen` server at `/metrics`. Without an endpoint configured every call here is a
+//! no-op (no recorder is installed).
 //!
 //! Names follow Prometheus conventions: `s3syncd_` prefix, `_total` counters, base units.
 //! A leaf: callers pass plain values, so this module imports nothing of the crate.
 
 use metrics::{counter, describe_counter, describe_gauge, describe_histogram, gauge, histogram, Unit};
-use std::net::SocketAddr;
+pub use metrics_exporter_prometheus::PrometheusHandle;
 
-pub fn install(addr: SocketAddr) -> Result<(), String> {
-    metrics_exporter_prometheus::PrometheusBuilder::new()
-        .with_http_listener(addr)
-        .install()
-        .map_err(|e| format!("cannot serve metrics on {addr}: {e}"))?;
+/// Installs the recorder; the handle renders the text `/metrics` serves. Summaries are kept
+/// up to date by a task every 5 s (as the exporter's own listener would).
+pub fn install() -> Result<PrometheusHandle, String> {
+    let handle = metrics_exporter_prometheus::PrometheusBuilder::new()
+        .install_recorder()
+        .map_err(|e| format!("cannot record metrics: {e}"))?;
+    let upkeep = handle.clone();
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(std::time::Duration::from_secs(5));
+        loop {
+            tick.tick().await;
+            upkeep.run_upkeep();
+        }
+    });
     describe_counter!("s3syncd_objects_copied_total", "Objects copied and verified, by spec and mode.");
     describe_counter!(
         "s3syncd_bytes_copied_total",
@@ -98,7 +108,7 @@ pub fn install(addr: SocketAddr) -> Result<(), String> {
         "s3syncd_notifications_total",
         "Notification attempts, by event and result (ok, retry, failed, dropped)."
     );
-    Ok(())
+    Ok(handle)
 }
 
 pub fn run_started(spec: &str) {

@@ -6,6 +6,7 @@ use crate::manifest::{Reader, Result, RunRow, RunStatus};
 use crate::spec::series::SeriesGaps;
 use crate::spec::Spec;
 use chrono::{DateTime, Duration, NaiveDate, Utc};
+use std::borrow::Borrow;
 use std::fmt::Write;
 
 /// Runs shown per feed.
@@ -32,15 +33,16 @@ pub fn esc(text: &str) -> String {
 }
 
 /// The page for `specs` at `now`.
-pub fn page(reader: &Reader, specs: &[Spec], now: DateTime<Utc>) -> Result<String> {
+pub fn page<S: Borrow<Spec>>(reader: &Reader, specs: &[S], now: DateTime<Utc>) -> Result<String> {
+    let specs: Vec<&Spec> = specs.iter().map(Borrow::borrow).collect();
     let mut html = String::from(HEAD);
     let _ = write!(html, "<h1>s3syncd</h1><p class=\"when\">as of {}</p>", esc(&now.to_rfc3339()));
     html += "<table id=\"feeds\"><thead><tr><th>feed</th><th>schedule</th><th>next run</th><th>last run</th><th>status</th><th>fresh</th><th>objects</th><th>bytes</th><th>undelivered</th></tr></thead><tbody>";
-    for spec in specs {
+    for spec in &specs {
         feed_row(&mut html, reader, spec, now)?;
     }
     html += "</tbody></table>";
-    for spec in specs {
+    for spec in &specs {
         let runs = reader.runs(Some(&spec.name), RUNS)?;
         let _ = write!(html, "<section class=\"feed\" data-feed=\"{0}\"><h2>{0}</h2>", esc(&spec.name));
         runs_chart(&mut html, &runs);

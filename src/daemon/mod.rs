@@ -7,6 +7,7 @@
 //! `shutdown_grace` to finish, then `hard_stop` aborts them (multipart uploads are aborted);
 //! run rows say `interrupted`. The caller may fire `hard_stop` early (a second signal).
 
+mod http;
 mod progress;
 mod systemd;
 pub mod watcher;
@@ -89,6 +90,8 @@ struct Daemon {
     /// deleted and created again is another inode that the old watch no longer sees.
     watcher: Option<notify::RecommendedWatcher>,
     reload_tx: mpsc::Sender<Reload>,
+    /// The feeds running now, for the status page.
+    live: watch::Sender<Vec<Arc<Spec>>>,
 }
 
 fn log_progress() -> Arc<dyn Observer> {
@@ -97,9 +100,14 @@ fn log_progress() -> Arc<dyn Observer> {
 
 /// `s3syncd daemon`: runs until `controls.stop` fires, then drains.
 pub async fn run(config: Config, controls: Controls) -> Result<(), DaemonError> {
+    let (live, feeds) = watch::channel(Vec::new());
     if let Some(addr) = config.metrics_listen {
-        crate::metrics::install(addr).map_err(DaemonError::Metrics)?;
-        tracing::info!(%addr, "serving Prometheus metrics at /metrics");
+        let metrics = crate::metrics::install().map_err(DaemonError::Metrics)?;
+        let manifest = config.manifest_path();
+        http::serve(addr, http::Pages { metrics, manifest, feeds })
+            .await
+            .map_err(DaemonError::Metrics)?;
+        tracing::info!(%addr, "serving Prometheus metrics at /metrics and the status page at /");
     }
     // The first load decides whether the daemon can start at all: `validate` gives the same verdict.
     let first = spec::load_dir(&config.spec_dir).map_err(DaemonError::SpecDir)?;
@@ -125,6 +133,7 @@ pub async fn run(config: Config, controls: Controls) -> Result<(), DaemonError> 
         tracker: TaskTracker::new(),
         watcher: None,
         reload_tx,
+        live,
     };
     d.rewatch();
     d.apply(first);
@@ -220,6 +229,7 @@ impl Daemon {
             self.tracker.spawn(crate::scheduler::feed(self.shared.clone(), rx, removed.clone()));
             self.feeds.insert(s.name.clone(), Feed { spec: s, updates, removed });
         }
+        self.live.send_replace(self.feeds.values().map(|f| f.spec.clone()).collect());
         systemd::status(&format!("{} feeds scheduled", self.feeds.len()));
         self.abort_orphan_uploads();
     }

@@ -136,21 +136,14 @@ async fn the_daemon_serves_prometheus_metrics() {
     let objects = fixture();
     let (server, _c, ws) = seeded(&objects).await;
     let port = free_port();
-    std::fs::write(
-        ws.config(),
-        format!("spec_dir = \"specs.d\"\nstate_dir = \"state\"\nmetrics_listen = \"127.0.0.1:{port}\"\n"),
-    )
-    .unwrap();
-    use std::os::unix::fs::PermissionsExt;
-    std::fs::set_permissions(ws.spec_dir(), std::fs::Permissions::from_mode(0o755)).unwrap();
-    let spec = ws.seeded_spec("m", &server.endpoint, "m/", "schedule = \"*/2 * * * * *\"\n");
-    std::fs::set_permissions(&spec, std::fs::Permissions::from_mode(0o644)).unwrap();
+    ws.seeded_spec("m", &server.endpoint, "m/", "schedule = \"*/2 * * * * *\"\n");
+    ws.daemon_config(port);
     let mut child = ws.command().arg("daemon").stderr(std::process::Stdio::null()).spawn().unwrap();
     let n = objects.len() as f64;
     let mut body = String::new();
     for _ in 0..100 {
         tokio::time::sleep(std::time::Duration::from_millis(200)).await;
-        body = scrape(port).await.unwrap_or_default();
+        body = http_get(port, "GET /metrics").await.unwrap_or_default();
         if metric(&body, "s3syncd_objects_copied_total{spec=\"m\",mode=\"direct\"}") == Some(n)
             && metric(&body, "s3syncd_runs_total{spec=\"m\",status=\"ok\"}").is_some()
         {
@@ -182,16 +175,6 @@ async fn the_daemon_serves_prometheus_metrics() {
         "{body}"
     );
     assert!(body.contains("# TYPE s3syncd_objects_copied_total counter"), "{body}");
-}
-
-/// A plain HTTP/1.0 GET of /metrics on loopback.
-async fn scrape(port: u16) -> Option<String> {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let mut s = tokio::net::TcpStream::connect(("127.0.0.1", port)).await.ok()?;
-    s.write_all(b"GET /metrics HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n").await.ok()?;
-    let mut out = String::new();
-    s.read_to_string(&mut out).await.ok()?;
-    Some(out)
 }
 
 /// The value of one sample, by its exact name and labels.

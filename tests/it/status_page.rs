@@ -1,6 +1,7 @@
 //! The status page in a real browser: headless Chromium loads what `s3syncd report` wrote, and
 //! the DOM shows the feed, a hole in the series heatmap, and a hostile key as text; the page
-//! logs no console error. A screenshot is kept in `target/test-artifacts/report.png`.
+//! logs no console error. The daemon serves the same page at `/` of `metrics_listen`, checked
+//! the same way. A screenshot is kept in `target/test-artifacts/report.png`.
 
 use crate::util::*;
 use chrono::{Duration, Utc};
@@ -69,25 +70,8 @@ async fn the_status_page_renders_feeds_holes_and_hostile_keys_as_text_in_chromiu
 
     let profile = ws.path().join("chromium");
     let url = format!("file://{}", page.display());
-    let dom = headless(browser, &profile, &["--dump-dom", &url]);
-    let dom_text = String::from_utf8_lossy(&dom.stdout).into_owned();
-    let log = String::from_utf8_lossy(&dom.stderr).into_owned();
-    assert!(dom.status.success(), "{log}");
-    assert!(dom_text.contains("<tr data-feed=\"klines\"><td>klines</td>"), "{dom_text}");
-    let btc = dom_text
-        .split("<tr data-series=\"BTCUSDT/1m/BTCUSDT-1m-{date}.zip\">")
-        .nth(1)
-        .expect("a heatmap row for BTCUSDT");
-    let row = &btc[..btc.find("</tr>").unwrap()];
-    assert!(row.contains(&format!("title=\"{} missing\"", day(3))), "{row}");
-    assert_eq!(row.matches("class=\"present\"").count(), 5, "{row}");
-    assert!(
-        dom_text.contains("&lt;img src=x onerror=alert(1)&gt;"),
-        "the hostile key shows as text"
-    );
-    assert!(!dom_text.contains("<img"), "no element was made of a key");
-    let console: Vec<&str> = log.lines().filter(|l| l.contains(":CONSOLE") || l.contains("Uncaught")).collect();
-    assert!(console.is_empty(), "console: {console:?}");
+    check_dom(browser, &profile, &url, hostile);
+    served_page_checks(&ws, browser, &profile, hostile).await;
 
     let artifacts = Path::new(env!("CARGO_MANIFEST_DIR")).join("target/test-artifacts");
     std::fs::create_dir_all(&artifacts).unwrap();
@@ -99,4 +83,55 @@ async fn the_status_page_renders_feeds_holes_and_hostile_keys_as_text_in_chromiu
         &[&format!("--screenshot={}", shot.display()), "--window-size=1280,900", &url],
     );
     assert!(out.status.success() && shot.exists(), "{}", String::from_utf8_lossy(&out.stderr));
+}
+
+/// Chromium's DOM of `url`: the feed row, a hole in BTCUSDT's heatmap row, the hostile key as
+/// text, and no console error.
+fn check_dom(browser: &str, profile: &Path, url: &str, hostile: &str) {
+    let dom = headless(browser, profile, &["--dump-dom", url]);
+    let dom_text = String::from_utf8_lossy(&dom.stdout).into_owned();
+    let log = String::from_utf8_lossy(&dom.stderr).into_owned();
+    assert!(dom.status.success(), "{url}: {log}");
+    assert!(dom_text.contains("<tr data-feed=\"klines\"><td>klines</td>"), "{url}: {dom_text}");
+    let btc = dom_text
+        .split("<tr data-series=\"BTCUSDT/1m/BTCUSDT-1m-{date}.zip\">")
+        .nth(1)
+        .expect("a heatmap row for BTCUSDT");
+    let row = &btc[..btc.find("</tr>").unwrap()];
+    assert!(row.contains(&format!("title=\"{} missing\"", day(3))), "{url}: {row}");
+    assert_eq!(row.matches("class=\"present\"").count(), 5, "{url}: {row}");
+    let escaped = hostile.replace('<', "&lt;").replace('>', "&gt;");
+    assert!(dom_text.contains(&escaped), "{url}: the hostile key shows as text");
+    assert!(!dom_text.contains("<img"), "{url}: no element was made of a key");
+    let console: Vec<&str> = log.lines().filter(|l| l.contains(":CONSOLE") || l.contains("Uncaught")).collect();
+    assert!(console.is_empty(), "{url}: console: {console:?}");
+}
+
+/// A daemon over the same manifest and spec serves the page at `/`; `/metrics` is still the
+/// Prometheus text, any other path 404 and any other method 405.
+async fn served_page_checks(ws: &Workspace, browser: &str, profile: &Path, hostile: &str) {
+    let port = free_port();
+    ws.daemon_config(port);
+    let mut child = ws.command().arg("daemon").stderr(std::process::Stdio::null()).spawn().unwrap();
+    let mut home = String::new();
+    for _ in 0..150 {
+        home = http_get(port, "GET /").await.unwrap_or_default();
+        if home.contains("data-feed=\"klines\"") {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    let metrics = http_get(port, "GET /metrics").await.unwrap_or_default();
+    let missing = http_get(port, "GET /etc/passwd").await.unwrap_or_default();
+    let post = http_get(port, "POST /").await.unwrap_or_default();
+    check_dom(browser, profile, &format!("http://127.0.0.1:{port}/"), hostile);
+    let _ = child.kill();
+    let _ = child.wait();
+    assert!(home.starts_with("HTTP/1.0 200") && home.contains("text/html"), "{home}");
+    assert!(
+        metrics.starts_with("HTTP/1.0 200") && metrics.contains("text/plain; version=0.0.4"),
+        "{metrics}"
+    );
+    assert!(missing.starts_with("HTTP/1.0 404"), "{missing}");
+    assert!(post.starts_with("HTTP/1.0 405"), "{post}");
 }

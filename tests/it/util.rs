@@ -134,6 +134,21 @@ impl Workspace {
         )
     }
 
+    /// A config for `s3syncd daemon` that serves `metrics_listen` on `port`, and the spec
+    /// directory and specs opened as the daemon's permission rule allows.
+    pub fn daemon_config(&self, port: u16) {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::write(
+            self.config(),
+            format!("spec_dir = \"specs.d\"\nstate_dir = \"state\"\nmetrics_listen = \"127.0.0.1:{port}\"\n"),
+        )
+        .unwrap();
+        std::fs::set_permissions(self.spec_dir(), std::fs::Permissions::from_mode(0o755)).unwrap();
+        for spec in std::fs::read_dir(self.spec_dir()).unwrap() {
+            std::fs::set_permissions(spec.unwrap().path(), std::fs::Permissions::from_mode(0o644)).unwrap();
+        }
+    }
+
     pub fn run(&self, args: &[&str]) -> Output {
         self.command().args(args).output().unwrap()
     }
@@ -164,6 +179,18 @@ pub async fn until(secs: u64, what: &str, cond: impl Fn() -> bool) {
         assert!(std::time::Instant::now() < deadline, "{what}: not within {secs} s");
         tokio::time::sleep(std::time::Duration::from_millis(20)).await;
     }
+}
+
+/// A plain HTTP/1.0 request on loopback (`"GET /metrics"`): the whole answer, head and body.
+pub async fn http_get(port: u16, request: &str) -> Option<String> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut s = tokio::net::TcpStream::connect(("127.0.0.1", port)).await.ok()?;
+    s.write_all(format!("{request} HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n").as_bytes())
+        .await
+        .ok()?;
+    let mut out = String::new();
+    s.read_to_string(&mut out).await.ok()?;
+    Some(out)
 }
 
 pub fn text(o: &Output) -> String {
