@@ -8,20 +8,13 @@
 use metrics::{counter, describe_counter, describe_gauge, describe_histogram, gauge, histogram, Unit};
 pub use metrics_exporter_prometheus::PrometheusHandle;
 
-/// Installs the recorder; the handle renders the text `/metrics` serves. Summaries are kept
-/// up to date by a task every 5 s (as the exporter's own listener would).
+/// Installs the recorder; the handle renders the text `/metrics` serves ([`render`]). Samples
+/// reach the summaries when rendered: the one histogram takes one sample per run, so nothing
+/// needs draining in between, and an idle daemon never wakes for its metrics.
 pub fn install() -> Result<PrometheusHandle, String> {
     let handle = metrics_exporter_prometheus::PrometheusBuilder::new()
         .install_recorder()
         .map_err(|e| format!("cannot record metrics: {e}"))?;
-    let upkeep = handle.clone();
-    tokio::spawn(async move {
-        let mut tick = tokio::time::interval(std::time::Duration::from_secs(5));
-        loop {
-            tick.tick().await;
-            upkeep.run_upkeep();
-        }
-    });
     describe_counter!("s3syncd_objects_copied_total", "Objects copied and verified, by spec and mode.");
     describe_counter!(
         "s3syncd_bytes_copied_total",
@@ -109,6 +102,12 @@ pub fn install() -> Result<PrometheusHandle, String> {
         "Notification attempts, by event and result (ok, retry, failed, dropped)."
     );
     Ok(handle)
+}
+
+/// The Prometheus text of everything recorded, the summaries brought up to date first.
+pub fn render(handle: &PrometheusHandle) -> String {
+    handle.run_upkeep();
+    handle.render()
 }
 
 pub fn run_started(spec: &str) {

@@ -50,7 +50,7 @@ async fn answer(pages: Pages, req: Request<hyper::body::Incoming>) -> Result<Res
         return reply(StatusCode::METHOD_NOT_ALLOWED, "text/plain", "GET only\n".into());
     }
     match req.uri().path() {
-        "/metrics" => reply(StatusCode::OK, "text/plain; version=0.0.4", pages.metrics.render()),
+        "/metrics" => reply(StatusCode::OK, "text/plain; version=0.0.4", crate::metrics::render(&pages.metrics)),
         "/" => {
             let specs = pages.feeds.borrow().clone();
             let drawn = tokio::task::spawn_blocking(move || {

@@ -60,12 +60,10 @@ impl Reader {
         let err = sqlite_err(&self.path);
         let (objects, bytes): (i64, i64) = self
             .conn
-            .query_row(
-                "SELECT count(*), coalesce(sum(size), 0) FROM objects WHERE spec = ?1",
-                [spec],
-                |r| Ok((r.get(0)?, r.get(1)?)),
-            )
-            .map_err(&err)?;
+            .query_row("SELECT objects, bytes FROM held WHERE spec = ?1", [spec], |r| Ok((r.get(0)?, r.get(1)?)))
+            .optional()
+            .map_err(&err)?
+            .unwrap_or((0, 0));
         let last_success: Option<String> = self
             .conn
             .query_row("SELECT max(finished_at) FROM runs WHERE spec = ?1 AND status = 'ok'", [spec], |r| {

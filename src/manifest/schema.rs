@@ -158,6 +158,25 @@ const STEPS: &[&str] = &[
     //    SHA-256 a late sidecar gave that contradicts them (NULL: none does).
     "ALTER TABLE objects ADD COLUMN sha256 TEXT;
     ALTER TABLE objects ADD COLUMN sidecar_mismatch TEXT;",
+    // 9: objects and bytes held per spec, kept by triggers as rows come and go, so that the
+    //    status page and `manifest status` read two numbers instead of counting every row (a
+    //    feed of the whole archive holds 10^8).
+    "CREATE TABLE held (
+        spec    TEXT PRIMARY KEY,
+        objects INTEGER NOT NULL,
+        bytes   INTEGER NOT NULL
+    );
+    INSERT INTO held SELECT spec, count(*), sum(size) FROM objects GROUP BY spec;
+    CREATE TRIGGER held_insert AFTER INSERT ON objects BEGIN
+        INSERT INTO held (spec, objects, bytes) VALUES (new.spec, 1, new.size)
+            ON CONFLICT (spec) DO UPDATE SET objects = objects + 1, bytes = bytes + new.size;
+    END;
+    CREATE TRIGGER held_delete AFTER DELETE ON objects BEGIN
+        UPDATE held SET objects = objects - 1, bytes = bytes - old.size WHERE spec = old.spec;
+    END;
+    CREATE TRIGGER held_resize AFTER UPDATE OF size ON objects BEGIN
+        UPDATE held SET bytes = bytes - old.size + new.size WHERE spec = new.spec;
+    END;",
 ];
 
 pub const VERSION: i64 = STEPS.len() as i64;
@@ -198,6 +217,7 @@ pub fn migrate(conn: &Connection, path: &Path) -> Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use rusqlite::params;
 
     /// A manifest of `version`, built by its own steps, holding one verified object and one run.
     fn at_version(version: i64) -> Connection {
@@ -249,6 +269,8 @@ mod tests {
                 .query_row("SELECT value FROM meta WHERE name = 'manifest_id'", [], |r| r.get(0))
                 .unwrap();
             assert_eq!(id.len(), 16, "from {version}");
+            let held: (i64, i64) = conn.query_row("SELECT objects, bytes FROM held", [], |r| Ok((r.get(0)?, r.get(1)?))).unwrap();
+            assert_eq!(held, (1, 3), "from {version}");
         }
         let conn = at_version(VERSION);
         conn.execute_batch(&format!("PRAGMA user_version = {};", VERSION + 1)).unwrap();
@@ -256,5 +278,36 @@ mod tests {
             migrate(&conn, Path::new("manifest.db")),
             Err(ManifestError::TooNew { found, .. }) if found == VERSION + 1
         ));
+    }
+
+    /// The counts held per spec follow every insert, replacement, resize and delete.
+    #[test]
+    fn held_counts_follow_the_rows() {
+        let conn = at_version(VERSION);
+        let upsert = |key: &str, size: i64| {
+            conn.execute(
+                "INSERT INTO objects (spec, dest_endpoint, dest_bucket, dest_key, source_endpoint, source_bucket, source_key, size,
+                   copied_at, mode, run_id) VALUES ('feed', 'loopback:9000', 'dst', ?1, 'loopback:9000', 'src', ?1, ?2, 'now', 'direct', 1)
+                 ON CONFLICT (spec, dest_endpoint, dest_bucket, dest_key) DO UPDATE SET size = excluded.size",
+                params![key, size],
+            )
+            .unwrap();
+        };
+        let held = || -> (i64, i64) {
+            conn.query_row("SELECT objects, bytes FROM held WHERE spec = 'feed'", [], |r| Ok((r.get(0)?, r.get(1)?)))
+                .unwrap()
+        };
+        let counted = || -> (i64, i64) {
+            conn.query_row("SELECT count(*), sum(size) FROM objects WHERE spec = 'feed'", [], |r| Ok((r.get(0)?, r.get(1)?)))
+                .unwrap()
+        };
+        upsert("b/x", 10);
+        upsert("b/y", 0);
+        assert_eq!(held(), (3, 13));
+        upsert("b/x", 4);
+        assert_eq!(held(), (3, 7));
+        conn.execute("DELETE FROM objects WHERE dest_key = 'b/a.zip'", []).unwrap();
+        assert_eq!(held(), (2, 4));
+        assert_eq!(held(), counted());
     }
 }

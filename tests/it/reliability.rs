@@ -266,8 +266,9 @@ impl Crash<'_> {
 }
 
 /// Four kills, each in its own window: a pending upload row (the create was sent, its id not
-/// yet known), a recorded upload id, parts being uploaded, a staging file. Then a plain run
-/// must converge and leave nothing behind.
+/// yet known), a recorded upload id, parts being uploaded, a staging file. Each window is held
+/// open at the proxy for seconds, longer than the random delay before the kill, so no kill can
+/// miss it. Then a plain run must converge and leave nothing behind.
 async fn crashes_land_in_each_window_then_a_run_converges(dest: &str, dc: &aws_sdk_s3::Client, dst_keys: (&str, &str), server: &S3Server) {
     let seed = crash_seed();
     let mut rng = fastrand::Rng::with_seed(seed);
@@ -303,18 +304,25 @@ async fn crashes_land_in_each_window_then_a_run_converges(dest: &str, dc: &aws_s
         .await;
     at("a pending upload", &l);
     assert!(l.pending > 0, "the kill missed the pending-upload window: {l:?}");
+    // The next two windows are held open while the kill lands: parts wait 3 s at the proxy, so
+    // the recorded upload and the staging file are there for the whole random delay.
+    let hold_parts = || vec![Fault::always("UploadPart", Action::Stall(Duration::from_secs(3)))];
+    crash.proxy.set_faults(hold_parts());
     let l = crash
         .kill_when("staged", "recorded upload", rng.u64(0..50), |l| l.uploads > l.pending)
         .await;
     at("a recorded upload", &l);
     assert!(l.uploads > l.pending, "the kill missed the recorded-upload window: {l:?}");
+    crash.proxy.set_faults(Vec::new());
     let parts = crash.proxy.seen("UploadPart") + rng.u64(1..=3);
     let l = crash
         .kill_when("stream", "parts uploaded", 0, |_| crash.proxy.seen("UploadPart") >= parts)
         .await;
     at("parts in flight", &l);
     assert!(l.uploads > 0, "the kill missed the upload: {l:?}");
+    crash.proxy.set_faults(hold_parts());
     let l = crash.kill_when("staged", "staging file", rng.u64(0..50), |l| l.staging > 0).await;
+    crash.proxy.set_faults(Vec::new());
     at("a staging file", &l);
     assert!(l.staging > 0, "the kill missed the staging window: {l:?}");
 
