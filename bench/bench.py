@@ -167,7 +167,7 @@ EXTRA_SPEC = ""  # appended to s3syncd's spec: --list-partitions
 
 
 def command(tool, path, endpoint, src, dst, mode, state, noop=False):
-    if tool == "s3syncd":
+    if tool.startswith("s3syncd"):
         os.makedirs(state, exist_ok=True)
         with open(os.path.join(state, "s3syncd.toml"), "w") as f:
             f.write(f'spec_dir = "specs.d"\nstate_dir = "."\n')
@@ -212,7 +212,7 @@ def count(server, bucket):
 # Workloads with their own set of tools: rclone HEADs every key on a no-op (see (cw)), and the
 # issue measures (f2) against s5cmd. (m)'s tools share one destination, filled once by s3syncd
 # (a million set-up copies per tool would take longer than the measurements).
-TOOLS_FOR = {"m": ("s3syncd", "s5cmd", "s3sync"), "f2": ("s3syncd", "s5cmd")}
+TOOLS_FOR = {"m": ("s3syncd", "s3syncd-base", "s5cmd", "s3sync"), "f2": ("s3syncd", "s3syncd-base", "s5cmd")}
 SHARED_DEST = {"m"}
 KEEP = False  # --keep: Garage's data and the no-op destinations outlive the bench run
 NOTES = {}  # (workload, tool) -> a remark for the table
@@ -322,7 +322,7 @@ def measure(w, tools, server, repeat, results):
             if i < 0:
                 print(f"  {w} {tool:8} warm-up: {wall:6.2f} s", file=sys.stderr)
                 continue
-            if tool == "s3syncd" and noop:
+            if tool.startswith("s3syncd") and noop:
                 db = os.path.join(state, "manifest.db")
                 size = sum(os.path.getsize(db + x) for x in ("", "-wal") if os.path.exists(db + x))
                 NOTES[(w, tool)] = f"manifest {size / 2**20:.0f} MiB on disk ({size / n:.0f} B per key)"
@@ -404,6 +404,7 @@ def main():
     ap.add_argument("--keep", action="store_true", help="keep Garage's data and the no-op destinations for the next bench run")
     ap.add_argument("--transfer", help="extra [transfer] lines for s3syncd's spec, e.g. 'concurrency = 64'")
     ap.add_argument("--warmup", type=int, default=1, help="unmeasured re-runs per tool before a no-op workload's measured runs")
+    ap.add_argument("--baseline", help="another s3syncd binary, run beside the built one as tool s3syncd-base: an A/B of build settings in the same run")
     ap.add_argument("--garage-dir", help="Garage's data directory (default: on the tmpfs); a disk's page cache can be evicted, a tmpfs cannot")
     args = ap.parse_args()
     global EXTRA_SPEC, KEEP, WARMUP
@@ -414,6 +415,8 @@ def main():
     on = {WORKLOADS[w][4] for w in workloads if w in WORKLOADS}
     tools = ensure_tools(args.with_s3sync, "garage" in on)
     s5cmd = tools["s5cmd"]  # also fills and empties the servers' buckets
+    if args.baseline:
+        tools["s3syncd-base"] = os.path.abspath(args.baseline)
     if args.tools:
         tools = {t: p for t, p in tools.items() if t in args.tools.split(",")}
     results = {}  # (workload, tool) -> [(wall, rss)]

@@ -64,9 +64,9 @@ async fn main() -> anyhow::Result<()> {
     let config = Config::load(&work.join("s3syncd.toml"), true)?;
     let spec = spec_path.to_string_lossy().to_string();
     println!("\n$ s3syncd run {SPEC}");
-    let first = cli::run(config.clone(), &spec, false, None, false).await?;
+    let first = cli::run(config.clone(), &spec, cli::RunFlags::default()).await?;
     println!("\n$ s3syncd run {SPEC}    # again: nothing new at the source");
-    let second = cli::run(config, &spec, false, None, false).await?;
+    let second = cli::run(config, &spec, cli::RunFlags::default()).await?;
 
     let db = rusqlite::Connection::open(work.join("state/manifest.db"))?;
     let (rows, total, verified): (i64, i64, i64) = db.query_row(

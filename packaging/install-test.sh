@@ -5,7 +5,7 @@
 # Changes the system: run it on a throwaway VM or container.
 #
 #     sudo packaging/install-test.sh [--no-build]    # --no-build: reuse target/debian/*.deb
-#     S3SYNCD_DEB_PROFILE=dev packaging/install-test.sh   # the debug build, as CI does
+#     S3SYNCD_DEB_PROFILE=dev packaging/install-test.sh   # the debug build: no size budget, no dbgsym
 set -euo pipefail
 cd "$(dirname "$0")/.."
 [ "$(id -u)" = 0 ] || { echo "run as root: it installs a package" >&2; exit 2; }
@@ -43,6 +43,17 @@ ls /usr/share/doc/s3syncd/examples/*.toml >/dev/null || fail "no example specs"
 [ -f /usr/share/s3syncd/prometheus/s3syncd-rules.yml ] && [ -f /usr/share/s3syncd/grafana/s3syncd.json ] || fail "no alert rules or dashboard"
 grep -qx /etc/s3syncd/s3syncd.toml /var/lib/dpkg/info/s3syncd.conffiles || fail "config is not a conffile"
 check "files, modes, conffile"
+# The package's budget (the release build): the installed binary at most 16 MiB, its debug
+# info in the separate s3syncd-dbgsym package.
+if [ "${S3SYNCD_DEB_PROFILE:-release}" = release ]; then
+    size=$(stat -c %s /usr/bin/s3syncd)
+    [ "$size" -le 16777216 ] || fail "/usr/bin/s3syncd is $size bytes, over the budget of 16 MiB (16,777,216 bytes)"
+    check "/usr/bin/s3syncd is $size bytes (budget 16,777,216)"
+    ! dpkg -L s3syncd | grep -q '^/usr/lib/debug' || fail "debug info inside the main package"
+    ddeb=$(ls target/debian/s3syncd-dbgsym_"$version"-1_*.ddeb 2>/dev/null | head -1)
+    [ -n "$ddeb" ] && dpkg-deb -c "$ddeb" | grep -q '/usr/lib/debug/.build-id/.*\.debug$' || fail "no s3syncd-dbgsym package with the debug info"
+    check "debug info in $(basename "$ddeb"), not in the main package"
+fi
 /usr/bin/s3syncd --version | grep -q "commit" || fail "--version has no commit: $(/usr/bin/s3syncd --version)"
 check "$(/usr/bin/s3syncd --version)"
 
@@ -58,6 +69,12 @@ check "user s3syncd; validate passes as s3syncd"
 # The unit, the man pages, the completions.
 out=$(systemd-analyze verify "$unit" 2>&1) || fail "systemd-analyze verify: $out"
 check "systemd-analyze verify $unit${out:+ ($out)}"
+shard=$(ls /lib/systemd/system/s3syncd-shard@.service /usr/lib/systemd/system/s3syncd-shard@.service 2>/dev/null | head -1)
+[ -n "$shard" ] || fail "no shard template unit"
+# A template is verified as an instance of it.
+cp "$shard" "$work/s3syncd-shard@0000.service"
+out=$(systemd-analyze verify "$work/s3syncd-shard@0000.service" 2>&1) || fail "systemd-analyze verify: $out"
+check "systemd-analyze verify s3syncd-shard@0000.service${out:+ ($out)}"
 for page in /usr/share/man/man1/s3syncd.1.gz /usr/share/man/man1/s3syncd-run.1.gz /usr/share/man/man5/s3syncd.toml.5.gz; do
     [ -f "$page" ] || fail "missing $page"
     MANWIDTH=80 man -l "$page" 2>/dev/null | grep -q . || fail "man -l $page renders nothing"

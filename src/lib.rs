@@ -6,7 +6,7 @@
 //! schedules; `cli` is the command line.
 //!
 //! Layers, lowest first; a module imports only from layers below its own (checked by the
-//! `layers` test): `spec` · `s3`, `manifest` · `plan`, `report` · `transfer` · `engine` · `scheduler` ·
+//! `layers` test): `spec` · `s3`, `manifest`, `shard` · `plan`, `report` · `transfer` · `engine` · `scheduler` ·
 //! `daemon` · `cli`. `metrics` and `fixture` are leaves that import nothing of the crate.
 
 pub mod cli;
@@ -19,5 +19,6 @@ pub mod plan;
 pub mod report;
 pub mod s3;
 pub mod scheduler;
+pub mod shard;
 pub mod spec;
 pub mod transfer;

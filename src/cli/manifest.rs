@@ -77,6 +77,15 @@ pub enum ManifestCommand {
         #[arg(long, value_enum, default_value = "text")]
         format: GapsFormat,
     },
+    /// Bring copies made elsewhere home: shard manifests (`run --keys --manifest`) and S3
+    /// Batch Operations completion reports (their succeeded copies checked by a listing of
+    /// both sides). The newest row of each key wins; importing twice changes nothing.
+    Import {
+        #[arg(long)]
+        spec: String,
+        #[arg(required = true, value_name = "FILE")]
+        files: Vec<std::path::PathBuf>,
+    },
     /// Every version of a destination key: the current one and those that upstream
     /// revisions replaced or deletes removed, with where a kept copy is.
     History {
@@ -122,6 +131,9 @@ fn parse_since(s: &str) -> Result<String, String> {
 }
 
 pub async fn run(cfg: &Config, cmd: ManifestCommand) -> anyhow::Result<i32> {
+    if let ManifestCommand::Import { spec, files } = &cmd {
+        return super::backfill::import(cfg, spec, files).await;
+    }
     let path = cfg.manifest_path();
     if !path.exists() {
         anyhow::bail!("no manifest at {} yet: no run has been recorded with this config", path.display());
@@ -189,7 +201,7 @@ pub async fn run(cfg: &Config, cmd: ManifestCommand) -> anyhow::Result<i32> {
                 writeln!(out, "{}", serde_json::to_string(&v)?)?;
             }
         }
-        ManifestCommand::Verify { .. } => unreachable!("answered above"),
+        ManifestCommand::Verify { .. } | ManifestCommand::Import { .. } => unreachable!("answered above"),
     }
     ignore_broken_pipe(out.flush())?;
     Ok(EXIT_OK)

@@ -2,6 +2,7 @@
 //! which belong here alone: 0 success, 1 some objects failed, 2 invalid command line / config /
 //! spec, 3 the run could not be carried out at all.
 
+mod backfill;
 mod docs;
 pub mod manifest;
 mod progress;
@@ -54,6 +55,29 @@ impl Cli {
     }
 }
 
+/// `run`'s flags.
+#[derive(Debug, Clone, Default, clap::Args)]
+pub struct RunFlags {
+    /// Print the plan (counts, bytes, first keys) and change nothing.
+    #[arg(long)]
+    pub dry_run: bool,
+    /// Override the spec's mode for this run.
+    #[arg(long, value_enum)]
+    pub mode: Option<ModeChoice>,
+    /// For a spec with [series]: list the whole source now (a reconcile run), whether its
+    /// `reconcile` schedule is due or not.
+    #[arg(long)]
+    pub full: bool,
+    /// Copy only the keys of this key file (`bucket,key` lines, as `s3syncd plan` writes):
+    /// one shard of a backfill. Nothing is deleted.
+    #[arg(long, value_name = "FILE")]
+    pub keys: Option<PathBuf>,
+    /// Record in this manifest instead of the state directory's (a shard's own; bring it home
+    /// with `manifest import`). Its locks and staging files are kept beside it.
+    #[arg(long, value_name = "PATH")]
+    pub manifest: Option<PathBuf>,
+}
+
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Run until SIGTERM: watch spec_dir, run each spec on its schedule.
@@ -62,16 +86,20 @@ pub enum Command {
     Run {
         /// A spec file, or the name of a spec in spec_dir.
         spec: String,
-        /// Print the plan (counts, bytes, first keys) and change nothing.
-        #[arg(long)]
-        dry_run: bool,
-        /// Override the spec's mode for this run.
-        #[arg(long, value_enum)]
-        mode: Option<ModeChoice>,
-        /// For a spec with [series]: list the whole source now (a reconcile run), whether its
-        /// `reconcile` schedule is due or not.
-        #[arg(long)]
-        full: bool,
+        #[command(flatten)]
+        flags: RunFlags,
+    },
+    /// Write the copy plan of a run (what is new or changed) as key files for S3 Batch
+    /// Operations or `run --keys`, and plan.json. Changes nothing.
+    Plan {
+        /// A spec file, or the name of a spec in spec_dir.
+        spec: String,
+        /// The directory to write keys-NNNN.csv and plan.json into.
+        #[arg(long, value_name = "DIR")]
+        out: PathBuf,
+        /// Key files to cut the plan into, at key quantiles.
+        #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=100_000))]
+        shards: u32,
     },
     /// Audits: copied objects, runs, exports, drift against the destination.
     Manifest {
@@ -146,7 +174,8 @@ pub fn dispatch(command: Command, config: Result<Config, SpecError>) -> i32 {
     };
     let result = block_on(async move {
         match command {
-            Command::Run { spec, dry_run, mode, full } => run(config, &spec, dry_run, mode, full).await,
+            Command::Run { spec, flags } => run(config, &spec, flags).await,
+            Command::Plan { spec, out, shards } => backfill::plan(config, &spec, &out, shards as usize).await,
             Command::Daemon => daemon(config).await,
             Command::Manifest { command } => manifest::run(&config, command).await,
             Command::Check { specs, write } => Ok(check(&config, &specs, write).await),
@@ -302,7 +331,7 @@ pub fn resolve_spec(config: &Config, arg: &str) -> Result<Spec, SpecError> {
 }
 
 /// `run`: one run of one spec in the foreground.
-pub async fn run(config: Config, spec_arg: &str, dry_run: bool, mode: Option<ModeChoice>, full: bool) -> anyhow::Result<i32> {
+pub async fn run(mut config: Config, spec_arg: &str, flags: RunFlags) -> anyhow::Result<i32> {
     let spec = match resolve_spec(&config, spec_arg) {
         Ok(s) => s,
         Err(e) => {
@@ -310,6 +339,15 @@ pub async fn run(config: Config, spec_arg: &str, dry_run: bool, mode: Option<Mod
             return Ok(EXIT_INVALID);
         }
     };
+    let keys = match flags.keys.as_deref().map(|f| crate::shard::read_keys(f, &spec)).transpose() {
+        Ok(keys) => keys.map(Arc::new),
+        Err(e) => {
+            eprintln!("s3syncd: error: {e}");
+            return Ok(EXIT_INVALID);
+        }
+    };
+    config.own_manifest = flags.manifest;
+    let RunFlags { dry_run, mode, full, .. } = flags;
     let grace = config.shutdown_grace;
     let engine = Engine::new(config)?;
     let stop = Stop::default();
@@ -327,7 +365,9 @@ pub async fn run(config: Config, spec_arg: &str, dry_run: bool, mode: Option<Mod
         dry_run,
         mode,
         full,
+        keys,
         observer,
+        ..RunOptions::default()
     };
     let report = engine::run(&engine, Arc::new(spec), opts, stop).await;
     engine.drain().await;

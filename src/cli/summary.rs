@@ -43,6 +43,7 @@ fn listing(t: &crate::engine::Tally) -> String {
             t.list_parts
         ),
         Scope::Prefixes => format!("; {} prefixes of the include filter", t.list_parts),
+        Scope::Keys => format!("; the key file's range, {} of its keys found", t.keys_found),
         Scope::Full => String::new(),
     }
 }

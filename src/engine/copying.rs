@@ -45,6 +45,11 @@ impl Run {
                 },
             };
             if self.opts.dry_run {
+                if let Some(plan) = &self.opts.collect {
+                    plan.lock()
+                        .expect("the plan's keys")
+                        .push((job.source.key.clone(), job.source.size));
+                }
                 self.tally(|t| t.would_copy(&job));
                 continue;
             }

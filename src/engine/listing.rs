@@ -11,7 +11,7 @@ use crate::s3::{self, ListPart, Listing};
 use crate::spec::series::Gaps;
 use crate::spec::Spec;
 use chrono::{DateTime, Utc};
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 /// Holes older than this (their period's end) are probed no more: the reconcile run finds them.
 const HOLE_AGE: chrono::TimeDelta = chrono::TimeDelta::days(35);
@@ -26,6 +26,8 @@ pub enum Scope {
     Prefixes,
     /// Between reconcile runs of a spec with `[series]`: only what can be new.
     Series,
+    /// The key range of a key file (`run --keys`), only its keys planned.
+    Keys,
 }
 
 impl Scope {
@@ -34,6 +36,7 @@ impl Scope {
             Scope::Full => "full",
             Scope::Prefixes => "prefixes",
             Scope::Series => "series",
+            Scope::Keys => "keys",
         }
     }
 }
@@ -54,8 +57,12 @@ pub(super) fn start<'a>(
     spec: &'a Spec,
     client: &aws_sdk_s3::Client,
     full: bool,
+    keys: Option<&BTreeSet<String>>,
 ) -> Result<Plan<'a>, EngineError> {
     let bucket = &spec.source.bucket;
+    if let Some(keys) = keys {
+        return Ok(keys_part(spec, client, keys));
+    }
     if let Some(parts) = series_parts(reader, spec, full, Utc::now())? {
         tracing::info!(parts = parts.len(), "series run: listing only what can be new");
         let planners = parts
@@ -99,6 +106,33 @@ pub(super) fn start<'a>(
         listing: Listing::start(client, bucket, &spec.source.prefix, &split),
         planners,
     })
+}
+
+/// The listing of a key file: one range from just before its first key to its last (a few keys
+/// more to pass over, never one less).
+fn keys_part<'a>(spec: &'a Spec, client: &aws_sdk_s3::Client, keys: &BTreeSet<String>) -> Plan<'a> {
+    let (Some(first), Some(last)) = (keys.first(), keys.last()) else {
+        return Plan {
+            scope: Scope::Keys,
+            listing: Listing::range(client, &spec.source.bucket, &spec.source.prefix, None, None, 0),
+            planners: Vec::new(),
+            parts: 0,
+        };
+    };
+    let after = crate::shard::just_before(first);
+    Plan {
+        scope: Scope::Keys,
+        listing: Listing::range(
+            client,
+            &spec.source.bucket,
+            &spec.source.prefix,
+            Some(after.clone()),
+            Some(last.clone()),
+            1,
+        ),
+        planners: vec![Planner::part(spec, Some(&after), Some(last))],
+        parts: 1,
+    }
 }
 
 /// The parts of a series run, or `None` when this run lists in full: no `[series]`, `--full`,

@@ -28,6 +28,7 @@ use crate::manifest::{self, ManifestError, Reader, RunRow, RunStatus, Target, Wr
 use crate::s3::{self, RequestCounter};
 use crate::spec::{Config, ModeChoice, Spec};
 use crate::transfer::{self, Transferer};
+use std::collections::BTreeSet;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -95,6 +96,9 @@ impl Engine {
     }
 }
 
+/// The copies a dry run planned: (source key, size).
+pub type PlannedCopies = Vec<(String, u64)>;
+
 #[derive(Clone)]
 pub struct RunOptions {
     pub dry_run: bool,
@@ -102,6 +106,11 @@ pub struct RunOptions {
     pub mode: Option<ModeChoice>,
     /// A spec with `[series]` lists the whole source, whether its reconcile is due or not.
     pub full: bool,
+    /// Only these source keys (`run --keys`: one shard of a plan): the listing covers their
+    /// key range, other keys are passed over, nothing is deleted.
+    pub keys: Option<Arc<BTreeSet<String>>>,
+    /// A dry run hands each planned copy `(source key, size)` here (`s3syncd plan`).
+    pub collect: Option<Arc<Mutex<PlannedCopies>>>,
     /// Told of the run's progress (a progress bar, periodic log lines).
     pub observer: Arc<dyn Observer>,
 }
@@ -112,6 +121,8 @@ impl Default for RunOptions {
             dry_run: false,
             mode: None,
             full: false,
+            keys: None,
+            collect: None,
             observer: Arc::new(Quiet),
         }
     }
@@ -263,7 +274,7 @@ pub fn close_abandoned_runs(engine: &Engine) -> Result<(), EngineError> {
 /// live run's uploads. The OS releases the lock when the process dies.
 fn lock_spec(engine: &Engine, spec: &str) -> Result<std::fs::File, EngineError> {
     use std::os::unix::fs::OpenOptionsExt;
-    let dir = engine.config.state_dir.join("locks");
+    let dir = engine.config.locks_dir();
     let path = dir.join(format!("{spec}.lock"));
     let lock_err = |source| EngineError::Lock {
         path: path.clone(),

@@ -83,7 +83,14 @@ impl Run {
             mut listing,
             mut planners,
             parts,
-        } = super::listing::start(&reader, &self.target, spec, &self.transferer.src, self.opts.full)?;
+        } = super::listing::start(
+            &reader,
+            &self.target,
+            spec,
+            &self.transferer.src,
+            self.opts.full,
+            self.opts.keys.as_deref(),
+        )?;
         planned.scope = scope;
         self.tally(|t| {
             t.listing = scope;
@@ -102,7 +109,7 @@ impl Run {
                 }
                 Some(Ok((part, page))) => {
                     let plan = match page {
-                        Some(page) => planners[part].plan_page(&reader, page)?,
+                        Some(page) => planners[part].plan_page(&reader, self.only_keys(page))?,
                         // The part is complete: manifest rows left in its range have no source.
                         None => planners[part].finish(&reader)?,
                     };
@@ -125,6 +132,12 @@ impl Run {
             }
         }
         planned.settle(&mut held, spec).await?;
+        if let Some(keys) = self.opts.keys.as_ref().filter(|_| planned.complete) {
+            let missing = keys.len() as u64 - self.tally(|t| t.keys_found);
+            if missing > 0 {
+                tracing::warn!(missing, "keys of the key file are not at the source: nothing to copy for them");
+            }
+        }
         if planned.complete && scope == super::listing::Scope::Full && !self.opts.dry_run {
             // Where the next run cuts its parts, so that it need not scan the manifest for them.
             self.engine.writer.list_splits(
@@ -136,6 +149,18 @@ impl Run {
             );
         }
         Ok(planned)
+    }
+}
+
+impl Run {
+    /// A listing page as planned: with `run --keys`, only the keys of the key file; the keys
+    /// found are counted, so the run can say which it did not find.
+    fn only_keys(&self, mut page: Vec<crate::s3::SourceObject>) -> Vec<crate::s3::SourceObject> {
+        if let Some(keys) = &self.opts.keys {
+            page.retain(|o| keys.contains(&o.key));
+            self.tally(|t| t.keys_found += page.len() as u64);
+        }
+        page
     }
 }
 

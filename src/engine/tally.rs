@@ -37,6 +37,9 @@ pub struct Tally {
     /// Which listing the run did, and in how many parts.
     pub listing: super::listing::Scope,
     pub list_parts: usize,
+    /// `run --keys`: the keys of the key file the listing found (the others are not at the
+    /// source now).
+    pub keys_found: u64,
     /// Waiting for their turn when the run stopped: not attempted, new again to the next run.
     pub stopped: u64,
     pub deleted: u64,
@@ -152,6 +155,7 @@ impl Tally {
             "series_overdue": self.series.as_ref().map(|s| s.overdue),
             "listing": self.listing.as_str(),
             "list_parts": self.list_parts,
+            "keys_found": (self.listing == super::listing::Scope::Keys).then_some(self.keys_found),
             "unsupported": self.unsupported,
             "concurrency": self.concurrency,
             "causes": self.causes,

@@ -60,7 +60,9 @@ impl Reader {
         let err = sqlite_err(&self.path);
         let (objects, bytes): (i64, i64) = self
             .conn
-            .query_row("SELECT objects, bytes FROM held WHERE spec = ?1", [spec], |r| Ok((r.get(0)?, r.get(1)?)))
+            .query_row("SELECT objects, bytes FROM held WHERE spec = ?1", [spec], |r| {
+                Ok((r.get(0)?, r.get(1)?))
+            })
             .optional()
             .map_err(&err)?
             .unwrap_or((0, 0));

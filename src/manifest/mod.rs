@@ -5,6 +5,7 @@
 //! garage's SQLite adapter does; readers open their own connections.
 
 mod audit;
+pub mod import;
 mod lake;
 mod schema;
 mod writer;
@@ -41,6 +42,8 @@ pub enum ManifestError {
     },
     #[error("manifest writer stopped")]
     WriterGone,
+    #[error("{}: {why}", path.display())]
+    Refused { path: PathBuf, why: String },
 }
 
 pub type Result<T> = std::result::Result<T, ManifestError>;

@@ -269,7 +269,9 @@ mod tests {
                 .query_row("SELECT value FROM meta WHERE name = 'manifest_id'", [], |r| r.get(0))
                 .unwrap();
             assert_eq!(id.len(), 16, "from {version}");
-            let held: (i64, i64) = conn.query_row("SELECT objects, bytes FROM held", [], |r| Ok((r.get(0)?, r.get(1)?))).unwrap();
+            let held: (i64, i64) = conn
+                .query_row("SELECT objects, bytes FROM held", [], |r| Ok((r.get(0)?, r.get(1)?)))
+                .unwrap();
             assert_eq!(held, (1, 3), "from {version}");
         }
         let conn = at_version(VERSION);
@@ -294,12 +296,16 @@ mod tests {
             .unwrap();
         };
         let held = || -> (i64, i64) {
-            conn.query_row("SELECT objects, bytes FROM held WHERE spec = 'feed'", [], |r| Ok((r.get(0)?, r.get(1)?)))
-                .unwrap()
+            conn.query_row("SELECT objects, bytes FROM held WHERE spec = 'feed'", [], |r| {
+                Ok((r.get(0)?, r.get(1)?))
+            })
+            .unwrap()
         };
         let counted = || -> (i64, i64) {
-            conn.query_row("SELECT count(*), sum(size) FROM objects WHERE spec = 'feed'", [], |r| Ok((r.get(0)?, r.get(1)?)))
-                .unwrap()
+            conn.query_row("SELECT count(*), sum(size) FROM objects WHERE spec = 'feed'", [], |r| {
+                Ok((r.get(0)?, r.get(1)?))
+            })
+            .unwrap()
         };
         upsert("b/x", 10);
         upsert("b/y", 0);

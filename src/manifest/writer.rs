@@ -503,7 +503,7 @@ fn to_history(
     Ok(())
 }
 
-fn upsert(tx: &Transaction, r: &ObjectRow) -> rusqlite::Result<()> {
+pub(super) fn upsert(tx: &Transaction, r: &ObjectRow) -> rusqlite::Result<()> {
     // A different version replaces the one recorded: the old one goes to history (a re-copy of
     // the same version, as a repair makes, does not).
     let replaced: bool =

@@ -615,6 +615,12 @@ impl Listing {
         Listing::of_parts(listers.collect())
     }
 
+    /// The keys under `prefix` in `(after, until]`, as one part; `parts = 0` lists nothing.
+    pub fn range(client: &Client, bucket: &str, prefix: &str, after: Option<String>, until: Option<String>, parts: usize) -> Listing {
+        let listers = (0..parts.min(1)).map(|_| Lister::range(client.clone(), bucket, prefix, after.clone(), until.clone()));
+        Listing::of_parts(listers.collect())
+    }
+
     /// The keys under each `(prefix, after)`: under the prefix and after the key, if one is
     /// given. Each is a part; no key may be in two. At most `PARTS_AT_ONCE` are listed at once.
     pub fn parts(client: &Client, bucket: &str, parts: &[ListPart]) -> Listing {

@@ -179,6 +179,9 @@ pub struct Config {
     pub cost: CostTable,
     /// `[[notify]]` of the global config: told of every feed's events.
     pub notify: Vec<Notifier>,
+    /// `run --manifest`: this process records in its own manifest (a shard of a backfill),
+    /// with its locks and staging files beside it, not in the state directory's.
+    pub own_manifest: Option<PathBuf>,
 }
 
 /// Prices for the run summary's cost estimate, in USD. Defaults: AWS S3 Standard list prices
@@ -231,16 +234,27 @@ impl Default for Config {
             stream_buffer: 256 << 20,
             cost: CostTable::default(),
             notify: Vec::new(),
+            own_manifest: None,
         }
     }
 }
 
 impl Config {
     pub fn manifest_path(&self) -> PathBuf {
-        self.state_dir.join("manifest.db")
+        self.own_manifest.clone().unwrap_or_else(|| self.state_dir.join("manifest.db"))
     }
     pub fn staging_dir(&self) -> PathBuf {
-        self.state_dir.join("staging")
+        self.beside_manifest("staging")
+    }
+    pub fn locks_dir(&self) -> PathBuf {
+        self.beside_manifest("locks")
+    }
+    /// `{state_dir}/NAME`, or `MANIFEST.NAME` beside a process's own manifest.
+    fn beside_manifest(&self, name: &str) -> PathBuf {
+        match &self.own_manifest {
+            Some(m) => PathBuf::from(format!("{}.{name}", m.display())),
+            None => self.state_dir.join(name),
+        }
     }
 
     /// Loads the config file. A missing file at the default location (no `--config`, no

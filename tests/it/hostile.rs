@@ -118,11 +118,13 @@ async fn a_run_failing_before_copying_is_told_and_turns_the_feed_stale() {
     tokio::time::sleep(Duration::from_millis(1200)).await;
     let out = ws.run(&["run", spec.to_str().unwrap()]);
     assert_eq!(out.status.code(), Some(3), "{}", text(&out));
-    let events: Vec<String> = receiver
+    // Each notification is sent on its own: they may arrive in either order.
+    let mut events: Vec<String> = receiver
         .received()
         .iter()
         .map(|r| r.json()["event"].as_str().unwrap().to_string())
         .collect();
+    events.sort();
     assert_eq!(events, ["failed", "failed", "stale"], "a feed whose bucket vanished turns stale");
     let status = String::from_utf8_lossy(&ws.run(&["manifest", "status"]).stdout).into_owned();
     assert!(status.contains("STALE since"), "{status}");

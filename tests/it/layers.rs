@@ -8,6 +8,7 @@ use std::path::{Path, PathBuf};
 const LAYERS: &[(&str, u32)] = &[
     ("spec", 0),
     ("s3", 1),
+    ("shard", 1),
     ("manifest", 1),
     ("plan", 2),
     ("report", 2),

@@ -4,6 +4,7 @@
 
 mod audit;
 mod aws;
+mod backfill;
 mod daemon;
 mod hostile;
 mod lake;

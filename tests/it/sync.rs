@@ -360,7 +360,7 @@ async fn a_schema_2_manifest_is_upgraded_and_its_rows_adopted() {
          CREATE TABLE uploads (upload_id TEXT PRIMARY KEY, spec TEXT NOT NULL, bucket TEXT NOT NULL, dest_key TEXT NOT NULL, created_at TEXT NOT NULL);
          CREATE INDEX uploads_by_spec ON uploads (spec);
          ALTER TABLE failures DROP COLUMN code;
-         DROP TABLE history; DROP TABLE feeds; DROP TABLE meta; ALTER TABLE runs DROP COLUMN delivered_at;
+         DROP TABLE history; DROP TABLE feeds; DROP TABLE meta; DROP TABLE held; ALTER TABLE runs DROP COLUMN delivered_at;
          PRAGMA user_version = 2;",
     )
     .unwrap();

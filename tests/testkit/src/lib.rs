@@ -2,6 +2,7 @@
 //! real S3 servers on 127.0.0.1 (s3s-fs in-process with SigV4 keys; moto installed from PyPI on
 //! first use), SDK helpers for set-up and checks, and a fault-injecting proxy. No SDK mocks.
 
+pub mod batchops;
 pub mod fs_server;
 pub mod moto;
 pub mod objects;

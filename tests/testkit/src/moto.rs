@@ -1,6 +1,6 @@
 //! moto (Python, in memory) on 127.0.0.1: broad S3 semantics (ETags in listings, public ACLs for
-//! anonymous reads). Installed from PyPI into `target/test-venv` on first use, under a file lock
-//! so that parallel test binaries install it once; `$S3SYNCD_MOTO_SERVER` names another binary.
+//! anonymous reads). Installed from PyPI into `target/test-venv` on first use ([`pypi_tool`]);
+//! `$S3SYNCD_MOTO_SERVER` names another binary.
 
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
@@ -15,24 +15,35 @@ fn moto_binary() -> PathBuf {
     if let Some(p) = std::env::var_os("S3SYNCD_MOTO_SERVER") {
         return PathBuf::from(p);
     }
+    pypi_tool("moto[server]>=5,<6", "moto_server")
+}
+
+/// A command of a PyPI package, installed into `target/test-venv` on first use, under a file
+/// lock so that parallel test binaries install it once.
+pub fn pypi_tool(requirement: &str, command: &str) -> PathBuf {
     // The workspace's target directory (this crate lives in tests/testkit).
     let target = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../target");
     let venv = target.join("test-venv");
-    let bin = venv.join("bin/moto_server");
+    let bin = venv.join("bin").join(command);
     std::fs::create_dir_all(&target).unwrap();
     let lock = std::fs::File::create(target.join("test-venv.lock")).unwrap();
     lock.lock().unwrap();
     if !bin.exists() {
-        let ok = Command::new("python3")
-            .args(["-m", "venv"])
-            .arg(&venv)
-            .status()
-            .is_ok_and(|s| s.success())
+        let ok = (venv.join("bin/pip").exists()
+            || Command::new("python3")
+                .args(["-m", "venv"])
+                .arg(&venv)
+                .status()
+                .is_ok_and(|s| s.success()))
             && Command::new(venv.join("bin/pip"))
-                .args(["install", "--quiet", "moto[server]>=5,<6"])
+                .args(["install", "--quiet", requirement])
                 .status()
                 .is_ok_and(|s| s.success());
-        assert!(ok, "could not install moto into {} (needs python3 and PyPI)", venv.display());
+        assert!(
+            ok,
+            "could not install {requirement} into {} (needs python3 and PyPI)",
+            venv.display()
+        );
     }
     bin
 }
