@@ -25,6 +25,10 @@ rm -rf "$work" && mkdir -p "$work"
 deb=$work/s3syncd_$version-1.deb
 deb2=$work/s3syncd_$version-2.deb
 cp "$(ls -t target/debian/s3syncd_"$version"-1_*.deb | head -1)" "$deb"
+# The debug symbols' package, when the build made one (release).
+for f in target/debian/s3syncd-dbgsym_"$version"-1_*.ddeb; do
+    [ -e "$f" ] && cp "$f" "$work/"
+done
 cargo deb --no-build --profile "${S3SYNCD_DEB_PROFILE:-release}" --deb-revision 2 --output "$deb2" >/dev/null 2>&1
 
 dpkg --purge s3syncd >/dev/null 2>&1 || true
@@ -49,9 +53,12 @@ if [ "${S3SYNCD_DEB_PROFILE:-release}" = release ]; then
     size=$(stat -c %s /usr/bin/s3syncd)
     [ "$size" -le 16777216 ] || fail "/usr/bin/s3syncd is $size bytes, over the budget of 16 MiB (16,777,216 bytes)"
     check "/usr/bin/s3syncd is $size bytes (budget 16,777,216)"
-    ! dpkg -L s3syncd | grep -q '^/usr/lib/debug' || fail "debug info inside the main package"
-    ddeb=$(ls target/debian/s3syncd-dbgsym_"$version"-1_*.ddeb 2>/dev/null | head -1)
-    [ -n "$ddeb" ] && dpkg-deb -c "$ddeb" | grep -q '/usr/lib/debug/.build-id/.*\.debug$' || fail "no s3syncd-dbgsym package with the debug info"
+    listed=$(dpkg -L s3syncd)
+    ! grep -q '^/usr/lib/debug' <<<"$listed" || fail "debug info inside the main package"
+    ddeb=$(find "$work" -name "s3syncd-dbgsym_$version-1_*.ddeb" | head -1)
+    [ -n "$ddeb" ] || fail "no s3syncd-dbgsym package"
+    contents=$(dpkg-deb -c "$ddeb")
+    grep -q '/usr/lib/debug/.build-id/.*\.debug$' <<<"$contents" || fail "$(basename "$ddeb") holds no debug file"
     check "debug info in $(basename "$ddeb"), not in the main package"
 fi
 /usr/bin/s3syncd --version | grep -q "commit" || fail "--version has no commit: $(/usr/bin/s3syncd --version)"
