@@ -39,8 +39,8 @@ fn listing(t: &crate::engine::Tally) -> String {
     use crate::engine::listing::Scope;
     match t.listing {
         Scope::Series => format!(
-            "; series run: {} parts (due series after their last key, recent holes)",
-            t.list_parts
+            "; series run: {} parts (due series after their last key, recent holes, {} new folders)",
+            t.list_parts, t.series_discovered
         ),
         Scope::Prefixes => format!("; {} prefixes of the include filter", t.list_parts),
         Scope::Keys => format!("; the key file's range, {} of its keys found", t.keys_found),

@@ -56,7 +56,7 @@ impl Run {
         // Everything recorded so far is committed, or counted as lost.
         let _ = self.engine.writer.flush().await;
         if !self.opts.dry_run {
-            tally.series = self.series_totals();
+            tally.series = self.series_totals(planned.scope == super::listing::Scope::Full && planned.complete);
         }
         let unrecorded = self.unrecorded();
         tally.requests = self.requests.by_result();
@@ -127,12 +127,16 @@ impl Run {
     }
 
     /// The spec's series as the manifest now holds them, for the run row, the gauges and the
-    /// `gap` notification; `None` without `[series]`.
-    fn series_totals(&self) -> Option<crate::spec::series::Totals> {
-        self.spec.series.as_ref()?;
-        let read = crate::manifest::Reader::open(self.engine.writer.path()).and_then(|r| r.gaps(&self.spec, chrono::Utc::now()));
+    /// `gap` notification; `None` without `[series]`. The state is kept for the next run: read
+    /// whole after a full listing, else brought up to date with this run's keys.
+    fn series_totals(&self, full: bool) -> Option<crate::spec::series::Totals> {
+        let opts = self.spec.series.as_ref()?;
+        let read = crate::manifest::Reader::open(self.engine.writer.path()).and_then(|r| r.series(&self.spec, full));
         match read {
-            Ok(found) => found.map(|(series, _)| crate::spec::series::Totals::of(series)),
+            Ok(kept) => kept.map(|kept| {
+                self.engine.writer.series_state(&self.spec.name, &kept);
+                crate::spec::series::Totals::of(kept.gaps.report(opts, chrono::Utc::now()))
+            }),
             Err(e) => {
                 tracing::warn!(error = %e, "cannot read the series' completeness");
                 None

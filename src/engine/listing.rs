@@ -50,20 +50,21 @@ pub(super) struct Plan<'a> {
     pub parts: usize,
 }
 
-/// Chooses and starts the listing of a run of `spec`. `full` forces a full listing (`run --full`).
+/// Chooses and starts the listing of a run of `spec`: a key file's range, a series run's parts
+/// (from [`SeriesRun::discover`]), the include filter's prefixes, or the whole source.
 pub(super) fn start<'a>(
     reader: &Reader,
     target: &Target,
     spec: &'a Spec,
     client: &aws_sdk_s3::Client,
-    full: bool,
+    series: Option<Vec<ListPart>>,
     keys: Option<&BTreeSet<String>>,
 ) -> Result<Plan<'a>, EngineError> {
     let bucket = &spec.source.bucket;
     if let Some(keys) = keys {
         return Ok(keys_part(spec, client, keys));
     }
-    if let Some(parts) = series_parts(reader, spec, full, Utc::now())? {
+    if let Some(parts) = series {
         tracing::info!(parts = parts.len(), "series run: listing only what can be new");
         let planners = parts
             .iter()
@@ -135,12 +136,22 @@ fn keys_part<'a>(spec: &'a Spec, client: &aws_sdk_s3::Client, keys: &BTreeSet<St
     }
 }
 
-/// The parts of a series run, or `None` when this run lists in full: no `[series]`, `--full`,
+/// A series run before its listing: the parts of the known series, and where new series would
+/// show up as new folders.
+pub(super) struct SeriesRun {
+    parts: Vec<ListPart>,
+    /// The folders before the pattern's first field (`source.prefix` + its literal folders),
+    /// when that field names a folder; and the folders under it that known series live in.
+    discover: Option<(String, BTreeSet<String>)>,
+}
+
+/// A series run, or `None` when this run lists in full: no `[series]`, `--full`, a key file,
 /// no series held yet, or a `reconcile` tick since the last full listing.
-fn series_parts(reader: &Reader, spec: &Spec, full: bool, now: DateTime<Utc>) -> Result<Option<Vec<ListPart>>, EngineError> {
+pub(super) fn series_run(reader: &Reader, spec: &Spec, full: bool) -> Result<Option<SeriesRun>, EngineError> {
     let Some(opts) = spec.series.as_ref().filter(|_| !full) else {
         return Ok(None);
     };
+    let now = Utc::now();
     let last_full = reader.last_full_listing(&spec.name)?;
     let reconcile_due = match last_full.as_deref().and_then(|t| DateTime::parse_from_rfc3339(t).ok()) {
         None => true,
@@ -149,11 +160,63 @@ fn series_parts(reader: &Reader, spec: &Spec, full: bool, now: DateTime<Utc>) ->
     if reconcile_due {
         return Ok(None);
     }
-    let Some(gaps) = reader.series(spec)? else { return Ok(None) };
-    if gaps.is_empty() {
+    let Some(kept) = reader.series(spec, false)? else { return Ok(None) };
+    if kept.gaps.is_empty() {
         return Ok(None);
     }
-    Ok(Some(parts_of(&gaps, &spec.source.prefix, now)))
+    let src = &spec.source.prefix;
+    let discover = opts.pattern.folder_prefix().map(|lit| {
+        let known = kept
+            .gaps
+            .tails()
+            .filter_map(|t| {
+                t.last_key
+                    .strip_prefix(lit)?
+                    .split_once('/')
+                    .map(|(folder, _)| format!("{src}{lit}{folder}/"))
+            })
+            .collect();
+        (format!("{src}{lit}"), known)
+    });
+    Ok(Some(SeriesRun {
+        parts: parts_of(&kept.gaps, src, now),
+        discover,
+    }))
+}
+
+impl SeriesRun {
+    /// The run's parts: the known series', and each folder at the level of the pattern's first
+    /// field that no known series lives in (a new symbol), listed whole. One ListObjectsV2 with
+    /// a delimiter per 1,000 folders finds them; a failed one is logged and the reconcile run
+    /// finds the new series instead. Returns the parts and how many folders were new.
+    pub(super) async fn discover(self, client: &aws_sdk_s3::Client, bucket: &str) -> (Vec<ListPart>, usize) {
+        let SeriesRun { mut parts, discover } = self;
+        let Some((prefix, known)) = discover else { return (parts, 0) };
+        let mut pages = client
+            .list_objects_v2()
+            .bucket(bucket)
+            .prefix(&prefix)
+            .delimiter("/")
+            .into_paginator()
+            .send();
+        let mut new = 0;
+        while let Some(page) = pages.next().await {
+            let page = match page {
+                Ok(p) => p,
+                Err(e) => {
+                    tracing::warn!(error = %aws_smithy_types::error::display::DisplayErrorContext(&e), "discovering new series failed; the reconcile run will find them");
+                    break;
+                }
+            };
+            for folder in page.common_prefixes().iter().filter_map(|p| p.prefix()) {
+                if !known.contains(folder) {
+                    parts.push((folder.to_string(), None));
+                    new += 1;
+                }
+            }
+        }
+        (parts, new)
+    }
 }
 
 /// Each folder holding a series whose next period has ended, listed after the least last key

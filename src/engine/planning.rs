@@ -78,19 +78,17 @@ impl Run {
         let spec = &self.spec;
         let mut held = Held::count(Reader::open(reader.path())?.snapshot()?, self.target.clone());
         let mut planned = Planned::default();
+        let series = match self.opts.keys {
+            Some(_) => None,
+            None => super::listing::series_run(&reader, spec, self.opts.full)?,
+        };
+        let series = self.series_parts(series).await;
         let super::listing::Plan {
             scope,
             mut listing,
             mut planners,
             parts,
-        } = super::listing::start(
-            &reader,
-            &self.target,
-            spec,
-            &self.transferer.src,
-            self.opts.full,
-            self.opts.keys.as_deref(),
-        )?;
+        } = super::listing::start(&reader, &self.target, spec, &self.transferer.src, series, self.opts.keys.as_deref())?;
         planned.scope = scope;
         self.tally(|t| {
             t.listing = scope;
@@ -153,6 +151,13 @@ impl Run {
 }
 
 impl Run {
+    /// A series run's parts, new folders discovered; `None` when the run lists otherwise.
+    async fn series_parts(&self, run: Option<super::listing::SeriesRun>) -> Option<Vec<crate::s3::ListPart>> {
+        let (parts, new) = run?.discover(&self.transferer.src, &self.spec.source.bucket).await;
+        self.tally(|t| t.series_discovered = new as u64);
+        Some(parts)
+    }
+
     /// A listing page as planned: with `run --keys`, only the keys of the key file; the keys
     /// found are counted, so the run can say which it did not find.
     fn only_keys(&self, mut page: Vec<crate::s3::SourceObject>) -> Vec<crate::s3::SourceObject> {

@@ -40,6 +40,8 @@ pub struct Tally {
     /// `run --keys`: the keys of the key file the listing found (the others are not at the
     /// source now).
     pub keys_found: u64,
+    /// A series run: folders of new series found by a listing with a delimiter.
+    pub series_discovered: u64,
     /// Waiting for their turn when the run stopped: not attempted, new again to the next run.
     pub stopped: u64,
     pub deleted: u64,
@@ -156,6 +158,7 @@ impl Tally {
             "listing": self.listing.as_str(),
             "list_parts": self.list_parts,
             "keys_found": (self.listing == super::listing::Scope::Keys).then_some(self.keys_found),
+            "series_discovered": (self.listing == super::listing::Scope::Series).then_some(self.series_discovered),
             "unsupported": self.unsupported,
             "concurrency": self.concurrency,
             "causes": self.causes,

@@ -158,40 +158,10 @@ impl Reader {
         spec: &crate::spec::Spec,
         now: chrono::DateTime<chrono::Utc>,
     ) -> Result<Option<(Vec<crate::spec::series::SeriesGaps>, u64)>> {
-        let (Some(opts), Some(gaps)) = (&spec.series, self.series(spec)?) else {
+        let (Some(opts), Some(kept)) = (&spec.series, self.series(spec, false)?) else {
             return Ok(None);
         };
-        Ok(Some((gaps.report(opts, now), gaps.unmatched)))
-    }
-
-    /// The series of a spec with `[series]`, from the objects it holds at its destination,
-    /// read in key order (one series' state at a time in memory, not its keys). `None` for a
-    /// spec without `[series]`.
-    pub fn series(&self, spec: &crate::spec::Spec) -> Result<Option<crate::spec::series::Gaps>> {
-        let Some(opts) = &spec.series else { return Ok(None) };
-        let t = super::Target::of(spec);
-        let prefix = &spec.destination.prefix;
-        let err = sqlite_err(&self.path);
-        let mut stmt = self
-            .conn
-            .prepare(
-                "SELECT dest_key, copied_at, run_id FROM objects
-                 WHERE spec = ?1 AND dest_endpoint = ?2 AND dest_bucket = ?3 AND dest_key >= ?4
-                   AND substr(dest_key, 1, length(?4)) = ?4 ORDER BY dest_key",
-            )
-            .map_err(&err)?;
-        let mut rows = stmt.query(params![t.spec, t.endpoint, t.bucket, prefix]).map_err(&err)?;
-        let mut gaps = crate::spec::series::Gaps::default();
-        while let Some(r) = rows.next().map_err(&err)? {
-            let key: String = r.get(0).map_err(&err)?;
-            let copied: String = r.get(1).map_err(&err)?;
-            let run_id: i64 = r.get(2).map_err(&err)?;
-            let at = chrono::DateTime::parse_from_rfc3339(&copied)
-                .ok()
-                .map(|t| t.with_timezone(&chrono::Utc));
-            gaps.add(opts, &key[prefix.len()..], run_id, at);
-        }
-        Ok(Some(gaps))
+        Ok(Some((kept.gaps.report(opts, now), kept.gaps.unmatched)))
     }
 
     /// The series counts (missing periods, overdue series) the last run of `spec` before

@@ -8,6 +8,7 @@ mod audit;
 pub mod import;
 mod lake;
 mod schema;
+pub mod series;
 mod writer;
 
 pub use audit::{ObjectFilter, SpecStatus};

@@ -177,6 +177,9 @@ const STEPS: &[&str] = &[
     CREATE TRIGGER held_resize AFTER UPDATE OF size ON objects BEGIN
         UPDATE held SET bytes = bytes - old.size + new.size WHERE spec = new.spec;
     END;",
+    // 10: the completeness of a `[series]` spec's series, kept between runs (JSON, see
+    //     manifest::series), so that a run adds only the keys copied since.
+    "ALTER TABLE feeds ADD COLUMN series_state TEXT;",
 ];
 
 pub const VERSION: i64 = STEPS.len() as i64;

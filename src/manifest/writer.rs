@@ -35,6 +35,11 @@ enum Op {
         source_bucket: String,
     },
     Failure(FailureRow, String),
+    /// The series' completeness as a run left it (`feeds.series_state`).
+    SeriesState {
+        spec: String,
+        state: String,
+    },
     /// A checksum sidecar that came after its object was checked against it: agreeing, the
     /// object is verified by SHA-256; contradicting, the row keeps the sidecar's value.
     SidecarChecked {
@@ -197,6 +202,14 @@ impl Writer {
         self.send(Op::ListSplits {
             spec: spec.into(),
             splits: serde_json::to_string(splits).expect("list splits serialize"),
+        });
+    }
+
+    /// Keeps the series' completeness for the next run (see `manifest::series`).
+    pub fn series_state(&self, spec: &str, kept: &super::series::Kept) {
+        self.send(Op::SeriesState {
+            spec: spec.into(),
+            state: kept.to_json(),
         });
     }
 
@@ -406,6 +419,12 @@ fn apply_one(tx: &Transaction, op: &Op) -> rusqlite::Result<Option<i64>> {
             )?
             .execute(params![spec, since])?;
         }
+        Op::SeriesState { spec, state } => {
+            tx.prepare_cached(
+                "INSERT INTO feeds (spec, series_state) VALUES (?1, ?2) ON CONFLICT (spec) DO UPDATE SET series_state = excluded.series_state",
+            )?
+            .execute(params![spec, state])?;
+        }
         Op::ListSplits { spec, splits } => {
             tx.prepare_cached(
                 "INSERT INTO feeds (spec, list_splits) VALUES (?1, ?2) ON CONFLICT (spec) DO UPDATE SET list_splits = excluded.list_splits",
@@ -478,6 +497,9 @@ fn upload_started(tx: &Transaction, upload_id: &str, spec: &str, side: &Side, de
 fn forget(tx: &Transaction, t: &Target, dest_key: &str) -> rusqlite::Result<()> {
     tx.prepare_cached("DELETE FROM objects WHERE spec = ?1 AND dest_endpoint = ?2 AND dest_bucket = ?3 AND dest_key = ?4")?
         .execute(params![t.spec, t.endpoint, t.bucket, dest_key])?;
+    // The kept series state counts the row: the next read counts every row again.
+    tx.prepare_cached("UPDATE feeds SET series_state = NULL WHERE spec = ?1 AND series_state IS NOT NULL")?
+        .execute(params![t.spec])?;
     Ok(())
 }
 

@@ -18,7 +18,7 @@ pub struct SeriesOpts {
 }
 
 /// A period of a series: one day or one month.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize, serde::Deserialize)]
 pub enum Period {
     Day(NaiveDate),
     /// The first day of the month.
@@ -151,6 +151,15 @@ impl Pattern {
         &self.text
     }
 
+    /// The literal folders before the first field, when that field names a folder (a `/`
+    /// follows it): new series show up as new folders there (`"spot/"` of
+    /// `"spot/{symbol}/{symbol}-{date}.zip"`, `""` of `"{symbol}/..."`).
+    pub fn folder_prefix(&self) -> Option<&str> {
+        let first = self.text.find('{')?;
+        let literal = self.text[..first].rfind('/').map_or(0, |i| i + 1);
+        self.text[first..].contains('/').then(|| &self.text[..literal])
+    }
+
     /// Reads `key` (relative to `source.prefix`); `None` when it does not match.
     pub fn read(&self, key: &str) -> Option<SeriesKey> {
         let mut fields: Vec<(String, String)> = Vec::new();
@@ -214,8 +223,8 @@ fn parse_period(text: &str, monthly: bool) -> Option<Period> {
 }
 
 /// What one series holds, gathered key by key in key order (within a series, keys differ only
-/// in their date, so key order is period order).
-#[derive(Debug, Clone)]
+/// in their date, so key order is period order); a key of a hole may come later.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 struct Held {
     first: Period,
     last: Period,
@@ -229,8 +238,9 @@ struct Held {
     late: Vec<Period>,
 }
 
-/// The completeness of every series of a spec, from the keys it holds.
-#[derive(Debug, Default)]
+/// The completeness of every series of a spec, from the keys it holds. It is kept in the
+/// manifest between runs (`feeds.series_state`), so that a run adds only the keys copied since.
+#[derive(Debug, Default, serde::Serialize, serde::Deserialize)]
 pub struct Gaps {
     series: std::collections::BTreeMap<String, Held>,
     /// Keys that match no series.
@@ -302,27 +312,34 @@ impl Totals {
 const MAX_OVERDUE: u64 = 10_000;
 
 impl Gaps {
-    /// Adds a held key (relative to `source.prefix`), copied at `copied_at` by run `run_id`.
+    /// Adds a held key (relative to `source.prefix`), copied at `copied_at` by run `run_id`:
+    /// in key order, or later than the keys after it (a hole filled since).
     pub fn add(&mut self, opts: &SeriesOpts, key: &str, run_id: i64, copied_at: Option<DateTime<Utc>>) {
         let Some(k) = opts.pattern.read(key) else {
             self.unmatched += 1;
             return;
         };
-        let held = self.series.entry(k.series).or_insert(Held {
-            first: k.period,
-            last: k.period,
-            last_key: key.to_string(),
-            last_copied: copied_at,
-            last_run: run_id,
-            periods: 0,
-            missing: Vec::new(),
-            late: Vec::new(),
-        });
-        if held.periods > 0 && k.period > held.last {
+        let Some(held) = self.series.get_mut(&k.series) else {
+            self.series.insert(
+                k.series,
+                Held {
+                    first: k.period,
+                    last: k.period,
+                    last_key: key.to_string(),
+                    last_copied: copied_at,
+                    last_run: run_id,
+                    periods: 1,
+                    missing: Vec::new(),
+                    late: Vec::new(),
+                },
+            );
+            return;
+        };
+        let due = |p: Period| p.end() + opts.due_after;
+        if k.period > held.last {
             // The previous file arrived late: after it was due, and in a later run than this
             // later one.
-            let due = held.last.end() + opts.due_after;
-            if held.last_run > run_id && held.last_copied.is_some_and(|prev| prev > due) {
+            if held.last_run > run_id && held.last_copied.is_some_and(|prev| prev > due(held.last)) {
                 held.late.push(held.last);
             }
             let mut p = held.last.next();
@@ -334,8 +351,27 @@ impl Gaps {
             held.last_key = key.to_string();
             held.last_copied = copied_at;
             held.last_run = run_id;
+            held.periods += 1;
+        } else if let Some(i) = held.missing.iter().position(|p| *p == k.period) {
+            // A hole filled after later periods were held: late when it came after it was due,
+            // in a later run than the last period's file (a backfill is not late).
+            held.missing.remove(i);
+            held.periods += 1;
+            if run_id > held.last_run && copied_at.is_some_and(|at| at > due(k.period)) {
+                held.late.push(k.period);
+                held.late.sort();
+            }
+        } else if k.period < held.first {
+            let mut p = k.period.next();
+            while p < held.first {
+                held.missing.push(p);
+                p = p.next();
+            }
+            held.missing.sort();
+            held.first = k.period;
+            held.periods += 1;
         }
-        held.periods += 1;
+        // Otherwise a period already held: a republished file, or a key seen again.
     }
 
     /// Where each series stands: its last key and period, and its holes with their keys.
@@ -473,5 +509,36 @@ mod tests {
             let e = Pattern::parse(p).unwrap_err();
             assert!(e.contains(why), "{p}: {e}");
         }
+    }
+
+    /// Keys that come after later ones (a hole filled since, an earlier first period) give
+    /// what the same keys in key order give.
+    #[test]
+    fn keys_out_of_order_count_as_in_order() {
+        let opts = SeriesOpts {
+            pattern: Pattern::parse("{symbol}/{symbol}-{date}.zip").unwrap(),
+            due_after: Duration::from_secs(86_400),
+            reconcile: Schedule::parse("0 0 4 * * Sun").unwrap(),
+        };
+        let key = |d: u32| format!("X/X-2026-11-{d:02}.zip");
+        let at = |d: u32| Some(Utc.with_ymd_and_hms(2026, 11, d, 12, 0, 0).unwrap());
+        let mut in_order = Gaps::default();
+        for d in [3, 4, 5, 7, 9] {
+            in_order.add(&opts, &key(d), 1, at(20));
+        }
+        let mut later = Gaps::default();
+        for d in [5, 9, 4, 7, 3, 7] {
+            later.add(&opts, &key(d), 1, at(20));
+        }
+        let now = Utc.with_ymd_and_hms(2026, 11, 10, 0, 0, 0).unwrap();
+        let report = later.report(&opts, now);
+        assert_eq!(report, in_order.report(&opts, now));
+        // Day 6 filled by a later run, after it was due: late.
+        later.add(&opts, &key(6), 2, at(21));
+        assert_eq!(later.report(&opts, now)[0].late, ["2026-11-06"]);
+        assert_eq!(
+            (report[0].periods, report[0].missing.clone()),
+            (5, vec!["2026-11-06".to_string(), "2026-11-08".into()])
+        );
     }
 }

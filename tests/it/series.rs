@@ -176,9 +176,11 @@ fn source_listings(proxy: &s3syncd_testkit::proxy::FaultProxy) -> Vec<(String, S
 }
 
 /// Between reconcile runs a run lists only what can be new: each series whose next day has
-/// ended, after its last held key, and each recent hole's key. It copies exactly the new day
-/// and the late hole; a republished old file and a new series wait for the full listing
-/// (`run --full`), which finds them; a series run deletes nothing.
+/// ended, after its last held key, each recent hole's key, and the symbols' folders with a
+/// delimiter to discover a new series (listed whole). It copies exactly the new day, the late
+/// hole and the new series; a republished old file waits for the full listing (`run --full`),
+/// which finds it; a series run deletes nothing. The series' completeness kept between runs
+/// equals a count of every held key.
 #[tokio::test(flavor = "multi_thread")]
 async fn a_series_run_lists_only_what_can_be_new_and_the_full_run_the_rest() {
     let moto = moto::Moto::start();
@@ -225,7 +227,8 @@ async fn a_series_run_lists_only_what_can_be_new_and_the_full_run_the_rest() {
         run(&[]);
         let (copied, details) = last_run();
         assert!(details.contains("\"listing\":\"series\""), "{name}: {details}");
-        assert_eq!(copied, 3, "{name}: A's new day with its sidecar, and C's late day");
+        assert_eq!(copied, 4, "{name}: A's new day with its sidecar, C's late day, D's first");
+        assert!(details.contains("\"series_discovered\":1"), "{name}: {details}");
         let lists = source_listings(&proxy);
         let folder = |s: &str| format!("data/{s}USDT/1m/");
         let mut want = vec![
@@ -235,11 +238,16 @@ async fn a_series_run_lists_only_what_can_be_new_and_the_full_run_the_rest() {
             (zip("B", 8), String::new()),
             (zip("C", 6), String::new()),
             (zip("C", 7), String::new()),
+            ("data/".to_string(), String::new()),
+            (folder("D").replace("1m/", ""), String::new()),
         ];
         want.sort();
         let mut got = lists.clone();
         got.sort();
-        assert_eq!(got, want, "{name}: three due folders after their last key, three holes");
+        assert_eq!(
+            got, want,
+            "{name}: three due folders after their last key, three holes, the symbols by delimiter, the new symbol"
+        );
         assert_eq!(
             get(&c, "dst-bucket", &zip("A", 9).replace("data/", "bronze/")).await.as_deref(),
             Some(&b"A 9\n"[..]),
@@ -259,12 +267,12 @@ async fn a_series_run_lists_only_what_can_be_new_and_the_full_run_the_rest() {
             source_listings(&proxy)
         );
 
-        // The full listing finds what series runs cannot: the republished file, the new
-        // series, the withdrawn file.
+        // The full listing finds what series runs cannot: the republished file and the
+        // withdrawn file.
         run(&["--full"]);
         let (copied, details) = last_run();
         assert!(details.contains("\"listing\":\"full\""), "{name}: {details}");
-        assert_eq!(copied, 2, "{name}: A's republished day and D's");
+        assert_eq!(copied, 1, "{name}: A's republished day");
         assert_eq!(
             get(&c, "dst-bucket", &zip("A", 9).replace("data/", "bronze/")).await.as_deref(),
             Some(&b"A 9 republished\n"[..]),
@@ -274,5 +282,20 @@ async fn a_series_run_lists_only_what_can_be_new_and_the_full_run_the_rest() {
             get(&c, "dst-bucket", &zip("A", 10).replace("data/", "bronze/")).await.is_none(),
             "{name}: deleted after the full listing"
         );
+
+        // A series run after the full one adds its keys to the kept state: the same as a
+        // count of every held key.
+        put(&c, "src-bucket", &zip("B", 8), b"B 8 late\n".to_vec()).await;
+        run(&[]);
+        let gaps = || text(&ws.run(&["manifest", "gaps", "--format", "jsonl"]));
+        let kept = gaps();
+        assert!(kept.contains("BUSDT"), "{name}: {kept}");
+        let states: i64 = ws
+            .sqlite()
+            .query_row("SELECT count(*) FROM feeds WHERE series_state LIKE '%\"upto\":%'", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(states, 1, "{name}: the state is kept");
+        ws.sqlite().execute("UPDATE feeds SET series_state = NULL", []).unwrap();
+        assert_eq!(kept, gaps(), "{name}: the kept state and a full count differ");
     }
 }
