@@ -7,6 +7,7 @@ use crate::spec::series::SeriesGaps;
 use crate::spec::Spec;
 use chrono::{DateTime, Duration, NaiveDate, Utc};
 use std::borrow::Borrow;
+use std::collections::HashSet;
 use std::fmt::Write;
 
 /// Runs shown per feed.
@@ -47,7 +48,12 @@ pub fn page<S: Borrow<Spec>>(reader: &Reader, specs: &[S], now: DateTime<Utc>) -
         let _ = write!(html, "<section class=\"feed\" data-feed=\"{0}\"><h2>{0}</h2>", esc(&spec.name));
         runs_chart(&mut html, &runs);
         if let Some((series, _)) = reader.gaps(spec, now)? {
-            heatmap(&mut html, &series, now);
+            let revised: HashSet<String> = reader
+                .revised_keys(&spec.name)?
+                .into_iter()
+                .filter_map(|k| k.strip_prefix(&spec.destination.prefix).map(str::to_string))
+                .collect();
+            heatmap(&mut html, &series, &revised, now);
         }
         html += "</section>";
     }
@@ -131,14 +137,18 @@ fn run_seconds(r: &RunRow) -> Option<f64> {
     Some((b - a).num_milliseconds() as f64 / 1000.0)
 }
 
-/// What one cell of the heatmap shows.
-fn cell(g: &SeriesGaps, period: &str) -> &'static str {
+/// What one cell of the heatmap shows. `revised`: the keys (relative to the prefix) whose
+/// file was republished upstream.
+fn cell(g: &SeriesGaps, period: &str, revised: &HashSet<String>) -> &'static str {
+    let key = || g.series.replacen("{date}", period, 1).replacen("{month}", period, 1);
     if g.missing.iter().any(|m| m == period) {
         "missing"
     } else if g.late.iter().any(|m| m == period) {
         "late"
     } else if period < g.first.as_str() {
         "none"
+    } else if period <= g.last.as_str() && revised.contains(&key()) {
+        "revised"
     } else if period <= g.last.as_str() {
         "present"
     } else if g.overdue_periods > 0 {
@@ -148,9 +158,9 @@ fn cell(g: &SeriesGaps, period: &str) -> &'static str {
     }
 }
 
-/// Series × the last `PERIODS` periods: present, late, missing, overdue. Series with holes or
-/// overdue come first; complete ones after, up to `SERIES_ROWS` rows in all.
-fn heatmap(html: &mut String, series: &[SeriesGaps], now: DateTime<Utc>) {
+/// Series × the last `PERIODS` periods: present, revised, late, missing, overdue. Series with
+/// holes or overdue come first; complete ones after, up to `SERIES_ROWS` rows in all.
+fn heatmap(html: &mut String, series: &[SeriesGaps], revised: &HashSet<String>, now: DateTime<Utc>) {
     let monthly = series.first().is_some_and(|g| g.last.len() == 7);
     let periods: Vec<String> = (0..PERIODS)
         .rev()
@@ -175,7 +185,7 @@ fn heatmap(html: &mut String, series: &[SeriesGaps], now: DateTime<Utc>) {
     for g in rows.iter().take(SERIES_ROWS) {
         let _ = write!(html, "<tr data-series=\"{0}\"><th>{0}</th>", esc(&g.series));
         for p in &periods {
-            let c = cell(g, p);
+            let c = cell(g, p, revised);
             let _ = write!(html, "<td class=\"{c}\" title=\"{} {c}\"></td>", esc(p));
         }
         html.push_str("</tr>");
@@ -220,7 +230,7 @@ body{font:14px system-ui,sans-serif;margin:1.5em;color:#222}table{border-collaps
 .runs .good{fill:#4c8bf5}.runs .bad{fill:#c62828}\
 .heatmap th{font-weight:normal;text-align:right;padding-right:.5em;white-space:nowrap}\
 .heatmap td{width:9px;height:9px;padding:0;border:1px solid #fff}\
-.present{background:#4caf50}.late{background:#ffb300}.missing{background:#c62828}.overdue{background:#8e24aa}.none{background:#eee}\
+.present{background:#4caf50}.late{background:#ffb300}.missing{background:#c62828}.revised{background:#1e88e5}.overdue{background:#8e24aa}.none{background:#eee}\
 .key{font-family:monospace}.when{color:#666}</style></head><body>";
 
 #[cfg(test)]
@@ -234,7 +244,7 @@ mod tests {
     }
 
     #[test]
-    fn cells_say_present_late_missing_and_overdue() {
+    fn cells_say_present_revised_late_missing_and_overdue() {
         let g = SeriesGaps {
             series: "A".into(),
             first: "2026-11-01".into(),
@@ -247,8 +257,15 @@ mod tests {
         };
         let got: Vec<_> = ["2026-10-31", "2026-11-02", "2026-11-03", "2026-11-04", "2026-11-06"]
             .iter()
-            .map(|p| cell(&g, p))
+            .map(|p| cell(&g, p, &HashSet::new()))
             .collect();
         assert_eq!(got, ["none", "present", "missing", "late", "overdue"]);
+        let g = SeriesGaps {
+            series: "A-{date}".into(),
+            ..g
+        };
+        let revised = HashSet::from(["A-2026-11-02".to_string()]);
+        assert_eq!(cell(&g, "2026-11-02", &revised), "revised");
+        assert_eq!(cell(&g, "2026-11-05", &revised), "present");
     }
 }

@@ -133,6 +133,16 @@ impl Reader {
         )
     }
 
+    /// Every destination key of `spec` whose file was republished upstream (a `changed`
+    /// version in `history`), for the status page's heatmap.
+    pub fn revised_keys(&self, spec: &str) -> Result<Vec<String>> {
+        self.all(
+            "SELECT DISTINCT dest_key FROM history WHERE spec = ?1 AND change = 'changed'",
+            params![spec],
+            |r| r.get(0),
+        )
+    }
+
     /// Finished runs of `spec` whose delivery file is not written, oldest first.
     pub fn undelivered(&self, spec: &str) -> Result<Vec<Undelivered>> {
         self.all(
