@@ -140,6 +140,14 @@ pub fn write_plan(
     Ok(plan)
 }
 
+fn line_error(path: &Path, line: usize) -> impl Fn(String) -> ShardError + '_ {
+    move |message| ShardError::Line {
+        path: path.to_path_buf(),
+        line,
+        message,
+    }
+}
+
 /// The non-empty lines of a CSV file with their numbers (from 1), without a CR.
 fn csv_lines(text: &str) -> impl Iterator<Item = (usize, &str)> {
     text.lines()
@@ -154,11 +162,7 @@ pub fn read_keys(path: &Path, spec: &Spec) -> Result<BTreeSet<String>, ShardErro
     let text = std::fs::read_to_string(path).map_err(io(path))?;
     let mut keys = BTreeSet::new();
     for (i, line) in csv_lines(&text) {
-        let bad = |message: String| ShardError::Line {
-            path: path.to_path_buf(),
-            line: i,
-            message,
-        };
+        let bad = line_error(path, i);
         let mut fields = line.split(',');
         let (bucket, key) = (fields.next().unwrap_or(""), fields.next());
         let Some(key) = key.and_then(decode_key) else {
@@ -194,11 +198,7 @@ pub fn read_report(path: &Path, spec: &Spec) -> Result<Vec<Task>, ShardError> {
     let text = std::fs::read_to_string(path).map_err(io(path))?;
     let mut tasks = Vec::new();
     for (i, line) in csv_lines(&text) {
-        let bad = |message: String| ShardError::Line {
-            path: path.to_path_buf(),
-            line: i,
-            message,
-        };
+        let bad = line_error(path, i);
         let fields: Vec<&str> = line.splitn(7, ',').collect();
         let [bucket, key, _version, status, code, _http, message] = fields[..] else {
             return Err(bad(
@@ -226,12 +226,15 @@ pub fn read_report(path: &Path, spec: &Spec) -> Result<Vec<Task>, ShardError> {
     Ok(tasks)
 }
 
-/// A key's string without its last character: it sorts before the key and after every key
-/// before it but those that share it and sort lower. Listing after it misses nothing.
-pub fn just_before(key: &str) -> String {
-    let mut k = key.to_string();
-    k.pop();
-    k
+/// The listing range `(after, until]` that holds `keys`: until the last, after the first
+/// key's string without its last character, which sorts before the first key and after every
+/// key before it but those that share it and sort lower (a few keys more to pass over, never
+/// one less). `None` for no keys.
+pub fn key_range(keys: &BTreeSet<String>) -> Option<(String, String)> {
+    let (first, last) = (keys.first()?, keys.last()?);
+    let mut after = first.clone();
+    after.pop();
+    Some((after, last.clone()))
 }
 
 #[cfg(test)]

@@ -167,11 +167,7 @@ async fn listed(
     keys: &BTreeSet<String>,
 ) -> Result<BTreeMap<String, SourceObject>, s3::ListError> {
     let mut found = BTreeMap::new();
-    let (Some(first), Some(last)) = (keys.first(), keys.last()) else {
-        return Ok(found);
-    };
-    let after = crate::shard::just_before(first);
-    let mut listing = s3::Listing::range(client, &side.bucket, &side.prefix, Some(after), Some(last.clone()), 1);
+    let mut listing = s3::Listing::range(client, &side.bucket, &side.prefix, crate::shard::key_range(keys));
     while let Some(page) = listing.next().await {
         for o in page?.1.into_iter().flatten() {
             if keys.contains(&o.key) {

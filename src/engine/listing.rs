@@ -112,27 +112,16 @@ pub(super) fn start<'a>(
 /// The listing of a key file: one range from just before its first key to its last (a few keys
 /// more to pass over, never one less).
 fn keys_part<'a>(spec: &'a Spec, client: &aws_sdk_s3::Client, keys: &BTreeSet<String>) -> Plan<'a> {
-    let (Some(first), Some(last)) = (keys.first(), keys.last()) else {
-        return Plan {
-            scope: Scope::Keys,
-            listing: Listing::range(client, &spec.source.bucket, &spec.source.prefix, None, None, 0),
-            planners: Vec::new(),
-            parts: 0,
-        };
-    };
-    let after = crate::shard::just_before(first);
+    let range = crate::shard::key_range(keys);
+    let planners: Vec<Planner> = range
+        .iter()
+        .map(|(after, until)| Planner::part(spec, Some(after), Some(until)))
+        .collect();
     Plan {
         scope: Scope::Keys,
-        listing: Listing::range(
-            client,
-            &spec.source.bucket,
-            &spec.source.prefix,
-            Some(after.clone()),
-            Some(last.clone()),
-            1,
-        ),
-        planners: vec![Planner::part(spec, Some(&after), Some(last))],
-        parts: 1,
+        parts: planners.len(),
+        listing: Listing::range(client, &spec.source.bucket, &spec.source.prefix, range),
+        planners,
     }
 }
 

@@ -148,9 +148,7 @@ impl Run {
         }
         Ok(planned)
     }
-}
 
-impl Run {
     /// A series run's parts, new folders discovered; `None` when the run lists otherwise.
     async fn series_parts(&self, run: Option<super::listing::SeriesRun>) -> Option<Vec<crate::s3::ListPart>> {
         let (parts, new) = run?.discover(&self.transferer.src, &self.spec.source.bucket).await;

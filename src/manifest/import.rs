@@ -48,44 +48,43 @@ pub fn shard(path: &Path, shard: &Path, target: &Target) -> Result<Imported> {
             ),
         });
     }
-    let tx = conn.transaction().map_err(&err)?;
-    let run_id = start(&tx, &target.spec, "manifest", shard).map_err(&err)?;
-    let mut done = Imported {
-        run_id,
-        ..Imported::default()
-    };
-    {
-        let mut rows = tx
-            .prepare(&format!(
-                "SELECT {OBJECT_COLUMNS} FROM shard.objects WHERE spec = ?1 AND dest_endpoint = ?2 AND dest_bucket = ?3"
-            ))
-            .map_err(&err)?;
-        let rows = rows
-            .query_map(params![target.spec, target.endpoint, target.bucket], object_from_row)
-            .map_err(&err)?;
-        for row in rows {
-            merge(&tx, row.map_err(&err)?, &mut done).map_err(&err)?;
+    in_run(&mut conn, path, &target.spec, "manifest", shard, |tx, done| {
+        let mut rows = tx.prepare(&format!(
+            "SELECT {OBJECT_COLUMNS} FROM shard.objects WHERE spec = ?1 AND dest_endpoint = ?2 AND dest_bucket = ?3"
+        ))?;
+        for row in rows.query_map(params![target.spec, target.endpoint, target.bucket], object_from_row)? {
+            merge(tx, row?, done)?;
         }
-    }
-    finish(&tx, &done).map_err(&err)?;
-    tx.commit().map_err(&err)?;
-    Ok(done)
+        Ok(())
+    })
 }
 
 /// Records `rows` (objects copied elsewhere and checked by the caller) as one run of `spec`,
 /// `from` naming where they came from; the newest row of each key wins.
 pub fn rows(path: &Path, spec: &str, from: &Path, rows: Vec<ObjectRow>) -> Result<Imported> {
     let mut conn = open_rw(path)?;
+    in_run(&mut conn, path, spec, "report", from, |tx, done| {
+        rows.into_iter().try_for_each(|row| merge(tx, row, done))
+    })
+}
+
+/// One import as one run of `spec`, in one transaction: its run row, the rows `each` merges,
+/// its counts.
+fn in_run(
+    conn: &mut rusqlite::Connection,
+    path: &Path,
+    spec: &str,
+    kind: &str,
+    from: &Path,
+    each: impl FnOnce(&Transaction, &mut Imported) -> rusqlite::Result<()>,
+) -> Result<Imported> {
     let err = sqlite_err(path);
     let tx = conn.transaction().map_err(&err)?;
-    let run_id = start(&tx, spec, "report", from).map_err(&err)?;
     let mut done = Imported {
-        run_id,
+        run_id: start(&tx, spec, kind, from).map_err(&err)?,
         ..Imported::default()
     };
-    for row in rows {
-        merge(&tx, row, &mut done).map_err(&err)?;
-    }
+    each(&tx, &mut done).map_err(&err)?;
     finish(&tx, &done).map_err(&err)?;
     tx.commit().map_err(&err)?;
     Ok(done)

@@ -615,10 +615,10 @@ impl Listing {
         Listing::of_parts(listers.collect())
     }
 
-    /// The keys under `prefix` in `(after, until]`, as one part; `parts = 0` lists nothing.
-    pub fn range(client: &Client, bucket: &str, prefix: &str, after: Option<String>, until: Option<String>, parts: usize) -> Listing {
-        let listers = (0..parts.min(1)).map(|_| Lister::range(client.clone(), bucket, prefix, after.clone(), until.clone()));
-        Listing::of_parts(listers.collect())
+    /// The keys under `prefix` in `(after, until]`, as one part; none lists nothing.
+    pub fn range(client: &Client, bucket: &str, prefix: &str, range: Option<(String, String)>) -> Listing {
+        let listers = range.map(|(after, until)| Lister::range(client.clone(), bucket, prefix, Some(after), Some(until)));
+        Listing::of_parts(listers.into_iter().collect())
     }
 
     /// The keys under each `(prefix, after)`: under the prefix and after the key, if one is

@@ -450,13 +450,18 @@ mod tests {
         );
     }
 
-    #[test]
-    fn gaps_name_holes_overdue_series_and_late_files() {
-        let opts = SeriesOpts {
+    /// Daily series of `{symbol}/{symbol}-{date}.zip`, due a day after.
+    fn daily() -> SeriesOpts {
+        SeriesOpts {
             pattern: Pattern::parse("{symbol}/{symbol}-{date}.zip").unwrap(),
             due_after: Duration::from_secs(86_400),
             reconcile: Schedule::parse("0 0 4 * * Sun").unwrap(),
-        };
+        }
+    }
+
+    #[test]
+    fn gaps_name_holes_overdue_series_and_late_files() {
+        let opts = daily();
         let at = |s: &str| Some(DateTime::parse_from_rfc3339(s).unwrap().with_timezone(&Utc));
         let mut g = Gaps::default();
         // A: the 1st, 2nd, 3rd and 6th (4th and 5th missing); the 2nd came on the 6th, after
@@ -515,11 +520,7 @@ mod tests {
     /// what the same keys in key order give.
     #[test]
     fn keys_out_of_order_count_as_in_order() {
-        let opts = SeriesOpts {
-            pattern: Pattern::parse("{symbol}/{symbol}-{date}.zip").unwrap(),
-            due_after: Duration::from_secs(86_400),
-            reconcile: Schedule::parse("0 0 4 * * Sun").unwrap(),
-        };
+        let opts = daily();
         let key = |d: u32| format!("X/X-2026-11-{d:02}.zip");
         let at = |d: u32| Some(Utc.with_ymd_and_hms(2026, 11, d, 12, 0, 0).unwrap());
         let mut in_order = Gaps::default();
