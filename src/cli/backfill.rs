@@ -53,20 +53,22 @@ pub async fn plan(config: Config, spec_arg: &str, out: &Path, shards: usize) -> 
     Ok(EXIT_OK)
 }
 
-/// `manifest import --spec S FILE...`: shard manifests and completion reports into the
-/// manifest. Exit 0 when every file was imported whole, 1 when some report's copies could not
-/// be confirmed at the destination, 2 when a file was refused.
-pub async fn import(config: &Config, spec_arg: &str, files: &[PathBuf]) -> anyhow::Result<i32> {
-    let spec = match resolve_spec(config, spec_arg) {
-        Ok(s) => s,
-        Err(e) => {
-            print_diagnostics(&e);
-            return Ok(EXIT_INVALID);
-        }
-    };
+/// `manifest import [--spec S] FILE...`: shard manifests and completion reports into the
+/// manifest. Without `--spec`, a shard manifest names its spec (the one spec its rows hold); a
+/// completion report names none. Exit 0 when every file was imported whole, 1 when some
+/// report's copies could not be confirmed at the destination, 2 when a file was refused.
+pub async fn import(config: &Config, spec_arg: Option<&str>, files: &[PathBuf]) -> anyhow::Result<i32> {
     let path = config.manifest_path();
     let mut code = EXIT_OK;
     for file in files {
+        let spec = match spec_of(config, spec_arg, file) {
+            Ok(s) => s,
+            Err(e) => {
+                eprintln!("s3syncd: error: {}: {e}", file.display());
+                code = EXIT_INVALID;
+                continue;
+            }
+        };
         let result = if is_sqlite(file) {
             Ok(manifest::import::shard(&path, file, &Target::of(&spec)))
         } else {
@@ -96,6 +98,26 @@ pub async fn import(config: &Config, spec_arg: &str, files: &[PathBuf]) -> anyho
         }
     }
     Ok(code)
+}
+
+/// The spec a file is imported for: `--spec`, else the one spec a shard manifest's rows hold.
+fn spec_of(config: &Config, spec_arg: Option<&str>, file: &Path) -> Result<Spec, String> {
+    let name = match spec_arg {
+        Some(s) => s.to_string(),
+        None if is_sqlite(file) => match manifest::import::specs_in(file).map_err(|e| e.to_string())?.as_slice() {
+            [one] => one.clone(),
+            [] => return Err("it holds no objects".into()),
+            many => {
+                return Err(format!(
+                    "it holds rows of {} specs ({}): name one with --spec",
+                    many.len(),
+                    many.join(", ")
+                ))
+            }
+        },
+        None => return Err("a completion report names no spec: name it with --spec".into()),
+    };
+    resolve_spec(config, &name).map_err(|e| e.to_string())
 }
 
 fn is_sqlite(file: &Path) -> bool {

@@ -81,8 +81,10 @@ pub enum ManifestCommand {
     /// Batch Operations completion reports (their succeeded copies checked by a listing of
     /// both sides). The newest row of each key wins; importing twice changes nothing.
     Import {
+        /// The spec the files are for (default: the one spec a shard manifest holds; a
+        /// completion report needs it).
         #[arg(long)]
-        spec: String,
+        spec: Option<String>,
         #[arg(required = true, value_name = "FILE")]
         files: Vec<std::path::PathBuf>,
     },
@@ -132,7 +134,7 @@ fn parse_since(s: &str) -> Result<String, String> {
 
 pub async fn run(cfg: &Config, cmd: ManifestCommand) -> anyhow::Result<i32> {
     if let ManifestCommand::Import { spec, files } = &cmd {
-        return super::backfill::import(cfg, spec, files).await;
+        return super::backfill::import(cfg, spec.as_deref(), files).await;
     }
     let path = cfg.manifest_path();
     if !path.exists() {

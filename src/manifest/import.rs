@@ -3,7 +3,7 @@
 //! destination by the caller). Each import is one run of the spec, so its objects reach the
 //! next change file like a run's own.
 
-use super::{now, object_from_row, open_rw, sqlite_err, writer, ManifestError, ObjectRow, Result, Target, OBJECT_COLUMNS};
+use super::{now, object_from_row, open_rw, sqlite_err, writer, ManifestError, ObjectRow, Reader, Result, Target, OBJECT_COLUMNS};
 use rusqlite::{params, OptionalExtension, Transaction};
 use std::path::Path;
 
@@ -57,6 +57,11 @@ pub fn shard(path: &Path, shard: &Path, target: &Target) -> Result<Imported> {
         }
         Ok(())
     })
+}
+
+/// The specs whose objects the manifest at `shard` holds.
+pub fn specs_in(shard: &Path) -> Result<Vec<String>> {
+    Reader::open(shard)?.all("SELECT DISTINCT spec FROM objects ORDER BY spec", [], |r| r.get(0))
 }
 
 /// Records `rows` (objects copied elsewhere and checked by the caller) as one run of `spec`,

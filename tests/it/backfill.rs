@@ -146,8 +146,11 @@ async fn a_plan_in_shards_runs_as_separate_processes_and_comes_home() {
         .map(|l| l.split(": ").nth(2).unwrap().split(' ').next().unwrap().parse::<u64>().unwrap())
         .sum();
     assert_eq!(added, objects.len() as u64, "{}", text(&out));
-    // Importing again changes nothing.
-    let out = ws.run(&args);
+    // Importing again changes nothing; without --spec each shard names its own.
+    let mut again = vec!["manifest", "import"];
+    again.extend(dbs.iter().map(String::as_str));
+    let out = ws.run(&again);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
     assert!(text(&out).contains(": 0 added, 0 replaced, "), "{}", text(&out));
     let held: i64 = ws.sqlite().query_row("SELECT count(*) FROM objects", [], |r| r.get(0)).unwrap();
     assert_eq!(held, objects.len() as i64);
@@ -206,6 +209,14 @@ async fn batch_operations_reports_come_home_checked_against_both_sides() {
     let tampered = "bronze/klines/BTCUSDT-1m-2026-11-05.zip";
     put(&c, "dst-bucket", tampered, vec![0xee; 100 + 4 * 7]).await;
 
+    // A completion report names no spec.
+    let out = ws.run(&["manifest", "import", &reports[0]]);
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    assert!(
+        text(&out).contains("a completion report names no spec: name it with --spec"),
+        "{}",
+        text(&out)
+    );
     let mut args = vec!["manifest", "import", "--spec", "batch"];
     args.extend(reports.iter().map(String::as_str));
     let out = ws.run(&args);
