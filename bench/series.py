@@ -104,12 +104,16 @@ class Feed:
         with open(self.config, "w") as f:
             f.write(f'spec_dir = "{self.dir}"\nstate_dir = "{self.dir}/state"\n')
         self.exe, self.env, self.spec = exe, env, spec
+        self.runs = 0
 
     def run(self, *args):
         t = time.monotonic()
         out = subprocess.run([self.exe, "run", "--config", self.config, self.spec, *args], env=self.env,
                              capture_output=True, text=True)
         wall = time.monotonic() - t
+        self.runs += 1
+        with open(os.path.join(self.dir, f"run-{self.runs:02}.log"), "w") as f:
+            f.write(out.stderr)
         if out.returncode != 0:
             raise SystemExit(f"s3syncd run {' '.join(args)} exited {out.returncode}:\n{out.stdout}\n{out.stderr[-3000:]}")
         db = sqlite3.connect(os.path.join(self.dir, "state", "manifest.db"))
@@ -144,17 +148,25 @@ def main():
         feed = Feed("series", exe, env, os.path.join(WORK, "series", "klines.toml"))
         write_spec(feed.spec, endpoint)
         marker = os.path.join(WORK, "filled")
+        feed_db, setup_db = os.path.join(feed.dir, "state", "manifest.db"), os.path.join(WORK, "setup.db")
         if not os.path.exists(marker):
             fill(s5cmd, endpoint, env, args.series, args.days, last_day, holes)
             t = time.monotonic()
             feed.run()  # the set-up copy: a full listing, everything copied
             print(f"  set-up copy in {time.monotonic() - t:.0f} s", file=sys.stderr)
+            shutil.copy(feed_db, setup_db)
             open(marker, "w").close()
+        else:
+            # --keep: every measured run starts again from the set-up copy's manifest.
+            for stale in (feed_db + "-wal", feed_db + "-shm"):
+                if os.path.exists(stale):
+                    os.remove(stale)
+            shutil.copy(setup_db, feed_db)
         # The full-listing reference: the same spec without [series], on a copy of the manifest.
         full = Feed("full", exe, env, os.path.join(WORK, "full", "klines.toml"))
         write_spec(full.spec, endpoint, series=False)
         os.makedirs(os.path.join(full.dir, "state"), exist_ok=True)
-        shutil.copy(os.path.join(feed.dir, "state", "manifest.db"), os.path.join(full.dir, "state", "manifest.db"))
+        shutil.copy(feed_db, os.path.join(full.dir, "state", "manifest.db"))
 
         # (s1): yesterday's file for every series.
         new_day = today - datetime.timedelta(days=1)
@@ -196,8 +208,9 @@ def main():
           f"{datetime.date.today()}, `python3 bench/series.py --series {args.series} --days {args.days}`\n")
     print("| measure | series runs | full listing | ratio | target |")
     print("|---|---|---|---|---|")
-    print(f"| (s1) one new period per series: ListObjectsV2 ({args.series:,} due series, {len(holes)} recent holes, discovery) "
-          f"| {s1s['lists']:,} | {s1f['lists']:,} | {s1s['lists'] / s1f['lists']:.3f}x | ≤ due series + discovery, ≤ 0.3x |")
+    print(f"| (s1) one new period per series: ListObjectsV2 ({args.series:,} due series, {len(holes)} of them with a recent hole; "
+          f"discovery; the destination check) "
+          f"| {s1s['lists']:,} | {s1f['lists']:,} | {s1s['lists'] / s1f['lists']:.3f}x | ≤ due series + discovery (+ 1), ≤ 0.3x |")
     print(f"| (s1) wall time (both copy the {s1s['copied']:,} new objects) | {s1s['wall']:.2f} s | {s1f['wall']:.2f} s | "
           f"{s1s['wall'] / s1f['wall']:.3f}x | ≤ 0.3x |")
     print(f"| (s2) nothing due: requests, wall time | {s2['requests']} requests, {s2['wall']:.2f} s | | | ≤ 10 requests, < 1 s |")

@@ -1,7 +1,7 @@
 //! What a run lists: the whole source prefix (in key ranges), only the prefixes an include
 //! filter names, or, for a spec with `[series]` between reconcile runs, only what can be new:
-//! each series' folder after its last held key, once its next period has ended, and each
-//! recent hole's key.
+//! each series' folder after its last held key once its next period has ended, or from its
+//! earliest recent hole.
 
 use super::planning::split_keys;
 use super::EngineError;
@@ -208,26 +208,33 @@ impl SeriesRun {
     }
 }
 
-/// Each folder holding a series whose next period has ended, listed after the least last key
-/// of those series; and the key of each hole whose period ended within `HOLE_AGE`. No key is
-/// in two parts: holes lie before their series' last key.
+/// Each folder holding a series whose next period has ended, or a hole whose period ended
+/// within `HOLE_AGE`: listed after the least of its series' last keys, or from just before the
+/// earliest recent hole, so that one request a folder finds both a late day and the new ones
+/// (35 days of a daily series are 70 keys: one page). Each folder is one part: no key is in two.
 fn parts_of(gaps: &Gaps, source_prefix: &str, now: DateTime<Utc>) -> Vec<ListPart> {
     let mut folders: BTreeMap<String, String> = BTreeMap::new();
-    let mut holes = Vec::new();
     for tail in gaps.tails() {
-        if tail.last.next().end() <= now {
-            let folder = tail.last_key.rfind('/').map_or("", |i| &tail.last_key[..=i]);
-            let after = format!("{source_prefix}{}", tail.last_key);
-            folders
-                .entry(format!("{source_prefix}{folder}"))
-                .and_modify(|a| *a = a.clone().min(after.clone()))
-                .or_insert(after);
-        }
-        for (period, key) in tail.holes {
-            if period.end() + HOLE_AGE > now {
-                holes.push((format!("{source_prefix}{key}"), None));
-            }
-        }
+        let hole = tail
+            .holes
+            .iter()
+            .filter(|(period, _)| period.end() + HOLE_AGE > now)
+            .map(|(_, key)| key)
+            .min();
+        let after = match hole {
+            // The hole's key less its last character: the listing starts at the hole.
+            Some(key) => format!(
+                "{source_prefix}{}",
+                &key[..key.len() - key.chars().last().map_or(0, char::len_utf8)]
+            ),
+            None if tail.last.next().end() <= now => format!("{source_prefix}{}", tail.last_key),
+            None => continue,
+        };
+        let folder = tail.last_key.rfind('/').map_or("", |i| &tail.last_key[..=i]);
+        folders
+            .entry(format!("{source_prefix}{folder}"))
+            .and_modify(|a| *a = a.clone().min(after.clone()))
+            .or_insert(after);
     }
-    folders.into_iter().map(|(f, a)| (f, Some(a))).chain(holes).collect()
+    folders.into_iter().map(|(f, a)| (f, Some(a))).collect()
 }

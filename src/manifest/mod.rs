@@ -350,9 +350,10 @@ impl Reader {
 
     /// The source keys of the sidecars (`suffix`) that the spec's runs interrupted since its
     /// last finished run copied: a run killed after copying a sidecar never checked its object.
+    /// (Through the rows of those runs: without `INDEXED BY`, SQLite reads every row of the spec.)
     pub fn sidecars_of_interrupted_runs(&self, spec: &str, suffix: &str) -> Result<Vec<String>> {
         self.all(
-            "SELECT source_key FROM objects WHERE spec = ?1 AND substr(source_key, -length(?2)) = ?2 AND run_id IN
+            "SELECT source_key FROM objects INDEXED BY objects_by_run WHERE spec = ?1 AND substr(source_key, -length(?2)) = ?2 AND run_id IN
                (SELECT id FROM runs WHERE spec = ?1 AND status = 'interrupted'
                   AND id > coalesce((SELECT max(id) FROM runs WHERE spec = ?1 AND status IN ('ok', 'partial')), 0))",
             params![spec, suffix],
@@ -423,8 +424,14 @@ impl Reader {
             high = format!("AND dest_key <= ?{}", p.len());
         }
         // Keys between two keys under the prefix are under it too (byte order): only a window
-        // whose top is not under it needs each key's prefix checked.
+        // whose top is not under it needs each key's prefix checked, and a bound at the end of
+        // the prefix, so that SQLite stops there rather than read every row after it.
+        let end = prefix_end(prefix);
         if !upper.is_some_and(|u| u.starts_with(prefix)) {
+            if let Some(end) = &end {
+                p.push(end);
+                high += &format!(" AND dest_key < ?{}", p.len());
+            }
             high += " AND substr(dest_key, 1, length(?4)) = ?4";
         }
         let sql = format!(
@@ -575,8 +582,37 @@ fn run_from_row(r: &rusqlite::Row) -> rusqlite::Result<RunRow> {
     })
 }
 
+/// The least string above every string that starts with `prefix`: its last character one
+/// code point up (UTF-8 keeps code point order in byte order), after dropping trailing
+/// characters that have none above them. `None` for an empty prefix or one of only those.
+fn prefix_end(prefix: &str) -> Option<String> {
+    let mut chars: Vec<char> = prefix.chars().collect();
+    while let Some(last) = chars.pop() {
+        let next = (last as u32 + 1..=char::MAX as u32).find_map(char::from_u32);
+        if let Some(next) = next {
+            chars.push(next);
+            return Some(chars.into_iter().collect());
+        }
+    }
+    None
+}
+
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn a_prefix_ends_at_its_last_character_one_up() {
+        assert_eq!(prefix_end("a/b/").as_deref(), Some("a/b0"));
+        assert_eq!(prefix_end("a\u{10FFFF}").as_deref(), Some("b"));
+        assert_eq!(prefix_end("é").as_deref(), Some("ê"));
+        assert_eq!(prefix_end("\u{D7FF}").as_deref(), Some("\u{E000}"));
+        assert_eq!(prefix_end(""), None);
+        assert_eq!(prefix_end("\u{10FFFF}"), None);
+        // Every key under the prefix sorts below its end, in SQLite's byte order as in Rust's.
+        for key in ["a/b/", "a/b/\u{10FFFF}\u{10FFFF}", "a/b/zzz", "a/b/ÿ"] {
+            assert!(key < prefix_end("a/b/").unwrap().as_str());
+        }
+    }
     use super::*;
 
     fn target(spec: &str) -> Target {

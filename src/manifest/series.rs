@@ -76,17 +76,18 @@ impl Reader {
         let t = Target::of(spec);
         let prefix = &spec.destination.prefix;
         let err = sqlite_err(&self.path);
-        let mut stmt = self
-            .conn
-            .prepare_cached(
-                "SELECT o.dest_key, o.copied_at, o.run_id FROM objects o
-                 WHERE o.spec = ?1 AND o.run_id > ?5 AND o.dest_endpoint = ?2 AND o.dest_bucket = ?3 AND o.dest_key >= ?4
-                   AND substr(o.dest_key, 1, length(?4)) = ?4
-                   AND (?5 < 0 OR NOT EXISTS (SELECT 1 FROM history h
-                          WHERE h.spec = o.spec AND h.dest_key = o.dest_key AND h.replaced_by_run = o.run_id))
-                 ORDER BY o.dest_key",
-            )
-            .map_err(&err)?;
+        // All rows: in key order along the primary key. Those of later runs only: through the
+        // runs' index (the primary key would read every row of the spec to find them).
+        let index = if kept.upto < 0 { "" } else { "INDEXED BY objects_by_run" };
+        let sql = format!(
+            "SELECT o.dest_key, o.copied_at, o.run_id FROM objects o {index}
+             WHERE o.spec = ?1 AND o.run_id > ?5 AND o.dest_endpoint = ?2 AND o.dest_bucket = ?3 AND o.dest_key >= ?4
+               AND substr(o.dest_key, 1, length(?4)) = ?4
+               AND (?5 < 0 OR NOT EXISTS (SELECT 1 FROM history h
+                      WHERE h.spec = o.spec AND h.dest_key = o.dest_key AND h.replaced_by_run = o.run_id))
+             ORDER BY o.dest_key"
+        );
+        let mut stmt = self.conn.prepare_cached(&sql).map_err(&err)?;
         let mut rows = stmt.query(params![t.spec, t.endpoint, t.bucket, prefix, kept.upto]).map_err(&err)?;
         let mut upto = kept.upto.max(0);
         while let Some(r) = rows.next().map_err(&err)? {

@@ -176,7 +176,7 @@ fn source_listings(proxy: &s3syncd_testkit::proxy::FaultProxy) -> Vec<(String, S
 }
 
 /// Between reconcile runs a run lists only what can be new: each series whose next day has
-/// ended, after its last held key, each recent hole's key, and the symbols' folders with a
+/// ended, after its last held key or from its earliest recent hole, and the symbols' folders with a
 /// delimiter to discover a new series (listed whole). It copies exactly the new day, the late
 /// hole and the new series; a republished old file waits for the full listing (`run --full`),
 /// which finds it; a series run deletes nothing. The series' completeness kept between runs
@@ -231,13 +231,13 @@ async fn a_series_run_lists_only_what_can_be_new_and_the_full_run_the_rest() {
         assert!(details.contains("\"series_discovered\":1"), "{name}: {details}");
         let lists = source_listings(&proxy);
         let folder = |s: &str| format!("data/{s}USDT/1m/");
+        // A folder with a recent hole is listed from just before its earliest one (the key
+        // less its last character): one request finds the late day and the new ones.
+        let before = |key: String| key[..key.len() - 1].to_string();
         let mut want = vec![
             (folder("A"), zip("A", 2)),
-            (folder("B"), zip("B", 5)),
-            (folder("C"), zip("C", 2)),
-            (zip("B", 8), String::new()),
-            (zip("C", 6), String::new()),
-            (zip("C", 7), String::new()),
+            (folder("B"), before(zip("B", 8))),
+            (folder("C"), before(zip("C", 7))),
             ("data/".to_string(), String::new()),
             (folder("D").replace("1m/", ""), String::new()),
         ];
@@ -246,7 +246,7 @@ async fn a_series_run_lists_only_what_can_be_new_and_the_full_run_the_rest() {
         got.sort();
         assert_eq!(
             got, want,
-            "{name}: three due folders after their last key, three holes, the symbols by delimiter, the new symbol"
+            "{name}: three due folders after their last key or earliest hole, the symbols by delimiter, the new symbol"
         );
         assert_eq!(
             get(&c, "dst-bucket", &zip("A", 9).replace("data/", "bronze/")).await.as_deref(),
