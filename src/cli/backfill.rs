@@ -232,7 +232,10 @@ fn confirmed(spec: &Spec, source: Option<&SourceObject>, key: &str, dests: &BTre
         mode: Mode::Direct,
         run_id: 0,
         dest_etag: dest.etag.clone(),
-        checksum: (verified == Verified::Etag).then(|| format!("md5:{}", md5(source).unwrap_or_default().to_ascii_lowercase())),
+        checksum: (verified == Verified::Etag).then(|| {
+            let md5 = md5(source).unwrap_or_default().to_ascii_lowercase();
+            crate::s3::checksum::Checksum::new(crate::s3::checksum::ChecksumAlgo::Md5, md5).to_string()
+        }),
         verified,
         sha256: None,
         sidecar_mismatch: None,

@@ -300,7 +300,7 @@ fn changes(reader: &Reader, spec: &str, since_run: i64, format: Format, out: &mu
             Format::Jsonl => serde_json::to_string(&c).expect("a change serializes"),
             Format::Csv => [
                 c.run_id.to_string(),
-                c.action.clone(),
+                c.action.to_string(),
                 csv_field(&c.dest_key),
                 csv_field(&c.source_key),
                 c.size.to_string(),
@@ -576,29 +576,32 @@ enum Proof {
 }
 
 /// Compares a recorded `ALGORITHM:VALUE` with what the destination's HEAD (checksum mode) shows.
+/// A SHA-256 is recorded in hex when a sidecar verified it, in base64 when the source stored it.
 fn prove(recorded: Option<&str>, head: &aws_sdk_s3::operation::head_object::HeadObjectOutput, kms: bool) -> Proof {
-    let Some((algo, want)) = recorded.and_then(|c| c.split_once(':')) else {
+    use crate::s3::checksum::{stored_checksum, Checksum, ChecksumAlgo};
+    let Some(want) = recorded.and_then(|c| c.parse::<Checksum>().ok()) else {
         return Proof::Unverifiable("only its size was checked when copied");
     };
-    let got = match algo {
-        "md5" => head
+    let sidecar_hex = want.algo == ChecksumAlgo::Sha256 && crate::transfer::verify::parse_sidecar(&want.value).is_some();
+    let got = match want.algo {
+        ChecksumAlgo::Md5 => head
             .e_tag()
             .map(crate::s3::normalize_etag)
             .filter(|e| crate::s3::is_md5_etag(e) && !kms)
             .map(|e| e.to_ascii_lowercase()),
-        "sha256" => head
+        ChecksumAlgo::Sha256 if sidecar_hex => head
             .checksum_sha256()
             .filter(|v| !v.contains('-'))
             .and_then(|v| aws_smithy_types::base64::decode(v).ok())
             .map(hex::encode),
-        _ => crate::transfer::verify::stored_checksum!(head)
-            .filter(|(a, _)| a == algo)
-            .map(|(_, v)| v),
+        ChecksumAlgo::Crc64Nvme | ChecksumAlgo::Crc32C | ChecksumAlgo::Crc32 | ChecksumAlgo::Sha256 | ChecksumAlgo::Sha1 => {
+            stored_checksum!(head).filter(|c| c.algo == want.algo).map(|c| c.value)
+        }
     };
     match got {
         None => Proof::Unverifiable("the destination shows no checksum of that kind"),
-        Some(g) if g == want => Proof::Match,
-        Some(g) => Proof::Mismatch(format!("recorded {algo}:{want}, destination {algo}:{g}")),
+        Some(g) if g == want.value => Proof::Match,
+        Some(g) => Proof::Mismatch(format!("recorded {want}, destination {}:{g}", want.algo)),
     }
 }
 

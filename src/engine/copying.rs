@@ -147,7 +147,7 @@ impl Run {
                     run_id: self.run_id,
                     dest_etag: o.copied.dest_etag,
                     verified: o.copied.verified,
-                    checksum: o.copied.checksum,
+                    checksum: o.copied.checksum.as_ref().map(ToString::to_string),
                     sha256: o.copied.sha256,
                     sidecar_mismatch: None,
                     kept_previous: o.kept,

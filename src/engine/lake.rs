@@ -4,8 +4,8 @@
 //! the feed.
 
 use super::{Engine, RunReport};
-use crate::manifest::{Reader, RunStatus, Undelivered};
-use crate::spec::{Deliveries, Spec};
+use crate::manifest::{ChangeAction, Reader, RunStatus, Undelivered};
+use crate::spec::{Deliveries, NotifyEvent, Spec};
 use aws_sdk_s3::Client;
 use std::io::Write;
 use std::path::Path;
@@ -124,6 +124,30 @@ async fn write_delivery(
     }
 }
 
+/// The last line of a delivery file: what the run did, in counts. Fields in name order, as
+/// format 1 wrote them.
+#[derive(Debug, serde::Serialize)]
+struct Summary<'a> {
+    changed: u64,
+    /// Whether the run finished its listing (`ok` or `partial`): a file of an `interrupted`
+    /// or `failed` run holds what it copied before it stopped.
+    complete: bool,
+    deleted: u64,
+    format: u32,
+    manifest_id: &'a str,
+    new: u64,
+    objects: u64,
+    run_id: i64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    series_missing: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    series_overdue: Option<u64>,
+    spec: &'a str,
+    started_at: &'a str,
+    status: &'static str,
+    summary: bool,
+}
+
 /// Writes the object lines and the summary to `path`; returns the number of object lines.
 fn write_lines(reader: &Reader, spec: &Spec, run: &Undelivered, manifest_id: &str, path: &Path) -> std::io::Result<u64> {
     let run_id = run.run_id;
@@ -131,10 +155,10 @@ fn write_lines(reader: &Reader, spec: &Spec, run: &Undelivered, manifest_id: &st
     let (mut new, mut changed, mut deleted) = (0u64, 0u64, 0u64);
     let mut failed: Option<std::io::Error> = None;
     let listed = reader.changes(&spec.name, run_id - 1, Some(run_id), |c| {
-        match c.action.as_str() {
-            "new" => new += 1,
-            "changed" => changed += 1,
-            _ => deleted += 1,
+        match c.action {
+            ChangeAction::New => new += 1,
+            ChangeAction::Changed => changed += 1,
+            ChangeAction::Deleted => deleted += 1,
         }
         let line = serde_json::to_string(&c).expect("a change serializes");
         match writeln!(out, "{line}") {
@@ -151,25 +175,23 @@ fn write_lines(reader: &Reader, spec: &Spec, run: &Undelivered, manifest_id: &st
     }
     let total = new + changed + deleted;
     if total > 0 {
-        let mut summary = serde_json::json!({
-            "summary": true,
-            "format": FORMAT,
-            "complete": matches!(run.status, RunStatus::Ok | RunStatus::Partial),
-            "status": run.status.as_str(),
-            "spec": spec.name,
-            "run_id": run_id,
-            "started_at": run.started_at,
-            "manifest_id": manifest_id,
-            "new": new,
-            "changed": changed,
-            "deleted": deleted,
-            "objects": total,
-        });
-        if let Some((missing, overdue)) = run.series {
-            summary["series_missing"] = missing.into();
-            summary["series_overdue"] = overdue.into();
-        }
-        writeln!(out, "{summary}")?;
+        let summary = Summary {
+            changed,
+            complete: matches!(run.status, RunStatus::Ok | RunStatus::Partial),
+            deleted,
+            format: FORMAT,
+            manifest_id,
+            new,
+            objects: total,
+            run_id,
+            series_missing: run.series.map(|(missing, _)| missing),
+            series_overdue: run.series.map(|(_, overdue)| overdue),
+            spec: &spec.name,
+            started_at: &run.started_at,
+            status: run.status.as_str(),
+            summary: true,
+        };
+        writeln!(out, "{}", serde_json::to_string(&summary).expect("a summary serializes"))?;
     }
     let file = out.into_inner().map_err(|e| e.into_error())?;
     file.sync_all()?;
@@ -198,9 +220,9 @@ pub(super) async fn after_run(engine: &Engine, spec: &Spec, report: &RunReport) 
             report.wall.as_secs_f64()
         ),
     };
-    let body = |event: &str, text: &str| {
+    let body = |event: NotifyEvent, text: &str| {
         serde_json::json!({
-            "event": event,
+            "event": event.as_str(),
             "text": text,
             "spec": spec.name,
             "run_id": report.run_id,
@@ -218,10 +240,10 @@ pub(super) async fn after_run(engine: &Engine, spec: &Spec, report: &RunReport) 
     };
     if !notifiers.is_empty() {
         let event = match report.status {
-            RunStatus::Ok => "ok",
-            RunStatus::Partial => "partial",
-            RunStatus::Interrupted => "interrupted",
-            _ => "failed",
+            RunStatus::Ok => NotifyEvent::Ok,
+            RunStatus::Partial => NotifyEvent::Partial,
+            RunStatus::Interrupted => NotifyEvent::Interrupted,
+            RunStatus::Failed | RunStatus::Running => NotifyEvent::Failed,
         };
         let mut b = body(event, &text);
         if t.failed > 0 {
@@ -234,11 +256,11 @@ pub(super) async fn after_run(engine: &Engine, spec: &Spec, report: &RunReport) 
         engine.notifications.send(&notifiers, event, &b);
         if let Some(f) = &report.delivery_failed {
             let line = format!("s3syncd: feed {}: {f}", spec.name);
-            let mut b = body("delivery_failed", &line);
+            let mut b = body(NotifyEvent::DeliveryFailed, &line);
             b["undelivered_run_id"] = f.run_id.into();
             b["runs_waiting"] = f.waiting.into();
             b["reason"] = f.reason.clone().into();
-            engine.notifications.send(&notifiers, "delivery_failed", &b);
+            engine.notifications.send(&notifiers, NotifyEvent::DeliveryFailed, &b);
         }
         let revised = reader.revised(&spec.name, report.run_id).unwrap_or_default();
         if !revised.is_empty() {
@@ -248,22 +270,24 @@ pub(super) async fn after_run(engine: &Engine, spec: &Spec, report: &RunReport) 
                 revised.len(),
                 report.run_id
             );
-            let mut b = body("revised", &line);
+            let mut b = body(NotifyEvent::Revised, &line);
             b["revised"] = revised
                 .iter()
                 .take(100)
                 .map(|(k, kept)| serde_json::json!({ "dest_key": k, "kept_key": kept }))
                 .collect();
             b["revised_count"] = revised.len().into();
-            engine.notifications.send(&notifiers, "revised", &b);
+            engine.notifications.send(&notifiers, NotifyEvent::Revised, &b);
         }
     }
     if let Some(totals) = &t.series {
         crate::metrics::series(&spec.name, totals.missing, totals.overdue);
-        gap(engine, spec, &reader, report.run_id, totals, &notifiers, |line| body("gap", line));
+        gap(engine, spec, &reader, report.run_id, totals, &notifiers, |line| {
+            body(NotifyEvent::Gap, line)
+        });
     }
     if let Some(window) = spec.feed.stale_after {
-        freshness(engine, spec, &reader, window, &notifiers, |line| body("stale", line));
+        freshness(engine, spec, &reader, window, &notifiers, |line| body(NotifyEvent::Stale, line));
     }
 }
 
@@ -298,7 +322,7 @@ fn freshness(
             engine.writer.set_stale(&spec.name, Some(crate::manifest::now()));
             let mut b = body(&line);
             b["last_new_object_at"] = last_new.into();
-            engine.notifications.send(notifiers, "stale", &b);
+            engine.notifications.send(notifiers, NotifyEvent::Stale, &b);
         }
         (false, Some(_)) => {
             tracing::info!(last_new_object = %last_new, "feed is fresh again");
@@ -333,7 +357,7 @@ fn gap(
     b["series_missing"] = totals.missing.into();
     b["series_overdue"] = totals.overdue.into();
     b["series"] = serde_json::to_value(&totals.gapped).unwrap_or_default();
-    engine.notifications.send(notifiers, "gap", &b);
+    engine.notifications.send(notifiers, NotifyEvent::Gap, &b);
 }
 
 fn humanize(d: std::time::Duration) -> String {
@@ -349,4 +373,56 @@ fn hostname() -> String {
     std::fs::read_to_string("/proc/sys/kernel/hostname")
         .map(|h| h.trim().to_string())
         .unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::manifest::Change;
+
+    /// The delivery format (docs/lakehouse.md), byte for byte: a consumer parses these lines.
+    #[test]
+    fn the_delivery_lines_of_format_2_are_pinned() {
+        let change = Change {
+            dest_key: "bronze/a b.zip".into(),
+            source_key: "data/a b.zip".into(),
+            size: 7,
+            etag: Some("e".into()),
+            checksum: Some("sha256:ab".into()),
+            source_last_modified: Some("2026-11-27T00:00:00.000Z".into()),
+            action: ChangeAction::Changed,
+            mode: "direct".into(),
+            run_id: 3,
+        };
+        assert_eq!(
+            serde_json::to_string(&change).unwrap(),
+            r#"{"dest_key":"bronze/a b.zip","source_key":"data/a b.zip","size":7,"etag":"e","checksum":"sha256:ab","source_last_modified":"2026-11-27T00:00:00.000Z","action":"changed","mode":"direct","run_id":3}"#
+        );
+        let summary = Summary {
+            changed: 1,
+            complete: true,
+            deleted: 0,
+            format: FORMAT,
+            manifest_id: "m1",
+            new: 2,
+            objects: 3,
+            run_id: 3,
+            series_missing: Some(4),
+            series_overdue: Some(0),
+            spec: "klines",
+            started_at: "2026-11-27T00:00:00.000Z",
+            status: RunStatus::Partial.as_str(),
+            summary: true,
+        };
+        assert_eq!(
+            serde_json::to_string(&summary).unwrap(),
+            r#"{"changed":1,"complete":true,"deleted":0,"format":2,"manifest_id":"m1","new":2,"objects":3,"run_id":3,"series_missing":4,"series_overdue":0,"spec":"klines","started_at":"2026-11-27T00:00:00.000Z","status":"partial","summary":true}"#
+        );
+        let without_series = Summary {
+            series_missing: None,
+            series_overdue: None,
+            ..summary
+        };
+        assert!(!serde_json::to_string(&without_series).unwrap().contains("series"));
+    }
 }

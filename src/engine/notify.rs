@@ -4,7 +4,7 @@
 //! run or a shutdown for longer. Bodies may be signed: `X-S3syncd-Signature: sha256=HEX`, the
 //! HMAC-SHA256 of the raw body with the key read from `secret_file` (never logged).
 
-use crate::spec::{Notifier, NotifyFormat};
+use crate::spec::{Notifier, NotifyEvent, NotifyFormat};
 use bytes::Bytes;
 use http_body_util::Full;
 use hyper_util::client::legacy::Client;
@@ -22,7 +22,7 @@ type Https = hyper_rustls::HttpsConnector<hyper_util::client::legacy::connect::H
 
 struct Post {
     notifier: Notifier,
-    event: &'static str,
+    event: NotifyEvent,
     body: Vec<u8>,
 }
 
@@ -50,15 +50,15 @@ impl Default for Notifications {
 impl Notifications {
     /// Queues `event` with `body` for every notifier in `to` that wants it; never waits. Needs
     /// a Tokio runtime.
-    pub fn send(&self, to: &[Notifier], event: &'static str, body: &serde_json::Value) {
+    pub fn send(&self, to: &[Notifier], event: NotifyEvent, body: &serde_json::Value) {
         for n in to.iter().filter(|n| n.wants(event)) {
             let body = match n.format {
                 NotifyFormat::Json => body.to_string(),
                 NotifyFormat::Slack => serde_json::json!({ "text": body["text"] }).to_string(),
             };
             let Ok(slot) = self.slots.clone().try_acquire_owned() else {
-                tracing::warn!(url = %redact(&n.url), event, "notification queue full: dropped");
-                crate::metrics::notification(event, "dropped");
+                tracing::warn!(url = %redact(&n.url), %event, "notification queue full: dropped");
+                crate::metrics::notification(event.as_str(), "dropped");
                 continue;
             };
             let post = Post {
@@ -117,7 +117,7 @@ async fn send(client: &Client<Https, Full<Bytes>>, post: Post) {
             Ok(key) => Some(sign(trim_newline(&key), &post.body)),
             Err(e) => {
                 tracing::warn!(%url, file = %f.display(), error = %e, "cannot read the notification secret; not sending");
-                crate::metrics::notification(post.event, "failed");
+                crate::metrics::notification(post.event.as_str(), "failed");
                 return;
             }
         },
@@ -133,7 +133,7 @@ async fn send(client: &Client<Https, Full<Bytes>>, post: Post) {
             Ok(r) => r,
             Err(e) => {
                 tracing::warn!(%url, error = %e, "notification URL is not usable");
-                crate::metrics::notification(post.event, "failed");
+                crate::metrics::notification(post.event.as_str(), "failed");
                 return;
             }
         };
@@ -143,25 +143,25 @@ async fn send(client: &Client<Https, Full<Bytes>>, post: Post) {
             Ok(Ok(resp)) if resp.status().is_success() => Ok(()),
             Ok(Ok(resp)) if resp.status().is_server_error() || resp.status().as_u16() == 429 => Err(format!("HTTP {}", resp.status())),
             Ok(Ok(resp)) => {
-                tracing::warn!(%url, event = post.event, status = resp.status().as_u16(), "notification refused");
-                crate::metrics::notification(post.event, "failed");
+                tracing::warn!(%url, event = post.event.as_str(), status = resp.status().as_u16(), "notification refused");
+                crate::metrics::notification(post.event.as_str(), "failed");
                 return;
             }
         };
         match outcome {
             Ok(()) => {
-                tracing::debug!(%url, event = post.event, attempt, "notification sent");
-                crate::metrics::notification(post.event, "ok");
+                tracing::debug!(%url, event = post.event.as_str(), attempt, "notification sent");
+                crate::metrics::notification(post.event.as_str(), "ok");
                 return;
             }
             Err(why) if attempt < ATTEMPTS => {
-                crate::metrics::notification(post.event, "retry");
-                tracing::debug!(%url, event = post.event, attempt, error = %why, "notification failed; retrying");
+                crate::metrics::notification(post.event.as_str(), "retry");
+                tracing::debug!(%url, event = post.event.as_str(), attempt, error = %why, "notification failed; retrying");
                 tokio::time::sleep(Duration::from_millis(500) * 2u32.pow(attempt - 1)).await;
             }
             Err(why) => {
-                tracing::warn!(%url, event = post.event, attempts = ATTEMPTS, error = %why, "notification not delivered");
-                crate::metrics::notification(post.event, "failed");
+                tracing::warn!(%url, event = post.event.as_str(), attempts = ATTEMPTS, error = %why, "notification not delivered");
+                crate::metrics::notification(post.event.as_str(), "failed");
             }
         }
     }

@@ -3,8 +3,10 @@
 //! a run's objects rows and the history rows it copied or replaced are its change feed.
 
 use super::{sqlite_err, Reader, Result};
+use rusqlite::types::{FromSql, FromSqlError, FromSqlResult, ToSql, ToSqlOutput, ValueRef};
 use rusqlite::{params, OptionalExtension};
 use serde::Serialize;
+use std::fmt;
 
 /// One line of a change feed (the delivery file's object line, `manifest changes`).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -16,11 +18,46 @@ pub struct Change {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub checksum: Option<String>,
     pub source_last_modified: Option<String>,
-    /// `new`, `changed` or `deleted`.
-    pub action: String,
+    pub action: ChangeAction,
     pub mode: String,
     pub run_id: i64,
 }
+
+/// What a run did to a key (a change line's `action`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ChangeAction {
+    /// Copied, with no earlier version held.
+    New,
+    /// Copied over an earlier version (republished upstream).
+    Changed,
+    /// Deleted at the destination.
+    Deleted,
+}
+
+text_column!(ChangeAction,
+    ChangeAction::New => "new",
+    ChangeAction::Changed => "changed",
+    ChangeAction::Deleted => "deleted",
+);
+
+/// Where one version of an object stands (`manifest history`'s `state`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum VersionState {
+    /// The version the destination holds now.
+    Current,
+    /// Replaced by a newer version.
+    Changed,
+    /// Deleted at the destination.
+    Deleted,
+}
+
+text_column!(VersionState,
+    VersionState::Current => "current",
+    VersionState::Changed => "changed",
+    VersionState::Deleted => "deleted",
+);
 
 /// A finished run whose delivery file is not written yet.
 #[derive(Debug, Clone)]
@@ -45,8 +82,7 @@ pub struct Version {
     pub run_id: i64,
     pub replaced_at: Option<String>,
     pub replaced_by_run: Option<i64>,
-    /// `current`, `changed` (replaced by a newer version) or `deleted`.
-    pub state: String,
+    pub state: VersionState,
     pub kept_key: Option<String>,
 }
 

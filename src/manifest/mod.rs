@@ -6,13 +6,12 @@
 
 mod audit;
 pub mod import;
-mod lake;
 mod schema;
 pub mod series;
 mod writer;
 
 pub use audit::{ObjectFilter, SpecStatus};
-pub use lake::{Change, Undelivered, Version};
+pub use lake::{Change, ChangeAction, Undelivered, Version, VersionState};
 
 pub use writer::Writer;
 
@@ -78,6 +77,9 @@ macro_rules! text_column {
         }
     };
 }
+
+// After the macro it uses.
+mod lake;
 
 /// The `status` column of `runs`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]

@@ -1,5 +1,6 @@
 //! S3 clients per side of a spec, request accounting, key encoding and source listing.
 
+pub mod checksum;
 pub mod explain;
 mod listxml;
 

@@ -31,19 +31,70 @@ pub enum Deliveries {
     Dir(PathBuf),
 }
 
-/// The events a notifier can be told of.
-pub const EVENTS: &[&str] = &[
-    "failed",
-    "partial",
-    "interrupted",
-    "ok",
-    "stale",
-    "revised",
-    "delivery_failed",
-    "gap",
-];
-/// Without `events`: everything but `ok`, which would post after every quiet run.
-const DEFAULT_EVENTS: &[&str] = &["failed", "partial", "interrupted", "stale", "revised", "delivery_failed", "gap"];
+/// The events a notifier can be told of: how a run ended, and what it found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum NotifyEvent {
+    Failed,
+    Partial,
+    Interrupted,
+    Ok,
+    /// Nothing new from the source within `stale_after`.
+    Stale,
+    /// Objects republished upstream (new bytes under a held key).
+    Revised,
+    /// The run's change file could not be written.
+    DeliveryFailed,
+    /// More periods missing, or more series overdue, than the run before found.
+    Gap,
+}
+
+impl NotifyEvent {
+    pub const ALL: [NotifyEvent; 8] = [
+        NotifyEvent::Failed,
+        NotifyEvent::Partial,
+        NotifyEvent::Interrupted,
+        NotifyEvent::Ok,
+        NotifyEvent::Stale,
+        NotifyEvent::Revised,
+        NotifyEvent::DeliveryFailed,
+        NotifyEvent::Gap,
+    ];
+
+    /// Its name in `events` and in the body's `event`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            NotifyEvent::Failed => "failed",
+            NotifyEvent::Partial => "partial",
+            NotifyEvent::Interrupted => "interrupted",
+            NotifyEvent::Ok => "ok",
+            NotifyEvent::Stale => "stale",
+            NotifyEvent::Revised => "revised",
+            NotifyEvent::DeliveryFailed => "delivery_failed",
+            NotifyEvent::Gap => "gap",
+        }
+    }
+
+    /// Without `events`: everything but `ok`, which would post after every quiet run.
+    fn by_default(self) -> bool {
+        self != NotifyEvent::Ok
+    }
+}
+
+impl std::fmt::Display for NotifyEvent {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl std::str::FromStr for NotifyEvent {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        NotifyEvent::ALL.into_iter().find(|e| e.as_str() == s).ok_or_else(|| {
+            let names: Vec<&str> = NotifyEvent::ALL.iter().map(|e| e.as_str()).collect();
+            format!("notify event {s:?} is not one of {}", names.join(", "))
+        })
+    }
+}
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum NotifyFormat {
@@ -56,15 +107,15 @@ pub enum NotifyFormat {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Notifier {
     pub url: String,
-    pub events: Vec<String>,
+    pub events: Vec<NotifyEvent>,
     pub format: NotifyFormat,
     /// Holds the HMAC key for `X-S3syncd-Signature`; read when sending, never logged.
     pub secret_file: Option<PathBuf>,
 }
 
 impl Notifier {
-    pub fn wants(&self, event: &str) -> bool {
-        self.events.iter().any(|e| e == event)
+    pub fn wants(&self, event: NotifyEvent) -> bool {
+        self.events.contains(&event)
     }
 }
 
@@ -89,17 +140,13 @@ pub fn check_notify(loc: &Locator, d: &mut Diags, raw: Vec<RawNotify>, base: &st
             );
         }
         let events = match &n.events {
-            None => DEFAULT_EVENTS.iter().map(|e| e.to_string()).collect(),
+            None => NotifyEvent::ALL.into_iter().filter(|e| e.by_default()).collect(),
             Some(list) => {
                 let mut v = Vec::new();
                 for e in list.get_ref() {
-                    if EVENTS.contains(&e.get_ref().as_str()) {
-                        v.push(e.get_ref().clone());
-                    } else {
-                        d.push(loc.at(
-                            span(e),
-                            format!("notify event {:?} is not one of {}", e.get_ref(), EVENTS.join(", ")),
-                        ));
+                    match e.get_ref().parse() {
+                        Ok(event) => v.push(event),
+                        Err(m) => d.push(loc.at(span(e), m)),
                     }
                 }
                 v

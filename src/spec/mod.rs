@@ -14,7 +14,7 @@ pub mod size;
 
 pub use diag::{Diagnostic, Locator};
 pub use diff::{diff, SpecDiff};
-pub use feed::{Deliveries, FeedOpts, Notifier, NotifyFormat};
+pub use feed::{Deliveries, FeedOpts, Notifier, NotifyEvent, NotifyFormat};
 pub use raw::LogFormat;
 
 use chrono::{DateTime, Utc};

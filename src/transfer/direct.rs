@@ -4,10 +4,10 @@
 use super::error::{classify, Op, TransferError};
 use super::headers::Headers;
 use super::upload::{completed, Multipart};
-use super::verify::{algorithm, checksum_of};
 use super::{part_size_for, parts, Copied, Sidecar, Transferer};
 use crate::manifest::Verified;
 use crate::plan::CopyJob;
+use crate::s3::checksum::{checksum_of, Checksum, ChecksumAlgo};
 use crate::s3::{copy_source, is_md5_etag, normalize_etag};
 use aws_sdk_s3::operation::copy_object::builders::CopyObjectFluentBuilder;
 use aws_sdk_s3::operation::copy_object::CopyObjectOutput;
@@ -56,8 +56,8 @@ pub async fn copy(t: &Transferer, job: &CopyJob, sidecar: &Sidecar) -> Result<Co
     let wants_sidecar = t.wants_sidecar(&job.source.key);
     if wants_sidecar {
         req = req.checksum_algorithm(ChecksumAlgorithm::Sha256);
-    } else if let Some((algo, _)) = &stored {
-        req = req.checksum_algorithm(algorithm(algo));
+    } else if let Some(c) = &stored {
+        req = req.set_checksum_algorithm(c.algo.sdk());
     }
     // CopyObject never copies the website redirect; it takes the source's value beside COPY.
     // Where the source serves a website and no HEAD was made yet, one runs beside the copy (no
@@ -86,11 +86,11 @@ pub async fn copy(t: &Transferer, job: &CopyJob, sidecar: &Sidecar) -> Result<Co
                 )));
             }
             verified = Verified::Etag;
-            checksum = Some(format!("md5:{}", dst.to_ascii_lowercase()));
+            checksum = Some(Checksum::new(ChecksumAlgo::Md5, dst.to_ascii_lowercase()));
         }
     }
     if let (Some(want), Some(r)) = (&stored, result) {
-        let answered = checksum_of!(r, want.0.as_str()).map(|v| (want.0.clone(), v.to_string()));
+        let answered = checksum_of!(r, want.algo).map(|v| Checksum::new(want.algo, v));
         if let Some(c) = compare(want, answered)? {
             (verified, checksum) = (Verified::Checksum, Some(c));
         }
@@ -109,7 +109,7 @@ pub async fn copy(t: &Transferer, job: &CopyJob, sidecar: &Sidecar) -> Result<Co
             )));
         }
         verified = Verified::Sha256;
-        checksum = Some(format!("sha256:{}", got.to_ascii_lowercase()));
+        checksum = Some(Checksum::new(ChecksumAlgo::Sha256, got.to_ascii_lowercase()));
     }
     Ok(Copied {
         etag: job.source.etag.clone().or_else(|| dest_etag.clone()),
@@ -167,15 +167,15 @@ async fn head_source(t: &Transferer, job: &CopyJob) -> Result<HeadObjectOutput, 
 }
 
 /// Compares the source's full-object checksum with the one the destination reports for the
-/// copy: the same value proves the copy's bytes (`ALGORITHM:VALUE`); another algorithm, or
-/// none, proves nothing; another value is a failed copy.
-fn compare(want: &(String, String), got: Option<(String, String)>) -> Result<Option<String>, TransferError> {
+/// copy: the same value proves the copy's bytes; another algorithm, or none, proves nothing;
+/// another value is a failed copy.
+fn compare(want: &Checksum, got: Option<Checksum>) -> Result<Option<Checksum>, TransferError> {
     match got {
-        Some((algo, v)) if algo == want.0 && v != want.1 => Err(TransferError::verify(format!(
-            "the copy's {algo} {v} differs from the checksum the source stores ({})",
-            want.1
+        Some(c) if c.algo == want.algo && c.value != want.value => Err(TransferError::verify(format!(
+            "the copy's {} {} differs from the checksum the source stores ({})",
+            c.algo, c.value, want.value
         ))),
-        Some((algo, v)) if algo == want.0 => Ok(Some(format!("{algo}:{v}"))),
+        Some(c) if c.algo == want.algo => Ok(Some(c)),
         _ => Ok(None),
     }
 }
@@ -249,7 +249,7 @@ async fn copy_multipart(t: &Transferer, job: &CopyJob) -> Result<Copied, Transfe
 }
 
 /// The full-object checksum the destination stores for `key`; none if the HEAD fails.
-async fn dest_checksum(t: &Transferer, key: &str) -> Option<(String, String)> {
+async fn dest_checksum(t: &Transferer, key: &str) -> Option<Checksum> {
     let head = t
         .dst
         .head_object()
@@ -265,15 +265,17 @@ async fn dest_checksum(t: &Transferer, key: &str) -> Option<(String, String)> {
 #[cfg(test)]
 mod tests {
     use super::compare;
+    use crate::s3::checksum::{Checksum, ChecksumAlgo};
 
     #[test]
     fn only_the_same_algorithm_is_compared_and_a_different_value_fails() {
-        let want = ("crc32".to_string(), "AAAA".to_string());
-        let got = |a: &str, v: &str| Some((a.to_string(), v.to_string()));
-        assert_eq!(compare(&want, got("crc32", "AAAA")).unwrap().as_deref(), Some("crc32:AAAA"));
-        assert_eq!(compare(&want, got("crc64nvme", "BBBB")).unwrap(), None);
+        let want = Checksum::new(ChecksumAlgo::Crc32, "AAAA");
+        let got = |a, v: &str| Some(Checksum::new(a, v));
+        let proved = compare(&want, got(ChecksumAlgo::Crc32, "AAAA")).unwrap();
+        assert_eq!(proved.map(|c| c.to_string()).as_deref(), Some("crc32:AAAA"));
+        assert_eq!(compare(&want, got(ChecksumAlgo::Crc64Nvme, "BBBB")).unwrap(), None);
         assert_eq!(compare(&want, None).unwrap(), None);
-        let e = compare(&want, got("crc32", "BBBB")).unwrap_err().to_string();
+        let e = compare(&want, got(ChecksumAlgo::Crc32, "BBBB")).unwrap_err().to_string();
         assert!(
             e.contains("the copy's crc32 BBBB differs from the checksum the source stores (AAAA)"),
             "{e}"

@@ -4,6 +4,7 @@
 //! CreateMultipartUpload, so that every path gives the destination what the source has.
 //! User metadata values pass unchanged (S3 returns non-ASCII ones RFC 2047-encoded).
 
+use crate::s3::checksum::Checksum;
 use crate::spec::WriteOptions;
 use aws_sdk_s3::operation::copy_object::builders::CopyObjectFluentBuilder;
 use aws_sdk_s3::operation::create_multipart_upload::builders::CreateMultipartUploadFluentBuilder;
@@ -26,9 +27,9 @@ pub struct Headers {
     pub website_redirect_location: Option<String>,
     /// The source's tags as a URL query (`k=v&k2=v2`), when tags are preserved.
     pub tagging: Option<String>,
-    /// The full-object checksum the source stores (algorithm, base64), from an answer in
-    /// checksum mode. A single-part PUT sends it, so the destination checks and stores it.
-    pub checksum: Option<(String, String)>,
+    /// The full-object checksum the source stores, from an answer in checksum mode. A
+    /// single-part PUT sends it, so the destination checks and stores it.
+    pub checksum: Option<Checksum>,
 }
 
 /// Both answers carry the same accessors; one macro reads either.
@@ -44,7 +45,7 @@ macro_rules! read_headers {
             metadata: $o.metadata().filter(|m| !m.is_empty()).cloned(),
             website_redirect_location: $o.website_redirect_location().map(str::to_string),
             tagging: None,
-            checksum: super::verify::stored_checksum!($o),
+            checksum: crate::s3::checksum::stored_checksum!($o),
         }
     };
 }
@@ -126,10 +127,10 @@ pub fn tagging_query(tags: &[aws_sdk_s3::types::Tag]) -> Option<String> {
 /// Sends the source's full-object checksum with a single-part PUT: the destination checks the
 /// bytes against it on arrival and stores it, so `manifest verify --checksums` can later compare
 /// it without reading a byte.
-fn put_checksum(stored: Option<&(String, String)>, req: PutObjectFluentBuilder) -> PutObjectFluentBuilder {
-    let Some((algo, value)) = stored else { return req };
+fn put_checksum(stored: Option<&Checksum>, req: PutObjectFluentBuilder) -> PutObjectFluentBuilder {
+    let Some(c) = stored else { return req };
     // The algorithm too: servers store a checksum only when told which algorithm made it (the
     // SDK computes nothing when the value is given).
-    let req = req.checksum_algorithm(super::verify::algorithm(algo));
-    super::verify::set_checksum!(req, algo.as_str(), value.clone())
+    let req = req.set_checksum_algorithm(c.algo.sdk());
+    crate::s3::checksum::set_checksum!(req, c.algo, c.value.clone())
 }

@@ -5,9 +5,9 @@ use super::error::{classify, Op, TransferError};
 use super::headers::Headers;
 use super::upload::{completed, Multipart};
 use super::verify::Expect;
-use super::verify::{checksum_of, set_checksum};
 use super::Transferer;
 use crate::plan::CopyJob;
+use crate::s3::checksum::{checksum_of, set_checksum};
 use aws_sdk_s3::operation::get_object::GetObjectOutput;
 use aws_sdk_s3::operation::put_object::builders::PutObjectFluentBuilder;
 use aws_sdk_s3::operation::upload_part::builders::UploadPartFluentBuilder;
@@ -91,7 +91,7 @@ pub(super) fn upload_part(
         .part_number(number)
         .content_length(len as i64);
     match (upload.algorithm(), checksum) {
-        (Some(algo), Some(v)) => set_checksum!(req.checksum_algorithm(super::verify::algorithm(algo)), algo, v),
+        (Some(algo), Some(v)) => set_checksum!(req.set_checksum_algorithm(algo.sdk()), algo, v),
         _ => req,
     }
 }
@@ -114,7 +114,7 @@ pub(super) struct PartUploads {
     limit: usize,
     /// The upload's checksum algorithm: each part's answer carries its checksum, which the
     /// completion lists.
-    algo: Option<String>,
+    algo: Option<crate::s3::checksum::ChecksumAlgo>,
 }
 
 impl PartUploads {
@@ -123,7 +123,7 @@ impl PartUploads {
             inflight: JoinSet::new(),
             done: Vec::new(),
             limit: limit.max(1),
-            algo: upload.algorithm().map(str::to_string),
+            algo: upload.algorithm(),
         }
     }
 
@@ -137,12 +137,12 @@ impl PartUploads {
         while self.inflight.len() >= self.limit {
             self.join_one().await?;
         }
-        let algo = self.algo.clone();
+        let algo = self.algo;
         self.inflight.spawn(async move {
             let out = req.send().await.map_err(|e| classify(Op::UploadPart, e));
             drop(permit);
             out.map(|o| {
-                let sum = algo.as_deref().and_then(|a| Some((a, checksum_of!(o, a)?)));
+                let sum = algo.and_then(|a| Some((a, checksum_of!(o, a)?)));
                 completed(number, o.e_tag(), sum)
             })
         });

@@ -81,8 +81,8 @@ pub struct Copied {
     pub etag: Option<String>,
     pub dest_etag: Option<String>,
     pub verified: Verified,
-    /// The checksum that verified the bytes, `ALGORITHM:VALUE`.
-    pub checksum: Option<String>,
+    /// The checksum that verified the bytes.
+    pub checksum: Option<crate::s3::checksum::Checksum>,
     /// The bytes' SHA-256 (hex), when the copy saw them or the server computed it.
     pub sha256: Option<String>,
 }

@@ -6,7 +6,7 @@ use super::error::{classify, Op, TransferError};
 use super::headers::Headers;
 use super::host::{check_put_etag, get_source, put_object, read_get, upload_part, PartUploads};
 use super::upload::Multipart;
-use super::verify::{full_object, Digests, Expect, PartSums, Verdict};
+use super::verify::{Digests, Expect, PartSums, Verdict};
 use super::{part_size_for, parts, Copied, Transferer};
 use crate::plan::CopyJob;
 use crate::s3::normalize_etag;
@@ -67,9 +67,9 @@ async fn download(
 ) -> Result<(tokio::fs::File, Headers, Verdict, Vec<String>), TransferError> {
     let get = get_source(t, job).await?;
     let (headers, expect) = read_get(t, job, &get, expect.clone()).await?;
-    let mut sums = full_object(headers.checksum.as_ref())
-        .filter(|_| job.source.size > t.spec.transfer.multipart_threshold)
-        .and_then(|(algo, _)| PartSums::new(algo, part_size_for(job.source.size, t.spec.transfer.part_size)));
+    let mut sums = (headers.checksum.as_ref())
+        .filter(|c| c.algo.combines_across_parts() && job.source.size > t.spec.transfer.multipart_threshold)
+        .and_then(|c| PartSums::new(c.algo, part_size_for(job.source.size, t.spec.transfer.part_size)));
     let expect = &expect;
     let mut out = tokio::fs::OpenOptions::new()
         .read(true)

@@ -6,7 +6,7 @@ use super::error::{classify, Op, TransferError};
 use super::headers::Headers;
 use super::host::{check_put_etag, get_source, put_object, read_get, upload_part, PartUploads};
 use super::upload::Multipart;
-use super::verify::{checksum, Digests, Expect, HashingBody};
+use super::verify::{Digests, Expect, HashingBody};
 use super::{part_size_for, Copied, Transferer};
 use crate::plan::CopyJob;
 use crate::s3::normalize_etag;
@@ -89,7 +89,7 @@ async fn copy_multipart(
                 break;
             }
             number += 1;
-            let sum = upload.algorithm().and_then(|a| checksum(a, &buf));
+            let sum = upload.algorithm().and_then(|a| a.of(&buf));
             let req = upload_part(t, job, &upload, number, buf.len() as u64, sum).body(ByteStream::from(buf.freeze()));
             uploads.send(number, req, permit).await?;
             if body_done && carry.is_empty() {

@@ -3,8 +3,8 @@
 
 use super::error::{classify, Code, Op, TransferError};
 use super::headers::Headers;
-use super::verify::set_checksum;
 use super::Transferer;
+use crate::s3::checksum::{set_checksum, stored_checksum, Checksum, ChecksumAlgo};
 use aws_sdk_s3::types::{ChecksumType, CompletedMultipartUpload, CompletedPart};
 use aws_sdk_s3::Client;
 
@@ -12,9 +12,9 @@ pub struct Multipart<'a> {
     t: &'a Transferer,
     pub key: &'a str,
     pub upload_id: String,
-    /// The full-object checksum (algorithm, base64) the upload was created to carry: the
-    /// source's, so the destination checks the assembled object against it and stores it.
-    pub checksum: Option<(String, String)>,
+    /// The full-object checksum the upload was created to carry: the source's, so the
+    /// destination checks the assembled object against it and stores it.
+    pub checksum: Option<Checksum>,
 }
 
 impl<'a> Multipart<'a> {
@@ -31,7 +31,7 @@ impl<'a> Multipart<'a> {
             .upload_started(&pending, &t.spec.name, &t.spec.destination, key)
             .await
             .map_err(manifest_err)?;
-        let mut checksum = super::verify::full_object(headers.checksum.as_ref()).cloned();
+        let mut checksum = headers.checksum.clone().filter(|c| c.algo.combines_across_parts());
         let mut created = send_create(t, key, headers, checksum.as_ref()).await;
         // A server without full-object checksums on multipart uploads still gets the copy.
         if checksum.is_some() && created.as_ref().is_err_and(rejects_checksum) {
@@ -77,12 +77,12 @@ impl<'a> Multipart<'a> {
             .key(self.key)
             .upload_id(&self.upload_id)
             .multipart_upload(CompletedMultipartUpload::builder().set_parts(Some(parts)).build());
-        if let Some((algo, value)) = &self.checksum {
-            req = set_checksum!(req.checksum_type(ChecksumType::FullObject), algo.as_str(), value.clone());
+        if let Some(c) = &self.checksum {
+            req = set_checksum!(req.checksum_type(ChecksumType::FullObject), c.algo, c.value.clone());
         }
         let out = req.send().await.map_err(|e| classify(Op::CompleteMultipartUpload, e))?;
         self.t.writer.upload_ended(&self.upload_id);
-        let checksum = super::verify::stored_checksum!(out);
+        let checksum = stored_checksum!(out);
         Ok(Completed {
             etag: out.e_tag().map(crate::s3::normalize_etag),
             checksum,
@@ -90,8 +90,8 @@ impl<'a> Multipart<'a> {
     }
 
     /// The algorithm of the upload's checksum, if it carries one.
-    pub fn algorithm(&self) -> Option<&str> {
-        self.checksum.as_ref().map(|(a, _)| a.as_str())
+    pub fn algorithm(&self) -> Option<ChecksumAlgo> {
+        self.checksum.as_ref().map(|c| c.algo)
     }
 
     /// Best effort: a failed abort is logged, and the error that caused it is what the caller reports.
@@ -166,7 +166,7 @@ pub async fn abort_upload(dst: &Client, bucket: &str, key: &str, upload_id: &str
 }
 
 /// A finished part, with its checksum (algorithm, base64) when the upload carries one.
-pub fn completed(number: i32, etag: Option<&str>, checksum: Option<(&str, &str)>) -> CompletedPart {
+pub fn completed(number: i32, etag: Option<&str>, checksum: Option<(ChecksumAlgo, &str)>) -> CompletedPart {
     let b = CompletedPart::builder().part_number(number).set_e_tag(etag.map(str::to_string));
     match checksum {
         Some((algo, v)) => set_checksum!(b, algo, v.to_string()).build(),
@@ -178,18 +178,16 @@ pub fn completed(number: i32, etag: Option<&str>, checksum: Option<(&str, &str)>
 pub struct Completed {
     pub etag: Option<String>,
     /// The full-object checksum the destination reports, if any.
-    pub checksum: Option<(String, String)>,
+    pub checksum: Option<Checksum>,
 }
 
-async fn send_create(t: &Transferer, key: &str, headers: &Headers, checksum: Option<&(String, String)>) -> Result<String, TransferError> {
+async fn send_create(t: &Transferer, key: &str, headers: &Headers, checksum: Option<&Checksum>) -> Result<String, TransferError> {
     let mut create = super::headers::create_with(
         &t.spec.destination.write,
         t.dst.create_multipart_upload().bucket(&t.spec.destination.bucket).key(key),
     );
-    if let Some((algo, _)) = checksum {
-        create = create
-            .checksum_algorithm(super::verify::algorithm(algo))
-            .checksum_type(ChecksumType::FullObject);
+    if let Some(c) = checksum {
+        create = create.set_checksum_algorithm(c.algo.sdk()).checksum_type(ChecksumType::FullObject);
     }
     let out = headers
         .on_create(create)

@@ -5,6 +5,7 @@
 
 use super::error::TransferError;
 use crate::manifest::Verified;
+use crate::s3::checksum::{Checksum, ChecksumAlgo};
 use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
 use md5::{Digest, Md5};
@@ -21,8 +22,8 @@ pub struct Expect {
     pub md5_hex: Option<String>,
     /// From the checksum sidecar.
     pub sha256_hex: Option<String>,
-    /// The full-object checksum the source stores: (algorithm name, base64 value).
-    pub stored: Option<(String, String)>,
+    /// The full-object checksum the source stores.
+    pub stored: Option<Checksum>,
     /// Compute the SHA-256 even with no sidecar to check it against: one may come later.
     pub keep_sha256: bool,
 }
@@ -33,9 +34,9 @@ pub struct Verdict {
     pub level: Verified,
     /// The content MD5 in hex, when it was computed.
     pub md5: Option<String>,
-    /// The strongest checksum that verified the bytes, as the manifest records it
-    /// (`sha256:HEX`, `crc64nvme:BASE64`, `md5:HEX`); none when only the size was checked.
-    pub checksum: Option<String>,
+    /// The strongest checksum that verified the bytes (the manifest records it as
+    /// `sha256:HEX`, `crc64nvme:BASE64`, `md5:HEX`); none when only the size was checked.
+    pub checksum: Option<Checksum>,
     /// The bytes' SHA-256 in hex, when it was computed.
     pub sha256: Option<String>,
 }
@@ -77,11 +78,7 @@ impl Digests {
         Digests {
             md5: expect.md5_hex.as_ref().map(|_| Md5::new()),
             sha256: (expect.sha256_hex.is_some() || expect.keep_sha256).then(Sha256::new),
-            stored: expect
-                .stored
-                .as_ref()
-                .and_then(|(algo, _)| algo.parse::<aws_smithy_checksums::ChecksumAlgorithm>().ok())
-                .map(|a| a.into_impl()),
+            stored: expect.stored.as_ref().and_then(|c| c.algo.hasher()),
             len: 0,
         }
     }
@@ -122,17 +119,18 @@ impl Digests {
                 )));
             }
             v.level = Verified::Etag;
-            v.checksum = Some(format!("md5:{md5}"));
+            v.checksum = Some(Checksum::new(ChecksumAlgo::Md5, md5.as_str()));
         }
-        if let (Some((algo, want)), Some(c)) = (&expect.stored, self.stored) {
+        if let (Some(want), Some(c)) = (&expect.stored, self.stored) {
             let got = aws_smithy_types::base64::encode(c.finalize());
-            if &got != want {
+            if got != want.value {
                 return Err(TransferError::verify(format!(
-                    "{algo} {got} differs from the checksum the source stores ({want})"
+                    "{} {got} differs from the checksum the source stores ({})",
+                    want.algo, want.value
                 )));
             }
             v.level = Verified::Checksum;
-            v.checksum = Some(format!("{algo}:{got}"));
+            v.checksum = Some(Checksum::new(want.algo, got));
         }
         if let (Some(want), Some(got)) = (&expect.sha256_hex, sha256) {
             if !got.eq_ignore_ascii_case(want) {
@@ -141,86 +139,16 @@ impl Digests {
                 )));
             }
             v.level = Verified::Sha256;
-            v.checksum = Some(format!("sha256:{}", got.to_ascii_lowercase()));
+            v.checksum = Some(Checksum::new(ChecksumAlgo::Sha256, got.to_ascii_lowercase()));
         }
         Ok(v)
     }
 }
 
-/// The full-object checksum a GetObject (or HeadObject) in checksum mode reports, as
-/// (algorithm, base64). Composite (per-part) checksums are not checksums of the bytes as a
-/// whole, and are never compared with one.
-macro_rules! stored_checksum {
-    ($o:expr) => {{
-        let composite = $o.checksum_type().is_some_and(|t| *t == aws_sdk_s3::types::ChecksumType::Composite);
-        [
-            ("crc64nvme", $o.checksum_crc64_nvme()),
-            ("crc32c", $o.checksum_crc32_c()),
-            ("crc32", $o.checksum_crc32()),
-            ("sha256", $o.checksum_sha256()),
-            ("sha1", $o.checksum_sha1()),
-        ]
-        .into_iter()
-        .find_map(|(a, v)| Some((a.to_string(), v?.to_string())))
-        .filter(|(_, v)| !composite && !v.contains('-'))
-    }};
-}
-pub(crate) use stored_checksum;
-
-/// Sets a checksum value of the named algorithm on any request or part builder: they all
-/// spell the setters alike.
-macro_rules! set_checksum {
-    ($req:expr, $algo:expr, $v:expr) => {{
-        let v: String = $v;
-        match $algo {
-            "crc64nvme" => $req.checksum_crc64_nvme(v),
-            "crc32c" => $req.checksum_crc32_c(v),
-            "crc32" => $req.checksum_crc32(v),
-            "sha256" => $req.checksum_sha256(v),
-            "sha1" => $req.checksum_sha1(v),
-            _ => $req,
-        }
-    }};
-}
-pub(crate) use set_checksum;
-
-/// Reads the checksum of the named algorithm from any answer.
-macro_rules! checksum_of {
-    ($o:expr, $algo:expr) => {
-        match $algo {
-            "crc64nvme" => $o.checksum_crc64_nvme(),
-            "crc32c" => $o.checksum_crc32_c(),
-            "crc32" => $o.checksum_crc32(),
-            "sha256" => $o.checksum_sha256(),
-            "sha1" => $o.checksum_sha1(),
-            _ => None,
-        }
-    };
-}
-pub(crate) use checksum_of;
-
-/// The SDK's name of an algorithm (`crc64nvme` → `CRC64NVME`).
-pub fn algorithm(algo: &str) -> aws_sdk_s3::types::ChecksumAlgorithm {
-    aws_sdk_s3::types::ChecksumAlgorithm::from(algo.to_ascii_uppercase().as_str())
-}
-
-/// The algorithm of a source checksum that a multipart upload can reproduce as a full-object
-/// checksum: the CRCs combine across parts; SHA-1 and SHA-256 are only ever composite there.
-pub fn full_object(stored: Option<&(String, String)>) -> Option<&(String, String)> {
-    stored.filter(|(algo, _)| matches!(algo.as_str(), "crc64nvme" | "crc32" | "crc32c"))
-}
-
-/// The base64 checksum of `bytes` by the named algorithm.
-pub fn checksum(algo: &str, bytes: &[u8]) -> Option<String> {
-    let mut c = algo.parse::<aws_smithy_checksums::ChecksumAlgorithm>().ok()?.into_impl();
-    c.update(bytes);
-    Some(aws_smithy_types::base64::encode(c.finalize()))
-}
-
 /// One checksum per part, of the algorithm the upload was created with, computed as the bytes
 /// pass (parts are `part` bytes, the last one shorter), for UploadPart and CompletedPart.
 pub struct PartSums {
-    algo: aws_smithy_checksums::ChecksumAlgorithm,
+    algo: ChecksumAlgo,
     part: u64,
     current: Box<dyn aws_smithy_checksums::http::HttpChecksum>,
     filled: u64,
@@ -228,12 +156,11 @@ pub struct PartSums {
 }
 
 impl PartSums {
-    pub fn new(algo: &str, part: u64) -> Option<Self> {
-        let algo = algo.parse::<aws_smithy_checksums::ChecksumAlgorithm>().ok()?;
+    pub fn new(algo: ChecksumAlgo, part: u64) -> Option<Self> {
         Some(PartSums {
             algo,
             part,
-            current: algo.into_impl(),
+            current: algo.hasher()?,
             filled: 0,
             done: Vec::new(),
         })
@@ -253,7 +180,8 @@ impl PartSums {
     }
 
     fn roll(&mut self) {
-        let c = std::mem::replace(&mut self.current, self.algo.into_impl());
+        let next = self.algo.hasher().expect("an algorithm with a hasher (checked when made)");
+        let c = std::mem::replace(&mut self.current, next);
         self.done.push(aws_smithy_types::base64::encode(c.finalize()));
         self.filled = 0;
     }
@@ -388,14 +316,17 @@ mod tests {
     #[test]
     fn part_sums_split_at_part_boundaries_whatever_the_chunks() {
         let data: Vec<u8> = (0..25u32).map(|i| (i * 7) as u8).collect();
-        let want: Vec<String> = data.chunks(10).map(|b| checksum("crc32c", b).unwrap()).collect();
+        let want: Vec<String> = data.chunks(10).map(|b| ChecksumAlgo::Crc32C.of(b).unwrap()).collect();
         for chunk in [1, 3, 10, 25] {
-            let mut p = PartSums::new("crc32c", 10).unwrap();
+            let mut p = PartSums::new(ChecksumAlgo::Crc32C, 10).unwrap();
             data.chunks(chunk).for_each(|c| p.update(c));
             assert_eq!(p.finish(), want, "chunks of {chunk}");
         }
-        let sha = Some(("sha256".to_string(), "x".to_string()));
-        assert_eq!(full_object(sha.as_ref()), None, "SHA-256 is never a full-object multipart checksum");
+        assert!(
+            !ChecksumAlgo::Sha256.combines_across_parts(),
+            "SHA-256 is never a full-object multipart checksum"
+        );
+        assert!(PartSums::new(ChecksumAlgo::Md5, 10).is_none());
     }
 
     #[test]
