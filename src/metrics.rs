@@ -15,6 +15,13 @@ pub fn install() -> Result<PrometheusHandle, String> {
     let handle = metrics_exporter_prometheus::PrometheusBuilder::new()
         .install_recorder()
         .map_err(|e| format!("cannot record metrics: {e}"))?;
+    describe_runs();
+    describe_feeds();
+    Ok(handle)
+}
+
+/// What runs count: objects, bytes, fallbacks, runs, requests, run times.
+fn describe_runs() {
     describe_counter!("s3syncd_objects_copied_total", "Objects copied and verified, by spec and mode.");
     describe_counter!(
         "s3syncd_bytes_copied_total",
@@ -41,6 +48,11 @@ pub fn install() -> Result<PrometheusHandle, String> {
         "S3 request attempts (retries included), by spec, operation and result."
     );
     describe_histogram!("s3syncd_run_duration_seconds", Unit::Seconds, "Wall time of runs, by spec.");
+}
+
+/// What each feed stands at (its last runs, freshness, deliveries, series, schedule), and the
+/// throttled answers and notifications around them.
+fn describe_feeds() {
     describe_gauge!(
         "s3syncd_last_success_timestamp_seconds",
         Unit::Seconds,
@@ -101,7 +113,6 @@ pub fn install() -> Result<PrometheusHandle, String> {
         "s3syncd_notifications_total",
         "Notification attempts, by event and result (ok, retry, failed, dropped)."
     );
-    Ok(handle)
 }
 
 /// The Prometheus text of everything recorded, the summaries brought up to date first.

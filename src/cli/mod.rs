@@ -8,6 +8,7 @@ pub mod manifest;
 mod progress;
 mod signals;
 mod summary;
+mod verify;
 
 pub use summary::summary;
 

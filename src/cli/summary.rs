@@ -39,7 +39,7 @@ fn listing(t: &crate::engine::Tally) -> String {
     use crate::engine::listing::Scope;
     match t.listing {
         Scope::Series => format!(
-            "; series run: {} parts (due series after their last key, recent holes, {} new folders)",
+            "; series run: {} parts (due series after their last key or earliest recent hole, {} new folders)",
             t.list_parts, t.series_discovered
         ),
         Scope::Prefixes => format!("; {} prefixes of the include filter", t.list_parts),
@@ -80,6 +80,15 @@ fn finished(r: &RunReport) -> String {
         let refused = r.delete_refused.as_ref().map(|w| format!(" (refused: {w})")).unwrap_or_default();
         let _ = writeln!(s, "  deleted       {} objects{refused}", t.deleted);
     }
+    how(r, &mut s);
+    s
+}
+
+/// How the run went about it: fallbacks, host traffic, concurrency, requests, rate, cost, and
+/// what went wrong.
+fn how(r: &RunReport, s: &mut String) {
+    let t = &r.tally;
+    let secs = r.wall.as_secs_f64().max(1e-9);
     let fallbacks: Vec<String> = t.fallbacks.iter().map(|(f, n)| format!("{f} x{n}")).collect();
     let fallbacks = if fallbacks.is_empty() {
         "none".to_string()
@@ -133,5 +142,4 @@ fn finished(r: &RunReport) -> String {
             r.run_id
         );
     }
-    s
 }

@@ -205,8 +205,54 @@ pub(super) async fn after_run(engine: &Engine, spec: &Spec, report: &RunReport) 
         Ok(r) => r,
         Err(e) => return tracing::warn!(error = %e, "cannot read the manifest after the run"),
     };
+    let body = |event: NotifyEvent, text: &str| body(spec, report, event, text);
+    if !notifiers.is_empty() {
+        tell_run(engine, spec, report, &reader, &notifiers, body);
+    }
+    if let Some(totals) = &report.tally.series {
+        crate::metrics::series(&spec.name, totals.missing, totals.overdue);
+        gap(engine, spec, &reader, report.run_id, totals, &notifiers, |line| {
+            body(NotifyEvent::Gap, line)
+        });
+    }
+    if let Some(window) = spec.feed.stale_after {
+        freshness(engine, spec, &reader, window, &notifiers, |line| body(NotifyEvent::Stale, line));
+    }
+}
+
+/// The body of every notification of a run: the event, a line for people, and the run's counts.
+fn body(spec: &Spec, report: &RunReport, event: NotifyEvent, text: &str) -> serde_json::Value {
     let t = &report.tally;
-    let status = report.status.as_str();
+    serde_json::json!({
+        "event": event.as_str(),
+        "text": text,
+        "spec": spec.name,
+        "run_id": report.run_id,
+        "status": report.status.as_str(),
+        "listed": t.listed,
+        "copied": t.copied,
+        "skipped": t.skipped,
+        "failed": t.failed,
+        "deleted": t.deleted,
+        "bytes_copied": t.bytes_copied,
+        "wall_seconds": report.wall.as_secs_f64(),
+        "error": report.error,
+        "host": hostname(),
+    })
+}
+
+/// How the run ended (`ok`, `partial`, `interrupted`, `failed`, with its first failures), a
+/// change file it could not write (`delivery_failed`), and objects republished upstream
+/// (`revised`).
+fn tell_run(
+    engine: &Engine,
+    spec: &Spec,
+    report: &RunReport,
+    reader: &Reader,
+    notifiers: &[crate::spec::Notifier],
+    body: impl Fn(NotifyEvent, &str) -> serde_json::Value,
+) {
+    let (t, status) = (&report.tally, report.status.as_str());
     let text = match &report.error {
         Some(e) => format!("s3syncd: feed {} run {} {status}: {e}", spec.name, report.run_id),
         None => format!(
@@ -220,74 +266,45 @@ pub(super) async fn after_run(engine: &Engine, spec: &Spec, report: &RunReport) 
             report.wall.as_secs_f64()
         ),
     };
-    let body = |event: NotifyEvent, text: &str| {
-        serde_json::json!({
-            "event": event.as_str(),
-            "text": text,
-            "spec": spec.name,
-            "run_id": report.run_id,
-            "status": status,
-            "listed": t.listed,
-            "copied": t.copied,
-            "skipped": t.skipped,
-            "failed": t.failed,
-            "deleted": t.deleted,
-            "bytes_copied": t.bytes_copied,
-            "wall_seconds": report.wall.as_secs_f64(),
-            "error": report.error,
-            "host": hostname(),
-        })
+    let event = match report.status {
+        RunStatus::Ok => NotifyEvent::Ok,
+        RunStatus::Partial => NotifyEvent::Partial,
+        RunStatus::Interrupted => NotifyEvent::Interrupted,
+        RunStatus::Failed | RunStatus::Running => NotifyEvent::Failed,
     };
-    if !notifiers.is_empty() {
-        let event = match report.status {
-            RunStatus::Ok => NotifyEvent::Ok,
-            RunStatus::Partial => NotifyEvent::Partial,
-            RunStatus::Interrupted => NotifyEvent::Interrupted,
-            RunStatus::Failed | RunStatus::Running => NotifyEvent::Failed,
-        };
-        let mut b = body(event, &text);
-        if t.failed > 0 {
-            let failures = reader.failures(report.run_id, 10).unwrap_or_default();
-            b["failures"] = failures
-                .into_iter()
-                .map(|(key, message)| serde_json::json!({ "key": key, "message": message }))
-                .collect();
-        }
-        engine.notifications.send(&notifiers, event, &b);
-        if let Some(f) = &report.delivery_failed {
-            let line = format!("s3syncd: feed {}: {f}", spec.name);
-            let mut b = body(NotifyEvent::DeliveryFailed, &line);
-            b["undelivered_run_id"] = f.run_id.into();
-            b["runs_waiting"] = f.waiting.into();
-            b["reason"] = f.reason.clone().into();
-            engine.notifications.send(&notifiers, NotifyEvent::DeliveryFailed, &b);
-        }
-        let revised = reader.revised(&spec.name, report.run_id).unwrap_or_default();
-        if !revised.is_empty() {
-            let line = format!(
-                "s3syncd: feed {}: {} objects were republished upstream (run {}); earlier versions in the manifest's history",
-                spec.name,
-                revised.len(),
-                report.run_id
-            );
-            let mut b = body(NotifyEvent::Revised, &line);
-            b["revised"] = revised
-                .iter()
-                .take(100)
-                .map(|(k, kept)| serde_json::json!({ "dest_key": k, "kept_key": kept }))
-                .collect();
-            b["revised_count"] = revised.len().into();
-            engine.notifications.send(&notifiers, NotifyEvent::Revised, &b);
-        }
+    let mut b = body(event, &text);
+    if t.failed > 0 {
+        let failures = reader.failures(report.run_id, 10).unwrap_or_default();
+        b["failures"] = failures
+            .into_iter()
+            .map(|(key, message)| serde_json::json!({ "key": key, "message": message }))
+            .collect();
     }
-    if let Some(totals) = &t.series {
-        crate::metrics::series(&spec.name, totals.missing, totals.overdue);
-        gap(engine, spec, &reader, report.run_id, totals, &notifiers, |line| {
-            body(NotifyEvent::Gap, line)
-        });
+    engine.notifications.send(notifiers, event, &b);
+    if let Some(f) = &report.delivery_failed {
+        let line = format!("s3syncd: feed {}: {f}", spec.name);
+        let mut b = body(NotifyEvent::DeliveryFailed, &line);
+        b["undelivered_run_id"] = f.run_id.into();
+        b["runs_waiting"] = f.waiting.into();
+        b["reason"] = f.reason.clone().into();
+        engine.notifications.send(notifiers, NotifyEvent::DeliveryFailed, &b);
     }
-    if let Some(window) = spec.feed.stale_after {
-        freshness(engine, spec, &reader, window, &notifiers, |line| body(NotifyEvent::Stale, line));
+    let revised = reader.revised(&spec.name, report.run_id).unwrap_or_default();
+    if !revised.is_empty() {
+        let line = format!(
+            "s3syncd: feed {}: {} objects were republished upstream (run {}); earlier versions in the manifest's history",
+            spec.name,
+            revised.len(),
+            report.run_id
+        );
+        let mut b = body(NotifyEvent::Revised, &line);
+        b["revised"] = revised
+            .iter()
+            .take(100)
+            .map(|(k, kept)| serde_json::json!({ "dest_key": k, "kept_key": kept }))
+            .collect();
+        b["revised_count"] = revised.len().into();
+        engine.notifications.send(notifiers, NotifyEvent::Revised, &b);
     }
 }
 

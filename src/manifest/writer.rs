@@ -358,50 +358,19 @@ fn apply_one(tx: &Transaction, op: &Op) -> rusqlite::Result<Option<i64>> {
             target,
             dest_key,
             at,
-        } => {
-            to_history(tx, target, dest_key, *run_id, at, "deleted", None)?;
-            forget(tx, target, dest_key)?;
-            tx.prepare_cached("INSERT INTO deletions (run_id, spec, dest_key, at) VALUES (?1, ?2, ?3, ?4)")?
-                .execute(params![run_id, target.spec, dest_key, at])?;
-        }
+        } => deleted(tx, target, dest_key, *run_id, at)?,
         Op::Adopt {
             target,
             source_endpoint,
             source_bucket,
         } => adopt(tx, target, source_endpoint, source_bucket)?,
         Op::SidecarChecked {
-            target: t,
+            target,
             dest_key,
             sha256,
             agrees,
-        } => {
-            let sql = match agrees {
-                true => {
-                    "UPDATE objects SET verified = 'sha256', sha256 = ?5, sidecar_mismatch = NULL
-                          WHERE spec = ?1 AND dest_endpoint = ?2 AND dest_bucket = ?3 AND dest_key = ?4"
-                }
-                false => {
-                    "UPDATE objects SET sidecar_mismatch = ?5 WHERE spec = ?1 AND dest_endpoint = ?2 AND dest_bucket = ?3 AND dest_key = ?4"
-                }
-            };
-            tx.prepare_cached(sql)?
-                .execute(params![t.spec, t.endpoint, t.bucket, dest_key, sha256])?;
-        }
-        Op::Failure(f, at) => {
-            tx.prepare_cached(
-                "INSERT INTO failures (run_id, spec, source_key, mode, kind, code, message, at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
-            )?
-            .execute(params![
-                f.run_id,
-                f.spec,
-                f.source_key,
-                f.mode.map(Mode::as_str),
-                f.kind,
-                f.code,
-                f.message,
-                at
-            ])?;
-        }
+        } => sidecar_checked(tx, target, dest_key, sha256, *agrees)?,
+        Op::Failure(f, at) => failure(tx, f, at)?,
         Op::Delivered { run_id, at } => {
             tx.prepare_cached("UPDATE runs SET delivered_at = ?2 WHERE id = ?1")?
                 .execute(params![run_id, at])?;
@@ -413,24 +382,9 @@ fn apply_one(tx: &Transaction, op: &Op) -> rusqlite::Result<Option<i64>> {
             )?
             .execute(params![run_id, reason])?;
         }
-        Op::Stale { spec, since } => {
-            tx.prepare_cached(
-                "INSERT INTO feeds (spec, stale_since) VALUES (?1, ?2) ON CONFLICT (spec) DO UPDATE SET stale_since = excluded.stale_since",
-            )?
-            .execute(params![spec, since])?;
-        }
-        Op::SeriesState { spec, state } => {
-            tx.prepare_cached(
-                "INSERT INTO feeds (spec, series_state) VALUES (?1, ?2) ON CONFLICT (spec) DO UPDATE SET series_state = excluded.series_state",
-            )?
-            .execute(params![spec, state])?;
-        }
-        Op::ListSplits { spec, splits } => {
-            tx.prepare_cached(
-                "INSERT INTO feeds (spec, list_splits) VALUES (?1, ?2) ON CONFLICT (spec) DO UPDATE SET list_splits = excluded.list_splits",
-            )?
-            .execute(params![spec, splits])?;
-        }
+        Op::Stale { spec, since } => set_feed(tx, spec, "stale_since", since.as_deref())?,
+        Op::SeriesState { spec, state } => set_feed(tx, spec, "series_state", Some(state))?,
+        Op::ListSplits { spec, splits } => set_feed(tx, spec, "list_splits", Some(splits))?,
         Op::StartRun { spec, started_at, .. } => {
             tx.execute(
                 "INSERT INTO runs (spec, started_at, status) VALUES (?1, ?2, 'running')",
@@ -464,6 +418,55 @@ fn apply_one(tx: &Transaction, op: &Op) -> rusqlite::Result<Option<i64>> {
         Op::Flush(_) | Op::Checkpoint => {}
     }
     Ok(None)
+}
+
+fn deleted(tx: &Transaction, t: &Target, dest_key: &str, run_id: i64, at: &str) -> rusqlite::Result<()> {
+    to_history(tx, t, dest_key, run_id, at, "deleted", None)?;
+    forget(tx, t, dest_key)?;
+    tx.prepare_cached("INSERT INTO deletions (run_id, spec, dest_key, at) VALUES (?1, ?2, ?3, ?4)")?
+        .execute(params![run_id, t.spec, dest_key, at])?;
+    Ok(())
+}
+
+/// A late sidecar's verdict on the object copied before it: verified by it, or contradicted.
+fn sidecar_checked(tx: &Transaction, t: &Target, dest_key: &str, sha256: &str, agrees: bool) -> rusqlite::Result<()> {
+    let sql = match agrees {
+        true => {
+            "UPDATE objects SET verified = 'sha256', sha256 = ?5, sidecar_mismatch = NULL
+              WHERE spec = ?1 AND dest_endpoint = ?2 AND dest_bucket = ?3 AND dest_key = ?4"
+        }
+        false => "UPDATE objects SET sidecar_mismatch = ?5 WHERE spec = ?1 AND dest_endpoint = ?2 AND dest_bucket = ?3 AND dest_key = ?4",
+    };
+    tx.prepare_cached(sql)?
+        .execute(params![t.spec, t.endpoint, t.bucket, dest_key, sha256])?;
+    Ok(())
+}
+
+fn failure(tx: &Transaction, f: &FailureRow, at: &str) -> rusqlite::Result<()> {
+    tx.prepare_cached(
+        "INSERT INTO failures (run_id, spec, source_key, mode, kind, code, message, at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+    )?
+    .execute(params![
+        f.run_id,
+        f.spec,
+        f.source_key,
+        f.mode.map(Mode::as_str),
+        f.kind,
+        f.code,
+        f.message,
+        at
+    ])?;
+    Ok(())
+}
+
+/// One column of the spec's `feeds` row (one of a fixed few, never from input), the row made
+/// when missing.
+fn set_feed(tx: &Transaction, spec: &str, column: &'static str, value: Option<&str>) -> rusqlite::Result<()> {
+    tx.prepare_cached(&format!(
+        "INSERT INTO feeds (spec, {column}) VALUES (?1, ?2) ON CONFLICT (spec) DO UPDATE SET {column} = excluded.{column}"
+    ))?
+    .execute(params![spec, value])?;
+    Ok(())
 }
 
 fn adopt(tx: &Transaction, t: &Target, source_endpoint: &str, source_bucket: &str) -> rusqlite::Result<()> {

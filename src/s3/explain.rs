@@ -130,10 +130,18 @@ mod tests {
         .unwrap_or_else(|| "-".into())
     }
 
-    /// Each mapped failure, one line naming the cause and the fix.
-    #[test]
-    fn every_common_failure_names_its_cause_and_fix() {
-        let p = side(Some("lake"));
+    /// (side, its spec, operation, code, status, error text, what the line must say)
+    type Case<'a> = (&'a str, &'a Side, &'a str, Option<&'a str>, u16, &'a str, &'a str);
+
+    fn check(cases: &[Case]) {
+        for (which, side, op, code, status, detail, want) in cases {
+            let got = why(which, side, op, *code, *status, detail);
+            assert!(got.contains(want), "{op} {code:?} {status}: {got:?} lacks {want:?}");
+        }
+    }
+
+    /// A side with a profile, and one with a role over the default chain.
+    fn profiled_and_role() -> (Side, Side) {
         let role = Side {
             role: Some(Role {
                 arn: "arn:aws:iam::123456789012:role/w".into(),
@@ -143,9 +151,14 @@ mod tests {
             }),
             ..side(None)
         };
-        // (side, its spec, operation, code, status, error text, what the line must say)
-        type Case<'a> = (&'a str, &'a Side, &'a str, Option<&'a str>, u16, &'a str, &'a str);
-        let cases: &[Case] = &[
+        (side(Some("lake")), role)
+    }
+
+    /// Each mapped failure of permissions and buckets, one line naming the cause and the fix.
+    #[test]
+    fn every_common_failure_names_its_cause_and_fix() {
+        let (p, _) = profiled_and_role();
+        check(&[
             (
                 "source",
                 &p,
@@ -219,6 +232,14 @@ mod tests {
                 "",
                 "bucket bronze does not exist",
             ),
+        ]);
+    }
+
+    /// Failures of regions, addressing, clocks and credentials, likewise.
+    #[test]
+    fn region_address_clock_and_credential_failures_name_their_cause_and_fix() {
+        let (p, role) = profiled_and_role();
+        check(&[
             ("source", &p, "HeadBucket", None, 301, "", "set `region` in [source]"),
             (
                 "source",
@@ -274,11 +295,7 @@ mod tests {
                 "failed to load credentials: AccessDenied: not authorized to perform: sts:AssumeRole",
                 "could not assume arn:aws:iam::123456789012:role/w",
             ),
-        ];
-        for (which, side, op, code, status, detail, want) in cases {
-            let got = why(which, side, op, *code, *status, detail);
-            assert!(got.contains(want), "{op} {code:?} {status}: {got:?} lacks {want:?}");
-        }
+        ]);
         // The default chain is named, never a key; a code that says enough gets no line.
         assert!(
             why("source", &side(None), "GetObject", Some("AccessDenied"), 403, "").starts_with("the default credential chain may not read")

@@ -26,24 +26,7 @@ pub async fn copy(t: &Transferer, job: &CopyJob, sidecar: &Sidecar) -> Result<Co
     if job.source.size > spec.transfer.copy_threshold {
         return copy_multipart(t, job).await;
     }
-    let mut req = t
-        .dst
-        .copy_object()
-        .bucket(&spec.destination.bucket)
-        .key(&job.dest_key)
-        .copy_source(copy_source(&spec.source.bucket, &job.source.key))
-        .metadata_directive(MetadataDirective::Copy)
-        // Tags follow `preserve_tags` in every mode: copied, or none at all.
-        .tagging_directive(if spec.transfer.preserve_tags {
-            TaggingDirective::Copy
-        } else {
-            TaggingDirective::Replace
-        });
-    req = super::headers::copy_with(&spec.destination.write, req);
-    // Copy exactly the version that was listed; a newer one is left for the next run.
-    if let Some(e) = &job.source.etag {
-        req = req.copy_source_if_match(format!("\"{e}\""));
-    }
+    let mut req = request(t, job);
     let etag_proves = job.source.etag.as_deref().is_some_and(is_md5_etag) && !spec.destination.write.etag_is_not_md5();
     // Where the listed ETag proves nothing (a multipart source, SSE-KMS), the checksum the
     // source stores can: one HEAD reads it, and the copy is asked for the same algorithm. (A
@@ -76,6 +59,46 @@ pub async fn copy(t: &Transferer, job: &CopyJob, sidecar: &Sidecar) -> Result<Co
     if let Some(location) = late {
         dest_etag = set_redirect(t, job, dest_etag.as_deref(), location).await?.or(dest_etag);
     }
+    proven(t, job, sidecar, result, dest_etag, etag_proves, stored.as_ref()).await
+}
+
+/// The CopyObject of one job: metadata and tags as the spec keeps them, the destination's write
+/// options, and only the version that was listed.
+fn request(t: &Transferer, job: &CopyJob) -> CopyObjectFluentBuilder {
+    let spec = &t.spec;
+    let req = t
+        .dst
+        .copy_object()
+        .bucket(&spec.destination.bucket)
+        .key(&job.dest_key)
+        .copy_source(copy_source(&spec.source.bucket, &job.source.key))
+        .metadata_directive(MetadataDirective::Copy)
+        // Tags follow `preserve_tags` in every mode: copied, or none at all.
+        .tagging_directive(if spec.transfer.preserve_tags {
+            TaggingDirective::Copy
+        } else {
+            TaggingDirective::Replace
+        });
+    let req = super::headers::copy_with(&spec.destination.write, req);
+    // Copy exactly the version that was listed; a newer one is left for the next run.
+    match &job.source.etag {
+        Some(e) => req.copy_source_if_match(format!("\"{e}\"")),
+        None => req,
+    }
+}
+
+/// What the copy's answer proves of its bytes: the destination ETag equal to a content-MD5
+/// source ETag, the checksum the source stores computed again by the server, and a SHA-256
+/// the server computed checked against the sidecar; the strongest one found.
+async fn proven(
+    t: &Transferer,
+    job: &CopyJob,
+    sidecar: &Sidecar,
+    result: Option<&aws_sdk_s3::types::CopyObjectResult>,
+    dest_etag: Option<String>,
+    etag_proves: bool,
+    stored: Option<&Checksum>,
+) -> Result<Copied, TransferError> {
     let mut verified = Verified::Size;
     let mut checksum = None;
     if let (Some(src), Some(dst), true) = (&job.source.etag, &dest_etag, etag_proves) {
@@ -89,7 +112,7 @@ pub async fn copy(t: &Transferer, job: &CopyJob, sidecar: &Sidecar) -> Result<Co
             checksum = Some(Checksum::new(ChecksumAlgo::Md5, dst.to_ascii_lowercase()));
         }
     }
-    if let (Some(want), Some(r)) = (&stored, result) {
+    if let (Some(want), Some(r)) = (stored, result) {
         let answered = checksum_of!(r, want.algo).map(|v| Checksum::new(want.algo, v));
         if let Some(c) = compare(want, answered)? {
             (verified, checksum) = (Verified::Checksum, Some(c));
@@ -99,7 +122,7 @@ pub async fn copy(t: &Transferer, job: &CopyJob, sidecar: &Sidecar) -> Result<Co
     // byte here; only then is the sidecar worth fetching.
     let server_sha = result
         .and_then(|r| r.checksum_sha256())
-        .filter(|v| wants_sidecar && !v.contains('-'))
+        .filter(|v| t.wants_sidecar(&job.source.key) && !v.contains('-'))
         .and_then(|b64| aws_smithy_types::base64::decode(b64).ok())
         .map(hex::encode);
     if let (Some(got), Some(want)) = (&server_sha, sidecar_if(server_sha.is_some(), t, job, sidecar).await?) {

@@ -2,7 +2,7 @@
 //! and the Prometheus endpoint of a running daemon, against real servers.
 
 use crate::util::*;
-use s3syncd::fixture::{generate, FixtureSpec};
+use s3syncd_testkit::fixture::{generate, FixtureSpec};
 use s3syncd_testkit::moto::Moto;
 
 fn fixture() -> Vec<(String, Vec<u8>)> {

@@ -2,7 +2,7 @@
 //! feeds appear, change, break, disappear and shut down while files and signals come and go.
 
 use crate::util::*;
-use s3syncd::fixture::{generate, FixtureSpec};
+use s3syncd_testkit::fixture::{generate, FixtureSpec};
 use s3syncd_testkit::moto::Moto;
 use s3syncd_testkit::proxy::{Action, Fault, FaultProxy};
 use std::os::unix::fs::PermissionsExt;

@@ -6,6 +6,7 @@ mod audit;
 mod aws;
 mod backfill;
 mod daemon;
+mod fixture;
 mod hostile;
 mod lake;
 mod layers;

@@ -2,7 +2,7 @@
 //! anonymous public sources, multipart paths and checksum sidecars.
 
 use crate::util::*;
-use s3syncd::fixture::{generate, FixtureSpec};
+use s3syncd_testkit::fixture::{generate, FixtureSpec};
 use s3syncd_testkit::moto::Moto;
 use s3syncd_testkit::proxy::{Action, Fault, FaultProxy};
 

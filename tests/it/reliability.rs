@@ -2,7 +2,7 @@
 //! random points, and keys that are data, not paths or URLs.
 
 use crate::util::*;
-use s3syncd::fixture::{generate, FixtureSpec};
+use s3syncd_testkit::fixture::{generate, FixtureSpec};
 use s3syncd_testkit::moto::Moto;
 use s3syncd_testkit::proxy::{Action, Fault, FaultProxy};
 use std::collections::BTreeMap;

@@ -2,7 +2,7 @@
 //! bytes at the destination, manifest rows, exit codes, re-runs and changed objects.
 
 use crate::util::*;
-use s3syncd::fixture::{generate, FixtureSpec};
+use s3syncd_testkit::fixture::{generate, FixtureSpec};
 
 struct Setup {
     server: S3Server,

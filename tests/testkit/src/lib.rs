@@ -3,6 +3,7 @@
 //! first use), SDK helpers for set-up and checks, and a fault-injecting proxy. No SDK mocks.
 
 pub mod batchops;
+pub mod fixture;
 pub mod fs_server;
 pub mod moto;
 pub mod objects;

@@ -2,7 +2,7 @@
 //! of 1,000 keys, as ListObjectsV2 returns them) is merged by the real planner with a real
 //! manifest holding every other key, so half the keys are "new" and half "unchanged".
 //!
-//!     cargo run --release --example plan_memory -- 1000000
+//!     cargo bench --bench plan_memory -- 1000000
 //!
 //! Run it under `/usr/bin/time -f %M` at several N: the peak RSS should not grow with N.
 

@@ -2,7 +2,7 @@
 //! 127.0.0.1, creates buckets and fills them with generated objects, prints `READY <endpoint>`,
 //! and serves until killed.
 //!
-//!     cargo run --release --example serve -- --port 19100 --root /tmp/s3 --fill src-small:2000:65536
+//!     cargo run --release -p s3syncd-testkit --bin serve -- --port 19100 --root /tmp/s3 --fill src-small:2000:65536
 //!
 //! Credentials: AKIATESTSERVER0001 / secret-key-for-s3s-fs-tests-0001.
 

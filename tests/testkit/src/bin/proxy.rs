@@ -2,7 +2,7 @@
 //! S3 server and answers 503 SlowDown beyond a request rate, as S3 does per prefix. Prints
 //! `READY <endpoint>`, then, when stdin closes, the requests it capped and forwarded.
 //!
-//!     cargo run --release --example proxy -- --upstream http://127.0.0.1:19100 --cap 500
+//!     cargo run --release -p s3syncd-testkit --bin proxy -- --upstream http://127.0.0.1:19100 --cap 500
 
 use s3syncd_testkit::proxy::FaultProxy;
 use std::io::Read;
