@@ -1,4 +1,5 @@
-//! S3 clients per side of a spec, request accounting, key encoding and source listing.
+//! S3 clients per side of a spec, request accounting and key encoding; the source listing is
+//! `list`, checksums `checksum`.
 
 pub mod checksum;
 pub mod explain;
