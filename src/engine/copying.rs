@@ -24,7 +24,7 @@ impl Run {
             None => Limit::adaptive(self.engine.config.max_transfers, rtt),
         };
         self.copy_within(jobs, &limit).await;
-        if let Some(rate) = self.transferer.pace.rate() {
+        if let Some(rate) = self.transferer.pace().rate() {
             tracing::info!(attempts_per_second = rate as u64, "the server throttled: copies were paced");
         }
         self.tally(|t| {
@@ -76,7 +76,7 @@ impl Run {
                 // A sample is a copy's own time: not one that waited for retries, and none
                 // once the pace spaces the attempts (then it governs, and the wait is its).
                 let clean = r.as_ref().is_ok_and(|o| o.trail.retries == 0);
-                if t.pace.rate().is_none() {
+                if t.pace().rate().is_none() {
                     limit.sample((single && clean).then(|| began.elapsed()), requests.throttled());
                 }
                 drop((p1, p2));

@@ -110,7 +110,7 @@ impl Run {
     /// cannot be written makes an `ok` run `partial` (exit 1): its objects are in the
     /// destination and the manifest, but not yet in the change feed the lakehouse reads.
     async fn deliver(&self, report: &mut RunReport) {
-        let Err(failed) = super::lake::deliver_pending(&self.engine, &self.spec, &self.transferer.dst).await else {
+        let Err(failed) = super::lake::deliver_pending(&self.engine, &self.spec, self.transferer.dst()).await else {
             crate::metrics::undelivered(&self.spec.name, 0);
             return;
         };
@@ -159,7 +159,7 @@ impl Run {
             };
             let sent = self
                 .transferer
-                .dst
+                .dst()
                 .delete_objects()
                 .bucket(&self.spec.destination.bucket)
                 .delete(del)

@@ -117,7 +117,8 @@ async fn write_delivery(
             let sent = crate::transfer::headers::put_with(&spec.destination.write, put).send().await;
             let _ = std::fs::remove_file(&tmp);
             sent.map_err(|e| {
-                crate::transfer::error::classify(crate::transfer::Op::PutObject, e).explained("destination", &spec.destination)
+                crate::transfer::error::classify(crate::transfer::Op::PutObject, e)
+                    .explained(crate::spec::Which::Destination, &spec.destination)
             })?;
             Ok(Some(format!("s3://{}/{key}", spec.destination.bucket)))
         }

@@ -46,7 +46,7 @@ pub enum EngineError {
     #[error("lock file {path}: {source}")]
     Lock { path: PathBuf, source: std::io::Error },
     #[error("{side}: {reason}")]
-    Credentials { side: &'static str, reason: String },
+    Credentials { side: crate::spec::Which, reason: String },
     #[error("destination s3://{bucket}/{prefix} is unusable, so nothing was copied: {reason}")]
     Destination { bucket: String, prefix: String, reason: String },
     #[error("state_dir {path} belongs to {owner}, and this is root: files made now would be root's, and the daemon could not use them; run as that user (sudo -u {owner} s3syncd ...)")]
@@ -341,7 +341,7 @@ async fn check_destination(spec: &Spec, dst: &aws_sdk_s3::Client) -> Result<(), 
         return Err(EngineError::Destination {
             bucket: side.bucket.clone(),
             prefix: side.prefix.clone(),
-            reason: e.explained("destination", side),
+            reason: e.explained(crate::spec::Which::Destination, side),
         });
     }
     tracing::warn!(error = %e, "cannot list the destination; going on (a write-only destination cannot be listed)");
@@ -406,7 +406,7 @@ impl Run {
             let why = "source and destination are on different endpoints".to_string();
             tally.disabled_modes.insert(crate::spec::Mode::Direct, why);
         }
-        let transferer = Transferer {
+        let transferer = Transferer::new(crate::transfer::Setup {
             spec: spec.clone(),
             run_id,
             src,
@@ -418,12 +418,7 @@ impl Run {
             stop: stop.stop.clone(),
             hard_stop: stop.hard_stop.clone(),
             writer: engine.writer.clone(),
-            disabled: Default::default(),
-            seq: Default::default(),
-            unsupported: Default::default(),
-            pace: Default::default(),
-            website: Default::default(),
-        };
+        });
         Ok(Run {
             engine: engine.clone(),
             target: Target::of(&spec),
@@ -456,13 +451,13 @@ impl Run {
             let t = &self.transferer;
             let asked = Instant::now();
             let website = async {
-                if t.chain.contains(&crate::spec::Mode::Direct) {
+                if t.tries(crate::spec::Mode::Direct) {
                     t.source_serves_website().await;
                     return asked.elapsed();
                 }
                 Duration::MAX
             };
-            let check = async { (check_destination(spec, &t.dst).await, asked.elapsed()) };
+            let check = async { (check_destination(spec, t.dst()).await, asked.elapsed()) };
             let ((checked, check_rtt), website_rtt) = tokio::join!(check, website);
             checked?;
             // Those round trips also tell how far the server is: where to start the limit. The

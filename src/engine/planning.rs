@@ -88,7 +88,14 @@ impl Run {
             mut listing,
             mut planners,
             parts,
-        } = super::listing::start(&reader, &self.target, spec, &self.transferer.src, series, self.opts.keys.as_deref())?;
+        } = super::listing::start(
+            &reader,
+            &self.target,
+            spec,
+            self.transferer.src(),
+            series,
+            self.opts.keys.as_deref(),
+        )?;
         planned.scope = scope;
         self.tally(|t| {
             t.listing = scope;
@@ -151,7 +158,7 @@ impl Run {
 
     /// A series run's parts, new folders discovered; `None` when the run lists otherwise.
     async fn series_parts(&self, run: Option<super::listing::SeriesRun>) -> Option<Vec<crate::s3::ListPart>> {
-        let (parts, new) = run?.discover(&self.transferer.src, &self.spec.source.bucket).await;
+        let (parts, new) = run?.discover(self.transferer.src(), &self.spec.source.bucket).await;
         self.tally(|t| t.series_discovered = new as u64);
         Some(parts)
     }

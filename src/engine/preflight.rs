@@ -4,7 +4,7 @@
 //! says its likely cause and fix (`s3::explain`).
 
 use crate::s3::{self, RequestCounter};
-use crate::spec::{ModeChoice, Side, Spec};
+use crate::spec::{ModeChoice, Side, Spec, Which};
 use crate::transfer::error::{classify, Code, Op};
 use aws_sdk_s3::Client;
 use std::sync::Arc;
@@ -47,9 +47,9 @@ pub async fn run(spec: &Spec, write: bool) -> Vec<Check> {
         s3::client(&spec.source, "source", &spec.transfer, counter.clone()),
         s3::client(&spec.destination, "destination", &spec.transfer, counter)
     );
-    let (first, listed) = lists("source", &spec.source, &src).await;
+    let (first, listed) = lists(Which::Source, &spec.source, &src).await;
     out.push(listed);
-    let (_, listed) = lists("destination", &spec.destination, &dst).await;
+    let (_, listed) = lists(Which::Destination, &spec.destination, &dst).await;
     out.push(listed);
     out.push(direct(spec, &dst, first.as_deref()).await);
     if write {
@@ -68,7 +68,7 @@ pub async fn run(spec: &Spec, write: bool) -> Vec<Check> {
 
 /// Which provider supplied the side's credentials, and the last four characters of the key id
 /// (never the secret).
-async fn credentials(which: &str, side: &Side) -> Check {
+async fn credentials(which: Which, side: &Side) -> Check {
     use aws_sdk_s3::config::ProvideCredentials;
     let name = format!("{which} credentials");
     let who = s3::explain::signer(side);
@@ -88,7 +88,7 @@ async fn credentials(which: &str, side: &Side) -> Check {
         Err(e) => {
             let detail = aws_smithy_types::error::display::DisplayErrorContext(&e).to_string();
             let failure = s3::explain::Failure {
-                op: "credentials",
+                op: crate::s3::op::Op::Credentials,
                 code: None,
                 status: None,
                 detail: &format!("failed to load credentials: {detail}"),
@@ -110,7 +110,7 @@ fn provider_name(debug: &str) -> String {
         .to_string()
 }
 
-async fn lists(which: &str, side: &Side, client: &Client) -> (Option<String>, Check) {
+async fn lists(which: Which, side: &Side, client: &Client) -> (Option<String>, Check) {
     let name = format!("{which} lists");
     let url = format!("s3://{}/{}", side.bucket, side.prefix);
     match s3::list_one(client, side).await {
@@ -122,7 +122,7 @@ async fn lists(which: &str, side: &Side, client: &Client) -> (Option<String>, Ch
         Err(e) => {
             let e = classify(Op::ListObjectsV2, e);
             // A write-only destination cannot list, and runs go on without it (engine).
-            let verdict = if which == "destination" && e.code == Some(Code::AccessDenied) {
+            let verdict = if which == Which::Destination && e.code == Some(Code::AccessDenied) {
                 Verdict::Note
             } else {
                 Verdict::Fail
@@ -197,7 +197,7 @@ async fn write_probe(spec: &Spec, dst: &Client, name: &str, prefix: &str, delete
         return check(
             name,
             Verdict::Fail,
-            format!("PutObject {key:?}: {}", e.explained("destination", side)),
+            format!("PutObject {key:?}: {}", e.explained(Which::Destination, side)),
         );
     }
     match dst.delete_object().bucket(&side.bucket).key(&key).send().await {

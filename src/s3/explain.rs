@@ -2,13 +2,14 @@
 //! (spec keys, IAM permissions), for the log, the run summary and the `failures` table. An
 //! S3 error code alone ("AccessDenied") is where every peer tool leaves its users.
 
-use crate::spec::Side;
+use super::op::Op;
+use crate::spec::{Side, Which};
 
 /// What failed, as an S3 answer (code, status) or a transport error (`detail`).
 #[derive(Debug, Clone, Copy)]
 pub struct Failure<'a> {
-    /// The S3 operation: `GetObject`, `CopyObject`, `ListObjectsV2`, ...
-    pub op: &'a str,
+    /// The S3 operation (or local step) that failed.
+    pub op: Op,
     pub code: Option<&'a str>,
     pub status: Option<u16>,
     /// The error's text, for transport failures (DNS, refused, TLS) that carry no code.
@@ -28,9 +29,9 @@ pub fn signer(side: &Side) -> String {
     }
 }
 
-/// The likely cause of `f` on side `which` ("source" or "destination") and what to do, or
-/// None when the code says enough by itself.
-pub fn cause(which: &str, side: &Side, f: Failure<'_>) -> Option<String> {
+/// The likely cause of `f` on side `which` and what to do, or None when the code says enough
+/// by itself.
+pub fn cause(which: Which, side: &Side, f: Failure<'_>) -> Option<String> {
     let who = signer(side);
     let url = format!("s3://{}/{}", side.bucket, side.prefix);
     let endpoint = side.endpoint.as_deref().unwrap_or("AWS S3");
@@ -39,19 +40,19 @@ pub fn cause(which: &str, side: &Side, f: Failure<'_>) -> Option<String> {
         (_, _) if f.status == Some(301) || matches!(f.code, Some("PermanentRedirect" | "AuthorizationHeaderMalformed" | "IllegalLocationConstraintException")) => {
             format!("bucket {} is in another region than {}: set `region` in [{which}] to the bucket's region, or `region = \"auto\"` to find it", side.bucket, side.region.as_deref().unwrap_or("us-east-1"))
         }
-        ("AccessDenied", "CopyObject" | "UploadPartCopy") => format!(
+        ("AccessDenied", Op::CopyObject | Op::UploadPartCopy) => format!(
             "server-side copy refused: the destination's credentials ({who}) need s3:GetObject (and s3:GetObjectTagging with preserve_tags) on the source objects besides s3:PutObject here, and kms:Decrypt if the source is SSE-KMS; `mode = \"auto\"` streams instead"
         ),
-        ("AccessDenied", "GetObjectTagging") => {
+        ("AccessDenied", Op::GetObjectTagging) => {
             format!("preserve_tags needs s3:GetObjectTagging on {url}* for {who}; grant it or set preserve_tags = false")
         }
-        ("AccessDenied", "GetObject" | "HeadObject" | "ListObjectsV2") if which == "source" && !side.requester_pays => {
-            let perm = if f.op == "ListObjectsV2" { "s3:ListBucket on the bucket" } else { "s3:GetObject on the objects" };
+        ("AccessDenied", Op::GetObject | Op::HeadObject | Op::ListObjectsV2) if which == Which::Source && !side.requester_pays => {
+            let perm = if f.op == Op::ListObjectsV2 { "s3:ListBucket on the bucket" } else { "s3:GetObject on the objects" };
             format!("{who} may not read {url}: the bucket may be requester-pays (set `requester_pays = true` in [source]), or the credentials lack {perm}{}", kms_hint(&detail, "kms:Decrypt"))
         }
-        ("AccessDenied", "ListObjectsV2") => format!("{who} lacks s3:ListBucket on bucket {} ({which})", side.bucket),
-        ("AccessDenied", "GetObject" | "HeadObject") => format!("{who} lacks s3:GetObject on {url}*{}", kms_hint(&detail, "kms:Decrypt")),
-        ("AccessDenied", _) if which == "destination" => {
+        ("AccessDenied", Op::ListObjectsV2) => format!("{who} lacks s3:ListBucket on bucket {} ({which})", side.bucket),
+        ("AccessDenied", Op::GetObject | Op::HeadObject) => format!("{who} lacks s3:GetObject on {url}*{}", kms_hint(&detail, "kms:Decrypt")),
+        ("AccessDenied", _) if which == Which::Destination => {
             let acl = if side.write.acl.is_some() { ", s3:PutObjectAcl (acl is set)" } else { "" };
             let kms = if side.write.sse.as_deref().is_some_and(|s| s.starts_with("aws:kms")) || detail.contains("kms") {
                 ", and kms:GenerateDataKey on the bucket's KMS key"
@@ -116,18 +117,29 @@ mod tests {
         }
     }
 
+    /// The cause of a failure written as the tables below write it: side and operation by name.
     fn why(which: &str, side: &Side, op: &str, code: Option<&str>, status: u16, detail: &str) -> String {
-        cause(
-            which,
-            side,
-            Failure {
-                op,
-                code,
-                status: Some(status),
-                detail,
-            },
-        )
-        .unwrap_or_else(|| "-".into())
+        let which = if which == "source" { Which::Source } else { Which::Destination };
+        let op = [
+            Op::GetObject,
+            Op::GetObjectTagging,
+            Op::HeadObject,
+            Op::PutObject,
+            Op::CopyObject,
+            Op::UploadPartCopy,
+            Op::ListObjectsV2,
+            Op::Credentials,
+        ]
+        .into_iter()
+        .find(|o| o.as_str() == op)
+        .unwrap_or_else(|| panic!("no operation {op} in the table's list"));
+        let failure = Failure {
+            op,
+            code,
+            status: Some(status),
+            detail,
+        };
+        cause(which, side, failure).unwrap_or_else(|| "-".into())
     }
 
     /// (side, its spec, operation, code, status, error text, what the line must say)
@@ -240,7 +252,7 @@ mod tests {
     fn region_address_clock_and_credential_failures_name_their_cause_and_fix() {
         let (p, role) = profiled_and_role();
         check(&[
-            ("source", &p, "HeadBucket", None, 301, "", "set `region` in [source]"),
+            ("source", &p, "ListObjectsV2", None, 301, "", "set `region` in [source]"),
             (
                 "source",
                 &p,

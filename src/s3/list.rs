@@ -372,10 +372,10 @@ impl ListError {
     pub fn explained(&self, side: &Side) -> String {
         let cause = match self {
             ListError::Failed { message, code, status, .. } => explain::cause(
-                "source",
+                crate::spec::Which::Source,
                 side,
                 explain::Failure {
-                    op: "ListObjectsV2",
+                    op: super::op::Op::ListObjectsV2,
                     code: code.as_deref(),
                     status: *status,
                     detail: message,

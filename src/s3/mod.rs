@@ -5,6 +5,7 @@ pub mod checksum;
 pub mod explain;
 mod list;
 mod listxml;
+pub mod op;
 
 pub use list::{key_ranges, list_one, ListError, ListPart, Lister, Listing, SourceObject};
 

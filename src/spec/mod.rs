@@ -24,7 +24,7 @@ use load::{deserialize_all, fingerprint};
 pub use load::{is_spec_file, load_dir, load_paths, unsafe_permissions, SpecSet, MAX_SPEC_BYTES};
 pub use mode::{chain, Mode, ModeChoice};
 pub use raw::LogFormat;
-pub use side::{Role, Side, WriteOptions};
+pub use side::{Role, Side, Which, WriteOptions};
 
 use chrono::{DateTime, Utc};
 use globset::GlobSet;
@@ -289,8 +289,8 @@ impl Spec {
     }
 
     /// Both sides with their names, as messages and spec sections call them.
-    pub fn sides(&self) -> [(&'static str, &Side); 2] {
-        [("source", &self.source), ("destination", &self.destination)]
+    pub fn sides(&self) -> [(Which, &Side); 2] {
+        [(Which::Source, &self.source), (Which::Destination, &self.destination)]
     }
 
     /// Maps a source key to its destination key; `None` if outside `source.prefix`.

@@ -1,5 +1,28 @@
 //! One side of a feed: bucket, prefix, endpoint, credentials and write options.
 
+/// Which side of a feed: where requests go and whose credentials sign them, as spec sections
+/// and messages name it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Which {
+    Source,
+    Destination,
+}
+
+impl Which {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Which::Source => "source",
+            Which::Destination => "destination",
+        }
+    }
+}
+
+impl std::fmt::Display for Which {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
 /// One side of a feed: a bucket and prefix on some S3-compatible endpoint.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Side {

@@ -2,6 +2,7 @@
 //! errors, not string matching at the call sites): retry the object, fall back to the next
 //! mode, or fail the object and go on with the others.
 
+use crate::spec::Which;
 use aws_sdk_s3::error::{ProvideErrorMetadata, SdkError};
 use std::fmt;
 
@@ -32,120 +33,7 @@ impl ErrorKind {
     }
 }
 
-/// The S3 operation or the local step that failed.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Op {
-    GetObject,
-    GetObjectTagging,
-    HeadObject,
-    PutObject,
-    CopyObject,
-    UploadPartCopy,
-    UploadPart,
-    CreateMultipartUpload,
-    CompleteMultipartUpload,
-    DeleteObjects,
-    ListObjectsV2,
-    /// Comparing what arrived with what was expected.
-    Verify,
-    /// Writing or reading the staging file.
-    Staging,
-    /// Recording an upload in the manifest.
-    Manifest,
-    /// A multipart upload as a whole (stopped by shutdown).
-    Multipart,
-    /// Choosing a mode.
-    Copy,
-}
-
-impl Op {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Op::GetObject => "GetObject",
-            Op::GetObjectTagging => "GetObjectTagging",
-            Op::HeadObject => "HeadObject",
-            Op::PutObject => "PutObject",
-            Op::CopyObject => "CopyObject",
-            Op::UploadPartCopy => "UploadPartCopy",
-            Op::UploadPart => "UploadPart",
-            Op::CreateMultipartUpload => "CreateMultipartUpload",
-            Op::CompleteMultipartUpload => "CompleteMultipartUpload",
-            Op::DeleteObjects => "DeleteObjects",
-            Op::ListObjectsV2 => "ListObjectsV2",
-            Op::Verify => "verify",
-            Op::Staging => "staging",
-            Op::Manifest => "manifest",
-            Op::Multipart => "multipart",
-            Op::Copy => "copy",
-        }
-    }
-
-    /// Operations whose refusal means "server-side copy is not possible here" rather than "this
-    /// object is broken": the destination signs them, and the source may not let it read.
-    fn is_server_side_copy(self) -> bool {
-        matches!(self, Op::CopyObject | Op::UploadPartCopy)
-    }
-}
-
-impl fmt::Display for Op {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
-
-/// An S3 error code, typed where s3syncd decides on it; any other code is kept as sent.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Code {
-    NoSuchKey,
-    PreconditionFailed,
-    NotImplemented,
-    AccessDenied,
-    /// Throttling and transient server codes (SlowDown, InternalError, ...), kept as sent.
-    Throttled(String),
-    Other(String),
-    /// No code in the answer, only an HTTP status.
-    Http(u16),
-}
-
-impl Code {
-    pub fn new(code: Option<&str>, status: u16) -> Code {
-        match code {
-            None | Some("") => Code::Http(status),
-            Some("NoSuchKey") => Code::NoSuchKey,
-            Some("PreconditionFailed") => Code::PreconditionFailed,
-            Some("NotImplemented") => Code::NotImplemented,
-            Some("AccessDenied") => Code::AccessDenied,
-            Some(c @ ("SlowDown" | "Throttling" | "ThrottlingException" | "RequestTimeout" | "InternalError" | "ServiceUnavailable")) => {
-                Code::Throttled(c.into())
-            }
-            Some(c) => Code::Other(c.into()),
-        }
-    }
-
-    /// The destination cannot take any object: no such bucket, or credentials it rejects.
-    pub fn is_unusable_side(&self) -> bool {
-        matches!(self, Code::Other(c) if matches!(c.as_str(), "NoSuchBucket" | "InvalidAccessKeyId" | "SignatureDoesNotMatch" | "InvalidToken" | "ExpiredToken" | "RequestTimeTooSkewed" | "AllAccessDisabled"))
-    }
-
-    /// The object (or the key) does not exist: a coded NoSuchKey, or a bare 404 (HEAD answers
-    /// have no body to carry a code).
-    pub fn is_not_found(&self) -> bool {
-        matches!(self, Code::NoSuchKey | Code::Http(404))
-    }
-}
-
-impl fmt::Display for Code {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            Code::NoSuchKey => f.write_str("NoSuchKey"),
-            Code::PreconditionFailed => f.write_str("PreconditionFailed"),
-            Code::NotImplemented => f.write_str("NotImplemented"),
-            Code::AccessDenied => f.write_str("AccessDenied"),
-            Code::Throttled(c) | Code::Other(c) => f.write_str(c),
-            Code::Http(s) => write!(f, "HTTP {s}"),
-        }
-    }
-}
+pub use crate::s3::op::{Code, Op};
 
 #[derive(Debug, thiserror::Error)]
 pub struct TransferError {
@@ -210,15 +98,9 @@ impl TransferError {
             ..Self::new(ErrorKind::Retryable, op, "")
         }
     }
-    /// Whether this failure means the destination object may have been overwritten with bytes
-    /// that did not verify: the manifest must then stop vouching for it.
     /// The server asked to slow down (503 SlowDown, 429): the pace, not a retry soon, cures it.
     pub fn is_throttle(&self) -> bool {
-        match &self.code {
-            Some(Code::Throttled(c)) => matches!(c.as_str(), "SlowDown" | "Throttling" | "ThrottlingException" | "ServiceUnavailable"),
-            Some(Code::Http(s)) => matches!(s, 503 | 429),
-            _ => false,
-        }
+        matches!(&self.code, Some(Code::SlowDown(_) | Code::Http(503 | 429)))
     }
 
     pub fn is_verify(&self) -> bool {
@@ -228,30 +110,29 @@ impl TransferError {
     /// The likely cause and its fix in one line (`s3::explain`), on the side that signed the
     /// failed request: the destination signs server-side copies and every write.
     pub fn cause(&self, spec: &crate::spec::Spec) -> Option<String> {
-        let which = match self.op {
-            Op::GetObject | Op::GetObjectTagging | Op::HeadObject | Op::ListObjectsV2 => "source",
-            _ => "destination",
-        };
-        self.cause_on(which, if which == "source" { &spec.source } else { &spec.destination })
+        match self.op {
+            Op::GetObject | Op::GetObjectTagging | Op::HeadObject | Op::ListObjectsV2 => self.cause_on(Which::Source, &spec.source),
+            _ => self.cause_on(Which::Destination, &spec.destination),
+        }
     }
 
     /// The error and, when known, its likely cause on side `which`, in one line.
-    pub fn explained(&self, which: &str, side: &crate::spec::Side) -> String {
+    pub fn explained(&self, which: Which, side: &crate::spec::Side) -> String {
         match self.cause_on(which, side) {
             Some(c) => format!("{self}. Likely cause: {c}"),
             None => self.to_string(),
         }
     }
 
-    /// The likely cause, for a request of side `which` ("source" or "destination").
-    pub fn cause_on(&self, which: &str, side: &crate::spec::Side) -> Option<String> {
+    /// The likely cause, for a request of side `which`.
+    pub fn cause_on(&self, which: Which, side: &crate::spec::Side) -> Option<String> {
         let code = self.code.as_ref().filter(|c| !matches!(c, Code::Http(_))).map(ToString::to_string);
         let detail = match &self.source {
             Some(s) => format!("{} {s:?}", self.message),
             None => self.message.clone(),
         };
         let failure = crate::s3::explain::Failure {
-            op: self.op.as_str(),
+            op: self.op,
             code: code.as_deref(),
             status: self.status,
             detail: &detail,
@@ -297,7 +178,7 @@ pub fn classify_code(op: Op, status: u16, code: &Code) -> ErrorKind {
     if status == 501 || *code == Code::NotImplemented {
         return ErrorKind::ModeUnusable { for_run: true };
     }
-    if matches!(code, Code::Throttled(_)) || status >= 500 || status == 429 {
+    if matches!(code, Code::SlowDown(_) | Code::Transient(_)) || status >= 500 || status == 429 {
         return ErrorKind::Retryable;
     }
     // Another mode would sign with the same credentials, at the same clock and bucket.

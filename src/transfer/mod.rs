@@ -89,34 +89,93 @@ pub struct Copied {
 
 /// Copies the objects of one run of one spec. Built by the engine for each run.
 pub struct Transferer {
+    spec: Arc<Spec>,
+    run_id: i64,
+    src: Client,
+    dst: Client,
+    /// The modes to try, in order.
+    chain: Vec<Mode>,
+    /// `{state_dir}/staging/{spec}`.
+    staging: PathBuf,
+    /// Budget for buffered multipart parts, in MiB, shared by all runs of the process.
+    buffer: Arc<Semaphore>,
+    buffer_mib: u32,
+    /// Fired when the run stops: copies waiting for their turn (the pace, a retry's backoff)
+    /// give up at once instead of starting an attempt.
+    stop: CancellationToken,
+    /// Fired when in-flight work must stop now (grace period over): multipart uploads abort.
+    hard_stop: CancellationToken,
+    writer: crate::manifest::Writer,
+    /// Modes found unusable for the whole run, with the reason: later objects skip them.
+    disabled: Mutex<BTreeMap<Mode, String>>,
+    /// Numbers staging files.
+    seq: AtomicU64,
+    /// Optional features the destination or source server lacks (`tags`): the copies go on
+    /// without them, and the run says so.
+    unsupported: Mutex<std::collections::BTreeSet<&'static str>>,
+    /// The pace of copy attempts once a server throttles.
+    pace: Pace,
+    /// Whether the source bucket serves a website (asked once per run, on first need).
+    website: tokio::sync::OnceCell<bool>,
+}
+
+/// What a run gives its transferer: the spec, both clients, the mode chain, where to stage,
+/// the process's buffer budget, the run's stop tokens and the manifest writer.
+pub struct Setup {
     pub spec: Arc<Spec>,
     pub run_id: i64,
     pub src: Client,
     pub dst: Client,
-    /// The modes to try, in order.
     pub chain: Vec<Mode>,
-    /// `{state_dir}/staging/{spec}`.
     pub staging: PathBuf,
-    /// Budget for buffered multipart parts, in MiB, shared by all runs of the process.
     pub buffer: Arc<Semaphore>,
     pub buffer_mib: u32,
-    /// Fired when the run stops: copies waiting for their turn (the pace, a retry's backoff)
-    /// give up at once instead of starting an attempt.
     pub stop: CancellationToken,
-    /// Fired when in-flight work must stop now (grace period over): multipart uploads abort.
     pub hard_stop: CancellationToken,
     pub writer: crate::manifest::Writer,
-    /// Modes found unusable for the whole run, with the reason: later objects skip them.
-    pub(crate) disabled: Mutex<BTreeMap<Mode, String>>,
-    /// Numbers staging files.
-    pub(crate) seq: AtomicU64,
-    /// Optional features the destination or source server lacks (`tags`): the copies go on
-    /// without them, and the run says so.
-    pub(crate) unsupported: Mutex<std::collections::BTreeSet<&'static str>>,
-    /// The pace of copy attempts once a server throttles.
-    pub pace: Pace,
-    /// Whether the source bucket serves a website (asked once per run, on first need).
-    pub(crate) website: tokio::sync::OnceCell<bool>,
+}
+
+impl Transferer {
+    pub fn new(s: Setup) -> Transferer {
+        Transferer {
+            spec: s.spec,
+            run_id: s.run_id,
+            src: s.src,
+            dst: s.dst,
+            chain: s.chain,
+            staging: s.staging,
+            buffer: s.buffer,
+            buffer_mib: s.buffer_mib,
+            stop: s.stop,
+            hard_stop: s.hard_stop,
+            writer: s.writer,
+            disabled: Mutex::default(),
+            seq: AtomicU64::default(),
+            unsupported: Mutex::default(),
+            pace: Pace::default(),
+            website: tokio::sync::OnceCell::new(),
+        }
+    }
+
+    /// The source's client (listings).
+    pub fn src(&self) -> &Client {
+        &self.src
+    }
+
+    /// The destination's client (checks, deletes, deliveries).
+    pub fn dst(&self) -> &Client {
+        &self.dst
+    }
+
+    /// The pace of this run's attempts.
+    pub fn pace(&self) -> &Pace {
+        &self.pace
+    }
+
+    /// Whether `mode` is in the run's chain.
+    pub fn tries(&self, mode: Mode) -> bool {
+        self.chain.contains(&mode)
+    }
 }
 
 impl Transferer {

@@ -1,0 +1,124 @@
+//! The S3 vocabulary of requests and answers: the operation a request was (and the local steps
+//! around it), and the error code an answer carried, typed where s3syncd decides on it.
+
+use std::fmt;
+
+/// The S3 operation or the local step that failed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Op {
+    GetObject,
+    GetObjectTagging,
+    HeadObject,
+    PutObject,
+    CopyObject,
+    UploadPartCopy,
+    UploadPart,
+    CreateMultipartUpload,
+    CompleteMultipartUpload,
+    DeleteObjects,
+    ListObjectsV2,
+    /// Comparing what arrived with what was expected.
+    Verify,
+    /// Writing or reading the staging file.
+    Staging,
+    /// Recording an upload in the manifest.
+    Manifest,
+    /// A multipart upload as a whole (stopped by shutdown).
+    Multipart,
+    /// Choosing a mode.
+    Copy,
+    /// Resolving a side's credentials.
+    Credentials,
+}
+
+impl Op {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Op::GetObject => "GetObject",
+            Op::GetObjectTagging => "GetObjectTagging",
+            Op::HeadObject => "HeadObject",
+            Op::PutObject => "PutObject",
+            Op::CopyObject => "CopyObject",
+            Op::UploadPartCopy => "UploadPartCopy",
+            Op::UploadPart => "UploadPart",
+            Op::CreateMultipartUpload => "CreateMultipartUpload",
+            Op::CompleteMultipartUpload => "CompleteMultipartUpload",
+            Op::DeleteObjects => "DeleteObjects",
+            Op::ListObjectsV2 => "ListObjectsV2",
+            Op::Verify => "verify",
+            Op::Staging => "staging",
+            Op::Manifest => "manifest",
+            Op::Multipart => "multipart",
+            Op::Copy => "copy",
+            Op::Credentials => "credentials",
+        }
+    }
+
+    /// Operations whose refusal means "server-side copy is not possible here" rather than "this
+    /// object is broken": the destination signs them, and the source may not let it read.
+    pub fn is_server_side_copy(self) -> bool {
+        matches!(self, Op::CopyObject | Op::UploadPartCopy)
+    }
+}
+
+impl fmt::Display for Op {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// An S3 error code, typed where s3syncd decides on it; any other code is kept as sent.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Code {
+    NoSuchKey,
+    PreconditionFailed,
+    NotImplemented,
+    AccessDenied,
+    /// The server asks to slow down (SlowDown, Throttling, ThrottlingException,
+    /// ServiceUnavailable), kept as sent: the pace, not a retry soon, cures it.
+    SlowDown(String),
+    /// Other transient server codes (InternalError, RequestTimeout), kept as sent: retried.
+    Transient(String),
+    Other(String),
+    /// No code in the answer, only an HTTP status.
+    Http(u16),
+}
+
+impl Code {
+    pub fn new(code: Option<&str>, status: u16) -> Code {
+        match code {
+            None | Some("") => Code::Http(status),
+            Some("NoSuchKey") => Code::NoSuchKey,
+            Some("PreconditionFailed") => Code::PreconditionFailed,
+            Some("NotImplemented") => Code::NotImplemented,
+            Some("AccessDenied") => Code::AccessDenied,
+            Some(c @ ("SlowDown" | "Throttling" | "ThrottlingException" | "ServiceUnavailable")) => Code::SlowDown(c.into()),
+            Some(c @ ("RequestTimeout" | "InternalError")) => Code::Transient(c.into()),
+            Some(c) => Code::Other(c.into()),
+        }
+    }
+
+    /// The destination cannot take any object: no such bucket, or credentials it rejects.
+    pub fn is_unusable_side(&self) -> bool {
+        matches!(self, Code::Other(c) if matches!(c.as_str(), "NoSuchBucket" | "InvalidAccessKeyId" | "SignatureDoesNotMatch" | "InvalidToken" | "ExpiredToken" | "RequestTimeTooSkewed" | "AllAccessDisabled"))
+    }
+
+    /// The object (or the key) does not exist: a coded NoSuchKey, or a bare 404 (HEAD answers
+    /// have no body to carry a code).
+    pub fn is_not_found(&self) -> bool {
+        matches!(self, Code::NoSuchKey | Code::Http(404))
+    }
+}
+
+impl fmt::Display for Code {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Code::NoSuchKey => f.write_str("NoSuchKey"),
+            Code::PreconditionFailed => f.write_str("PreconditionFailed"),
+            Code::NotImplemented => f.write_str("NotImplemented"),
+            Code::AccessDenied => f.write_str("AccessDenied"),
+            Code::SlowDown(c) | Code::Transient(c) | Code::Other(c) => f.write_str(c),
+            Code::Http(s) => write!(f, "HTTP {s}"),
+        }
+    }
+}
