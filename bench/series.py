@@ -55,20 +55,41 @@ def write_pair(zip_path, sidecar_path, body):
         f.write(hashlib.sha256(body).hexdigest() + "  x.zip\n")
 
 
+def present(endpoint, env):
+    """The keys already in the source bucket (a fill cut short, reused with --keep)."""
+    if not bench.KEEP:
+        return set()
+    import boto3  # only for a kept fill: the bench otherwise needs nothing but s5cmd
+    s3 = boto3.client("s3", endpoint_url=endpoint, region_name="us-east-1",
+                      aws_access_key_id=env["AWS_ACCESS_KEY_ID"], aws_secret_access_key=env["AWS_SECRET_ACCESS_KEY"])
+    keys = set()
+    try:
+        for page in s3.get_paginator("list_objects_v2").paginate(Bucket="src", Prefix="data/"):
+            keys.update(o["Key"][len("data/"):] for o in page.get("Contents", []))
+    except s3.exceptions.NoSuchBucket:
+        pass
+    return keys
+
+
 def fill(s5cmd, endpoint, env, series, days, last_day, holes):
-    """The archive: every series' days up to `last_day`, but the planted holes."""
+    """The archive: every series' days up to `last_day`, but the planted holes (with --keep,
+    only the keys not there yet)."""
+    have = present(endpoint, env)
     lines = []
     zip_body = os.path.join(WORK, "body.zip")
     sidecar = os.path.join(WORK, "body.CHECKSUM")
-    write_pair(zip_body, sidecar, os.urandom(200))
+    if not (have and os.path.exists(zip_body)):  # a kept fill goes on with the same bytes
+        write_pair(zip_body, sidecar, os.urandom(200))
     for i in range(series):
         for d in range(days):
             day = last_day - datetime.timedelta(days=d)
             if (i, day) in holes:
                 continue
             k = key(i, day)
-            lines.append(f"cp {zip_body} s3://src/data/{k}\n")
-            lines.append(f"cp {sidecar} s3://src/data/{k}.CHECKSUM\n")
+            if k not in have:
+                lines.append(f"cp {zip_body} s3://src/data/{k}\n")
+            if k + ".CHECKSUM" not in have:
+                lines.append(f"cp {sidecar} s3://src/data/{k}.CHECKSUM\n")
     cmds = os.path.join(WORK, "fill.txt")
     with open(cmds, "w") as f:
         f.writelines(lines)

@@ -3,7 +3,7 @@
 //! destination by the caller). Each import is one run of the spec, so its objects reach the
 //! next change file like a run's own.
 
-use super::{now, object_from_row, open_rw, sqlite_err, writer, ManifestError, ObjectRow, Reader, Result, Target, OBJECT_COLUMNS};
+use super::{now, object_from_row, open_rw, sqlite_err, writes, ManifestError, ObjectRow, Reader, Result, Target, OBJECT_COLUMNS};
 use rusqlite::{params, OptionalExtension, Transaction};
 use std::path::Path;
 
@@ -122,7 +122,7 @@ fn merge(tx: &Transaction, mut row: ObjectRow, done: &mut Imported) -> rusqlite:
     done.bytes += row.size;
     row.run_id = done.run_id;
     row.kept_previous = None;
-    writer::upsert(tx, &row)
+    writes::upsert(tx, &row)
 }
 
 fn finish(tx: &Transaction, done: &Imported) -> rusqlite::Result<()> {

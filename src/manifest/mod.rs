@@ -10,6 +10,7 @@ mod read;
 mod schema;
 pub mod series;
 mod writer;
+mod writes;
 
 pub use audit::{ObjectFilter, SpecStatus};
 pub use lake::{Change, ChangeAction, Undelivered, Version, VersionState};
