@@ -154,7 +154,11 @@ pub(super) fn series_run(reader: &Reader, spec: &Spec, full: bool) -> Result<Opt
         return Ok(None);
     }
     let src = &spec.source.prefix;
-    let discover = opts.pattern.folder_prefix().map(|lit| {
+    let (parts, due) = parts_of(&kept.gaps, src, now);
+    // New series are looked for when a period has ended (known series are due): a new symbol's
+    // first file comes with a period's end, as every other's next one does. A run with nothing
+    // due sends no delimiter listing, which a server may answer by reading every key under it.
+    let discover = opts.pattern.folder_prefix().filter(|_| due).map(|lit| {
         let known = kept
             .gaps
             .tails()
@@ -167,10 +171,7 @@ pub(super) fn series_run(reader: &Reader, spec: &Spec, full: bool) -> Result<Opt
             .collect();
         (format!("{src}{lit}"), known)
     });
-    Ok(Some(SeriesRun {
-        parts: parts_of(&kept.gaps, src, now),
-        discover,
-    }))
+    Ok(Some(SeriesRun { parts, discover }))
 }
 
 impl SeriesRun {
@@ -212,9 +213,13 @@ impl SeriesRun {
 /// within `HOLE_AGE`: listed after the least of its series' last keys, or from just before the
 /// earliest recent hole, so that one request a folder finds both a late day and the new ones
 /// (35 days of a daily series are 70 keys: one page). Each folder is one part: no key is in two.
-fn parts_of(gaps: &Gaps, source_prefix: &str, now: DateTime<Utc>) -> Vec<ListPart> {
+/// Also whether any series is due.
+fn parts_of(gaps: &Gaps, source_prefix: &str, now: DateTime<Utc>) -> (Vec<ListPart>, bool) {
     let mut folders: BTreeMap<String, String> = BTreeMap::new();
+    let mut any_due = false;
     for tail in gaps.tails() {
+        let due = tail.last.next().end() <= now;
+        any_due |= due;
         let hole = tail
             .holes
             .iter()
@@ -227,7 +232,7 @@ fn parts_of(gaps: &Gaps, source_prefix: &str, now: DateTime<Utc>) -> Vec<ListPar
                 "{source_prefix}{}",
                 &key[..key.len() - key.chars().last().map_or(0, char::len_utf8)]
             ),
-            None if tail.last.next().end() <= now => format!("{source_prefix}{}", tail.last_key),
+            None if due => format!("{source_prefix}{}", tail.last_key),
             None => continue,
         };
         let folder = tail.last_key.rfind('/').map_or("", |i| &tail.last_key[..=i]);
@@ -236,5 +241,5 @@ fn parts_of(gaps: &Gaps, source_prefix: &str, now: DateTime<Utc>) -> Vec<ListPar
             .and_modify(|a| *a = a.clone().min(after.clone()))
             .or_insert(after);
     }
-    folders.into_iter().map(|(f, a)| (f, Some(a))).collect()
+    (folders.into_iter().map(|(f, a)| (f, Some(a))).collect(), any_due)
 }
