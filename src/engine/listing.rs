@@ -51,7 +51,7 @@ pub(super) struct Plan<'a> {
 }
 
 /// Chooses and starts the listing of a run of `spec`: a key file's range, a series run's parts
-/// (from [`SeriesRun::discover`]), the include filter's prefixes, or the whole source.
+/// (the known series, then any new folders [`Discovery`] found), the include filter's prefixes, or the whole source.
 pub(super) fn start<'a>(
     reader: &Reader,
     target: &Target,
@@ -128,10 +128,16 @@ fn keys_part<'a>(spec: &'a Spec, client: &aws_sdk_s3::Client, keys: &BTreeSet<St
 /// A series run before its listing: the parts of the known series, and where new series would
 /// show up as new folders.
 pub(super) struct SeriesRun {
-    parts: Vec<ListPart>,
-    /// The folders before the pattern's first field (`source.prefix` + its literal folders),
-    /// when that field names a folder; and the folders under it that known series live in.
-    discover: Option<(String, BTreeSet<String>)>,
+    pub(super) parts: Vec<ListPart>,
+    pub(super) discover: Option<Discovery>,
+}
+
+/// Where new series would show up: the folders before the pattern's first field
+/// (`source.prefix` + its literal folders), when that field names a folder; and the folders
+/// under it that known series live in.
+pub(super) struct Discovery {
+    prefix: String,
+    known: BTreeSet<String>,
 }
 
 /// A series run, or `None` when this run lists in full: no `[series]`, `--full`, a key file,
@@ -169,19 +175,22 @@ pub(super) fn series_run(reader: &Reader, spec: &Spec, full: bool) -> Result<Opt
                     .map(|(folder, _)| format!("{src}{lit}{folder}/"))
             })
             .collect();
-        (format!("{src}{lit}"), known)
+        Discovery {
+            prefix: format!("{src}{lit}"),
+            known,
+        }
     });
     Ok(Some(SeriesRun { parts, discover }))
 }
 
-impl SeriesRun {
-    /// The run's parts: the known series', and each folder at the level of the pattern's first
-    /// field that no known series lives in (a new symbol), listed whole. One ListObjectsV2 with
-    /// a delimiter per 1,000 folders finds them; a failed one is logged and the reconcile run
-    /// finds the new series instead. Returns the parts and how many folders were new.
-    pub(super) async fn discover(self, client: &aws_sdk_s3::Client, bucket: &str) -> (Vec<ListPart>, usize) {
-        let SeriesRun { mut parts, discover } = self;
-        let Some((prefix, known)) = discover else { return (parts, 0) };
+impl Discovery {
+    /// Each folder at the level of the pattern's first field that no known series lives in (a
+    /// new symbol), as a part to list whole. One ListObjectsV2 with a delimiter per 1,000
+    /// folders finds them; a failed one is logged and the reconcile run finds the new series
+    /// instead.
+    pub(super) async fn new_folders(self, client: &aws_sdk_s3::Client, bucket: &str) -> Vec<ListPart> {
+        let Discovery { prefix, known } = self;
+        let mut parts = Vec::new();
         let mut pages = client
             .list_objects_v2()
             .bucket(bucket)
@@ -189,7 +198,6 @@ impl SeriesRun {
             .delimiter("/")
             .into_paginator()
             .send();
-        let mut new = 0;
         while let Some(page) = pages.next().await {
             let page = match page {
                 Ok(p) => p,
@@ -201,11 +209,10 @@ impl SeriesRun {
             for folder in page.common_prefixes().iter().filter_map(|p| p.prefix()) {
                 if !known.contains(folder) {
                     parts.push((folder.to_string(), None));
-                    new += 1;
                 }
             }
         }
-        (parts, new)
+        parts
     }
 }
 

@@ -73,62 +73,125 @@ impl Held {
     }
 }
 
+/// How a listing's planning ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Flow {
+    /// Every part listed to its end.
+    Complete,
+    /// The run was asked to stop.
+    Stopped,
+    /// A listing request failed (`Planned::listing_error`).
+    Failed,
+    /// The copy stage closed its queue (shutdown).
+    CopiesStopped,
+}
+
 impl Run {
-    pub(super) async fn plan(&self, reader: Reader, jobs: mpsc::Sender<CopyJob>) -> Result<Planned, EngineError> {
+    pub(super) async fn plan(&self, mut reader: Reader, jobs: mpsc::Sender<CopyJob>) -> Result<Planned, EngineError> {
         let spec = &self.spec;
         let mut planned = Planned::default();
         let series = match self.opts.keys {
             Some(_) => None,
             None => super::listing::series_run(&reader, spec, self.opts.full)?,
         };
-        let series = self.series_parts(series).await;
-        let super::listing::Plan {
-            scope,
-            mut listing,
-            mut planners,
-            parts,
-        } = super::listing::start(
-            &reader,
+        let (series, discovery) = match series {
+            Some(run) => (Some(run.parts), run.discover),
+            None => (None, None),
+        };
+        let mut plan = self.listing(&reader, series)?;
+        planned.scope = plan.scope;
+        // A series run deletes nothing: it need not count the rows held (a second over millions).
+        let mut held = match plan.scope {
+            super::listing::Scope::Series => Held::Known(0),
+            _ => Held::count(Reader::open(reader.path())?.snapshot()?, self.target.clone()),
+        };
+        // New series are looked for beside the known series' listings (a delimiter listing can
+        // take a server seconds), and their folders listed after them.
+        let discover = async {
+            match discovery {
+                Some(d) => d.new_folders(self.transferer.src(), &spec.source.bucket).await,
+                None => Vec::new(),
+            }
+        };
+        let (flow, new) = tokio::join!(self.plan_listing(&mut reader, &mut plan, &mut planned, &mut held, &jobs), discover);
+        let mut flow = flow?;
+        if flow == Flow::Complete && !new.is_empty() {
+            self.tally(|t| t.series_discovered = new.len() as u64);
+            let mut more = self.listing(&reader, Some(new))?;
+            flow = self.plan_listing(&mut reader, &mut more, &mut planned, &mut held, &jobs).await?;
+        }
+        planned.complete = flow == Flow::Complete;
+        planned.settle(&mut held, spec).await?;
+        if flow == Flow::CopiesStopped {
+            return Ok(planned);
+        }
+        if let Some(keys) = self.opts.keys.as_ref().filter(|_| planned.complete) {
+            let missing = keys.len() as u64 - self.tally(|t| t.keys_found);
+            if missing > 0 {
+                tracing::warn!(missing, "keys of the key file are not at the source: nothing to copy for them");
+            }
+        }
+        if planned.complete && plan.scope == super::listing::Scope::Full && !self.opts.dry_run {
+            // Where the next run cuts its parts, so that it need not scan the manifest for them.
+            self.engine.writer.list_splits(
+                &spec.name,
+                &ListSplits {
+                    of: Listed::of(spec),
+                    keys: plan.listing.cuts(spec.transfer.list_partitions),
+                },
+            );
+        }
+        Ok(planned)
+    }
+
+    /// Starts a listing (see [`super::listing::start`]) and counts its parts into the tally.
+    fn listing(&self, reader: &Reader, series: Option<Vec<crate::s3::ListPart>>) -> Result<super::listing::Plan<'_>, EngineError> {
+        let plan = super::listing::start(
+            reader,
             &self.target,
-            spec,
+            &self.spec,
             self.transferer.src(),
             series,
             self.opts.keys.as_deref(),
         )?;
-        planned.scope = scope;
-        // A series run deletes nothing: it need not count the rows held (a second over millions).
-        let mut held = match scope {
-            super::listing::Scope::Series => Held::Known(0),
-            _ => Held::count(Reader::open(reader.path())?.snapshot()?, self.target.clone()),
-        };
         self.tally(|t| {
-            t.listing = scope;
-            t.list_parts = parts;
+            t.listing = plan.scope;
+            t.list_parts += plan.parts;
         });
+        Ok(plan)
+    }
+
+    /// Plans every page of `plan`'s listing as it arrives and sends its copies on. (`&mut`:
+    /// a reader is not shared across threads, and this future may move between them.)
+    async fn plan_listing(
+        &self,
+        reader: &mut Reader,
+        plan: &mut super::listing::Plan<'_>,
+        planned: &mut Planned,
+        held: &mut Held,
+        jobs: &mpsc::Sender<CopyJob>,
+    ) -> Result<Flow, EngineError> {
+        let spec = &self.spec;
         loop {
             let next = tokio::select! {
                 biased;
-                () = self.stop.stop.cancelled() => break,
-                n = listing.next() => n,
+                () = self.stop.stop.cancelled() => return Ok(Flow::Stopped),
+                n = plan.listing.next() => n,
             };
             match next {
-                None => {
-                    planned.complete = true;
-                    break;
-                }
+                None => return Ok(Flow::Complete),
                 Some(Ok((part, page))) => {
-                    let plan = match page {
-                        Some(page) => planners[part].plan_page(&reader, self.only_keys(page))?,
+                    let paged = match page {
+                        Some(page) => plan.planners[part].plan_page(&*reader, self.only_keys(page))?,
                         // The part is complete: manifest rows left in its range have no source.
-                        None => planners[part].finish(&reader)?,
+                        None => plan.planners[part].finish(&*reader)?,
                     };
-                    self.tally(|t| t.planned(&plan));
-                    planned.note_gone(plan.source_gone, &mut held, spec).await?;
-                    for job in plan.copies {
+                    self.tally(|t| t.planned(&paged));
+                    planned.note_gone(paged.source_gone, held, spec).await?;
+                    for job in paged.copies {
                         if jobs.send(job).await.is_err() {
                             // The copy stage stopped (shutdown): so does the listing.
-                            planned.settle(&mut held, spec).await?;
-                            return Ok(planned);
+                            return Ok(Flow::CopiesStopped);
                         }
                     }
                 }
@@ -136,35 +199,10 @@ impl Run {
                     let e = e.explained(&self.spec.source);
                     tracing::error!(error = %e, "source listing failed; no deletes this run");
                     planned.listing_error = Some(e);
-                    break;
+                    return Ok(Flow::Failed);
                 }
             }
         }
-        planned.settle(&mut held, spec).await?;
-        if let Some(keys) = self.opts.keys.as_ref().filter(|_| planned.complete) {
-            let missing = keys.len() as u64 - self.tally(|t| t.keys_found);
-            if missing > 0 {
-                tracing::warn!(missing, "keys of the key file are not at the source: nothing to copy for them");
-            }
-        }
-        if planned.complete && scope == super::listing::Scope::Full && !self.opts.dry_run {
-            // Where the next run cuts its parts, so that it need not scan the manifest for them.
-            self.engine.writer.list_splits(
-                &spec.name,
-                &ListSplits {
-                    of: Listed::of(spec),
-                    keys: listing.cuts(spec.transfer.list_partitions),
-                },
-            );
-        }
-        Ok(planned)
-    }
-
-    /// A series run's parts, new folders discovered; `None` when the run lists otherwise.
-    async fn series_parts(&self, run: Option<super::listing::SeriesRun>) -> Option<Vec<crate::s3::ListPart>> {
-        let (parts, new) = run?.discover(self.transferer.src(), &self.spec.source.bucket).await;
-        self.tally(|t| t.series_discovered = new as u64);
-        Some(parts)
     }
 
     /// A listing page as planned: with `run --keys`, only the keys of the key file; the keys
