@@ -234,11 +234,13 @@ fn parts_of(gaps: &Gaps, source_prefix: &str, now: DateTime<Utc>) -> (Vec<ListPa
             .map(|(_, key)| key)
             .min();
         let after = match hole {
-            // The hole's key less its last character: the listing starts at the hole.
-            Some(key) => format!(
-                "{source_prefix}{}",
-                &key[..key.len() - key.chars().last().map_or(0, char::len_utf8)]
-            ),
+            // The hole's key less its last character, as `shard::key_range` starts a key
+            // file's range: the listing starts at the hole.
+            Some(key) => {
+                let mut after = format!("{source_prefix}{key}");
+                after.pop();
+                after
+            }
             None if due => format!("{source_prefix}{}", tail.last_key),
             None => continue,
         };

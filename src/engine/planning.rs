@@ -106,11 +106,14 @@ impl Run {
             _ => Held::count(Reader::open(reader.path())?.snapshot()?, self.target.clone()),
         };
         // New series are looked for beside the known series' listings (a delimiter listing can
-        // take a server seconds), and their folders listed after them.
+        // take a server seconds), and their folders listed after them. A stop ends the search
+        // with the listings: it is not waited for.
         let discover = async {
-            match discovery {
-                Some(d) => d.new_folders(self.transferer.src(), &spec.source.bucket).await,
-                None => Vec::new(),
+            let Some(d) = discovery else { return Vec::new() };
+            tokio::select! {
+                biased;
+                () = self.stop.stop.cancelled() => Vec::new(),
+                found = d.new_folders(self.transferer.src(), &spec.source.bucket) => found,
             }
         };
         let (flow, new) = tokio::join!(self.plan_listing(&mut reader, &mut plan, &mut planned, &mut held, &jobs), discover);
