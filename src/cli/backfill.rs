@@ -148,8 +148,8 @@ async fn import_report(spec: &Spec, path: &Path, file: &Path) -> Result<manifest
         .collect();
     let keys: BTreeSet<String> = tasks.into_iter().filter(|t| t.succeeded).map(|t| t.key).collect();
     let counter = Arc::new(RequestCounter::default());
-    let src = s3::client(&spec.source, "source", &spec.transfer, counter.clone()).await;
-    let dst = s3::client(&spec.destination, "destination", &spec.transfer, counter).await;
+    let src = s3::client(&spec.source, crate::spec::Which::Source, &spec.transfer, counter.clone()).await;
+    let dst = s3::client(&spec.destination, crate::spec::Which::Destination, &spec.transfer, counter).await;
     let sources = listed(&src, &spec.source, &keys)
         .await
         .map_err(|e| fail(e.explained(&spec.source)))?;

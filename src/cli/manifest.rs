@@ -150,7 +150,7 @@ pub async fn run(cfg: &Config, cmd: ManifestCommand) -> anyhow::Result<i32> {
         };
         let dst = s3::client(
             &spec.destination,
-            "destination",
+            crate::spec::Which::Destination,
             &spec.transfer,
             Arc::new(RequestCounter::default()),
         )

@@ -381,8 +381,8 @@ impl Run {
         let requests = Arc::new(RequestCounter::default());
         // Both at once: each may first ask for its bucket's region (one round trip).
         let (src, dst) = tokio::join!(
-            s3::client(&spec.source, "source", &spec.transfer, requests.clone()),
-            s3::client(&spec.destination, "destination", &spec.transfer, requests.clone())
+            s3::client(&spec.source, crate::spec::Which::Source, &spec.transfer, requests.clone()),
+            s3::client(&spec.destination, crate::spec::Which::Destination, &spec.transfer, requests.clone())
         );
         abort_stale_uploads(engine, &spec, &dst).await?;
         if !opts.dry_run {
@@ -492,7 +492,7 @@ pub async fn abort_orphan_uploads(engine: &Engine, live: &std::collections::BTre
         let Ok(_lock) = lock_spec(engine, &spec) else { continue };
         let dst = s3::client(
             &side,
-            "destination",
+            crate::spec::Which::Destination,
             &crate::spec::TransferOpts::default(),
             Arc::new(RequestCounter::default()),
         )

@@ -44,8 +44,8 @@ pub async fn run(spec: &Spec, write: bool) -> Vec<Check> {
     }
     let counter = Arc::new(RequestCounter::default());
     let (src, dst) = tokio::join!(
-        s3::client(&spec.source, "source", &spec.transfer, counter.clone()),
-        s3::client(&spec.destination, "destination", &spec.transfer, counter)
+        s3::client(&spec.source, Which::Source, &spec.transfer, counter.clone()),
+        s3::client(&spec.destination, Which::Destination, &spec.transfer, counter)
     );
     let (first, listed) = lists(Which::Source, &spec.source, &src).await;
     out.push(listed);

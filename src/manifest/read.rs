@@ -1,7 +1,10 @@
 //! Reading the manifest: a connection of its own per reader (WAL: never blocking the writer),
 //! the planner's windows of rows, the runs, failures and counts the audits show.
 
-use super::*;
+use super::{schema, sqlite_err, ListSplits, ManifestError, ModeColumn, ObjectRow, PlanRow, Result, RunRow, Target};
+use rusqlite::{params, Connection, OpenFlags, OptionalExtension};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 /// A read connection for planning and audits. Never blocks the writer (WAL).
 pub struct Reader {
@@ -326,6 +329,8 @@ mod tests {
         }
     }
     use super::*;
+    use crate::manifest::{now, Verified, Writer};
+    use crate::spec::Mode;
 
     fn target(spec: &str) -> Target {
         Target {

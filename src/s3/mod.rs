@@ -9,7 +9,7 @@ pub mod op;
 
 pub use list::{key_ranges, list_one, ListError, ListPart, Lister, Listing, SourceObject};
 
-use crate::spec::{Side, TransferOpts};
+use crate::spec::{Side, TransferOpts, Which};
 use aws_sdk_s3::config::interceptors::FinalizerInterceptorContextRef;
 use aws_sdk_s3::config::{ConfigBag, Intercept, RuntimeComponents};
 use aws_sdk_s3::Client;
@@ -150,11 +150,11 @@ fn http_client() -> aws_smithy_runtime_api::client::http::SharedHttpClient {
         .clone()
 }
 
-/// Builds the client for one side (`which`: "source" or "destination"): its own endpoint,
+/// Builds the client for one side (`which` of the two): its own endpoint,
 /// addressing, credentials and region. Where the side asks for it (`Side::probes_region`), one
 /// HeadBucket finds the bucket's region first (S3 names it in `x-amz-bucket-region`, also in a
 /// 301 or 403 answer), and the client uses that region for the whole run.
-pub async fn client(side: &Side, which: &str, transfer: &TransferOpts, counter: Arc<RequestCounter>) -> Client {
+pub async fn client(side: &Side, which: Which, transfer: &TransferOpts, counter: Arc<RequestCounter>) -> Client {
     let configured = side.region.as_deref().filter(|r| *r != "auto");
     // "auto" is a signing region in its own right on some S3-compatible servers (R2).
     let first = configured
