@@ -72,11 +72,16 @@ def ensure_tools(with_s3sync, with_garage):
     return tools
 
 
-def tmpfs_dir():
+def tmpfs_dir(gib=6):
+    """A tmpfs of at least `gib` GiB (a smaller one already mounted is grown in place)."""
     d = os.path.join(WORK, "tmpfs")
     os.makedirs(d, exist_ok=True)
-    if os.geteuid() == 0 and subprocess.run(["mountpoint", "-q", d]).returncode != 0:
-        subprocess.run(["mount", "-t", "tmpfs", "-o", "size=6g", "tmpfs", d])
+    if os.geteuid() != 0:
+        return d
+    if subprocess.run(["mountpoint", "-q", d]).returncode != 0:
+        subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={gib}g", "tmpfs", d])
+    elif os.statvfs(d).f_blocks * os.statvfs(d).f_frsize < gib << 30:
+        subprocess.run(["mount", "-o", f"remount,size={gib}g", d])
     return d
 
 

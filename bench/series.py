@@ -73,9 +73,15 @@ def present(endpoint, env):
 
 def fill(s5cmd, endpoint, env, series, days, last_day, holes):
     """The archive: every series' days up to `last_day`, but the planted holes (with --keep,
-    only the keys not there yet)."""
+    only the keys not there yet, and a kept fill's newer days taken away). Returns how many
+    keys it wrote."""
     have = present(endpoint, env)
     lines = []
+    newer = [last_day + datetime.timedelta(days=n) for n in (1, 2)]
+    for k in (key(i, day) + ext for i in range(series) for day in newer for ext in ("", ".CHECKSUM")):
+        if k in have:
+            lines.append(f"rm s3://src/data/{k}\n")
+    removed = len(lines)
     zip_body = os.path.join(WORK, "body.zip")
     sidecar = os.path.join(WORK, "body.CHECKSUM")
     if not (have and os.path.exists(zip_body)):  # a kept fill goes on with the same bytes
@@ -97,8 +103,8 @@ def fill(s5cmd, endpoint, env, series, days, last_day, holes):
     subprocess.run([s5cmd, "--endpoint-url", endpoint, "mb", "s3://dst"], env=env, capture_output=True)
     t = time.monotonic()
     bench.run([s5cmd, "--endpoint-url", endpoint, "--numworkers", "256", "run", cmds], env=env, stdout=subprocess.DEVNULL)
-    print(f"  filled {len(lines):,} keys in {time.monotonic() - t:.0f} s", file=sys.stderr)
-    return zip_body, sidecar
+    print(f"  filled {len(lines) - removed:,} keys (and removed {removed:,}) in {time.monotonic() - t:.0f} s", file=sys.stderr)
+    return len(lines)
 
 
 def write_spec(path, endpoint, series=True, include=None):
@@ -159,7 +165,9 @@ def main():
     if not args.keep:
         shutil.rmtree(WORK, ignore_errors=True)
     os.makedirs(WORK, exist_ok=True)
-    data = os.path.join(bench.tmpfs_dir(), "garage-series")
+    # Garage holds a key of this archive (source and destination) in about 1.7 KB of the tmpfs.
+    keys = 2 * args.series * args.days
+    data = os.path.join(bench.tmpfs_dir(max(6, math.ceil(2 * keys * 2000 * 1.2 / 2**30))), "garage-series")
     garage, endpoint = bench.start_garage(data, args.port, s5cmd, [])
     env = bench.env_for(endpoint, "garage")
     today = datetime.date.today()
@@ -176,19 +184,19 @@ def main():
         write_spec(feed.spec, endpoint)
         marker = os.path.join(WORK, "filled")
         feed_db, setup_db = os.path.join(feed.dir, "state", "manifest.db"), os.path.join(WORK, "setup.db")
-        if not os.path.exists(marker):
-            fill(s5cmd, endpoint, env, args.series, args.days, last_day, holes)
-            t = time.monotonic()
-            feed.run()  # the set-up copy: a full listing, everything copied
-            print(f"  set-up copy in {time.monotonic() - t:.0f} s", file=sys.stderr)
-            shutil.copy(feed_db, setup_db)
-            open(marker, "w").close()
-        else:
+        if os.path.exists(marker):
             # --keep: every measured run starts again from the set-up copy's manifest.
             for stale in (feed_db + "-wal", feed_db + "-shm"):
                 if os.path.exists(stale):
                     os.remove(stale)
             shutil.copy(setup_db, feed_db)
+        written = fill(s5cmd, endpoint, env, args.series, args.days, last_day, holes)
+        if written or not os.path.exists(marker):
+            t = time.monotonic()
+            feed.run("--full")  # the set-up copy (of what a kept one lacks): a full listing
+            print(f"  set-up copy in {time.monotonic() - t:.0f} s", file=sys.stderr)
+            shutil.copy(feed_db, setup_db)
+            open(marker, "w").close()
         # The full-listing reference: the same spec without [series], on a copy of the manifest.
         full = Feed("full", exe, env, os.path.join(WORK, "full", "klines.toml"))
         write_spec(full.spec, endpoint, series=False)
@@ -230,7 +238,6 @@ def main():
         garage.wait()
 
     s1s, s1f, s2 = results["s1 series"], results["s1 full"], results["s2"]
-    keys = 2 * args.series * args.days
     print(f"\nSeries runs on Garage: {args.series:,} series x {args.days:,} days ({keys:,} keys), "
           f"{datetime.date.today()}, `python3 bench/series.py --series {args.series} --days {args.days}`\n")
     print("| measure | series runs | full listing | ratio | target |")

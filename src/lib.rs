@@ -6,12 +6,13 @@
 //! schedules; `cli` is the command line.
 //!
 //! Layers, lowest first; a module imports only from layers below its own (checked by the
-//! `layers` test): `spec` · `s3`, `manifest`, `shard` · `plan`, `report` · `transfer` · `engine` · `scheduler` ·
+//! `layers` test): `spec` · `s3`, `manifest`, `shard` · `plan`, `report`, `events` · `transfer` · `engine` · `scheduler` ·
 //! `daemon` · `cli`. `metrics` is a leaf that imports nothing of the crate.
 
 pub mod cli;
 pub mod daemon;
 pub mod engine;
+pub mod events;
 pub mod manifest;
 pub mod metrics;
 pub mod plan;

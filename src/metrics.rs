@@ -9,14 +9,15 @@ use metrics::{counter, describe_counter, describe_gauge, describe_histogram, gau
 pub use metrics_exporter_prometheus::PrometheusHandle;
 
 /// Installs the recorder; the handle renders the text `/metrics` serves ([`render`]). Samples
-/// reach the summaries when rendered: the one histogram takes one sample per run, so nothing
-/// needs draining in between, and an idle daemon never wakes for its metrics.
+/// reach the summaries when rendered: the run times take one sample per run and the event lags
+/// one per event, held until the next scrape, and an idle daemon never wakes for its metrics.
 pub fn install() -> Result<PrometheusHandle, String> {
     let handle = metrics_exporter_prometheus::PrometheusBuilder::new()
         .install_recorder()
         .map_err(|e| format!("cannot record metrics: {e}"))?;
     describe_runs();
     describe_feeds();
+    describe_events();
     Ok(handle)
 }
 
@@ -112,6 +113,27 @@ fn describe_feeds() {
     describe_counter!(
         "s3syncd_notifications_total",
         "Notification attempts, by event and result (ok, retry, failed, dropped)."
+    );
+}
+
+/// Feeds driven by S3 events (`[source.events]`).
+fn describe_events() {
+    describe_counter!(
+        "s3syncd_events_total",
+        "S3 events read from a feed's queue, by spec and outcome (copied, current, deleted, ignored, failed, unreadable)."
+    );
+    describe_histogram!(
+        "s3syncd_event_lag_seconds",
+        Unit::Seconds,
+        "From an event's time to the end of the run that handled it, by spec."
+    );
+    describe_gauge!(
+        "s3syncd_events_queue_depth",
+        "Messages waiting in a feed's queue (SQS's approximate count, sampled each minute)."
+    );
+    describe_counter!(
+        "s3syncd_events_missed_total",
+        "Objects a listing run of an event-driven feed copied that no event had brought, by spec."
     );
 }
 
@@ -212,4 +234,23 @@ pub fn undelivered(spec: &str, waiting: usize) {
 pub fn series(spec: &str, missing: u64, overdue: u64) {
     gauge!("s3syncd_series_missing", "spec" => spec.to_string()).set(missing as f64);
     gauge!("s3syncd_series_overdue", "spec" => spec.to_string()).set(overdue as f64);
+}
+
+/// Events of a feed's queue with one outcome.
+pub fn events(spec: &str, outcome: &'static str, n: u64) {
+    counter!("s3syncd_events_total", "spec" => spec.to_string(), "outcome" => outcome).increment(n);
+}
+
+/// From an event's time to the end of the run that handled it.
+pub fn event_lag(spec: &str, seconds: f64) {
+    histogram!("s3syncd_event_lag_seconds", "spec" => spec.to_string()).record(seconds);
+}
+
+pub fn queue_depth(spec: &str, messages: u64) {
+    gauge!("s3syncd_events_queue_depth", "spec" => spec.to_string()).set(messages as f64);
+}
+
+/// Objects a listing run copied that the feed's events should have brought.
+pub fn events_missed(spec: &str, n: u64) {
+    counter!("s3syncd_events_missed_total", "spec" => spec.to_string()).increment(n);
 }

@@ -177,6 +177,15 @@ impl<'a> Planner<'a> {
         }
     }
 
+    /// A planner of the keys from `key` to `until` that start with `key` (an object and its
+    /// sidecar, named by an event): exactly the rows such a listing can list.
+    pub fn key(spec: &'a Spec, key: &str, until: &str) -> Self {
+        Planner {
+            scope: spec.dest_key(key).unwrap_or_else(|| spec.destination.prefix.clone()),
+            ..Planner::part(spec, None, Some(until))
+        }
+    }
+
     pub fn plan_page(&mut self, reader: &Reader, page: Vec<SourceObject>) -> Result<PagePlan, ManifestError> {
         let Some(last) = page.last() else {
             return Ok(PagePlan::default());

@@ -408,9 +408,25 @@ fn status(cfg: &Config, reader: &Reader, out: &mut Out) -> anyhow::Result<()> {
             0 => String::new(),
             n => format!(", {n} runs UNDELIVERED (their change feed files wait; see `manifest runs`)"),
         };
+        let events = match spec.filter(|s| s.events.is_some()) {
+            None => String::new(),
+            Some(_) => {
+                let day_ago = (chrono::Utc::now() - chrono::TimeDelta::days(1)).to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
+                let e = reader.events_state(&name, &day_ago)?;
+                let missed = e.last_listing_missed.map_or(String::new(), |n| {
+                    format!(", the last listing found {n} objects no event had brought")
+                });
+                format!(
+                    ", events: {} runs copied {} objects in 24 h, last ended {}{missed}",
+                    e.runs,
+                    e.copied,
+                    e.last_finished.as_deref().unwrap_or("never")
+                )
+            }
+        };
         writeln!(
             out,
-            "{name}: schedule {schedule}, next {next}, last {last}, holds {} objects ({}), last success {}{fresh}{undelivered}",
+            "{name}: schedule {schedule}, next {next}, last {last}, holds {} objects ({}), last success {}{fresh}{undelivered}{events}",
             st.objects,
             ByteSize(st.bytes),
             st.last_success.as_deref().unwrap_or("never")

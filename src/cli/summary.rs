@@ -44,6 +44,7 @@ fn listing(t: &crate::engine::Tally) -> String {
         ),
         Scope::Prefixes => format!("; {} prefixes of the include filter", t.list_parts),
         Scope::Keys => format!("; the key file's range, {} of its keys found", t.keys_found),
+        Scope::Events => format!("; {} keys named by S3 events", t.list_parts),
         Scope::Full => String::new(),
     }
 }
@@ -75,6 +76,9 @@ fn finished(r: &RunReport) -> String {
             "  sidecars      {} objects wait for theirs, {} copied without one, {} late ones checked ({} contradict their object)",
             t.held_for_sidecar, t.without_sidecar, t.late_sidecars, t.late_sidecar_mismatches
         );
+    }
+    if let Some(n) = t.events_missed {
+        let _ = writeln!(s, "  events missed {n} objects copied by this listing that no event had brought");
     }
     if t.deleted > 0 || r.delete_refused.is_some() {
         let refused = r.delete_refused.as_ref().map(|w| format!(" (refused: {w})")).unwrap_or_default();

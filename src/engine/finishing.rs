@@ -57,6 +57,7 @@ impl Run {
         let _ = self.engine.writer.flush().await;
         if !self.opts.dry_run {
             tally.series = self.series_totals(planned.scope == super::listing::Scope::Full && planned.complete);
+            tally.events_missed = self.events_missed();
         }
         let unrecorded = self.unrecorded();
         tally.requests = self.requests.by_result();
@@ -139,6 +140,35 @@ impl Run {
             }),
             Err(e) => {
                 tracing::warn!(error = %e, "cannot read the series' completeness");
+                None
+            }
+        }
+    }
+
+    /// A listing run of a feed driven by events: the objects it copied that changed at the
+    /// source more than `missed_after` before it started, which their events should have
+    /// brought. `None` for runs of the events themselves and feeds without them.
+    fn events_missed(&self) -> Option<u64> {
+        let events = self.spec.events.as_ref().filter(|_| self.opts.events.is_none())?;
+        let started = chrono::DateTime::parse_from_rfc3339(&self.started_at).ok()?;
+        let before = (started - chrono::TimeDelta::from_std(events.missed_after).ok()?)
+            .to_utc()
+            .to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
+        let read = crate::manifest::Reader::open(self.engine.writer.path())
+            .and_then(|r| r.copied_changed_before(&self.spec.name, self.run_id, &before));
+        match read {
+            Ok(n) => {
+                if n > 0 {
+                    tracing::warn!(
+                        objects = n,
+                        "objects copied by this listing that no event had brought: is the queue losing events?"
+                    );
+                }
+                crate::metrics::events_missed(&self.spec.name, n);
+                Some(n)
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot count the objects events missed");
                 None
             }
         }

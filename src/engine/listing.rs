@@ -28,6 +28,9 @@ pub enum Scope {
     Series,
     /// The key range of a key file (`run --keys`), only its keys planned.
     Keys,
+    /// The keys of a batch of S3 events (`[source.events]`), each with its sidecar: the
+    /// listing of each key says whether its source is there; deletes follow for those gone.
+    Events,
 }
 
 impl Scope {
@@ -37,6 +40,7 @@ impl Scope {
             Scope::Prefixes => "prefixes",
             Scope::Series => "series",
             Scope::Keys => "keys",
+            Scope::Events => "events",
         }
     }
 }
@@ -121,6 +125,28 @@ fn keys_part<'a>(spec: &'a Spec, client: &aws_sdk_s3::Client, keys: &BTreeSet<St
         scope: Scope::Keys,
         parts: planners.len(),
         listing: Listing::range(client, &spec.source.bucket, &spec.source.prefix, range),
+        planners,
+    }
+}
+
+/// The listing of a batch of events: for each object key, the keys from it to its sidecar
+/// (one request a key, however large the bucket), planned against exactly those rows.
+pub(super) fn events_parts<'a>(spec: &'a Spec, client: &aws_sdk_s3::Client, keys: &BTreeSet<String>) -> Plan<'a> {
+    let suffix = spec.verify.checksum_sidecar.as_deref().unwrap_or("");
+    let mut parts: Vec<(String, String)> = Vec::with_capacity(keys.len());
+    for k in keys {
+        // A key inside the part before (`a.CHECK` of `a`'s part up to `a.CHECKSUM`) is listed
+        // and planned there.
+        if parts.last().is_some_and(|(prev, until)| k.starts_with(prev.as_str()) && k <= until) {
+            continue;
+        }
+        parts.push((k.clone(), format!("{k}{suffix}")));
+    }
+    let planners = parts.iter().map(|(k, until)| Planner::key(spec, k, until)).collect();
+    Plan {
+        scope: Scope::Events,
+        parts: parts.len(),
+        listing: Listing::keys(client, &spec.source.bucket, &parts),
         planners,
     }
 }

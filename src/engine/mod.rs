@@ -109,6 +109,10 @@ pub struct RunOptions {
     /// Only these source keys (`run --keys`: one shard of a plan): the listing covers their
     /// key range, other keys are passed over, nothing is deleted.
     pub keys: Option<Arc<BTreeSet<String>>>,
+    /// Only these object keys, each with its sidecar: those a batch of S3 events named
+    /// (`[source.events]`). Each is listed on its own; a key whose source is gone is a delete
+    /// candidate.
+    pub events: Option<Arc<BTreeSet<String>>>,
     /// A dry run hands each planned copy `(source key, size)` here (`s3syncd plan`).
     pub collect: Option<Arc<Mutex<PlannedCopies>>>,
     /// Told of the run's progress (a progress bar, periodic log lines).
@@ -122,6 +126,7 @@ impl Default for RunOptions {
             mode: None,
             full: false,
             keys: None,
+            events: None,
             collect: None,
             observer: Arc::new(Quiet),
         }

@@ -57,6 +57,8 @@ impl Planned {
 enum Held {
     Counting(tokio::task::JoinHandle<Result<u64, crate::manifest::ManifestError>>),
     Known(u64),
+    /// Not counted until needed.
+    Later(std::path::PathBuf, Target),
 }
 
 impl Held {
@@ -65,6 +67,9 @@ impl Held {
     }
 
     async fn get(&mut self) -> Result<u64, EngineError> {
+        if let Held::Later(path, target) = self {
+            *self = Held::count(Reader::open(path)?, target.clone());
+        }
         if let Held::Counting(task) = self {
             *self = Held::Known(task.await.expect("the count of held rows panicked")?);
         }
@@ -90,9 +95,9 @@ impl Run {
     pub(super) async fn plan(&self, mut reader: Reader, jobs: mpsc::Sender<CopyJob>) -> Result<Planned, EngineError> {
         let spec = &self.spec;
         let mut planned = Planned::default();
-        let series = match self.opts.keys {
-            Some(_) => None,
-            None => super::listing::series_run(&reader, spec, self.opts.full)?,
+        let series = match (&self.opts.keys, &self.opts.events) {
+            (None, None) => super::listing::series_run(&reader, spec, self.opts.full)?,
+            _ => None,
         };
         let (series, discovery) = match series {
             Some(run) => (Some(run.parts), run.discover),
@@ -103,6 +108,8 @@ impl Run {
         // A series run deletes nothing: it need not count the rows held (a second over millions).
         let mut held = match plan.scope {
             super::listing::Scope::Series => Held::Known(0),
+            // A few keys a second: counted only if one of them is gone.
+            super::listing::Scope::Events => Held::Later(reader.path().to_path_buf(), self.target.clone()),
             _ => Held::count(Reader::open(reader.path())?.snapshot()?, self.target.clone()),
         };
         // New series are looked for beside the known series' listings (a delimiter listing can
@@ -149,19 +156,30 @@ impl Run {
 
     /// Starts a listing (see [`super::listing::start`]) and counts its parts into the tally.
     fn listing(&self, reader: &Reader, series: Option<Vec<crate::s3::ListPart>>) -> Result<super::listing::Plan<'_>, EngineError> {
-        let plan = super::listing::start(
+        let plan = match &self.opts.events {
+            Some(keys) => super::listing::events_parts(&self.spec, self.transferer.src(), keys),
+            None => self.full_or_part_listing(reader, series)?,
+        };
+        self.tally(|t| {
+            t.listing = plan.scope;
+            t.list_parts += plan.parts;
+        });
+        Ok(plan)
+    }
+
+    fn full_or_part_listing(
+        &self,
+        reader: &Reader,
+        series: Option<Vec<crate::s3::ListPart>>,
+    ) -> Result<super::listing::Plan<'_>, EngineError> {
+        super::listing::start(
             reader,
             &self.target,
             &self.spec,
             self.transferer.src(),
             series,
             self.opts.keys.as_deref(),
-        )?;
-        self.tally(|t| {
-            t.listing = plan.scope;
-            t.list_parts += plan.parts;
-        });
-        Ok(plan)
+        )
     }
 
     /// Plans every page of `plan`'s listing as it arrives and sends its copies on. (`&mut`:

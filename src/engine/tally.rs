@@ -42,6 +42,9 @@ pub struct Tally {
     pub keys_found: u64,
     /// A series run: folders of new series found by a listing with a delimiter.
     pub series_discovered: u64,
+    /// A listing run of a feed driven by events: objects it copied that their events should
+    /// have brought.
+    pub events_missed: Option<u64>,
     /// Waiting for their turn when the run stopped: not attempted, new again to the next run.
     pub stopped: u64,
     pub deleted: u64,
@@ -158,6 +161,7 @@ impl Tally {
             "listing": self.listing.as_str(),
             "list_parts": self.list_parts,
             "keys_found": (self.listing == super::listing::Scope::Keys).then_some(self.keys_found),
+            "events_missed": self.events_missed,
             "series_discovered": (self.listing == super::listing::Scope::Series).then_some(self.series_discovered),
             "unsupported": self.unsupported,
             "concurrency": self.concurrency,

@@ -23,6 +23,15 @@ pub struct SpecStatus {
     pub last_success: Option<String>,
 }
 
+/// What `status` shows of a feed driven by events ([`Reader::events_state`]).
+#[derive(Debug, Default, Clone)]
+pub struct EventsState {
+    pub runs: u64,
+    pub copied: u64,
+    pub last_finished: Option<String>,
+    pub last_listing_missed: Option<u64>,
+}
+
 /// A row of the `failures` table, as the status page shows it.
 #[derive(Debug, Clone)]
 pub struct RecentFailure {
@@ -82,6 +91,39 @@ impl Reader {
             bytes: bytes as u64,
             last_run,
             last_success,
+        })
+    }
+
+    /// A feed driven by events, as `status` shows it: runs of events since `since` (RFC 3339),
+    /// the objects they copied, when the last ended, and how many objects the last listing run
+    /// found that no event had brought.
+    pub fn events_state(&self, spec: &str, since: &str) -> Result<EventsState> {
+        let err = sqlite_err(&self.path);
+        let (runs, copied, last): (i64, Option<i64>, Option<String>) = self
+            .conn
+            .query_row(
+                "SELECT count(*), sum(objects_copied), max(finished_at) FROM runs
+                  WHERE spec = ?1 AND started_at >= ?2 AND json_extract(details, '$.listing') = 'events'",
+                params![spec, since],
+                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+            )
+            .map_err(&err)?;
+        let missed: Option<i64> = self
+            .conn
+            .query_row(
+                "SELECT json_extract(details, '$.events_missed') FROM runs WHERE spec = ?1 AND status <> 'running'
+                   AND json_extract(details, '$.listing') <> 'events' ORDER BY id DESC LIMIT 1",
+                [spec],
+                |r| r.get(0),
+            )
+            .optional()
+            .map_err(&err)?
+            .flatten();
+        Ok(EventsState {
+            runs: runs as u64,
+            copied: copied.unwrap_or(0) as u64,
+            last_finished: last,
+            last_listing_missed: missed.map(|n| n as u64),
         })
     }
 

@@ -12,7 +12,7 @@ pub mod series;
 mod writer;
 mod writes;
 
-pub use audit::{ObjectFilter, SpecStatus};
+pub use audit::{EventsState, ObjectFilter, SpecStatus};
 pub use lake::{Change, ChangeAction, Undelivered, Version, VersionState};
 
 pub use read::Reader;

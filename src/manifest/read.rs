@@ -70,6 +70,20 @@ impl Reader {
         )
     }
 
+    /// How many objects run `run_id` of `spec` copied whose source changed before `before`
+    /// (RFC 3339, as `source_last_modified` is stored).
+    pub fn copied_changed_before(&self, spec: &str, run_id: i64, before: &str) -> Result<u64> {
+        self.conn
+            .query_row(
+                "SELECT count(*) FROM objects INDEXED BY objects_by_run
+                  WHERE spec = ?1 AND run_id = ?2 AND source_last_modified < ?3",
+                params![spec, run_id, before],
+                |r| r.get::<_, i64>(0),
+            )
+            .map(|n| n as u64)
+            .map_err(sqlite_err(&self.path))
+    }
+
     /// The first `limit` failures of a run: source key and message.
     pub fn failures(&self, run_id: i64, limit: u32) -> Result<Vec<(String, String)>> {
         self.all(

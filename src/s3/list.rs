@@ -177,6 +177,8 @@ impl Lister {
             page.push(o);
         }
         if let Some(last) = page.last() {
+            // Nothing after `until` belongs to the part: no need for the next page.
+            self.done |= self.until.as_deref() == Some(last.key.as_str());
             self.last_key = Some(last.key.clone());
         }
         Ok(Some(page))
@@ -311,6 +313,15 @@ impl Listing {
         let listers = parts
             .iter()
             .map(|(prefix, after)| Lister::range(client.clone(), bucket, prefix, after.clone(), None));
+        Listing::of_parts(listers.collect())
+    }
+
+    /// For each `(key, until)`, the keys that start with `key` up to `until`: an object and
+    /// its sidecar, one request each. Each is a part; no key may be in two.
+    pub fn keys(client: &Client, bucket: &str, keys: &[(String, String)]) -> Listing {
+        let listers = keys
+            .iter()
+            .map(|(key, until)| Lister::range(client.clone(), bucket, key, None, Some(until.clone())));
         Listing::of_parts(listers.collect())
     }
 

@@ -228,8 +228,9 @@ async fn build(side: &Side, region: &str, transfer: &TransferOpts, counter: Arc<
     Client::from_conf(b.build())
 }
 
-/// The SDK config of one side in `region`: its credentials exactly as the spec names them.
-async fn shared_config(side: &Side, region: &str) -> aws_config::SdkConfig {
+/// The SDK config of one side in `region`: its credentials exactly as the spec names them (also
+/// those of a feed's event queue, `spec::Events::credentials_side`).
+pub async fn shared_config(side: &Side, region: &str) -> aws_config::SdkConfig {
     let region = aws_config::Region::new(region.to_string());
     let mut loader = aws_config::defaults(aws_config::BehaviorVersion::latest())
         .region(region.clone())

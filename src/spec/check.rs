@@ -6,6 +6,7 @@ mod side;
 use super::raw::{MaxDeleteRaw, RawConfig, RawSpec};
 use super::{Config, Diagnostic, Filter, Locator, MaxDelete, Mode, ModeChoice, Schedule, Side, Spec, TransferOpts, VerifyOpts};
 use side::check_side;
+pub(super) use side::{check_role, RoleKeys};
 use std::ops::Range;
 use std::path::Path;
 use std::str::FromStr;
@@ -90,7 +91,15 @@ pub fn spec(loc: &Locator, raw: RawSpec, fingerprint: u64) -> Result<Spec, Diags
     let schedule = raw.schedule.as_ref().and_then(|s| check_schedule(loc, &mut d, s));
     let mode = raw.mode.unwrap_or(ModeChoice::Auto);
     let fallback = check_fallback(loc, &mut d, mode, raw.fallback.as_ref());
-    let source = check_side(loc, &mut d, "source", raw.source);
+    let mut raw_source = raw.source;
+    let events = raw_source.events.take().and_then(|e| super::events::check_events(loc, &mut d, e));
+    if let Some(e) = raw.destination.events.as_ref() {
+        d.push(loc.at(
+            span(&e.queue_url),
+            "events come from the source's bucket: move this table to [source.events]",
+        ));
+    }
+    let source = check_side(loc, &mut d, "source", raw_source);
     let destination = check_side(loc, &mut d, "destination", raw.destination);
     let dest_at = destination.1.as_ref().map_or((1, 1), |s| super::diag::line_col(loc.text, s.start));
     check_overlap(loc, &mut d, &source, &destination);
@@ -136,6 +145,7 @@ pub fn spec(loc: &Locator, raw: RawSpec, fingerprint: u64) -> Result<Spec, Diags
         transfer,
         verify,
         series,
+        events,
         feed,
         fingerprint,
         name_at,

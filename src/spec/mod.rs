@@ -8,6 +8,7 @@ mod check;
 mod config;
 mod diag;
 pub mod diff;
+mod events;
 pub mod feed;
 mod load;
 mod mode;
@@ -19,6 +20,7 @@ pub mod size;
 pub use config::{Config, CostTable};
 pub use diag::{Diagnostic, Locator};
 pub use diff::{diff, SpecDiff};
+pub use events::Events;
 pub use feed::{Deliveries, FeedOpts, Notifier, NotifyEvent, NotifyFormat};
 use load::{deserialize_all, fingerprint};
 pub use load::{is_spec_file, load_dir, load_paths, unsafe_permissions, SpecSet, MAX_SPEC_BYTES};
@@ -271,6 +273,8 @@ pub struct Spec {
     pub verify: VerifyOpts,
     /// `[series]`: the keys form dated series (`manifest gaps`).
     pub series: Option<series::SeriesOpts>,
+    /// `[source.events]`: runs also follow S3 event notifications from this queue.
+    pub events: Option<Events>,
     /// Deliveries, notifications, freshness and kept revisions.
     pub feed: FeedOpts,
     /// Hash of the file's bytes: a reload restarts a feed only when this changes.

@@ -108,6 +108,24 @@ pub struct RawSide {
     pub sse: Option<Spanned<String>>,
     pub sse_kms_key_id: Option<Spanned<String>>,
     pub acl: Option<Spanned<String>>,
+    /// `[source.events]`
+    pub events: Option<RawEvents>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawEvents {
+    pub queue_url: Spanned<String>,
+    pub region: Option<Spanned<String>>,
+    pub endpoint: Option<Spanned<String>>,
+    pub profile: Option<Spanned<String>>,
+    pub role_arn: Option<Spanned<String>>,
+    pub external_id: Option<Spanned<String>>,
+    pub role_session_name: Option<Spanned<String>>,
+    pub duration: Option<Spanned<String>>,
+    pub window: Option<Spanned<String>>,
+    pub visibility: Option<Spanned<String>>,
+    pub missed_after: Option<Spanned<String>>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -9,13 +9,13 @@ use std::os::unix::fs::PermissionsExt;
 use std::process::{Child, Stdio};
 use std::time::{Duration, Instant};
 
-struct Daemon {
-    child: Child,
+pub(crate) struct Daemon {
+    pub(crate) child: Child,
     log: std::path::PathBuf,
 }
 
 impl Daemon {
-    fn start(ws: &Workspace) -> Daemon {
+    pub(crate) fn start(ws: &Workspace) -> Daemon {
         let log = ws.path().join("daemon.log");
         let child = ws
             .command()
@@ -26,10 +26,10 @@ impl Daemon {
             .unwrap();
         Daemon { child, log }
     }
-    fn log(&self) -> String {
+    pub(crate) fn log(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }
-    fn signal(&self, sig: &str) {
+    pub(crate) fn signal(&self, sig: &str) {
         assert!(std::process::Command::new("kill")
             .args([&format!("-{sig}"), &self.child.id().to_string()])
             .status()
@@ -49,7 +49,7 @@ impl Drop for Daemon {
 }
 
 /// Polls `cond` for up to `secs` seconds.
-async fn eventually<F: std::future::Future<Output = bool>>(secs: u64, mut cond: impl FnMut() -> F) -> bool {
+pub(crate) async fn eventually<F: std::future::Future<Output = bool>>(secs: u64, mut cond: impl FnMut() -> F) -> bool {
     let deadline = Instant::now() + Duration::from_secs(secs);
     while Instant::now() < deadline {
         if cond().await {
@@ -60,11 +60,11 @@ async fn eventually<F: std::future::Future<Output = bool>>(secs: u64, mut cond: 
     false
 }
 
-fn strict(ws: &Workspace) {
+pub(crate) fn strict(ws: &Workspace) {
     std::fs::set_permissions(ws.spec_dir(), std::fs::Permissions::from_mode(0o755)).unwrap();
 }
 
-fn write_spec(ws: &Workspace, name: &str, text: &str) {
+pub(crate) fn write_spec(ws: &Workspace, name: &str, text: &str) {
     // Write-then-rename, as editors and config management do.
     let tmp = ws.spec_dir().join(format!(".{name}.toml.tmp"));
     std::fs::write(&tmp, text).unwrap();

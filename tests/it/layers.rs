@@ -12,6 +12,7 @@ const LAYERS: &[(&str, u32)] = &[
     ("manifest", 1),
     ("plan", 2),
     ("report", 2),
+    ("events", 2),
     ("transfer", 3),
     ("engine", 4),
     ("scheduler", 5),

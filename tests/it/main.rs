@@ -6,6 +6,7 @@ mod audit;
 mod aws;
 mod backfill;
 mod daemon;
+mod events;
 mod fixture;
 mod hostile;
 mod lake;

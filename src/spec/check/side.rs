@@ -46,7 +46,13 @@ pub(super) fn check_side(loc: &Locator, d: &mut Diags, which: &str, raw: RawSide
             format!("{which}: `anonymous = true` and `profile` exclude each other; remove one"),
         ));
     }
-    let role = check_role(loc, d, which, &raw, anonymous);
+    let keys = RoleKeys {
+        role_arn: raw.role_arn.as_ref(),
+        external_id: raw.external_id.as_ref(),
+        role_session_name: raw.role_session_name.as_ref(),
+        duration: raw.duration.as_ref(),
+    };
+    let role = check_role(loc, d, which, keys, anonymous);
     let write = check_write_options(loc, d, which, &raw);
     let side = Side {
         bucket: raw.bucket.into_inner(),
@@ -63,14 +69,22 @@ pub(super) fn check_side(loc: &Locator, d: &mut Diags, which: &str, raw: RawSide
     (side, bucket_span)
 }
 
+/// The keys of a role, as a side or a queue (`[source.events]`) writes them.
+pub(in crate::spec) struct RoleKeys<'a> {
+    pub role_arn: Option<&'a Spanned<String>>,
+    pub external_id: Option<&'a Spanned<String>>,
+    pub role_session_name: Option<&'a Spanned<String>>,
+    pub duration: Option<&'a Spanned<String>>,
+}
+
 /// `role_arn` and the keys that only make sense with it. STS's own limits are checked here, so
 /// a typo fails `validate` rather than the first run.
-fn check_role(loc: &Locator, d: &mut Diags, which: &str, raw: &RawSide, anonymous: bool) -> Option<Role> {
-    let Some(arn) = &raw.role_arn else {
+pub(in crate::spec) fn check_role(loc: &Locator, d: &mut Diags, which: &str, raw: RoleKeys<'_>, anonymous: bool) -> Option<Role> {
+    let Some(arn) = raw.role_arn else {
         for (key, v) in [
-            ("external_id", &raw.external_id),
-            ("role_session_name", &raw.role_session_name),
-            ("duration", &raw.duration),
+            ("external_id", raw.external_id),
+            ("role_session_name", raw.role_session_name),
+            ("duration", raw.duration),
         ] {
             if let Some(v) = v {
                 d.push(loc.at(
@@ -96,39 +110,36 @@ fn check_role(loc: &Locator, d: &mut Diags, which: &str, raw: &RawSide, anonymou
         ));
     }
     let name_ok = |s: &str| (2..=64).contains(&s.len()) && s.chars().all(|c| c.is_ascii_alphanumeric() || "+=,.@-_".contains(c));
-    if let Some(n) = raw.role_session_name.as_ref().filter(|n| !name_ok(n.get_ref())) {
+    if let Some(n) = raw.role_session_name.filter(|n| !name_ok(n.get_ref())) {
         d.push(loc.at(
             span(n),
             format!("{which}.role_session_name must be 2 to 64 letters, digits or +=,.@-_ (STS's rule)"),
         ));
     }
-    if let Some(e) = raw.external_id.as_ref().filter(|e| !(2..=1224).contains(&e.get_ref().len())) {
+    if let Some(e) = raw.external_id.filter(|e| !(2..=1224).contains(&e.get_ref().len())) {
         d.push(loc.at(
             span(e),
             format!("{which}.external_id must be 2 to 1224 characters long (STS's rule)"),
         ));
     }
-    let duration = raw
-        .duration
-        .as_ref()
-        .and_then(|v| match crate::spec::size::parse_duration(v.get_ref()) {
-            Ok(t) if (900..=43_200).contains(&t.as_secs()) => Some(t),
-            Ok(_) => {
-                d.push(loc.at(
-                    span(v),
-                    format!("{which}.duration {:?} is outside what STS grants: 15m to 12h", v.get_ref()),
-                ));
-                None
-            }
-            Err(m) => {
-                d.push(loc.at(span(v), format!("{which}.duration: {m}")));
-                None
-            }
-        });
+    let duration = raw.duration.and_then(|v| match crate::spec::size::parse_duration(v.get_ref()) {
+        Ok(t) if (900..=43_200).contains(&t.as_secs()) => Some(t),
+        Ok(_) => {
+            d.push(loc.at(
+                span(v),
+                format!("{which}.duration {:?} is outside what STS grants: 15m to 12h", v.get_ref()),
+            ));
+            None
+        }
+        Err(m) => {
+            d.push(loc.at(span(v), format!("{which}.duration: {m}")));
+            None
+        }
+    });
     Some(Role {
         arn: a.clone(),
-        external_id: raw.external_id.as_ref().map(|e| e.get_ref().clone()),
-        session_name: raw.role_session_name.as_ref().map(|n| n.get_ref().clone()),
+        external_id: raw.external_id.map(|e| e.get_ref().clone()),
+        session_name: raw.role_session_name.map(|n| n.get_ref().clone()),
         duration,
     })
 }

@@ -9,6 +9,7 @@ pub mod moto;
 pub mod objects;
 pub mod proxy;
 pub mod receiver;
+pub mod sqs;
 
 pub use fs_server::S3Server;
 pub use objects::*;

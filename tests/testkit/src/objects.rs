@@ -14,15 +14,18 @@ pub fn client(endpoint: &str, access_key: &str, secret_key: &str) -> Client {
         .credentials_provider(Credentials::new(access_key, secret_key, None, None, "tests"))
         .request_checksum_calculation(aws_sdk_s3::config::RequestChecksumCalculation::WhenRequired)
         .response_checksum_validation(aws_sdk_s3::config::ResponseChecksumValidation::WhenRequired)
-        .http_client(
-            aws_smithy_http_client::Builder::new()
-                .tls_provider(aws_smithy_http_client::tls::Provider::Rustls(
-                    aws_smithy_http_client::tls::rustls_provider::CryptoMode::Ring,
-                ))
-                .build_https(),
-        )
+        .http_client(http_client())
         .build();
     Client::from_conf(conf)
+}
+
+/// The HTTP client of the test-side SDK clients (rustls with ring, as the product's).
+pub fn http_client() -> aws_smithy_runtime_api::client::http::SharedHttpClient {
+    aws_smithy_http_client::Builder::new()
+        .tls_provider(aws_smithy_http_client::tls::Provider::Rustls(
+            aws_smithy_http_client::tls::rustls_provider::CryptoMode::Ring,
+        ))
+        .build_https()
 }
 
 pub async fn create_bucket(c: &Client, bucket: &str) {

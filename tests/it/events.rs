@@ -1,0 +1,224 @@
+//! Feeds driven by S3 event notifications, on moto (which sends S3's notifications to SQS in
+//! server mode): events alone bring uploads, overwrites and deletes; a message outlives a
+//! daemon killed before its row commits; a purged queue is caught by the listing run and
+//! counted as missed; a burst of events is coalesced.
+
+use crate::daemon::{eventually, strict, write_spec, Daemon};
+use crate::util::*;
+use s3syncd_testkit::moto::Moto;
+use s3syncd_testkit::proxy::{Action, Fault, FaultProxy};
+use s3syncd_testkit::sqs::{s3_event, Sqs};
+use std::time::Duration;
+
+/// A feed from moto's `src/data/` to `dst/bronze/` (at `dst_endpoint`) that follows `queue_url`;
+/// its schedule never comes in a test.
+fn events_spec(moto: &str, dst_endpoint: &str, queue_url: &str, extra: &str, events_extra: &str) -> String {
+    format!(
+        "{}\n[source.events]\nqueue_url = \"{queue_url}\"\nprofile = \"src\"\nwindow = \"200ms\"\nvisibility = \"10s\"\n{events_extra}",
+        spec_text(
+            moto,
+            "src",
+            "data/",
+            dst_endpoint,
+            "dst",
+            "bronze/",
+            &format!("schedule = \"0 0 0 1 1 *\"\n{extra}")
+        )
+    )
+}
+
+fn moto_workspace() -> Workspace {
+    let ws = Workspace::new(&[("src", "moto-key", "moto-secret"), ("dst", "moto-key", "moto-secret")]);
+    strict(&ws);
+    ws
+}
+
+fn count(ws: &Workspace, sql: &str) -> i64 {
+    ws.sqlite().query_row(sql, [], |r| r.get(0)).unwrap_or(-1)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn uploads_overwrites_and_deletes_arrive_through_events_alone() {
+    let moto = Moto::start();
+    let (c, sqs) = (moto.client(), Sqs::of(&moto.endpoint));
+    create_bucket(&c, "src").await;
+    create_bucket(&c, "dst").await;
+    let q = sqs.queue("bronze-events", 3).await;
+    sqs.notify(&c, "src", &q.arn).await;
+    let ws = moto_workspace();
+    write_spec(
+        &ws,
+        "feed",
+        &events_spec(&moto.endpoint, &moto.endpoint, &q.url, "delete = true\nmax_delete = \"100%\"\n", ""),
+    );
+    let d = Daemon::start(&ws);
+    assert!(
+        eventually(30, || async { d.log().contains("following S3 events") }).await,
+        "{}",
+        d.log()
+    );
+    let keys = ["data/a.bin", "data/b c+d%.bin", "data/x/ü.bin", "data/empty"];
+    for (i, k) in keys.iter().enumerate() {
+        put(&c, "src", k, if *k == "data/empty" { Vec::new() } else { vec![i as u8; 100 + i] }).await;
+    }
+    put(&c, "src", "other/outside.bin", b"not ours".to_vec()).await;
+    let arrived = || async {
+        let mut all = true;
+        for (i, k) in keys.iter().enumerate() {
+            let want = if *k == "data/empty" { Vec::new() } else { vec![i as u8; 100 + i] };
+            all &= get(&c, "dst", &k.replacen("data/", "bronze/", 1)).await == Some(want);
+        }
+        all
+    };
+    assert!(eventually(30, arrived).await, "uploads did not arrive\n{}", d.log());
+    put(&c, "src", "data/a.bin", b"second version".to_vec()).await;
+    c.delete_object().bucket("src").key("data/b c+d%.bin").send().await.unwrap();
+    let changed = || async {
+        get(&c, "dst", "bronze/a.bin").await.as_deref() == Some(b"second version".as_slice())
+            && get(&c, "dst", "bronze/b c+d%.bin").await.is_none()
+    };
+    assert!(
+        eventually(30, changed).await,
+        "the overwrite and the delete did not arrive\n{}",
+        d.log()
+    );
+    assert!(
+        eventually(30, || async { sqs.counts(&q.url).await == (0, 0) }).await,
+        "messages left: {:?}",
+        sqs.counts(&q.url).await
+    );
+    assert!(list(&c, "dst", "other/").await.is_empty() && list(&c, "dst", "bronze/other").await.is_empty());
+    // Every run was a run of events (the schedule never came), and the manifest holds each key once.
+    assert_eq!(
+        count(
+            &ws,
+            "SELECT count(*) FROM runs WHERE json_extract(details, '$.listing') <> 'events'"
+        ),
+        0
+    );
+    assert!(count(&ws, "SELECT count(*) FROM runs") >= 2);
+    assert_eq!(count(&ws, "SELECT count(*) FROM objects"), 3);
+    assert_eq!(count(&ws, "SELECT size FROM objects WHERE source_key = 'data/a.bin'"), 14);
+    assert_eq!(count(&ws, "SELECT count(*) FROM objects WHERE source_key = 'data/b c+d%.bin'"), 0);
+    assert!(d.log().contains("events run done"), "{}", d.log());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_kill_between_copy_and_commit_loses_and_doubles_nothing() {
+    let moto = Moto::start();
+    let (c, sqs) = (moto.client(), Sqs::of(&moto.endpoint));
+    create_bucket(&c, "src").await;
+    create_bucket(&c, "dst").await;
+    let q = sqs.queue("held-events", 5).await;
+    sqs.notify(&c, "src", &q.arn).await;
+    // The destination has the object, the daemon does not know yet: the window of a kill.
+    let proxy = FaultProxy::start(
+        &moto.endpoint,
+        vec![Fault::always("PutObject", Action::StallAfter(Duration::from_secs(60)))],
+    );
+    let ws = moto_workspace();
+    write_spec(
+        &ws,
+        "feed",
+        &events_spec(&moto.endpoint, &proxy.endpoint, &q.url, "mode = \"stream\"\n", ""),
+    );
+    let mut d = Daemon::start(&ws);
+    // S3's test event, sent when the notification was configured, is read and deleted first.
+    assert!(eventually(30, || async { sqs.counts(&q.url).await == (0, 0) }).await, "{}", d.log());
+    put(&c, "src", "data/k.bin", vec![7; 1000]).await;
+    assert!(
+        eventually(30, || async { proxy.seen("PutObject") >= 1 }).await,
+        "no copy started\n{}",
+        d.log()
+    );
+    assert!(eventually(10, || async { get(&c, "dst", "bronze/k.bin").await.is_some() }).await);
+    d.signal("KILL");
+    let _ = d.child.wait();
+    assert_eq!(count(&ws, "SELECT count(*) FROM objects"), 0, "recorded before the copy returned");
+    let (waiting, in_flight) = sqs.counts(&q.url).await;
+    assert_eq!(waiting + in_flight, 1, "the message was deleted before its row committed");
+    proxy.set_faults(Vec::new());
+    let d = Daemon::start(&ws);
+    // The message comes again after its visibility timeout (10 s): the object is copied once more
+    // and recorded once.
+    assert!(
+        eventually(60, || async { count(&ws, "SELECT count(*) FROM objects") == 1 }).await,
+        "the event was lost\n{}",
+        d.log()
+    );
+    assert!(eventually(30, || async { sqs.counts(&q.url).await == (0, 0) }).await);
+    assert_eq!(count(&ws, "SELECT count(*) FROM history"), 0, "a second version was recorded");
+    assert_eq!(count(&ws, "SELECT sum(objects_copied) FROM runs WHERE status = 'ok'"), 1);
+    assert_eq!(get(&c, "dst", "bronze/k.bin").await, Some(vec![7; 1000]));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_purged_queue_is_caught_by_the_listing_run_and_counted_missed() {
+    let moto = Moto::start();
+    let (c, sqs) = (moto.client(), Sqs::of(&moto.endpoint));
+    create_bucket(&c, "src").await;
+    create_bucket(&c, "dst").await;
+    let q = sqs.queue("lost-events", 3).await;
+    sqs.notify(&c, "src", &q.arn).await;
+    let ws = moto_workspace();
+    let spec = ws.write_spec(
+        "feed",
+        &events_spec(&moto.endpoint, &moto.endpoint, &q.url, "", "missed_after = \"0s\"\n"),
+    );
+    put(&c, "src", "data/m1.bin", vec![1; 10]).await;
+    put(&c, "src", "data/m2.bin", vec![2; 10]).await;
+    sqs.purge(&q.url).await;
+    tokio::time::sleep(Duration::from_millis(1100)).await; // LastModified has whole seconds on moto
+    let out = ws.run(&["run", spec.to_str().unwrap()]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(0), "{stdout}\n{}", String::from_utf8_lossy(&out.stderr));
+    assert!(stdout.contains("events missed 2 objects"), "{stdout}");
+    assert_eq!(get(&c, "dst", "bronze/m2.bin").await, Some(vec![2; 10]));
+    assert_eq!(count(&ws, "SELECT json_extract(details, '$.events_missed') FROM runs"), 2);
+    let status = ws.run(&["manifest", "status"]);
+    let status = String::from_utf8_lossy(&status.stdout);
+    assert!(
+        status.contains("events: 0 runs copied 0 objects in 24 h, last ended never, the last listing found 2 objects no event had brought"),
+        "{status}"
+    );
+    // The next listing finds nothing new, so nothing missed.
+    let again = ws.run(&["run", spec.to_str().unwrap()]);
+    assert!(String::from_utf8_lossy(&again.stdout).contains("events missed 0 objects"));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_burst_of_ten_thousand_events_for_a_thousand_keys_is_coalesced() {
+    let moto = Moto::start();
+    let (c, sqs) = (moto.client(), Sqs::of(&moto.endpoint));
+    create_bucket(&c, "src").await;
+    create_bucket(&c, "dst").await;
+    let keys: Vec<String> = (0..1000).map(|i| format!("data/k{i:04}")).collect();
+    put_all(&c, "src", keys.iter().map(|k| (k.clone(), k.as_bytes().to_vec())).collect()).await;
+    let q = sqs.queue("burst-events", 3).await;
+    // 1,000 messages of 10 events each, from a minute ago: every key named ten times, in ten
+    // messages spread over the queue.
+    let at = chrono::Utc::now() - chrono::TimeDelta::minutes(1);
+    let bodies: Vec<String> = (0..1000)
+        .map(|m| {
+            let named: Vec<&str> = (0..10).map(|j| keys[(m * 10 + j * 101) % 1000].as_str()).collect();
+            s3_event("src", &named, "ObjectCreated:Put", at)
+        })
+        .collect();
+    sqs.send(&q.url, &bodies).await;
+    let ws = moto_workspace();
+    write_spec(&ws, "feed", &events_spec(&moto.endpoint, &moto.endpoint, &q.url, "", ""));
+    let d = Daemon::start(&ws);
+    assert!(
+        eventually(120, || async { sqs.counts(&q.url).await == (0, 0) }).await,
+        "messages left: {:?}\n{}",
+        sqs.counts(&q.url).await,
+        d.log()
+    );
+    assert_eq!(list(&c, "dst", "bronze/").await.len(), 1000);
+    assert_eq!(count(&ws, "SELECT count(*) FROM objects"), 1000);
+    assert_eq!(count(&ws, "SELECT sum(objects_copied) FROM runs"), 1000, "a key was copied twice");
+    // Each key listed once: its later events are covered by that listing.
+    assert_eq!(count(&ws, "SELECT sum(json_extract(details, '$.list_parts')) FROM runs"), 1000);
+    let runs = count(&ws, "SELECT count(*) FROM runs");
+    assert!((1..=100).contains(&runs), "{runs} runs for 1,000 messages");
+}
