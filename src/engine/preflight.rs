@@ -52,6 +52,9 @@ pub async fn run(spec: &Spec, write: bool) -> Vec<Check> {
     let (_, listed) = lists(Which::Destination, &spec.destination, &dst).await;
     out.push(listed);
     out.push(direct(spec, &dst, first.as_deref()).await);
+    if let Some(events) = &spec.events {
+        out.push(queue(events).await);
+    }
     if write {
         // Every place a run writes: its objects, its delivery files, the versions it keeps.
         let side = &spec.destination;
@@ -64,6 +67,20 @@ pub async fn run(spec: &Spec, write: bool) -> Vec<Check> {
         }
     }
     out
+}
+
+/// `[source.events]`: the queue answers GetQueueAttributes, and has a redrive policy.
+async fn queue(events: &crate::spec::Events) -> Check {
+    let q = crate::events::Queue::connect(events).await;
+    match q.attributes().await {
+        Ok((depth, true)) => check("event queue", Verdict::Pass, format!("{depth} messages waiting")),
+        Ok((depth, false)) => check(
+            "event queue",
+            Verdict::Note,
+            format!("{depth} messages waiting; no redrive policy: a message that always fails comes back forever (docs/events.md)"),
+        ),
+        Err(e) => check("event queue", Verdict::Fail, e.to_string()),
+    }
 }
 
 /// Which provider supplied the side's credentials, and the last four characters of the key id

@@ -168,6 +168,9 @@ async fn a_purged_queue_is_caught_by_the_listing_run_and_counted_missed() {
     put(&c, "src", "data/m1.bin", vec![1; 10]).await;
     put(&c, "src", "data/m2.bin", vec![2; 10]).await;
     sqs.purge(&q.url).await;
+    let check = ws.run(&["check", spec.to_str().unwrap()]);
+    let check = String::from_utf8_lossy(&check.stdout);
+    assert!(check.contains("event queue") && check.contains("0 messages waiting"), "{check}");
     tokio::time::sleep(Duration::from_millis(1100)).await; // LastModified has whole seconds on moto
     let out = ws.run(&["run", spec.to_str().unwrap()]);
     let stdout = String::from_utf8_lossy(&out.stdout);
