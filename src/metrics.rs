@@ -174,13 +174,16 @@ pub fn object_failed(spec: &str) {
 pub struct RunFinished<'a> {
     pub spec: &'a str,
     pub status: &'static str,
+    /// The status is `ok`; `failed`.
+    pub ok: bool,
+    pub failed: bool,
     pub skipped: u64,
     pub through_host: u64,
     pub seconds: f64,
     /// (from, to) mode names and the number of objects.
     pub fallbacks: Vec<(&'static str, &'static str, u64)>,
     /// (operation, result) and the number of request attempts.
-    pub requests: &'a std::collections::BTreeMap<(String, &'static str), u64>,
+    pub requests: Vec<(&'a str, &'static str, u64)>,
     /// The most copies that were in flight at once.
     pub concurrency: usize,
     /// Answers that asked to slow down.
@@ -195,16 +198,16 @@ pub fn run_finished(r: RunFinished<'_>) {
     counter!("s3syncd_bytes_through_host_total", "spec" => spec.clone()).increment(r.through_host);
     histogram!("s3syncd_run_duration_seconds", "spec" => spec.clone()).record(r.seconds);
     gauge!("s3syncd_run_concurrency", "spec" => spec.clone()).set(r.concurrency as f64);
-    gauge!("s3syncd_last_run_failed", "spec" => spec.clone()).set(if r.status == "failed" { 1.0 } else { 0.0 });
+    gauge!("s3syncd_last_run_failed", "spec" => spec.clone()).set(if r.failed { 1.0 } else { 0.0 });
     counter!("s3syncd_throttled_total", "spec" => spec.clone()).increment(r.throttled);
-    if r.status == "ok" {
+    if r.ok {
         gauge!("s3syncd_last_success_timestamp_seconds", "spec" => spec.clone()).set(chrono::Utc::now().timestamp() as f64);
     }
     for (from, to, n) in r.fallbacks {
         counter!("s3syncd_fallbacks_total", "spec" => spec.clone(), "from" => from, "to" => to).increment(n);
     }
-    for ((op, result), n) in r.requests {
-        counter!("s3syncd_s3_requests_total", "spec" => spec.clone(), "operation" => op.clone(), "result" => *result).increment(*n);
+    for (op, result, n) in r.requests {
+        counter!("s3syncd_s3_requests_total", "spec" => spec.clone(), "operation" => op.to_string(), "result" => result).increment(n);
     }
 }
 

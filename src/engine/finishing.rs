@@ -64,7 +64,11 @@ impl Run {
         tally.throttled = self.requests.throttled();
         tally.unsupported = self.transferer.unsupported();
         let wall = self.started.elapsed();
-        let cost_usd = self.engine.config.cost.estimate(&tally.requests_by_op(), tally.bytes_through_host);
+        let cost_usd = self
+            .engine
+            .config
+            .cost
+            .estimate(tally.requests_by_class(), tally.bytes_through_host);
         let over_cap = delete_refused.is_some() && planned.gone_count > planned.cap;
         let mut report = RunReport {
             spec: self.spec.name.clone(),
@@ -232,11 +236,17 @@ pub(super) fn metrics(r: &RunReport) {
     crate::metrics::run_finished(crate::metrics::RunFinished {
         spec: &r.spec,
         status: r.status.as_str(),
+        ok: r.status == RunStatus::Ok,
+        failed: r.status == RunStatus::Failed,
         skipped: t.skipped,
         through_host: t.bytes_through_host,
         seconds: r.wall.as_secs_f64(),
         fallbacks: t.fallbacks.iter().map(|(f, n)| (f.from.as_str(), f.to.as_str(), *n)).collect(),
-        requests: &t.requests,
+        requests: t
+            .requests
+            .iter()
+            .map(|((op, answer), n)| (op.as_str(), answer.as_str(), *n))
+            .collect(),
         concurrency: t.concurrency,
         throttled: t.throttled,
     });

@@ -60,8 +60,8 @@ pub struct Tally {
     pub retries: u64,
     /// Answers that asked to slow down (503 SlowDown, 429).
     pub throttled: u64,
-    /// Request attempts by (operation, result): `ok`, `client_error`, `server_error`, `network_error`.
-    pub requests: BTreeMap<(String, &'static str), u64>,
+    /// Request attempts by operation and how they ended.
+    pub requests: BTreeMap<(String, crate::s3::op::Answer), u64>,
     /// Dry run: the first keys that would be copied, with why.
     pub sample_copies: Vec<String>,
     /// Optional features a server lacked (`tags`): copies went on without them.
@@ -129,6 +129,19 @@ impl Tally {
         out
     }
 
+    /// Request attempts by S3's price class: (class A, class B).
+    pub fn requests_by_class(&self) -> (u64, u64) {
+        use crate::s3::op::PriceClass;
+        let (mut a, mut b) = (0, 0);
+        for ((op, _), n) in &self.requests {
+            match PriceClass::of(op) {
+                PriceClass::A => a += n,
+                PriceClass::B => b += n,
+            }
+        }
+        (a, b)
+    }
+
     pub fn requests_total(&self) -> u64 {
         self.requests.values().sum()
     }
@@ -188,12 +201,14 @@ mod tests {
             },
             2,
         );
-        t.requests.insert(("GetObject".into(), "ok"), 3);
-        t.requests.insert(("GetObject".into(), "server_error"), 1);
+        t.requests.insert(("GetObject".into(), crate::s3::op::Answer::Ok), 3);
+        t.requests.insert(("GetObject".into(), crate::s3::op::Answer::ServerError), 1);
+        t.requests.insert(("ListObjectsV2".into(), crate::s3::op::Answer::Ok), 2);
         let d = t.details(0.5, Duration::from_secs(2));
         assert_eq!(d["modes"]["stream"]["objects"], 2);
         assert_eq!(d["fallbacks"]["direct -> stream (AccessDenied)"], 2);
         assert_eq!(d["requests"]["GetObject"], 4);
-        assert_eq!(t.requests_total(), 4);
+        assert_eq!(t.requests_total(), 6);
+        assert_eq!(t.requests_by_class(), (2, 4));
     }
 }

@@ -22,11 +22,11 @@ use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-/// Counts every HTTP attempt (retries included) by S3 operation and result, for run accounting
-/// and metrics. Results: `ok`, `client_error` (4xx), `server_error` (5xx), `network_error`.
+/// Counts every HTTP attempt (retries included) by S3 operation (as the SDK names it) and how
+/// it ended, for run accounting and metrics.
 #[derive(Debug, Default)]
 pub struct RequestCounter {
-    by_op: Mutex<BTreeMap<(String, &'static str), u64>>,
+    by_op: Mutex<BTreeMap<(String, op::Answer), u64>>,
     /// Answers that asked to slow down (503 SlowDown, 429): the concurrency limit hears of them.
     throttled: std::sync::atomic::AtomicU64,
 }
@@ -37,10 +37,10 @@ impl RequestCounter {
         self.throttled.load(std::sync::atomic::Ordering::Relaxed)
     }
     /// Attempts by (operation, result).
-    pub fn by_result(&self) -> BTreeMap<(String, &'static str), u64> {
+    pub fn by_result(&self) -> BTreeMap<(String, op::Answer), u64> {
         self.by_op.lock().unwrap().clone()
     }
-    fn add(&self, op: &str, result: &'static str) {
+    fn add(&self, op: &str, result: op::Answer) {
         let mut m = self.by_op.lock().unwrap();
         *m.entry((op.to_string(), result)).or_default() += 1;
     }
@@ -63,13 +63,8 @@ impl Intercept for CountRequests {
         if matches!(status, Some(503 | 429)) {
             self.0.throttled.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         }
-        let result = match status {
-            None => "network_error",
-            Some(s) if s >= 500 => "server_error",
-            Some(s) if s >= 400 => "client_error",
-            Some(_) => "ok",
-        };
-        self.0.add(cfg.load::<Metadata>().map_or("unknown", |m| m.name()), result);
+        self.0
+            .add(cfg.load::<Metadata>().map_or("unknown", |m| m.name()), op::Answer::of(status));
         Ok(())
     }
 }

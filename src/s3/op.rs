@@ -67,6 +67,57 @@ impl fmt::Display for Op {
     }
 }
 
+/// How a request attempt ended, as it is counted (`details.requests`, the metric's `result`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Answer {
+    Ok,
+    /// 4xx
+    ClientError,
+    /// 5xx
+    ServerError,
+    /// No answer.
+    NetworkError,
+}
+
+impl Answer {
+    /// The attempt's HTTP status, if an answer came.
+    pub fn of(status: Option<u16>) -> Answer {
+        match status {
+            None => Answer::NetworkError,
+            Some(s) if s >= 500 => Answer::ServerError,
+            Some(s) if s >= 400 => Answer::ClientError,
+            Some(_) => Answer::Ok,
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Answer::Ok => "ok",
+            Answer::ClientError => "client_error",
+            Answer::ServerError => "server_error",
+            Answer::NetworkError => "network_error",
+        }
+    }
+}
+
+/// S3's price class of a request, by its operation's name (as the SDK names every operation,
+/// those s3syncd does not decide on included): reads are class B, writes and listings class A.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PriceClass {
+    A,
+    B,
+}
+
+impl PriceClass {
+    pub fn of(operation: &str) -> PriceClass {
+        if operation.starts_with("Get") || operation.starts_with("Head") {
+            PriceClass::B
+        } else {
+            PriceClass::A
+        }
+    }
+}
+
 /// An S3 error code, typed where s3syncd decides on it; any other code is kept as sent.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Code {

@@ -2,7 +2,6 @@
 
 use super::diag::{self, toml_message};
 use super::{check, raw, Locator, LogFormat, Notifier, SpecError};
-use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -49,16 +48,9 @@ impl Default for CostTable {
 }
 
 impl CostTable {
-    /// (requests, data) cost of a run from its attempts by operation and its bytes through the host.
-    pub fn estimate(&self, requests: &BTreeMap<&str, u64>, bytes_through_host: u64) -> (f64, f64) {
-        let (mut a, mut b) = (0u64, 0u64);
-        for (op, n) in requests {
-            if op.starts_with("Get") || op.starts_with("Head") {
-                b += n;
-            } else {
-                a += n;
-            }
-        }
+    /// (requests, data) cost of a run from its attempts of class A and B and its bytes through
+    /// the host.
+    pub fn estimate(&self, (a, b): (u64, u64), bytes_through_host: u64) -> (f64, f64) {
         let req = a as f64 / 1000.0 * self.class_a_per_1000 + b as f64 / 1000.0 * self.class_b_per_1000;
         (req, bytes_through_host as f64 / (1u64 << 30) as f64 * self.through_host_per_gib)
     }
