@@ -206,7 +206,7 @@ pub(super) async fn after_run(engine: &Engine, spec: &Spec, report: &RunReport) 
         Ok(r) => r,
         Err(e) => return tracing::warn!(error = %e, "cannot read the manifest after the run"),
     };
-    let body = |event: NotifyEvent, text: &str| body(spec, report, event, text);
+    let body = |event: NotifyEvent, text: &str| Webhook::of(spec, report, event, text);
     if !notifiers.is_empty() {
         tell_run(engine, spec, report, &reader, &notifiers, body);
     }
@@ -221,25 +221,88 @@ pub(super) async fn after_run(engine: &Engine, spec: &Spec, report: &RunReport) 
     }
 }
 
-/// The body of every notification of a run: the event, a line for people, and the run's counts.
-fn body(spec: &Spec, report: &RunReport, event: NotifyEvent, text: &str) -> serde_json::Value {
-    let t = &report.tally;
-    serde_json::json!({
-        "event": event.as_str(),
-        "text": text,
-        "spec": spec.name,
-        "run_id": report.run_id,
-        "status": report.status.as_str(),
-        "listed": t.listed,
-        "copied": t.copied,
-        "skipped": t.skipped,
-        "failed": t.failed,
-        "deleted": t.deleted,
-        "bytes_copied": t.bytes_copied,
-        "wall_seconds": report.wall.as_secs_f64(),
-        "error": report.error,
-        "host": hostname(),
-    })
+/// A notification's JSON body (docs/lakehouse.md): the event, a line for people and the run's
+/// counts in every one; what its event adds, only in its own.
+#[derive(Debug, Clone, Default, serde::Serialize)]
+struct Webhook {
+    event: &'static str,
+    text: String,
+    spec: String,
+    run_id: i64,
+    status: &'static str,
+    listed: u64,
+    copied: u64,
+    skipped: u64,
+    failed: u64,
+    deleted: u64,
+    bytes_copied: u64,
+    wall_seconds: f64,
+    error: Option<String>,
+    host: String,
+    /// `failed`, `partial`: the run's first failures.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    failures: Option<Vec<KeyMessage>>,
+    /// `delivery_failed`
+    #[serde(skip_serializing_if = "Option::is_none")]
+    undelivered_run_id: Option<i64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    runs_waiting: Option<usize>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    reason: Option<String>,
+    /// `revised`: up to 100 of them, and how many.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    revised: Option<Vec<Revised>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    revised_count: Option<usize>,
+    /// `stale`
+    #[serde(skip_serializing_if = "Option::is_none")]
+    last_new_object_at: Option<String>,
+    /// `gap`: the counts and up to 100 series with their gaps.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    series_missing: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    series_overdue: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    series: Option<Vec<crate::spec::series::SeriesGaps>>,
+}
+
+#[derive(Debug, Clone, serde::Serialize)]
+struct KeyMessage {
+    key: String,
+    message: String,
+}
+
+#[derive(Debug, Clone, serde::Serialize)]
+struct Revised {
+    dest_key: String,
+    kept_key: Option<String>,
+}
+
+impl Webhook {
+    fn of(spec: &Spec, report: &RunReport, event: NotifyEvent, text: &str) -> Webhook {
+        let t = &report.tally;
+        Webhook {
+            event: event.as_str(),
+            text: text.to_string(),
+            spec: spec.name.clone(),
+            run_id: report.run_id,
+            status: report.status.as_str(),
+            listed: t.listed,
+            copied: t.copied,
+            skipped: t.skipped,
+            failed: t.failed,
+            deleted: t.deleted,
+            bytes_copied: t.bytes_copied,
+            wall_seconds: report.wall.as_secs_f64(),
+            error: report.error.clone(),
+            host: hostname(),
+            ..Webhook::default()
+        }
+    }
+
+    fn json(&self) -> serde_json::Value {
+        serde_json::to_value(self).expect("a webhook body serializes")
+    }
 }
 
 /// How the run ended (`ok`, `partial`, `interrupted`, `failed`, with its first failures), a
@@ -251,7 +314,7 @@ fn tell_run(
     report: &RunReport,
     reader: &Reader,
     notifiers: &[crate::spec::Notifier],
-    body: impl Fn(NotifyEvent, &str) -> serde_json::Value,
+    body: impl Fn(NotifyEvent, &str) -> Webhook,
 ) {
     let (t, status) = (&report.tally, report.status.as_str());
     let text = match &report.error {
@@ -276,19 +339,18 @@ fn tell_run(
     let mut b = body(event, &text);
     if t.failed > 0 {
         let failures = reader.failures(report.run_id, 10).unwrap_or_default();
-        b["failures"] = failures
-            .into_iter()
-            .map(|(key, message)| serde_json::json!({ "key": key, "message": message }))
-            .collect();
+        b.failures = Some(failures.into_iter().map(|(key, message)| KeyMessage { key, message }).collect());
     }
-    engine.notifications.send(notifiers, event, &b);
+    engine.notifications.send(notifiers, event, &b.json());
     if let Some(f) = &report.delivery_failed {
         let line = format!("s3syncd: feed {}: {f}", spec.name);
-        let mut b = body(NotifyEvent::DeliveryFailed, &line);
-        b["undelivered_run_id"] = f.run_id.into();
-        b["runs_waiting"] = f.waiting.into();
-        b["reason"] = f.reason.clone().into();
-        engine.notifications.send(notifiers, NotifyEvent::DeliveryFailed, &b);
+        let b = Webhook {
+            undelivered_run_id: Some(f.run_id),
+            runs_waiting: Some(f.waiting),
+            reason: Some(f.reason.clone()),
+            ..body(NotifyEvent::DeliveryFailed, &line)
+        };
+        engine.notifications.send(notifiers, NotifyEvent::DeliveryFailed, &b.json());
     }
     let revised = reader.revised(&spec.name, report.run_id).unwrap_or_default();
     if !revised.is_empty() {
@@ -298,14 +360,18 @@ fn tell_run(
             revised.len(),
             report.run_id
         );
-        let mut b = body(NotifyEvent::Revised, &line);
-        b["revised"] = revised
-            .iter()
-            .take(100)
-            .map(|(k, kept)| serde_json::json!({ "dest_key": k, "kept_key": kept }))
-            .collect();
-        b["revised_count"] = revised.len().into();
-        engine.notifications.send(notifiers, NotifyEvent::Revised, &b);
+        let b = Webhook {
+            revised_count: Some(revised.len()),
+            revised: Some(
+                revised
+                    .into_iter()
+                    .take(100)
+                    .map(|(dest_key, kept_key)| Revised { dest_key, kept_key })
+                    .collect(),
+            ),
+            ..body(NotifyEvent::Revised, &line)
+        };
+        engine.notifications.send(notifiers, NotifyEvent::Revised, &b.json());
     }
 }
 
@@ -318,7 +384,7 @@ fn freshness(
     reader: &Reader,
     window: std::time::Duration,
     notifiers: &[crate::spec::Notifier],
-    body: impl Fn(&str) -> serde_json::Value,
+    body: impl Fn(&str) -> Webhook,
 ) {
     let Ok((Some(last_new), stale_since)) = reader.freshness(&spec.name) else {
         return;
@@ -338,9 +404,11 @@ fn freshness(
             );
             tracing::warn!(last_new_object = %last_new, "{line}");
             engine.writer.set_stale(&spec.name, Some(crate::manifest::now()));
-            let mut b = body(&line);
-            b["last_new_object_at"] = last_new.into();
-            engine.notifications.send(notifiers, NotifyEvent::Stale, &b);
+            let b = Webhook {
+                last_new_object_at: Some(last_new),
+                ..body(&line)
+            };
+            engine.notifications.send(notifiers, NotifyEvent::Stale, &b.json());
         }
         (false, Some(_)) => {
             tracing::info!(last_new_object = %last_new, "feed is fresh again");
@@ -360,7 +428,7 @@ fn gap(
     run_id: i64,
     totals: &crate::spec::series::Totals,
     notifiers: &[crate::spec::Notifier],
-    body: impl Fn(&str) -> serde_json::Value,
+    body: impl Fn(&str) -> Webhook,
 ) {
     let (missing, overdue) = reader.series_before(&spec.name, run_id).unwrap_or_default();
     if totals.missing <= missing && totals.overdue <= overdue {
@@ -371,11 +439,13 @@ fn gap(
         spec.name, totals.missing, totals.overdue
     );
     tracing::warn!("{line}");
-    let mut b = body(&line);
-    b["series_missing"] = totals.missing.into();
-    b["series_overdue"] = totals.overdue.into();
-    b["series"] = serde_json::to_value(&totals.gapped).unwrap_or_default();
-    engine.notifications.send(notifiers, NotifyEvent::Gap, &b);
+    let b = Webhook {
+        series_missing: Some(totals.missing),
+        series_overdue: Some(totals.overdue),
+        series: Some(totals.gapped.clone()),
+        ..body(&line)
+    };
+    engine.notifications.send(notifiers, NotifyEvent::Gap, &b.json());
 }
 
 fn humanize(d: std::time::Duration) -> String {
@@ -397,6 +467,35 @@ fn hostname() -> String {
 mod tests {
     use super::*;
     use crate::manifest::Change;
+
+    /// The notification body (docs/lakehouse.md), byte for byte: receivers parse it; what an
+    /// event adds is absent from the others.
+    #[test]
+    fn the_webhook_body_is_pinned() {
+        let b = Webhook {
+            event: NotifyEvent::Partial.as_str(),
+            text: "s3syncd: feed f run 4 partial".into(),
+            spec: "f".into(),
+            run_id: 4,
+            status: RunStatus::Partial.as_str(),
+            listed: 5,
+            copied: 3,
+            skipped: 1,
+            failed: 1,
+            bytes_copied: 30,
+            wall_seconds: 0.5,
+            host: "vm1".into(),
+            failures: Some(vec![KeyMessage {
+                key: "data/x".into(),
+                message: "AccessDenied".into(),
+            }]),
+            ..Webhook::default()
+        };
+        assert_eq!(
+            b.json().to_string(),
+            r#"{"bytes_copied":30,"copied":3,"deleted":0,"error":null,"event":"partial","failed":1,"failures":[{"key":"data/x","message":"AccessDenied"}],"host":"vm1","listed":5,"run_id":4,"skipped":1,"spec":"f","status":"partial","text":"s3syncd: feed f run 4 partial","wall_seconds":0.5}"#
+        );
+    }
 
     /// The delivery format (docs/lakehouse.md), byte for byte: a consumer parses these lines.
     #[test]
