@@ -143,7 +143,7 @@ impl Inbox {
     /// when it did not complete (no message about an object is deleted).
     pub async fn settle(&mut self, spec: &Spec, batch: Batch, results: Option<RunResults>) -> BTreeMap<Outcome, u64> {
         if let Some(r) = &results {
-            self.remember(&batch, r.listed_at);
+            self.remember(&batch, r, spec);
         }
         let mut outcomes = BTreeMap::new();
         let mut delete = Vec::new();
@@ -175,8 +175,10 @@ impl Inbox {
 }
 
 impl Inbox {
-    /// The keys of `batch`, listed by a run that started at `at`.
-    fn remember(&mut self, batch: &Batch, at: DateTime<Utc>) {
+    /// The keys of `batch` that its run (`r`) handled: a key that failed is not remembered, so
+    /// its events, when they come again, are listed again.
+    fn remember(&mut self, batch: &Batch, r: &RunResults, spec: &Spec) {
+        let at = r.listed_at;
         if self.listed.len() + batch.keys.len() > LISTED_KEYS {
             // The oldest listings matter least: an event older than an hour is rare.
             let hour_ago = at - chrono::TimeDelta::hours(1);
@@ -185,7 +187,7 @@ impl Inbox {
                 self.listed.clear();
             }
         }
-        for k in &batch.keys {
+        for k in batch.keys.iter().filter(|k| !r.failed(k, spec)) {
             let sequencer = batch.sequencers.get(k).cloned();
             self.listed.insert(k.clone(), Listed { at, sequencer });
         }
@@ -203,6 +205,21 @@ pub struct RunResults {
 }
 
 impl RunResults {
+    /// Whether `set` holds object key `k` or its sidecar.
+    fn holds(set: &BTreeSet<String>, k: &str, spec: &Spec) -> bool {
+        set.contains(k)
+            || spec
+                .verify
+                .checksum_sidecar
+                .as_deref()
+                .is_some_and(|s| set.contains(&format!("{k}{s}")))
+    }
+
+    /// Whether object key `k` (or its sidecar) failed in the run.
+    fn failed(&self, k: &str, spec: &Spec) -> bool {
+        RunResults::holds(&self.failed, k, spec)
+    }
+
     /// Read from the manifest at `path`; `None` (logged) when it cannot be read.
     pub fn read(path: &std::path::Path, spec: &Spec, run_id: i64, started: DateTime<Utc>) -> Option<RunResults> {
         crate::manifest::Reader::open(path)
@@ -269,13 +286,11 @@ impl BatchMessage {
                 Subject::Ignored => Outcome::Ignored,
                 Subject::Covered => Outcome::Current,
                 Subject::List(k) => {
-                    let sidecar = spec.verify.checksum_sidecar.as_deref().map(|s| format!("{k}{s}"));
-                    let of = |set: &BTreeSet<String>| set.contains(k) || sidecar.as_ref().is_some_and(|s| set.contains(s));
-                    if of(&r.failed) {
+                    if r.failed(k, spec) {
                         Outcome::Failed
-                    } else if of(&r.copied) {
+                    } else if RunResults::holds(&r.copied, k, spec) {
                         Outcome::Copied
-                    } else if of(&r.deleted) {
+                    } else if RunResults::holds(&r.deleted, k, spec) {
                         Outcome::Deleted
                     } else {
                         Outcome::Current
