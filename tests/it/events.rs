@@ -225,3 +225,39 @@ async fn a_burst_of_ten_thousand_events_for_a_thousand_keys_is_coalesced() {
     let runs = count(&ws, "SELECT count(*) FROM runs");
     assert!((1..=100).contains(&runs), "{runs} runs for 1,000 messages");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_key_that_fails_keeps_its_message_until_it_is_copied() {
+    let moto = Moto::start();
+    let (c, sqs) = (moto.client(), Sqs::of(&moto.endpoint));
+    create_bucket(&c, "src").await;
+    create_bucket(&c, "dst").await;
+    let q = sqs.queue("denied-events", 5).await;
+    sqs.notify(&c, "src", &q.arn).await;
+    let proxy = FaultProxy::start(&moto.endpoint, vec![Fault::status("PutObject", 1, 403, "AccessDenied")]);
+    let ws = moto_workspace();
+    write_spec(
+        &ws,
+        "feed",
+        &events_spec(&moto.endpoint, &proxy.endpoint, &q.url, "mode = \"stream\"\n", ""),
+    );
+    let d = Daemon::start(&ws);
+    assert!(eventually(30, || async { sqs.counts(&q.url).await == (0, 0) }).await, "{}", d.log());
+    put(&c, "src", "data/denied.bin", vec![3; 300]).await;
+    assert!(
+        eventually(30, || async { count(&ws, "SELECT count(*) FROM failures") >= 1 }).await,
+        "the copy did not fail\n{}",
+        d.log()
+    );
+    let (waiting, in_flight) = sqs.counts(&q.url).await;
+    assert_eq!(waiting + in_flight, 1, "the message of a failed key was deleted");
+    proxy.set_faults(Vec::new());
+    // It comes again after its visibility timeout (10 s) and is listed again, not taken as current.
+    assert!(
+        eventually(60, || async { get(&c, "dst", "bronze/denied.bin").await == Some(vec![3; 300]) }).await,
+        "{}",
+        d.log()
+    );
+    assert!(eventually(30, || async { sqs.counts(&q.url).await == (0, 0) }).await);
+    assert_eq!(count(&ws, "SELECT count(*) FROM objects"), 1);
+}
