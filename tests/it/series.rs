@@ -299,3 +299,78 @@ async fn a_series_run_lists_only_what_can_be_new_and_the_full_run_the_rest() {
         assert_eq!(kept, gaps(), "{name}: the kept state and a full count differ");
     }
 }
+
+/// A stop ends a series run while its search for new series is still waiting for the server
+/// (a delimiter listing held 60 s): the run ends at once, `interrupted`, and its row counts
+/// what it recorded.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_stop_does_not_wait_for_a_slow_search_for_new_series() {
+    use s3syncd_testkit::proxy::{Action, Fault, FaultProxy};
+    let server = S3Server::start();
+    let c = server.client();
+    seed(&c).await;
+    let proxy = FaultProxy::start(&server.endpoint, vec![]);
+    let ws = Workspace::new(&[
+        ("src", &server.access_key, &server.secret_key),
+        ("dst", &server.access_key, &server.secret_key),
+    ]);
+    let extra = "mode = \"stream\"\n[series]\nkey = \"{symbol}/{interval}/{symbol}-{interval}-{date}.zip\"\n";
+    let spec = ws.seeded_spec("klines", &proxy.endpoint, "bronze/", extra);
+    let out = ws.run(&["run", spec.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    let zip = format!("data/AUSDT/1m/AUSDT-1m-{}.zip", day(1));
+    put_all(
+        &c,
+        "src-bucket",
+        vec![
+            (zip.clone(), b"A 1\n".to_vec()),
+            (format!("{zip}.CHECKSUM"), b"1  x.zip\n".to_vec()),
+        ],
+    )
+    .await;
+    // Only the search for new series lists `data/` itself.
+    proxy.set_faults(vec![Fault::always(
+        "ListObjectsV2",
+        Action::Stall(std::time::Duration::from_secs(60)),
+    )
+    .only("?prefix=data%2F")]);
+    let mut child = ws
+        .command()
+        .arg("run")
+        .arg(&spec)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    until(30, "the search for new series to be held", || {
+        proxy.targets("ListObjectsV2").iter().any(|(t, _)| t.ends_with("?prefix=data%2F"))
+    })
+    .await;
+    until(30, "the new day to be copied", || proxy.seen("PutObject") == 2).await;
+    let t0 = std::time::Instant::now();
+    assert!(std::process::Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap()
+        .success());
+    let status = tokio::task::spawn_blocking(move || child.wait().unwrap()).await.unwrap();
+    let took = t0.elapsed();
+    assert!(
+        took < std::time::Duration::from_secs(10),
+        "the stop waited {took:?} for the held listing"
+    );
+    assert!(!status.success());
+    let db = ws.sqlite();
+    let (status, copied): (String, i64) = db
+        .query_row("SELECT status, objects_copied FROM runs ORDER BY id DESC LIMIT 1", [], |r| {
+            Ok((r.get(0)?, r.get(1)?))
+        })
+        .unwrap();
+    let rows: i64 = db
+        .query_row("SELECT count(*) FROM objects WHERE run_id = (SELECT max(id) FROM runs)", [], |r| {
+            r.get(0)
+        })
+        .unwrap();
+    assert_eq!(status, "interrupted");
+    assert_eq!(rows, copied, "the run row and the objects it recorded disagree");
+}
