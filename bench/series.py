@@ -71,17 +71,34 @@ def present(endpoint, env):
     return keys
 
 
-def fill(s5cmd, endpoint, env, series, days, last_day, holes):
+def newer_present(endpoint, env, keys):
+    """Which of `keys` a kept, complete fill holds (the days a measured run added): a HEAD each."""
+    import boto3
+    from concurrent.futures import ThreadPoolExecutor
+    s3 = boto3.client("s3", endpoint_url=endpoint, region_name="us-east-1",
+                      aws_access_key_id=env["AWS_ACCESS_KEY_ID"], aws_secret_access_key=env["AWS_SECRET_ACCESS_KEY"])
+
+    def there(k):
+        try:
+            s3.head_object(Bucket="src", Key="data/" + k)
+            return k
+        except s3.exceptions.ClientError:
+            return None
+    with ThreadPoolExecutor(16) as pool:
+        return {k for k in pool.map(there, keys) if k}
+
+
+def fill(s5cmd, endpoint, env, series, days, last_day, holes, complete):
     """The archive: every series' days up to `last_day`, but the planted holes (with --keep,
-    only the keys not there yet, and a kept fill's newer days taken away). Returns how many
-    keys it wrote."""
-    have = present(endpoint, env)
-    lines = []
-    newer = [last_day + datetime.timedelta(days=n) for n in (1, 2)]
-    for k in (key(i, day) + ext for i in range(series) for day in newer for ext in ("", ".CHECKSUM")):
-        if k in have:
-            lines.append(f"rm s3://src/data/{k}\n")
+    only the keys not there yet, and a kept fill's newer days taken away; a `complete` kept
+    fill is not listed again). Returns how many keys it wrote or removed."""
+    newer = [key(i, day) + ext for i in range(series) for day in (last_day + datetime.timedelta(days=n) for n in (1, 2))
+             for ext in ("", ".CHECKSUM")]
+    have = newer_present(endpoint, env, newer) if complete else present(endpoint, env)
+    lines = [f"rm s3://src/data/{k}\n" for k in newer if k in have]
     removed = len(lines)
+    if complete:
+        return run_lines(s5cmd, endpoint, env, lines, removed)
     zip_body = os.path.join(WORK, "body.zip")
     sidecar = os.path.join(WORK, "body.CHECKSUM")
     if not (have and os.path.exists(zip_body)):  # a kept fill goes on with the same bytes
@@ -96,13 +113,18 @@ def fill(s5cmd, endpoint, env, series, days, last_day, holes):
                 lines.append(f"cp {zip_body} s3://src/data/{k}\n")
             if k + ".CHECKSUM" not in have:
                 lines.append(f"cp {sidecar} s3://src/data/{k}.CHECKSUM\n")
+    return run_lines(s5cmd, endpoint, env, lines, removed)
+
+
+def run_lines(s5cmd, endpoint, env, lines, removed):
     cmds = os.path.join(WORK, "fill.txt")
     with open(cmds, "w") as f:
         f.writelines(lines)
     subprocess.run([s5cmd, "--endpoint-url", endpoint, "mb", "s3://src"], env=env, capture_output=True)
     subprocess.run([s5cmd, "--endpoint-url", endpoint, "mb", "s3://dst"], env=env, capture_output=True)
     t = time.monotonic()
-    bench.run([s5cmd, "--endpoint-url", endpoint, "--numworkers", "256", "run", cmds], env=env, stdout=subprocess.DEVNULL)
+    if lines:
+        bench.run([s5cmd, "--endpoint-url", endpoint, "--numworkers", "256", "run", cmds], env=env, stdout=subprocess.DEVNULL)
     print(f"  filled {len(lines) - removed:,} keys (and removed {removed:,}) in {time.monotonic() - t:.0f} s", file=sys.stderr)
     return len(lines)
 
@@ -190,13 +212,16 @@ def main():
                 if os.path.exists(stale):
                     os.remove(stale)
             shutil.copy(setup_db, feed_db)
-        written = fill(s5cmd, endpoint, env, args.series, args.days, last_day, holes)
+        # A kept fill that was complete (the marker) is not listed again: 3,500,000 keys take minutes.
+        complete = os.path.exists(marker) and os.path.exists(os.path.join(WORK, f"days-{args.days}"))
+        written = fill(s5cmd, endpoint, env, args.series, args.days, last_day, holes, complete)
         if written or not os.path.exists(marker):
             t = time.monotonic()
             feed.run("--full")  # the set-up copy (of what a kept one lacks): a full listing
             print(f"  set-up copy in {time.monotonic() - t:.0f} s", file=sys.stderr)
             shutil.copy(feed_db, setup_db)
             open(marker, "w").close()
+            open(os.path.join(WORK, f"days-{args.days}"), "w").close()
         # The full-listing reference: the same spec without [series], on a copy of the manifest.
         full = Feed("full", exe, env, os.path.join(WORK, "full", "klines.toml"))
         write_spec(full.spec, endpoint, series=False)
