@@ -18,7 +18,7 @@ const QUEUE: usize = 256;
 const ATTEMPTS: u32 = 4;
 const TIMEOUT: Duration = Duration::from_secs(5);
 
-type Https = hyper_rustls::HttpsConnector<hyper_util::client::legacy::connect::HttpConnector>;
+use crate::s3::https::Https;
 
 struct Post {
     notifier: Notifier,
@@ -66,7 +66,7 @@ impl Notifications {
                 event,
                 body: body.into_bytes(),
             };
-            let client = self.client.get_or_init(client).clone();
+            let client = self.client.get_or_init(crate::s3::https::client).clone();
             self.tracker.spawn(async move {
                 send(&client, post).await;
                 drop(slot);
@@ -81,31 +81,6 @@ impl Notifications {
             tracing::warn!(grace_ms = grace.as_millis() as u64, "notifications still unsent at exit: dropped");
         }
     }
-}
-
-fn client() -> Client<Https, Full<Bytes>> {
-    let https = hyper_rustls::HttpsConnectorBuilder::new()
-        .with_provider_and_native_roots(Arc::new(rustls_ring()))
-        .map(|b| b.https_or_http().enable_http1().build())
-        .unwrap_or_else(|e| {
-            tracing::warn!(error = %e, "no system certificates: https notifications will fail");
-            hyper_rustls::HttpsConnectorBuilder::new()
-                .with_tls_config(
-                    rustls::ClientConfig::builder_with_provider(Arc::new(rustls_ring()))
-                        .with_safe_default_protocol_versions()
-                        .expect("TLS versions")
-                        .with_root_certificates(rustls::RootCertStore::empty())
-                        .with_no_client_auth(),
-                )
-                .https_or_http()
-                .enable_http1()
-                .build()
-        });
-    Client::builder(hyper_util::rt::TokioExecutor::new()).build(https)
-}
-
-fn rustls_ring() -> rustls::crypto::CryptoProvider {
-    rustls::crypto::ring::default_provider()
 }
 
 /// POSTs with retries (0.5 s, 1 s, 2 s apart) on a network error, a timeout or a 5xx/429.

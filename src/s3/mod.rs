@@ -3,6 +3,7 @@
 
 pub mod checksum;
 pub mod explain;
+pub mod https;
 mod list;
 mod listxml;
 pub mod op;

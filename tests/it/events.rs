@@ -171,6 +171,13 @@ async fn a_purged_queue_is_caught_by_the_listing_run_and_counted_missed() {
     let check = ws.run(&["check", spec.to_str().unwrap()]);
     let check = String::from_utf8_lossy(&check.stdout);
     assert!(check.contains("event queue") && check.contains("0 messages waiting"), "{check}");
+    let gone = q.url.replace("lost-events", "no-such-queue");
+    let wrong = ws.write_spec("wrong", &events_spec(&moto.endpoint, &moto.endpoint, &gone, "", ""));
+    let check = ws.run(&["check", wrong.to_str().unwrap()]);
+    let said = String::from_utf8_lossy(&check.stdout);
+    assert_ne!(check.status.code(), Some(0));
+    assert!(said.contains("SQS GetQueueAttributes on") && said.contains("HTTP 400"), "{said}");
+    std::fs::remove_file(wrong).unwrap();
     tokio::time::sleep(Duration::from_millis(1100)).await; // LastModified has whole seconds on moto
     let out = ws.run(&["run", spec.to_str().unwrap()]);
     let stdout = String::from_utf8_lossy(&out.stdout);
