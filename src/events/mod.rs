@@ -5,8 +5,8 @@
 //! from the queue only after the run has committed its rows, and only if none of its keys
 //! failed: a message that keeps failing goes to the queue's redrive policy.
 
-pub mod envelope;
-pub mod queue;
+mod envelope;
+mod queue;
 
 pub use envelope::{Event, EventKind, Message};
 pub use queue::{Queue, QueueError, Received};

@@ -7,11 +7,13 @@ fn root() -> &'static Path {
     Path::new(env!("CARGO_MANIFEST_DIR"))
 }
 
-/// The file that must define test `name` named by `path` (`FILE::TEST` in tests/it, or a
-/// module path in src/, with `tests` segments left out).
-fn file_of(path: &[&str]) -> Option<PathBuf> {
+/// The file that must define a test named by `path` (its name left off): `tests/it/FILE.rs`
+/// for `FILE::TEST`, else the module under `src/` with `tests` segments left out (a unit test
+/// is named through its `tests` module, which tells `events::tests::x` in `src/events/` from
+/// `events::x` in `tests/it/events.rs`).
+fn file_of(path: &[&str], unit: bool) -> Option<PathBuf> {
     let it = root().join("tests/it").join(format!("{}.rs", path[0]));
-    if path.len() == 1 && it.exists() {
+    if path.len() == 1 && it.exists() && !unit {
         return Some(it);
     }
     let dir = root().join("src").join(path.join("/"));
@@ -79,7 +81,9 @@ fn every_named_test_exists() {
             named += 1;
             let parts: Vec<&str> = t.split("::").filter(|p| *p != "tests").collect();
             let (name, path) = parts.split_last().unwrap();
-            let text = file_of(path).and_then(|f| std::fs::read_to_string(f).ok()).unwrap_or_default();
+            let text = file_of(path, t.contains("::tests::"))
+                .and_then(|f| std::fs::read_to_string(f).ok())
+                .unwrap_or_default();
             match runs_as_test(&text, name) {
                 Ok(()) => {}
                 Err(why) => wrong.push(format!("`{t}` {why}")),
