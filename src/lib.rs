@@ -10,15 +10,15 @@
 //! `daemon` · `cli`. `metrics` is a leaf that imports nothing of the crate.
 
 pub mod cli;
-pub mod daemon;
-pub mod engine;
-pub mod events;
+pub(crate) mod daemon;
+pub(crate) mod engine;
+pub(crate) mod events;
 pub mod manifest;
-pub mod metrics;
+pub(crate) mod metrics;
 pub mod plan;
-pub mod report;
+pub(crate) mod report;
 pub mod s3;
-pub mod scheduler;
-pub mod shard;
+pub(crate) mod scheduler;
+pub(crate) mod shard;
 pub mod spec;
-pub mod transfer;
+pub(crate) mod transfer;

@@ -22,7 +22,7 @@ mod sidecars;
 mod tally;
 
 pub use observe::{Event, Observer, Quiet};
-pub use tally::{ModeCount, Tally};
+pub use tally::Tally;
 
 use crate::manifest::{self, ManifestError, Reader, RunRow, RunStatus, Target, Writer};
 use crate::s3::{self, RequestCounter};

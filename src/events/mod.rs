@@ -8,8 +8,8 @@
 mod envelope;
 mod queue;
 
-pub use envelope::{Event, EventKind, Message};
-pub use queue::{Queue, QueueError, Received};
+pub use envelope::{Event, Message};
+pub use queue::{Queue, Received};
 
 use crate::spec::Spec;
 use chrono::{DateTime, Utc};
@@ -492,7 +492,7 @@ mod tests {
         Event {
             bucket: bucket.into(),
             key: key.into(),
-            kind: EventKind::Created,
+            kind: envelope::EventKind::Created,
             time: Some(Utc::now() - chrono::TimeDelta::seconds(secs_ago)),
             sequencer: Some(seq.into()),
         }
