@@ -6,9 +6,7 @@
 //!
 //! Run it under `/usr/bin/time -f %M` at several N: the peak RSS should not grow with N.
 
-use s3syncd::manifest::{ObjectRow, Reader, Writer};
-use s3syncd::plan::Planner;
-use s3syncd::s3::SourceObject;
+use s3syncd::bench::{ObjectRow, Planner, Reader, SourceObject, Verified, Writer};
 use s3syncd::spec::Spec;
 
 #[tokio::main(flavor = "current_thread")]
@@ -41,7 +39,7 @@ async fn main() -> anyhow::Result<()> {
             mode: s3syncd::spec::Mode::Direct,
             run_id: 1,
             dest_etag: None,
-            verified: s3syncd::manifest::Verified::Etag,
+            verified: Verified::Etag,
             checksum: None,
             sha256: None,
             sidecar_mismatch: None,

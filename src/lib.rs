@@ -13,12 +13,20 @@ pub mod cli;
 pub(crate) mod daemon;
 pub(crate) mod engine;
 pub(crate) mod events;
-pub mod manifest;
+pub(crate) mod manifest;
 pub(crate) mod metrics;
-pub mod plan;
+pub(crate) mod plan;
 pub(crate) mod report;
-pub mod s3;
+pub(crate) mod s3;
 pub(crate) mod scheduler;
 pub(crate) mod shard;
 pub mod spec;
 pub(crate) mod transfer;
+
+/// What the memory benchmark (`benches/plan_memory.rs`) drives directly: the planner over a
+/// manifest, without a server. The rest of the crate is reached through `cli` and `spec`.
+pub mod bench {
+    pub use crate::manifest::{ObjectRow, Reader, Verified, Writer};
+    pub use crate::plan::Planner;
+    pub use crate::s3::SourceObject;
+}

@@ -12,8 +12,10 @@ pub mod series;
 mod writer;
 mod writes;
 
-pub use audit::{EventsState, ObjectFilter, SpecStatus};
-pub use lake::{Change, ChangeAction, Undelivered, Version, VersionState};
+pub use audit::ObjectFilter;
+pub use lake::{ChangeAction, Undelivered};
+#[cfg(test)]
+pub use lake::Change;
 
 pub use read::Reader;
 use read::{object_from_row, run_from_row, OBJECT_COLUMNS, RUN_COLUMNS};
