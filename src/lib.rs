@@ -8,6 +8,11 @@
 //! Layers, lowest first; a module imports only from layers below its own (checked by the
 //! `layers` test): `spec` · `s3`, `manifest`, `shard` · `plan`, `report`, `events` · `transfer` · `engine` · `scheduler` ·
 //! `daemon` · `cli`. `metrics` is a leaf that imports nothing of the crate.
+//!
+//! Public: `cli` (the binary and the demo), `spec` (the vocabulary of specs and configs that
+//! the binary, the demo, the tests and the benchmark name) and `bench` (the benchmark's few
+//! paths, re-exported on purpose). Every other module is crate-private, so the dead-code lint
+//! sees its items.
 
 pub mod cli;
 pub(crate) mod daemon;

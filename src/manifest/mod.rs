@@ -13,9 +13,9 @@ mod writer;
 mod writes;
 
 pub use audit::ObjectFilter;
-pub use lake::{ChangeAction, Undelivered};
 #[cfg(test)]
 pub use lake::Change;
+pub use lake::{ChangeAction, Undelivered};
 
 pub use read::Reader;
 use read::{object_from_row, run_from_row, OBJECT_COLUMNS, RUN_COLUMNS};

@@ -22,12 +22,6 @@ pub struct SpecDiff {
     pub disabled: Vec<String>,
 }
 
-impl SpecDiff {
-    pub fn is_empty(&self) -> bool {
-        self.added.is_empty() && self.changed.is_empty() && self.removed.is_empty()
-    }
-}
-
 /// Compares the running feeds (by name) with a freshly loaded spec directory.
 pub fn diff(running: &BTreeMap<String, Arc<Spec>>, loaded: SpecSet) -> SpecDiff {
     let mut d = SpecDiff::default();

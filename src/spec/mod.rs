@@ -19,7 +19,7 @@ pub mod size;
 
 pub use config::{Config, CostTable};
 pub use diag::{Diagnostic, Locator};
-pub use diff::{diff, SpecDiff};
+pub use diff::diff;
 pub use events::Events;
 pub use feed::{Deliveries, FeedOpts, Notifier, NotifyEvent, NotifyFormat};
 use load::{deserialize_all, fingerprint};
