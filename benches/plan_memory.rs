@@ -6,8 +6,7 @@
 //!
 //! Run it under `/usr/bin/time -f %M` at several N: the peak RSS should not grow with N.
 
-use s3syncd::bench::{ObjectRow, Planner, Reader, SourceObject, Verified, Writer};
-use s3syncd::spec::Spec;
+use s3syncd::bench::{Mode, ObjectRow, Planner, Reader, SourceObject, Spec, Verified, Writer};
 
 #[tokio::main(flavor = "current_thread")]
 async fn main() -> anyhow::Result<()> {
@@ -36,7 +35,7 @@ async fn main() -> anyhow::Result<()> {
             etag: Some("e".into()),
             source_last_modified: Some(lm.clone()),
             copied_at: lm.clone(),
-            mode: s3syncd::spec::Mode::Direct,
+            mode: Mode::Direct,
             run_id: 1,
             dest_etag: None,
             verified: Verified::Etag,

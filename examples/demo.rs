@@ -6,8 +6,7 @@
 //!     cargo run --example demo
 
 use s3syncd::cli;
-use s3syncd::spec::size::ByteSize;
-use s3syncd::spec::Config;
+use s3syncd::{ByteSize, Config};
 use s3syncd_testkit::fixture::{generate, FixtureSpec};
 use s3syncd_testkit::{objects, S3Server};
 use std::os::unix::fs::PermissionsExt;

@@ -9,10 +9,9 @@
 //! `layers` test): `spec` · `s3`, `manifest`, `shard` · `plan`, `report`, `events` · `transfer` · `engine` · `scheduler` ·
 //! `daemon` · `cli`. `metrics` is a leaf that imports nothing of the crate.
 //!
-//! Public: `cli` (the binary and the demo), `spec` (the vocabulary of specs and configs that
-//! the binary, the demo, the tests and the benchmark name) and `bench` (the benchmark's few
-//! paths, re-exported on purpose). Every other module is crate-private, so the dead-code lint
-//! sees its items.
+//! Public: `cli` (the binary and the demo), four words of `spec` (`Spec`, `Config`,
+//! `LogFormat`, `ByteSize`) and `bench` (the memory benchmark's few paths), re-exported on
+//! purpose. Every other module is crate-private, so the dead-code lint sees its items.
 
 pub mod cli;
 pub(crate) mod daemon;
@@ -25,8 +24,11 @@ pub(crate) mod report;
 pub(crate) mod s3;
 pub(crate) mod scheduler;
 pub(crate) mod shard;
-pub mod spec;
+pub(crate) mod spec;
 pub(crate) mod transfer;
+
+/// The words of specs and configs that the binary, the demo and the tests name.
+pub use spec::{size::ByteSize, Config, LogFormat, Spec};
 
 /// What the memory benchmark (`benches/plan_memory.rs`) drives directly: the planner over a
 /// manifest, without a server. The rest of the crate is reached through `cli` and `spec`.
@@ -34,4 +36,5 @@ pub mod bench {
     pub use crate::manifest::{ObjectRow, Reader, Verified, Writer};
     pub use crate::plan::Planner;
     pub use crate::s3::SourceObject;
+    pub use crate::spec::{Mode, Spec};
 }

@@ -3,7 +3,7 @@
 
 use clap::Parser;
 use s3syncd::cli::{self, Cli};
-use s3syncd::spec::LogFormat;
+use s3syncd::LogFormat;
 
 /// A run allocates a few small strings per listed key (key, ETag, time, the manifest row's),
 /// and glibc's malloc and free were a sixth of a no-op run's CPU; mimalloc serves them from

@@ -274,7 +274,7 @@ fn mutated_specs_never_panic_and_errors_stay_in_the_file() {
                 }
             }
             let lines = m.split(|b| *b == b'\n').count();
-            match s3syncd::spec::Spec::parse(path, &m) {
+            match s3syncd::Spec::parse(path, &m) {
                 Ok(_) => parsed += 1,
                 Err(e) => {
                     diagnosed += 1;
