@@ -55,13 +55,18 @@ def write_pair(zip_path, sidecar_path, body):
         f.write(hashlib.sha256(body).hexdigest() + "  x.zip\n")
 
 
+def s3_client(endpoint, env):
+    """boto3, only for a kept fill: the bench otherwise needs nothing but s5cmd."""
+    import boto3
+    return boto3.client("s3", endpoint_url=endpoint, region_name="us-east-1",
+                        aws_access_key_id=env["AWS_ACCESS_KEY_ID"], aws_secret_access_key=env["AWS_SECRET_ACCESS_KEY"])
+
+
 def present(endpoint, env):
     """The keys already in the source bucket (a fill cut short, reused with --keep)."""
     if not bench.KEEP:
         return set()
-    import boto3  # only for a kept fill: the bench otherwise needs nothing but s5cmd
-    s3 = boto3.client("s3", endpoint_url=endpoint, region_name="us-east-1",
-                      aws_access_key_id=env["AWS_ACCESS_KEY_ID"], aws_secret_access_key=env["AWS_SECRET_ACCESS_KEY"])
+    s3 = s3_client(endpoint, env)
     keys = set()
     try:
         for page in s3.get_paginator("list_objects_v2").paginate(Bucket="src", Prefix="data/"):
@@ -73,10 +78,8 @@ def present(endpoint, env):
 
 def newer_present(endpoint, env, keys):
     """Which of `keys` a kept, complete fill holds (the days a measured run added): a HEAD each."""
-    import boto3
     from concurrent.futures import ThreadPoolExecutor
-    s3 = boto3.client("s3", endpoint_url=endpoint, region_name="us-east-1",
-                      aws_access_key_id=env["AWS_ACCESS_KEY_ID"], aws_secret_access_key=env["AWS_SECRET_ACCESS_KEY"])
+    s3 = s3_client(endpoint, env)
 
     def there(k):
         try:

@@ -50,7 +50,8 @@ enum Wake {
 /// from its queue, between its scheduled runs: never two runs at once.
 pub async fn feed(feeds: Feeds, mut spec: watch::Receiver<Arc<Spec>>, removed: CancellationToken) {
     let mut current = spec.borrow_and_update().clone();
-    let mut inbox = open_inbox(&current).await;
+    announce(&current);
+    let mut inbox = crate::events::Inbox::open(&current).await;
     let last = last_run_start(&feeds.engine, &current.name);
     let mut catch_up = current.schedule.as_ref().is_some_and(|s| s.missed(last, Utc::now()));
     loop {
@@ -88,12 +89,7 @@ pub async fn feed(feeds: Feeds, mut spec: watch::Receiver<Arc<Spec>>, removed: C
         match wake {
             Wake::End => return,
             Wake::Changed => {
-                let new = spec.borrow_and_update().clone();
-                tracing::info!(spec = %new.name, "spec changed; new version scheduled");
-                if new.events != current.events {
-                    inbox = open_inbox(&new).await;
-                }
-                current = new;
+                adopt(&mut spec, &mut current, &mut inbox, "spec changed; new version scheduled").await;
                 continue;
             }
             Wake::Tick => scheduled_run(&feeds, &current).await,
@@ -103,25 +99,35 @@ pub async fn feed(feeds: Feeds, mut spec: watch::Receiver<Arc<Spec>>, removed: C
             }
         }
         if spec.has_changed().unwrap_or(false) {
-            let new = spec.borrow_and_update().clone();
-            tracing::info!(spec = %new.name, "spec changed during the run; new version in effect");
-            if new.events != current.events {
-                inbox = open_inbox(&new).await;
-            }
-            current = new;
+            adopt(
+                &mut spec,
+                &mut current,
+                &mut inbox,
+                "spec changed during the run; new version in effect",
+            )
+            .await;
         }
     }
 }
 
-async fn open_inbox(spec: &Spec) -> Option<crate::events::Inbox> {
-    if spec.schedule.is_none() && spec.events.is_none() {
-        tracing::info!(spec = %spec.name, "no schedule: runs only with `s3syncd run`");
+/// Takes the spec's newest version; its queue is read anew when `[source.events]` changed.
+async fn adopt(spec: &mut watch::Receiver<Arc<Spec>>, current: &mut Arc<Spec>, inbox: &mut Option<crate::events::Inbox>, why: &str) {
+    let new = spec.borrow_and_update().clone();
+    tracing::info!(spec = %new.name, "{why}");
+    announce(&new);
+    if new.events != current.events {
+        *inbox = crate::events::Inbox::open(&new).await;
     }
-    let inbox = crate::events::Inbox::open(spec).await;
-    if let Some(e) = &spec.events {
-        tracing::info!(spec = %spec.name, queue = %e.queue_url, "following S3 events");
+    *current = new;
+}
+
+/// Says what drives a feed: manual runs only, or S3 events from its queue.
+fn announce(spec: &Spec) {
+    match &spec.events {
+        None if spec.schedule.is_none() => tracing::info!(spec = %spec.name, "no schedule: runs only with `s3syncd run`"),
+        None => {}
+        Some(e) => tracing::info!(spec = %spec.name, queue = %e.queue_url, "following S3 events"),
     }
-    inbox
 }
 
 /// A run on the feed's schedule (or its catch-up run). Ticks that fell during the run are

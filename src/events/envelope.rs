@@ -95,13 +95,10 @@ fn time(t: Option<&str>) -> Option<DateTime<Utc>> {
     DateTime::parse_from_rfc3339(t?).ok().map(|t| t.with_timezone(&Utc))
 }
 
-/// S3 notifications encode keys as HTML forms do: `+` for a space, `%XX` for other bytes.
+/// S3 notifications encode keys as HTML forms do (`+` for a space, `%XX` for other bytes), as
+/// S3 Inventory and Batch Operations reports do.
 fn form_decoded(key: &str) -> Result<String, Unreadable> {
-    let spaced = key.replace('+', " ");
-    percent_encoding::percent_decode_str(&spaced)
-        .decode_utf8()
-        .map(|k| k.into_owned())
-        .map_err(|_| Unreadable(format!("key {key:?} does not decode to UTF-8")))
+    crate::shard::decode_key(key).ok_or_else(|| Unreadable(format!("key {key:?} does not decode to UTF-8")))
 }
 
 /// `ObjectCreated:*` and `ObjectRemoved:*`; other S3 event types change no object's bytes.

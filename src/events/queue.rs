@@ -102,13 +102,9 @@ struct ErrorOutput {
 impl Queue {
     pub async fn connect(events: &crate::spec::Events) -> Queue {
         let shared = crate::s3::shared_config(&events.credentials_side(), &events.region).await;
-        let endpoint = events.endpoint.clone().unwrap_or_else(|| {
-            let (scheme, rest) = events.queue_url.split_once("://").unwrap_or(("https", &events.queue_url));
-            format!("{scheme}://{}", rest.split('/').next().unwrap_or_default())
-        });
         Queue {
             url: events.queue_url.clone(),
-            endpoint,
+            endpoint: events.endpoint.clone(),
             region: events.region.clone(),
             http: crate::s3::https::client(),
             credentials: shared.credentials_provider(),

@@ -21,8 +21,8 @@ pub struct Events {
     pub queue_url: String,
     /// The queue's region: set, else read from an AWS queue URL (`sqs.REGION.amazonaws.com`).
     pub region: String,
-    /// Where SQS requests go: set, else the queue URL's own host for a queue not on AWS.
-    pub endpoint: Option<String>,
+    /// Where SQS requests go: set, else the queue URL's scheme and host.
+    pub endpoint: String,
     pub profile: Option<String>,
     pub role: Option<Role>,
     /// Events arriving within this long of the first are one run.
@@ -39,7 +39,6 @@ impl Events {
     pub fn credentials_side(&self) -> Side {
         Side {
             region: Some(self.region.clone()),
-            endpoint: self.endpoint.clone(),
             profile: self.profile.clone(),
             role: self.role.clone(),
             ..Side::default()
@@ -55,7 +54,7 @@ fn aws_region(url: &str) -> Option<&str> {
     domain.starts_with("amazonaws.").then_some(region)
 }
 
-/// The queue URL's scheme and host, as the endpoint of a queue that is not on AWS.
+/// The queue URL's scheme and host: where its SQS requests go (on AWS, the regional endpoint).
 fn own_endpoint(url: &str) -> Option<String> {
     let (scheme, rest) = url.split_once("://")?;
     let host = rest.split('/').next().filter(|h| !h.is_empty())?;
@@ -96,9 +95,8 @@ pub(super) fn check_events(loc: &Locator, d: &mut Diags, raw: RawEvents) -> Opti
         (None, None) => "us-east-1".to_string(),
     };
     let endpoint = match &raw.endpoint {
-        Some(e) => Some(e.get_ref().trim_end_matches('/').to_string()),
-        None if aws_region(url).is_none() => own_endpoint(url),
-        None => None,
+        Some(e) => e.get_ref().trim_end_matches('/').to_string(),
+        None => own_endpoint(url).unwrap_or_default(),
     };
     let role = check_role(
         loc,

@@ -7,7 +7,7 @@ use crate::daemon::{eventually, strict, write_spec, Daemon};
 use crate::util::*;
 use s3syncd_testkit::moto::Moto;
 use s3syncd_testkit::proxy::{Action, Fault, FaultProxy};
-use s3syncd_testkit::sqs::{s3_event, Sqs};
+use s3syncd_testkit::sqs::{s3_event, Sqs, TestQueue};
 use std::time::Duration;
 
 /// A feed from moto's `src/data/` to `dst/bronze/` (at `dst_endpoint`) that follows `queue_url`;
@@ -33,18 +33,27 @@ fn moto_workspace() -> Workspace {
     ws
 }
 
+/// moto with empty `src` and `dst` buckets, and a queue (its dead-letter queue after
+/// `max_receives`) that `src`'s events reach when `notify` is set.
+async fn ground(queue: &str, max_receives: u32, notify: bool) -> (Moto, aws_sdk_s3::Client, Sqs, TestQueue) {
+    let moto = Moto::start();
+    let (c, sqs) = (moto.client(), Sqs::of(&moto.endpoint));
+    create_bucket(&c, "src").await;
+    create_bucket(&c, "dst").await;
+    let q = sqs.queue(queue, max_receives).await;
+    if notify {
+        sqs.notify(&c, "src", &q.arn).await;
+    }
+    (moto, c, sqs, q)
+}
+
 fn count(ws: &Workspace, sql: &str) -> i64 {
     ws.sqlite().query_row(sql, [], |r| r.get(0)).unwrap_or(-1)
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn uploads_overwrites_and_deletes_arrive_through_events_alone() {
-    let moto = Moto::start();
-    let (c, sqs) = (moto.client(), Sqs::of(&moto.endpoint));
-    create_bucket(&c, "src").await;
-    create_bucket(&c, "dst").await;
-    let q = sqs.queue("bronze-events", 3).await;
-    sqs.notify(&c, "src", &q.arn).await;
+    let (moto, c, sqs, q) = ground("bronze-events", 3, true).await;
     let ws = moto_workspace();
     write_spec(
         &ws,
@@ -105,12 +114,7 @@ async fn uploads_overwrites_and_deletes_arrive_through_events_alone() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_kill_between_copy_and_commit_loses_and_doubles_nothing() {
-    let moto = Moto::start();
-    let (c, sqs) = (moto.client(), Sqs::of(&moto.endpoint));
-    create_bucket(&c, "src").await;
-    create_bucket(&c, "dst").await;
-    let q = sqs.queue("held-events", 5).await;
-    sqs.notify(&c, "src", &q.arn).await;
+    let (moto, c, sqs, q) = ground("held-events", 5, true).await;
     // The destination has the object, the daemon does not know yet: the window of a kill.
     let proxy = FaultProxy::start(
         &moto.endpoint,
@@ -154,12 +158,7 @@ async fn a_kill_between_copy_and_commit_loses_and_doubles_nothing() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_purged_queue_is_caught_by_the_listing_run_and_counted_missed() {
-    let moto = Moto::start();
-    let (c, sqs) = (moto.client(), Sqs::of(&moto.endpoint));
-    create_bucket(&c, "src").await;
-    create_bucket(&c, "dst").await;
-    let q = sqs.queue("lost-events", 3).await;
-    sqs.notify(&c, "src", &q.arn).await;
+    let (moto, c, sqs, q) = ground("lost-events", 3, true).await;
     let ws = moto_workspace();
     let spec = ws.write_spec(
         "feed",
@@ -198,13 +197,10 @@ async fn a_purged_queue_is_caught_by_the_listing_run_and_counted_missed() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_burst_of_ten_thousand_events_for_a_thousand_keys_is_coalesced() {
-    let moto = Moto::start();
-    let (c, sqs) = (moto.client(), Sqs::of(&moto.endpoint));
-    create_bucket(&c, "src").await;
-    create_bucket(&c, "dst").await;
+    // No notification: the objects are there before the events, which the test sends itself.
+    let (moto, c, sqs, q) = ground("burst-events", 3, false).await;
     let keys: Vec<String> = (0..1000).map(|i| format!("data/k{i:04}")).collect();
     put_all(&c, "src", keys.iter().map(|k| (k.clone(), k.as_bytes().to_vec())).collect()).await;
-    let q = sqs.queue("burst-events", 3).await;
     // 1,000 messages of 10 events each, from a minute ago: every key named ten times, in ten
     // messages spread over the queue.
     let at = chrono::Utc::now() - chrono::TimeDelta::minutes(1);
@@ -235,12 +231,7 @@ async fn a_burst_of_ten_thousand_events_for_a_thousand_keys_is_coalesced() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_key_that_fails_keeps_its_message_until_it_is_copied() {
-    let moto = Moto::start();
-    let (c, sqs) = (moto.client(), Sqs::of(&moto.endpoint));
-    create_bucket(&c, "src").await;
-    create_bucket(&c, "dst").await;
-    let q = sqs.queue("denied-events", 5).await;
-    sqs.notify(&c, "src", &q.arn).await;
+    let (moto, c, sqs, q) = ground("denied-events", 5, true).await;
     let proxy = FaultProxy::start(&moto.endpoint, vec![Fault::status("PutObject", 1, 403, "AccessDenied")]);
     let ws = moto_workspace();
     write_spec(
