@@ -7,7 +7,7 @@
 //!
 //! Layers, lowest first; a module imports only from layers below its own (checked by the
 //! `layers` test): `spec` · `s3`, `manifest`, `shard` · `plan`, `report`, `events` · `transfer` · `engine` · `scheduler` ·
-//! `daemon` · `cli`. `metrics` is a leaf that imports nothing of the crate.
+//! `daemon` · `cli`. `metrics` and `speed` are leaves that import nothing of the crate.
 //!
 //! Public: `cli` (the binary and the demo), four words of `spec` (`Spec`, `Config`,
 //! `LogFormat`, `ByteSize`) and `bench` (the memory benchmark's few paths), re-exported on
@@ -25,6 +25,7 @@ pub(crate) mod s3;
 pub(crate) mod scheduler;
 pub(crate) mod shard;
 pub(crate) mod spec;
+pub(crate) mod speed;
 pub(crate) mod transfer;
 
 /// The words of specs and configs that the binary, the demo and the tests name.

@@ -2,10 +2,10 @@
 //! transfer module's mode chain), and record each result: a manifest row only for a verified
 //! object, a failure row otherwise.
 
-use super::limit::Limit;
 use super::{Event, Run};
 use crate::manifest::{FailureRow, ObjectRow};
 use crate::plan::CopyJob;
+use crate::speed::Limit;
 use crate::transfer::{ErrorKind, Failure, Outcome};
 use std::sync::Arc;
 use tokio::sync::mpsc;

@@ -12,7 +12,6 @@
 mod copying;
 mod finishing;
 mod lake;
-mod limit;
 pub mod listing;
 mod notify;
 mod observe;

@@ -2,7 +2,7 @@
 //! (spec keys, IAM permissions), for the log, the run summary and the `failures` table. An
 //! S3 error code alone ("AccessDenied") is where every peer tool leaves its users.
 
-use super::op::Op;
+use super::op::{Code, Op};
 use crate::spec::{Side, Which};
 
 /// What failed, as an S3 answer (code, status) or a transport error (`detail`).
@@ -10,7 +10,8 @@ use crate::spec::{Side, Which};
 pub struct Failure<'a> {
     /// The S3 operation (or local step) that failed.
     pub op: Op,
-    pub code: Option<&'a str>,
+    /// The answer's code; a bare HTTP status is `status` alone.
+    pub code: Option<&'a Code>,
     pub status: Option<u16>,
     /// The error's text, for transport failures (DNS, refused, TLS) that carry no code.
     pub detail: &'a str,
@@ -36,23 +37,23 @@ pub fn cause(which: Which, side: &Side, f: Failure<'_>) -> Option<String> {
     let url = format!("s3://{}/{}", side.bucket, side.prefix);
     let endpoint = side.endpoint.as_deref().unwrap_or("AWS S3");
     let detail = f.detail.to_ascii_lowercase();
-    let line = match (f.code.unwrap_or(""), f.op) {
-        (_, _) if f.status == Some(301) || matches!(f.code, Some("PermanentRedirect" | "AuthorizationHeaderMalformed" | "IllegalLocationConstraintException")) => {
+    let line = match (f.code, f.op) {
+        _ if f.status == Some(301) || matches!(f.code, Some(Code::WrongRegion(_))) => {
             format!("bucket {} is in another region than {}: set `region` in [{which}] to the bucket's region, or `region = \"auto\"` to find it", side.bucket, side.region.as_deref().unwrap_or("us-east-1"))
         }
-        ("AccessDenied", Op::CopyObject | Op::UploadPartCopy) => format!(
+        (Some(Code::AccessDenied), Op::CopyObject | Op::UploadPartCopy) => format!(
             "server-side copy refused: the destination's credentials ({who}) need s3:GetObject (and s3:GetObjectTagging with preserve_tags) on the source objects besides s3:PutObject here, and kms:Decrypt if the source is SSE-KMS; `mode = \"auto\"` streams instead"
         ),
-        ("AccessDenied", Op::GetObjectTagging) => {
+        (Some(Code::AccessDenied), Op::GetObjectTagging) => {
             format!("preserve_tags needs s3:GetObjectTagging on {url}* for {who}; grant it or set preserve_tags = false")
         }
-        ("AccessDenied", Op::GetObject | Op::HeadObject | Op::ListObjectsV2) if which == Which::Source && !side.requester_pays => {
+        (Some(Code::AccessDenied), Op::GetObject | Op::HeadObject | Op::ListObjectsV2) if which == Which::Source && !side.requester_pays => {
             let perm = if f.op == Op::ListObjectsV2 { "s3:ListBucket on the bucket" } else { "s3:GetObject on the objects" };
             format!("{who} may not read {url}: the bucket may be requester-pays (set `requester_pays = true` in [source]), or the credentials lack {perm}{}", kms_hint(&detail, "kms:Decrypt"))
         }
-        ("AccessDenied", Op::ListObjectsV2) => format!("{who} lacks s3:ListBucket on bucket {} ({which})", side.bucket),
-        ("AccessDenied", Op::GetObject | Op::HeadObject) => format!("{who} lacks s3:GetObject on {url}*{}", kms_hint(&detail, "kms:Decrypt")),
-        ("AccessDenied", _) if which == Which::Destination => {
+        (Some(Code::AccessDenied), Op::ListObjectsV2) => format!("{who} lacks s3:ListBucket on bucket {} ({which})", side.bucket),
+        (Some(Code::AccessDenied), Op::GetObject | Op::HeadObject) => format!("{who} lacks s3:GetObject on {url}*{}", kms_hint(&detail, "kms:Decrypt")),
+        (Some(Code::AccessDenied), _) if which == Which::Destination => {
             let acl = if side.write.acl.is_some() { ", s3:PutObjectAcl (acl is set)" } else { "" };
             let kms = if side.write.sse.as_deref().is_some_and(|s| s.starts_with("aws:kms")) || detail.contains("kms") {
                 ", and kms:GenerateDataKey on the bucket's KMS key"
@@ -61,19 +62,19 @@ pub fn cause(which: Which, side: &Side, f: Failure<'_>) -> Option<String> {
             };
             format!("{who} may not write {url}: it needs s3:PutObject{acl}{kms}")
         }
-        ("InvalidAccessKeyId" | "SignatureDoesNotMatch", _) => format!(
+        (Some(Code::CredentialsRejected(_)), _) => format!(
             "the {which}'s credentials ({who}) were rejected at {endpoint}: check the access key and secret there (and that they belong to this endpoint)"
         ),
-        ("ExpiredToken" | "TokenRefreshRequired" | "InvalidToken", _) => format!(
+        (Some(Code::CredentialsExpired(_)), _) => format!(
             "the {which}'s session credentials ({who}) expired or are invalid: renew them (aws sso login, or fresh keys); an assumed `role_arn` is renewed by s3syncd itself"
         ),
-        ("RequestTimeTooSkewed", _) => "this host's clock differs from S3's by more than 15 minutes; fix the clock (timedatectl set-ntp true) and run again (not retried: waiting does not fix a clock)".into(),
-        ("NoSuchBucket", _) => format!(
+        (Some(Code::ClockSkewed), _) => "this host's clock differs from S3's by more than 15 minutes; fix the clock (timedatectl set-ntp true) and run again (not retried: waiting does not fix a clock)".into(),
+        (Some(Code::NoSuchBucket), _) => format!(
             "bucket {} does not exist at {endpoint}: check [{which}] bucket{}",
             side.bucket,
             if side.endpoint.is_some() { ", endpoint" } else { " and region" }
         ),
-        ("AllAccessDisabled" | "AccountProblem", _) => format!("the account that owns bucket {} has been disabled", side.bucket),
+        (Some(Code::AccountDisabled(_)), _) => format!("the account that owns bucket {} has been disabled", side.bucket),
         _ if detail.contains("dns error") || detail.contains("failed to lookup address") || detail.contains("name or service not known") => {
             format!("the {which} endpoint's host name does not resolve: check [{which}] endpoint ({endpoint}) and this host's DNS")
         }
@@ -133,9 +134,10 @@ mod tests {
         .into_iter()
         .find(|o| o.as_str() == op)
         .unwrap_or_else(|| panic!("no operation {op} in the table's list"));
+        let code = code.map(|c| Code::new(Some(c), status));
         let failure = Failure {
             op,
-            code,
+            code: code.as_ref(),
             status: Some(status),
             detail,
         };

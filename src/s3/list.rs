@@ -55,7 +55,7 @@ pub enum ListError {
         prefix: String,
         message: String,
         /// The S3 error code and HTTP status, when S3 answered.
-        code: Option<String>,
+        code: Option<super::op::Code>,
         status: Option<u16>,
     },
     #[error("listing s3://{bucket}/{prefix} came back truncated without a continuation token; refusing to treat it as complete")]
@@ -126,7 +126,9 @@ impl Lister {
                 ListError::Failed {
                     bucket: self.bucket.clone(),
                     prefix: self.prefix.clone(),
-                    code: e.code().map(str::to_string),
+                    code: e
+                        .code()
+                        .map(|c| super::op::Code::new(Some(c), e.raw_response().map_or(0, |r| r.status().as_u16()))),
                     status: e.raw_response().map(|r| r.status().as_u16()),
                     message: aws_smithy_types::error::display::DisplayErrorContext(&e).to_string(),
                 }
@@ -387,7 +389,7 @@ impl ListError {
                 side,
                 explain::Failure {
                     op: super::op::Op::ListObjectsV2,
-                    code: code.as_deref(),
+                    code: code.as_ref(),
                     status: *status,
                     detail: message,
                 },

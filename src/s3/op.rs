@@ -118,10 +118,12 @@ impl PriceClass {
     }
 }
 
-/// An S3 error code, typed where s3syncd decides on it; any other code is kept as sent.
+/// An S3 error code, typed where s3syncd decides on it (retry, fall back, fail, explain); any
+/// other code is kept as sent.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Code {
     NoSuchKey,
+    NoSuchBucket,
     PreconditionFailed,
     NotImplemented,
     AccessDenied,
@@ -130,6 +132,22 @@ pub enum Code {
     SlowDown(String),
     /// Other transient server codes (InternalError, RequestTimeout), kept as sent: retried.
     Transient(String),
+    /// The bucket is in another region than the request's (PermanentRedirect,
+    /// AuthorizationHeaderMalformed, IllegalLocationConstraintException).
+    WrongRegion(String),
+    /// The credentials are not this endpoint's (InvalidAccessKeyId, SignatureDoesNotMatch).
+    CredentialsRejected(String),
+    /// Session credentials that ran out (ExpiredToken, TokenRefreshRequired, InvalidToken).
+    CredentialsExpired(String),
+    /// RequestTimeTooSkewed: this host's clock.
+    ClockSkewed,
+    /// The bucket owner's account is disabled (AllAccessDisabled, AccountProblem).
+    AccountDisabled(String),
+    /// A request the server does not take as sent (InvalidRequest, InvalidArgument): an option
+    /// it does not know, such as a checksum on CreateMultipartUpload.
+    Invalid(String),
+    /// XAmzContentSHA256Mismatch: the server checked the payload hash a copy cannot carry.
+    ContentSha256Mismatch,
     Other(String),
     /// No code in the answer, only an HTTP status.
     Http(u16),
@@ -140,18 +158,32 @@ impl Code {
         match code {
             None | Some("") => Code::Http(status),
             Some("NoSuchKey") => Code::NoSuchKey,
+            Some("NoSuchBucket") => Code::NoSuchBucket,
             Some("PreconditionFailed") => Code::PreconditionFailed,
             Some("NotImplemented") => Code::NotImplemented,
             Some("AccessDenied") => Code::AccessDenied,
+            Some("RequestTimeTooSkewed") => Code::ClockSkewed,
             Some(c @ ("SlowDown" | "Throttling" | "ThrottlingException" | "ServiceUnavailable")) => Code::SlowDown(c.into()),
             Some(c @ ("RequestTimeout" | "InternalError")) => Code::Transient(c.into()),
+            Some(c @ ("PermanentRedirect" | "AuthorizationHeaderMalformed" | "IllegalLocationConstraintException")) => {
+                Code::WrongRegion(c.into())
+            }
+            Some(c @ ("InvalidAccessKeyId" | "SignatureDoesNotMatch")) => Code::CredentialsRejected(c.into()),
+            Some(c @ ("ExpiredToken" | "TokenRefreshRequired" | "InvalidToken")) => Code::CredentialsExpired(c.into()),
+            Some(c @ ("AllAccessDisabled" | "AccountProblem")) => Code::AccountDisabled(c.into()),
+            Some(c @ ("InvalidRequest" | "InvalidArgument")) => Code::Invalid(c.into()),
+            Some("XAmzContentSHA256Mismatch") => Code::ContentSha256Mismatch,
             Some(c) => Code::Other(c.into()),
         }
     }
 
-    /// The destination cannot take any object: no such bucket, or credentials it rejects.
+    /// The destination cannot take any object: no such bucket, credentials it rejects or that
+    /// ran out, a skewed clock, a disabled account.
     pub fn is_unusable_side(&self) -> bool {
-        matches!(self, Code::Other(c) if matches!(c.as_str(), "NoSuchBucket" | "InvalidAccessKeyId" | "SignatureDoesNotMatch" | "InvalidToken" | "ExpiredToken" | "RequestTimeTooSkewed" | "AllAccessDisabled"))
+        matches!(
+            self,
+            Code::NoSuchBucket | Code::CredentialsRejected(_) | Code::CredentialsExpired(_) | Code::ClockSkewed | Code::AccountDisabled(_)
+        )
     }
 
     /// The object (or the key) does not exist: a coded NoSuchKey, or a bare 404 (HEAD answers
@@ -165,10 +197,20 @@ impl fmt::Display for Code {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Code::NoSuchKey => f.write_str("NoSuchKey"),
+            Code::NoSuchBucket => f.write_str("NoSuchBucket"),
             Code::PreconditionFailed => f.write_str("PreconditionFailed"),
             Code::NotImplemented => f.write_str("NotImplemented"),
             Code::AccessDenied => f.write_str("AccessDenied"),
-            Code::SlowDown(c) | Code::Transient(c) | Code::Other(c) => f.write_str(c),
+            Code::ClockSkewed => f.write_str("RequestTimeTooSkewed"),
+            Code::ContentSha256Mismatch => f.write_str("XAmzContentSHA256Mismatch"),
+            Code::SlowDown(c)
+            | Code::Transient(c)
+            | Code::WrongRegion(c)
+            | Code::CredentialsRejected(c)
+            | Code::CredentialsExpired(c)
+            | Code::AccountDisabled(c)
+            | Code::Invalid(c)
+            | Code::Other(c) => f.write_str(c),
             Code::Http(s) => write!(f, "HTTP {s}"),
         }
     }

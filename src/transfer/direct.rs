@@ -3,15 +3,16 @@
 
 use super::error::{classify, Op, TransferError};
 use super::headers::Headers;
-use super::upload::{completed, Multipart};
-use super::{part_size_for, parts, Copied, Sidecar, Transferer};
+use super::source::head_source;
+use super::upload::{completed, part_size_for, parts, Multipart};
+use super::verify::Verdict;
+use super::{Copied, Sidecar, Transferer};
 use crate::manifest::Verified;
 use crate::plan::CopyJob;
 use crate::s3::checksum::{checksum_of, Checksum, ChecksumAlgo};
 use crate::s3::{copy_source, is_md5_etag, normalize_etag};
 use aws_sdk_s3::operation::copy_object::builders::CopyObjectFluentBuilder;
 use aws_sdk_s3::operation::copy_object::CopyObjectOutput;
-use aws_sdk_s3::operation::head_object::HeadObjectOutput;
 use aws_sdk_s3::types::{ChecksumAlgorithm, ChecksumMode, MetadataDirective, TaggingDirective};
 use futures::{StreamExt, TryStreamExt};
 
@@ -59,7 +60,8 @@ pub async fn copy(t: &Transferer, job: &CopyJob, sidecar: &Sidecar) -> Result<Co
     if let Some(location) = late {
         dest_etag = set_redirect(t, job, dest_etag.as_deref(), location).await?.or(dest_etag);
     }
-    proven(t, job, sidecar, result, dest_etag, etag_proves, stored.as_ref()).await
+    let v = proven(t, job, sidecar, result, dest_etag.as_deref(), etag_proves, stored.as_ref()).await?;
+    Ok(Copied::new(job, dest_etag, v))
 }
 
 /// The CopyObject of one job: metadata and tags as the spec keeps them, the destination's write
@@ -89,19 +91,20 @@ fn request(t: &Transferer, job: &CopyJob) -> CopyObjectFluentBuilder {
 
 /// What the copy's answer proves of its bytes: the destination ETag equal to a content-MD5
 /// source ETag, the checksum the source stores computed again by the server, and a SHA-256
-/// the server computed checked against the sidecar; the strongest one found.
+/// the server computed checked against the sidecar; the strongest one found, as the verdict
+/// the other modes reach by reading the bytes.
 async fn proven(
     t: &Transferer,
     job: &CopyJob,
     sidecar: &Sidecar,
     result: Option<&aws_sdk_s3::types::CopyObjectResult>,
-    dest_etag: Option<String>,
+    dest_etag: Option<&str>,
     etag_proves: bool,
     stored: Option<&Checksum>,
-) -> Result<Copied, TransferError> {
+) -> Result<Verdict, TransferError> {
     let mut verified = Verified::Size;
     let mut checksum = None;
-    if let (Some(src), Some(dst), true) = (&job.source.etag, &dest_etag, etag_proves) {
+    if let (Some(src), Some(dst), true) = (&job.source.etag, dest_etag, etag_proves) {
         if is_md5_etag(dst) {
             if !src.eq_ignore_ascii_case(dst) {
                 return Err(TransferError::verify(format!(
@@ -134,10 +137,9 @@ async fn proven(
         verified = Verified::Sha256;
         checksum = Some(Checksum::new(ChecksumAlgo::Sha256, got.to_ascii_lowercase()));
     }
-    Ok(Copied {
-        etag: job.source.etag.clone().or_else(|| dest_etag.clone()),
-        dest_etag,
-        verified,
+    Ok(Verdict {
+        level: verified,
+        md5: None,
         checksum,
         sha256: server_sha,
     })
@@ -173,20 +175,6 @@ async fn set_redirect(t: &Transferer, job: &CopyJob, dest_etag: Option<&str>, lo
     }
     let out = send_once(req).await?;
     Ok(out.copy_object_result().and_then(|r| r.e_tag()).map(normalize_etag))
-}
-
-/// HEADs the listed version of the source, in checksum mode.
-async fn head_source(t: &Transferer, job: &CopyJob) -> Result<HeadObjectOutput, TransferError> {
-    let mut head = t
-        .src
-        .head_object()
-        .bucket(&t.spec.source.bucket)
-        .key(&job.source.key)
-        .checksum_mode(ChecksumMode::Enabled);
-    if let Some(e) = &job.source.etag {
-        head = head.if_match(format!("\"{e}\""));
-    }
-    head.send().await.map_err(|e| classify(Op::HeadObject, e))
 }
 
 /// Compares the source's full-object checksum with the one the destination reports for the
@@ -262,13 +250,13 @@ async fn copy_multipart(t: &Transferer, job: &CopyJob) -> Result<Copied, Transfe
             (verified, checksum) = (Verified::Checksum, Some(c));
         }
     }
-    Ok(Copied {
-        etag: job.source.etag.clone(),
-        dest_etag: done.etag,
-        verified,
+    let v = Verdict {
+        level: verified,
+        md5: None,
         checksum,
         sha256: None,
-    })
+    };
+    Ok(Copied::new(job, done.etag, v))
 }
 
 /// The full-object checksum the destination stores for `key`; none if the HEAD fails.

@@ -126,14 +126,14 @@ impl TransferError {
 
     /// The likely cause, for a request of side `which`.
     pub fn cause_on(&self, which: Which, side: &crate::spec::Side) -> Option<String> {
-        let code = self.code.as_ref().filter(|c| !matches!(c, Code::Http(_))).map(ToString::to_string);
+        let code = self.code.as_ref().filter(|c| !matches!(c, Code::Http(_)));
         let detail = match &self.source {
             Some(s) => format!("{} {s:?}", self.message),
             None => self.message.clone(),
         };
         let failure = crate::s3::explain::Failure {
             op: self.op,
-            code: code.as_deref(),
+            code,
             status: self.status,
             detail: &detail,
         };
@@ -190,7 +190,7 @@ pub fn classify_code(op: Op, status: u16, code: &Code) -> ErrorKind {
             // The source object may simply be gone: the next mode's GET will tell.
             Code::NoSuchKey => ErrorKind::ModeUnusable { for_run: false },
             Code::PreconditionFailed => ErrorKind::Fatal,
-            Code::Other(c) if c == "XAmzContentSHA256Mismatch" => ErrorKind::ModeUnusable { for_run: true },
+            Code::ContentSha256Mismatch => ErrorKind::ModeUnusable { for_run: true },
             _ if matches!(status, 400 | 403 | 404) => ErrorKind::ModeUnusable { for_run: true },
             _ => ErrorKind::Fatal,
         };
@@ -230,5 +230,40 @@ mod tests {
         assert!(Code::new(None, 404).is_not_found() && Code::new(Some("NoSuchKey"), 404).is_not_found());
         assert_eq!(Code::new(Some("SlowDown"), 503).to_string(), "SlowDown");
         assert_eq!(Code::new(Some("Weird"), 400), Code::Other("Weird".into()));
+        // Every code s3syncd decides on is typed, and prints as S3 sent it (the failures
+        // table and the log keep the server's word).
+        for sent in [
+            "NoSuchKey",
+            "NoSuchBucket",
+            "PreconditionFailed",
+            "NotImplemented",
+            "AccessDenied",
+            "SlowDown",
+            "Throttling",
+            "ThrottlingException",
+            "ServiceUnavailable",
+            "RequestTimeout",
+            "InternalError",
+            "PermanentRedirect",
+            "AuthorizationHeaderMalformed",
+            "IllegalLocationConstraintException",
+            "InvalidAccessKeyId",
+            "SignatureDoesNotMatch",
+            "ExpiredToken",
+            "TokenRefreshRequired",
+            "InvalidToken",
+            "RequestTimeTooSkewed",
+            "AllAccessDisabled",
+            "AccountProblem",
+            "InvalidRequest",
+            "InvalidArgument",
+            "XAmzContentSHA256Mismatch",
+        ] {
+            let code = Code::new(Some(sent), 400);
+            assert!(!matches!(code, Code::Other(_)), "{sent} is not typed");
+            assert_eq!(code.to_string(), sent);
+        }
+        assert!(Code::new(Some("ExpiredToken"), 400).is_unusable_side());
+        assert!(!Code::new(Some("AccessDenied"), 403).is_unusable_side());
     }
 }

@@ -4,16 +4,17 @@
 mod direct;
 pub mod error;
 pub mod headers;
-mod host;
-mod pace;
 pub(crate) mod sidecar;
+mod source;
 mod staged;
 mod stream;
 pub(crate) mod upload;
 pub mod verify;
 
-pub use error::{Code, ErrorKind, Op, TransferError};
-pub use pace::Pace;
+pub use staged::clean_staging;
+
+use crate::speed::Pace;
+pub use error::{ErrorKind, Op, TransferError};
 use sidecar::Sidecar;
 
 use crate::manifest::Verified;
@@ -85,6 +86,23 @@ pub struct Copied {
     pub checksum: Option<crate::s3::checksum::Checksum>,
     /// The bytes' SHA-256 (hex), when the copy saw them or the server computed it.
     pub sha256: Option<String>,
+}
+
+impl Copied {
+    /// What a mode returns, from the destination's ETag and what verification proved: every
+    /// mode ends here. The source ETag is the listed one, else the content MD5 the copy
+    /// computed, else (a listing without ETags) the destination's when it is a single-part
+    /// ETag; a multipart one is never the source's.
+    fn new(job: &CopyJob, dest_etag: Option<String>, v: verify::Verdict) -> Copied {
+        let single_part = dest_etag.clone().filter(|e| crate::s3::is_md5_etag(e));
+        Copied {
+            etag: job.source.etag.clone().or(v.md5).or(single_part),
+            dest_etag,
+            verified: v.level,
+            checksum: v.checksum,
+            sha256: v.sha256,
+        }
+    }
 }
 
 /// Copies the objects of one run of one spec. Built by the engine for each run.
@@ -182,40 +200,6 @@ impl Transferer {
     /// The optional features a server lacked in this run.
     pub fn unsupported(&self) -> Vec<&'static str> {
         self.unsupported.lock().unwrap().iter().copied().collect()
-    }
-
-    /// Whether the source bucket serves a website, where an object's redirect takes effect:
-    /// only then does `direct` read each object's redirect (one HEAD beside each CopyObject,
-    /// which does not copy it). Any refusal (no permission, no website, a server without the
-    /// call) counts as no.
-    pub(crate) async fn source_serves_website(&self) -> bool {
-        *self
-            .website
-            .get_or_init(|| async { self.src.get_bucket_website().bucket(&self.spec.source.bucket).send().await.is_ok() })
-            .await
-    }
-
-    /// The source object's tags as a query, when the spec preserves tags. A server without
-    /// tagging (501) gives none, and the run notes it; it never disables a mode.
-    pub(crate) async fn source_tags(&self, job: &CopyJob) -> Result<Option<String>, TransferError> {
-        if !self.spec.transfer.preserve_tags {
-            return Ok(None);
-        }
-        let got = self
-            .src
-            .get_object_tagging()
-            .bucket(&self.spec.source.bucket)
-            .key(&job.source.key)
-            .send()
-            .await;
-        match got.map_err(|e| error::classify(Op::GetObjectTagging, e)) {
-            Ok(out) => Ok(headers::tagging_query(out.tag_set())),
-            Err(e) if e.code == Some(Code::NotImplemented) || e.code == Some(Code::Http(501)) => {
-                self.note_unsupported("tags");
-                Ok(None)
-            }
-            Err(e) => Err(e),
-        }
     }
 
     /// Notes, once per run, an optional feature a server lacks: copies go on without it.
@@ -402,52 +386,9 @@ fn backoff(attempt: u32) -> Duration {
     Duration::from_millis(base / 2 + fastrand::u64(0..=base / 2))
 }
 
-/// Part size for an object: the configured one, grown so that there are at most 10,000 parts.
-pub fn part_size_for(size: u64, configured: u64) -> u64 {
-    configured.max(size.div_ceil(10_000))
-}
-
-/// Removes whatever a previous run left in a staging directory (a crash, a kill), and makes the
-/// directory and its parent private (0700): staged object data is nobody else's to read or swap.
-pub fn clean_staging(dir: &std::path::Path) -> std::io::Result<usize> {
-    use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
-    let mut removed = 0;
-    match std::fs::read_dir(dir) {
-        Ok(entries) => {
-            for e in entries.flatten() {
-                // A link is removed, never followed: its target stays untouched.
-                if e.file_type().is_ok_and(|t| t.is_file() || t.is_symlink()) && std::fs::remove_file(e.path()).is_ok() {
-                    removed += 1;
-                }
-            }
-        }
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-        Err(e) => return Err(e),
-    }
-    std::fs::DirBuilder::new().recursive(true).mode(0o700).create(dir)?;
-    for d in [Some(dir), dir.parent()].into_iter().flatten() {
-        std::fs::set_permissions(d, std::fs::Permissions::from_mode(0o700))?;
-    }
-    Ok(removed)
-}
-
-/// Multipart upload ranges: (part number, offset, length).
-pub fn parts(size: u64, part: u64) -> impl Iterator<Item = (i32, u64, u64)> {
-    let n = size.div_ceil(part).max(1);
-    (0..n).map(move |i| ((i + 1) as i32, i * part, part.min(size - i * part)))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn part_ranges_cover_the_object_exactly() {
-        let p: Vec<_> = parts(12 << 20, 5 << 20).collect();
-        assert_eq!(p, vec![(1, 0, 5 << 20), (2, 5 << 20, 5 << 20), (3, 10 << 20, 2 << 20)]);
-        assert_eq!(parts(0, 5).count(), 1);
-        assert_eq!(part_size_for(100 << 30, 5 << 20), (100u64 << 30).div_ceil(10_000));
-    }
 
     #[test]
     fn backoff_grows_and_is_capped() {

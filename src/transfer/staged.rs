@@ -4,10 +4,11 @@
 
 use super::error::{classify, Op, TransferError};
 use super::headers::Headers;
-use super::host::{check_put_etag, get_source, put_object, read_get, upload_part, PartUploads};
-use super::upload::Multipart;
+use super::source::{get_source, read_get};
+use super::upload::{check_put_etag, part_size_for, put_object, upload_part, PartUploads};
+use super::upload::{parts, Multipart};
 use super::verify::{Digests, Expect, PartSums, Verdict};
-use super::{part_size_for, parts, Copied, Transferer};
+use super::{Copied, Transferer};
 use crate::plan::CopyJob;
 use crate::s3::normalize_etag;
 use aws_sdk_s3::primitives::{ByteStream, Length};
@@ -47,13 +48,7 @@ pub async fn copy(t: &Transferer, job: &CopyJob, sha256: Option<&str>) -> Result
         check_put_etag(etag.as_deref(), v.md5.as_deref())?;
         etag
     };
-    Ok(Copied {
-        etag: job.source.etag.clone().or(v.md5).or_else(|| dest_etag.clone()),
-        dest_etag,
-        verified: v.level,
-        checksum: v.checksum,
-        sha256: v.sha256,
-    })
+    Ok(Copied::new(job, dest_etag, v))
 }
 
 /// Downloads into a new private file (0600, created exclusively, never through a symlink) and
@@ -123,4 +118,28 @@ async fn upload_multipart(
     };
     let (done, ()) = upload.finish_or_abort(&t.hard_stop, work).await?;
     Ok(done.etag)
+}
+
+/// Removes whatever a previous run left in a staging directory (a crash, a kill), and makes the
+/// directory and its parent private (0700): staged object data is nobody else's to read or swap.
+pub fn clean_staging(dir: &std::path::Path) -> std::io::Result<usize> {
+    use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+    let mut removed = 0;
+    match std::fs::read_dir(dir) {
+        Ok(entries) => {
+            for e in entries.flatten() {
+                // A link is removed, never followed: its target stays untouched.
+                if e.file_type().is_ok_and(|t| t.is_file() || t.is_symlink()) && std::fs::remove_file(e.path()).is_ok() {
+                    removed += 1;
+                }
+            }
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(e),
+    }
+    std::fs::DirBuilder::new().recursive(true).mode(0o700).create(dir)?;
+    for d in [Some(dir), dir.parent()].into_iter().flatten() {
+        std::fs::set_permissions(d, std::fs::Permissions::from_mode(0o700))?;
+    }
+    Ok(removed)
 }

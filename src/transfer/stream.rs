@@ -4,10 +4,11 @@
 
 use super::error::{classify, Op, TransferError};
 use super::headers::Headers;
-use super::host::{check_put_etag, get_source, put_object, read_get, upload_part, PartUploads};
+use super::source::{get_source, read_get};
 use super::upload::Multipart;
+use super::upload::{check_put_etag, part_size_for, put_object, upload_part, PartUploads};
 use super::verify::{Digests, Expect, HashingBody};
-use super::{part_size_for, Copied, Transferer};
+use super::{Copied, Transferer};
 use crate::plan::CopyJob;
 use crate::s3::normalize_etag;
 use aws_sdk_s3::operation::get_object::GetObjectOutput;
@@ -35,13 +36,7 @@ pub async fn copy(t: &Transferer, job: &CopyJob, sha256: Option<&str>) -> Result
     };
     let dest_etag = out.e_tag().map(normalize_etag);
     check_put_etag(dest_etag.as_deref(), v.md5.as_deref())?;
-    Ok(Copied {
-        etag: job.source.etag.clone().or(v.md5).or_else(|| dest_etag.clone()),
-        dest_etag,
-        verified: v.level,
-        checksum: v.checksum,
-        sha256: v.sha256,
-    })
+    Ok(Copied::new(job, dest_etag, v))
 }
 
 /// Reads the GET body into parts and uploads `parts_in_flight` of them at once; verifies the
@@ -100,11 +95,5 @@ async fn copy_multipart(
         Ok((done, digests.finish(&expect)?))
     };
     let (done, v) = upload.finish_or_abort(&t.hard_stop, work).await?;
-    Ok(Copied {
-        etag: job.source.etag.clone(),
-        dest_etag: done.etag,
-        verified: v.level,
-        checksum: v.checksum,
-        sha256: v.sha256,
-    })
+    Ok(Copied::new(job, done.etag, v))
 }

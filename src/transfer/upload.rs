@@ -1,12 +1,18 @@
-//! A multipart upload at the destination, shared by the three modes: created, completed with
-//! its parts in order, or aborted on any failure so no incomplete upload is left to bill.
+//! Writing to the destination, for every mode: a PutObject of the whole object (its ETag
+//! checked against the MD5 of what was sent), or a multipart upload with its part ranges,
+//! created, recorded, filled `parts_in_flight` at a time and completed with its parts in order,
+//! or aborted on any failure so no incomplete upload is left to bill.
 
 use super::error::{classify, Code, Op, TransferError};
 use super::headers::Headers;
 use super::Transferer;
-use crate::s3::checksum::{set_checksum, stored_checksum, Checksum, ChecksumAlgo};
+use crate::plan::CopyJob;
+use crate::s3::checksum::{checksum_of, set_checksum, stored_checksum, Checksum, ChecksumAlgo};
+use aws_sdk_s3::operation::put_object::builders::PutObjectFluentBuilder;
+use aws_sdk_s3::operation::upload_part::builders::UploadPartFluentBuilder;
 use aws_sdk_s3::types::{ChecksumType, CompletedMultipartUpload, CompletedPart};
 use aws_sdk_s3::Client;
+use tokio::task::JoinSet;
 
 pub struct Multipart<'a> {
     t: &'a Transferer,
@@ -122,6 +128,121 @@ impl<'a> Multipart<'a> {
     }
 }
 
+/// A PutObject of the whole object to its destination key, with the write options.
+pub(super) fn put_object(t: &Transferer, job: &CopyJob) -> PutObjectFluentBuilder {
+    let req = t
+        .dst
+        .put_object()
+        .bucket(&t.spec.destination.bucket)
+        .key(&job.dest_key)
+        .content_length(job.source.size as i64);
+    super::headers::put_with(&t.spec.destination.write, req)
+}
+
+/// An UploadPart of part `number` of the upload, with the part's checksum when the upload
+/// carries one (the destination checks the part on arrival).
+pub(super) fn upload_part(
+    t: &Transferer,
+    job: &CopyJob,
+    upload: &Multipart,
+    number: i32,
+    len: u64,
+    checksum: Option<String>,
+) -> UploadPartFluentBuilder {
+    let req = t
+        .dst
+        .upload_part()
+        .bucket(&t.spec.destination.bucket)
+        .key(&job.dest_key)
+        .upload_id(&upload.upload_id)
+        .part_number(number)
+        .content_length(len as i64);
+    match (upload.algorithm(), checksum) {
+        (Some(algo), Some(v)) => set_checksum!(req.set_checksum_algorithm(algo.sdk()), algo, v),
+        _ => req,
+    }
+}
+
+/// Checks a single-part PUT's ETag against the MD5 of what was sent.
+pub(super) fn check_put_etag(dest_etag: Option<&str>, md5: Option<&str>) -> Result<(), TransferError> {
+    let Some(md5) = md5 else { return Ok(()) };
+    match dest_etag {
+        Some(e) if crate::s3::is_md5_etag(e) && !e.eq_ignore_ascii_case(md5) => Err(TransferError::verify(format!(
+            "destination ETag {e} differs from the MD5 of the bytes sent ({md5})"
+        ))),
+        _ => Ok(()),
+    }
+}
+
+/// Part uploads in flight, at most `limit` at once; the first failure ends the upload.
+pub(super) struct PartUploads {
+    inflight: JoinSet<Result<CompletedPart, TransferError>>,
+    done: Vec<CompletedPart>,
+    limit: usize,
+    /// The upload's checksum algorithm: each part's answer carries its checksum, which the
+    /// completion lists.
+    algo: Option<crate::s3::checksum::ChecksumAlgo>,
+}
+
+impl PartUploads {
+    pub(super) fn new(limit: usize, upload: &Multipart) -> Self {
+        PartUploads {
+            inflight: JoinSet::new(),
+            done: Vec::new(),
+            limit: limit.max(1),
+            algo: upload.algorithm(),
+        }
+    }
+
+    /// Waits for room, then sends the part. `permit` (buffer budget) is held until it is sent.
+    pub(super) async fn send<P: Send + 'static>(
+        &mut self,
+        number: i32,
+        req: UploadPartFluentBuilder,
+        permit: P,
+    ) -> Result<(), TransferError> {
+        while self.inflight.len() >= self.limit {
+            self.join_one().await?;
+        }
+        let algo = self.algo;
+        self.inflight.spawn(async move {
+            let out = req.send().await.map_err(|e| classify(Op::UploadPart, e));
+            drop(permit);
+            out.map(|o| {
+                let sum = algo.and_then(|a| Some((a, checksum_of!(o, a)?)));
+                completed(number, o.e_tag(), sum)
+            })
+        });
+        Ok(())
+    }
+
+    async fn join_one(&mut self) -> Result<(), TransferError> {
+        if let Some(r) = self.inflight.join_next().await {
+            let part = r.map_err(|e| TransferError::fatal(Op::UploadPart, e.to_string()))??;
+            self.done.push(part);
+        }
+        Ok(())
+    }
+
+    /// Waits for every part; returns them all (any order).
+    pub(super) async fn finish(mut self) -> Result<Vec<CompletedPart>, TransferError> {
+        while !self.inflight.is_empty() {
+            self.join_one().await?;
+        }
+        Ok(self.done)
+    }
+}
+/// Part size for an object: the configured one, grown so that there are at most 10,000 parts.
+pub(super) fn part_size_for(size: u64, configured: u64) -> u64 {
+    configured.max(size.div_ceil(10_000))
+}
+
+/// Multipart upload ranges: (part number, offset, length).
+pub(super) fn parts(size: u64, part: u64) -> impl Iterator<Item = (i32, u64, u64)> {
+    let n = size.div_ceil(part).max(1);
+    (0..n).map(move |i| ((i + 1) as i32, i * part, part.min(size - i * part)))
+}
+
 /// Upload ids of the rows written before CreateMultipartUpload: the real id is not known yet.
 pub const PENDING_PREFIX: &str = "pending:";
 
@@ -202,6 +323,18 @@ async fn send_create(t: &Transferer, key: &str, headers: &Headers, checksum: Opt
 /// A server that does not know a checksum option on CreateMultipartUpload says so with 501 or
 /// a 400 of one of these codes.
 fn rejects_checksum(e: &TransferError) -> bool {
-    matches!(&e.code, Some(Code::NotImplemented | Code::Http(501 | 400)))
-        || matches!(&e.code, Some(Code::Other(c)) if matches!(c.as_str(), "InvalidRequest" | "InvalidArgument"))
+    matches!(&e.code, Some(Code::NotImplemented | Code::Invalid(_) | Code::Http(501 | 400)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn part_ranges_cover_the_object_exactly() {
+        let p: Vec<_> = parts(12 << 20, 5 << 20).collect();
+        assert_eq!(p, vec![(1, 0, 5 << 20), (2, 5 << 20, 5 << 20), (3, 10 << 20, 2 << 20)]);
+        assert_eq!(parts(0, 5).count(), 1);
+        assert_eq!(part_size_for(100 << 30, 5 << 20), (100u64 << 30).div_ceil(10_000));
+    }
 }

@@ -1,6 +1,7 @@
 //! The layers of the crate run one way (docs/architecture.md): a module may import only from
-//! layers below its own, and the leaf (`metrics`) imports nothing of the crate.
-//! This reads the sources, as a newcomer would, and fails on the first upward import.
+//! layers below its own, and the leaves (`metrics`, `speed`) import nothing of the crate.
+//! This reads the sources, as a newcomer would, and fails on the first upward import. The
+//! rooms stay small enough to read: no file of `src/` over 600 lines, no function over 80.
 
 use std::path::{Path, PathBuf};
 
@@ -19,7 +20,7 @@ const LAYERS: &[(&str, u32)] = &[
     ("daemon", 6),
     ("cli", 7),
 ];
-const LEAVES: &[&str] = &["metrics"];
+const LEAVES: &[&str] = &["metrics", "speed"];
 
 fn rank(module: &str) -> Option<u32> {
     LAYERS.iter().find(|(m, _)| *m == module).map(|(_, r)| *r)
@@ -96,4 +97,67 @@ fn lower_layers_never_import_higher_ones() {
 fn the_scan_sees_every_form_of_import() {
     let text = "use crate::spec::{Mode};\nfn f() { crate::metrics::x(); }\nlet a = my_crate::engine;";
     assert_eq!(imports(text), ["spec", "metrics"]);
+}
+
+/// The functions of a file longer than `max` lines, as `LINE name (N lines)`. Reads rustfmt's
+/// layout: a function starts at a line with `fn NAME` and ends at the first `}` at its indent.
+fn long_functions(text: &str, max: usize) -> Vec<String> {
+    let lines: Vec<&str> = text.lines().collect();
+    let mut long = Vec::new();
+    for (i, line) in lines.iter().enumerate() {
+        let code = line.trim_start();
+        let indent = &line[..line.len() - code.len()];
+        let words: Vec<&str> = code.split_whitespace().collect();
+        let Some(at) = words.iter().position(|w| *w == "fn") else {
+            continue;
+        };
+        let qualifiers = ["pub", "pub(crate)", "pub(super)", "async", "const", "unsafe"];
+        if !words[..at].iter().all(|w| qualifiers.contains(w)) || code.starts_with("//") {
+            continue;
+        }
+        // The signature ends with the body's `{`, or with `;` (a declaration without body).
+        let Some(open) = (i..lines.len()).find(|&j| lines[j].ends_with('{') || lines[j].ends_with(';') || lines[j].ends_with('}')) else {
+            continue;
+        };
+        if !lines[open].ends_with('{') {
+            continue;
+        }
+        let close = (open + 1..lines.len())
+            .find(|&j| lines[j] == format!("{indent}}}"))
+            .unwrap_or(lines.len());
+        let n = close - i + 1;
+        if n > max {
+            let name: String = words[at + 1].chars().take_while(|c| c.is_alphanumeric() || *c == '_').collect();
+            long.push(format!("{} {name} ({n} lines)", i + 1));
+        }
+    }
+    long
+}
+
+#[test]
+fn no_room_over_600_lines_and_no_function_over_80() {
+    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
+    let mut files = Vec::new();
+    sources(&src, &mut files);
+    let mut over = Vec::new();
+    for file in &files {
+        let text = std::fs::read_to_string(file).unwrap();
+        let rel = file.strip_prefix(&src).unwrap().display().to_string();
+        let n = text.lines().count();
+        if n > 600 {
+            over.push(format!("{rel}: {n} lines"));
+        }
+        over.extend(long_functions(&text, 80).into_iter().map(|f| format!("{rel}:{f}")));
+    }
+    assert!(files.len() > 50, "found only {} files: is the scan broken?", files.len());
+    assert!(over.is_empty(), "too long:\n{}", over.join("\n"));
+}
+
+#[test]
+fn the_length_scan_finds_a_long_function_and_skips_declarations() {
+    let body = "        x();\n".repeat(80);
+    let text =
+        format!("impl A {{\n    fn short();\n    pub(crate) async fn long(\n        a: u8,\n    ) {{\n{body}    }}\n}}\nfn tiny() {{}}\n");
+    assert_eq!(long_functions(&text, 80), ["3 long (84 lines)"]);
+    assert!(long_functions(&text, 84).is_empty());
 }

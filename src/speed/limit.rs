@@ -26,7 +26,7 @@
 //!   completion and without those bounds, as first built, the rule pulled the limit to
 //!   `max_transfers` on loopback: 98 MiB and 0.90× s5cmd's time on bench (a).)
 //! - **Throttling** (503 SlowDown, 429) cuts the limit to 70 %, at most once per round trip
-//!   (and half a second), and ends the slow start; `transfer::Pace` then spaces the attempts.
+//!   (and half a second), and ends the slow start; `Pace` then spaces the attempts.
 //!
 //! Latency is sampled only from objects copied in one request: a multipart copy's time says
 //! more about its size than about the server's queue.
