@@ -88,7 +88,7 @@ impl Limit {
     /// before the copies start), up to four: a far server gets 256 copies in its first round
     /// trip, as s5cmd's fixed 256, rather than climb there; a near one starts where it queues
     /// least. (Per 50 ms, a server 50 ms away started at 128 and spent a round trip more in
-    /// the slow start: docs/benchmarks.md, workload (aw50).)
+    /// the slow start: CHANGELOG.md, 2026-11-28.)
     pub fn adaptive(max: usize, rtt: Duration) -> Arc<Limit> {
         let scale = 1 + (rtt.as_secs_f64() / 0.025).floor().min(3.0) as usize;
         Self::new((INITIAL * scale).min(max), max, true)

@@ -27,46 +27,70 @@ pub async fn copy(t: &Transferer, job: &CopyJob, sidecar: &Sidecar) -> Result<Co
     if job.source.size > spec.transfer.copy_threshold {
         return copy_multipart(t, job).await;
     }
-    let mut req = request(t, job);
     let etag_proves = job.source.etag.as_deref().is_some_and(is_md5_etag) && !spec.destination.write.etag_is_not_md5();
-    // Where the listed ETag proves nothing (a multipart source, SSE-KMS), the checksum the
-    // source stores can: one HEAD reads it, and the copy is asked for the same algorithm. (A
-    // listing without ETags, as s3s-fs gives, says nothing of a checksum: no HEAD then.)
+    let (req, head) = request(t, job, etag_proves).await?;
+    let (out, dest_etag) = send(t, job, req, head.is_some()).await?;
+    let stored = head.and_then(|h| h.checksum);
+    let v = proven(
+        t,
+        job,
+        sidecar,
+        out.copy_object_result(),
+        dest_etag.as_deref(),
+        etag_proves,
+        stored.as_ref(),
+    )
+    .await?;
+    Ok(Copied::new(job, dest_etag, v))
+}
+
+/// The CopyObject of one job, asking for the checksum that can prove it, with the source's
+/// headers when a HEAD was needed. Where the listed ETag proves nothing (a multipart source,
+/// SSE-KMS), the checksum the source stores can: one HEAD reads it, and the copy is asked for
+/// the same algorithm. (A listing without ETags, as s3s-fs gives, says nothing of a checksum:
+/// no HEAD then.)
+async fn request(t: &Transferer, job: &CopyJob, etag_proves: bool) -> Result<(CopyObjectFluentBuilder, Option<Headers>), TransferError> {
+    let mut req = copy_request(t, job);
     let head = match etag_proves || job.source.etag.is_none() {
         true => None,
         false => Some(Headers::of_head(&head_source(t, job).await?)),
     };
-    let stored = head.as_ref().and_then(|h| h.checksum.clone());
-    let wants_sidecar = t.wants_sidecar(&job.source.key);
-    if wants_sidecar {
+    if t.wants_sidecar(&job.source.key) {
         req = req.checksum_algorithm(ChecksumAlgorithm::Sha256);
-    } else if let Some(c) = &stored {
+    } else if let Some(c) = head.as_ref().and_then(|h| h.checksum.as_ref()) {
         req = req.set_checksum_algorithm(c.algo.sdk());
     }
     // CopyObject never copies the website redirect; it takes the source's value beside COPY.
-    // Where the source serves a website and no HEAD was made yet, one runs beside the copy (no
-    // added latency), and the rare object that has a redirect gets it by an in-place copy.
-    let redirect = head.as_ref().map(|h| h.website_redirect_location.clone());
-    req = req.set_website_redirect_location(redirect.clone().flatten());
-    let (out, late) = match redirect.is_none() && t.source_serves_website().await {
+    let redirect = head.as_ref().and_then(|h| h.website_redirect_location.clone());
+    Ok((req.set_website_redirect_location(redirect), head))
+}
+
+/// Sends the copy; returns the answer and the new object's ETag. Where the source serves a
+/// website and no HEAD was made yet (`headed`), one runs beside the copy (no added latency),
+/// and the rare object that has a redirect gets it by an in-place copy.
+async fn send(
+    t: &Transferer,
+    job: &CopyJob,
+    req: CopyObjectFluentBuilder,
+    headed: bool,
+) -> Result<(CopyObjectOutput, Option<String>), TransferError> {
+    let (out, late) = match !headed && t.source_serves_website().await {
         false => (send_once(req).await?, None),
         true => {
             let (out, h) = tokio::try_join!(send_once(req), head_source(t, job))?;
             (out, Headers::of_head(&h).website_redirect_location)
         }
     };
-    let result = out.copy_object_result();
-    let mut dest_etag = result.and_then(|r| r.e_tag()).map(normalize_etag);
+    let mut dest_etag = out.copy_object_result().and_then(|r| r.e_tag()).map(normalize_etag);
     if let Some(location) = late {
         dest_etag = set_redirect(t, job, dest_etag.as_deref(), location).await?.or(dest_etag);
     }
-    let v = proven(t, job, sidecar, result, dest_etag.as_deref(), etag_proves, stored.as_ref()).await?;
-    Ok(Copied::new(job, dest_etag, v))
+    Ok((out, dest_etag))
 }
 
 /// The CopyObject of one job: metadata and tags as the spec keeps them, the destination's write
 /// options, and only the version that was listed.
-fn request(t: &Transferer, job: &CopyJob) -> CopyObjectFluentBuilder {
+fn copy_request(t: &Transferer, job: &CopyJob) -> CopyObjectFluentBuilder {
     let spec = &t.spec;
     let req = t
         .dst
