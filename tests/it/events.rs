@@ -112,6 +112,68 @@ async fn uploads_overwrites_and_deletes_arrive_through_events_alone() {
     assert!(d.log().contains("events run done"), "{}", d.log());
 }
 
+/// An events run copies through the same paths as a listing run: in `staged`, every size
+/// boundary of the single-part and multipart paths and a folder marker arrive byte for byte,
+/// each recorded once, and a second round of the same events copies nothing.
+#[tokio::test(flavor = "multi_thread")]
+async fn staged_copies_every_size_boundary_and_a_folder_marker_through_events() {
+    const MIB5: usize = 5 << 20;
+    let (moto, c, sqs, q) = ground("bronze-boundaries", 3, true).await;
+    let ws = moto_workspace();
+    let tuning = "mode = \"staged\"\n[transfer]\npart_size = \"5MiB\"\nmultipart_threshold = \"5MiB\"\n";
+    write_spec(&ws, "feed", &events_spec(&moto.endpoint, &moto.endpoint, &q.url, tuning, ""));
+    let d = Daemon::start(&ws);
+    assert!(
+        eventually(30, || async { d.log().contains("following S3 events") }).await,
+        "{}",
+        d.log()
+    );
+    let body = |n: usize| -> Vec<u8> { (0..n).map(|i| (i.wrapping_mul(2_654_435_761) >> 11) as u8).collect() };
+    let mut objects: Vec<(String, Vec<u8>)> = [0, 1, MIB5 - 1, MIB5, MIB5 + 1, 2 * MIB5 + 1]
+        .iter()
+        .map(|&n| (format!("data/size-{n}.bin"), body(n)))
+        .collect();
+    objects.push(("data/day=1/".to_string(), Vec::new()));
+    for (k, b) in &objects {
+        put(&c, "src", k, b.clone()).await;
+    }
+    let arrived = || async {
+        let mut all = true;
+        for (k, b) in &objects {
+            all &= get(&c, "dst", &k.replacen("data/", "bronze/", 1)).await.as_ref() == Some(b);
+        }
+        all
+    };
+    assert!(eventually(60, arrived).await, "not every object arrived\n{}", d.log());
+    assert!(
+        eventually(30, || async { sqs.counts(&q.url).await == (0, 0) }).await,
+        "messages left: {:?}",
+        sqs.counts(&q.url).await
+    );
+    assert_eq!(count(&ws, "SELECT count(*) FROM objects"), objects.len() as i64);
+    assert_eq!(count(&ws, "SELECT count(*) FROM objects WHERE mode <> 'staged'"), 0);
+    let copied = "SELECT coalesce(sum(objects_copied), 0) FROM runs";
+    assert_eq!(count(&ws, copied), objects.len() as i64);
+    // The same events again (S3 may deliver twice): coalesced, or listed and found current;
+    // nothing is copied again.
+    let keys: Vec<&str> = objects.iter().map(|(k, _)| k.as_str()).collect();
+    let again = s3_event("src", &keys, "ObjectCreated:Put", chrono::Utc::now());
+    sqs.send(&q.url, &[again]).await;
+    assert!(
+        eventually(30, || async { sqs.counts(&q.url).await == (0, 0) }).await,
+        "the repeated events were not settled\n{}",
+        d.log()
+    );
+    assert_eq!(count(&ws, copied), objects.len() as i64, "{}", d.log());
+    assert_eq!(
+        count(
+            &ws,
+            "SELECT count(*) FROM runs WHERE json_extract(details, '$.listing') <> 'events'"
+        ),
+        0
+    );
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn a_kill_between_copy_and_commit_loses_and_doubles_nothing() {
     let (moto, c, sqs, q) = ground("held-events", 5, true).await;
