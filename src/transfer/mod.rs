@@ -11,15 +11,14 @@ mod stream;
 pub(crate) mod upload;
 pub mod verify;
 
-pub use staged::clean_staging;
-
-use crate::speed::Pace;
 pub use error::{ErrorKind, Op, TransferError};
 use sidecar::Sidecar;
+pub use staged::clean_staging;
 
 use crate::manifest::Verified;
 use crate::plan::{CopyJob, Reason};
 use crate::spec::{Mode, Spec};
+use crate::speed::Pace;
 use aws_sdk_s3::Client;
 use std::collections::BTreeMap;
 use std::fmt;

@@ -161,3 +161,21 @@ fn the_length_scan_finds_a_long_function_and_skips_declarations() {
     assert_eq!(long_functions(&text, 80), ["3 long (84 lines)"]);
     assert!(long_functions(&text, 84).is_empty());
 }
+
+/// docs/architecture.md's table of files names every file of `src/` by its path, and no file
+/// that is gone: the map a newcomer reads matches the code file by file.
+#[test]
+fn the_architecture_names_every_file_of_src() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let doc = std::fs::read_to_string(root.join("docs/architecture.md")).unwrap();
+    let table = &doc[doc.find("## Files").expect("docs/architecture.md has a Files section")..];
+    let named: Vec<&str> = table.split('`').skip(1).step_by(2).filter(|w| w.ends_with(".rs")).collect();
+    let src = root.join("src");
+    let mut files = Vec::new();
+    sources(&src, &mut files);
+    let paths: Vec<String> = files.iter().map(|f| f.strip_prefix(&src).unwrap().display().to_string()).collect();
+    let missing: Vec<&String> = paths.iter().filter(|p| !named.contains(&p.as_str())).collect();
+    let stale: Vec<&&str> = named.iter().filter(|n| !paths.iter().any(|p| p == *n)).collect();
+    assert!(missing.is_empty(), "files of src/ the architecture does not name: {missing:?}");
+    assert!(stale.is_empty(), "the architecture names files that are gone: {stale:?}");
+}
