@@ -202,7 +202,7 @@ impl Transferer {
     }
 
     /// Notes, once per run, an optional feature a server lacks: copies go on without it.
-    pub(crate) fn note_unsupported(&self, feature: &'static str) {
+    pub(super) fn note_unsupported(&self, feature: &'static str) {
         if self.unsupported.lock().unwrap().insert(feature) {
             tracing::warn!(spec = %self.spec.name, feature, "a server does not support this: copying without it");
         }

@@ -86,7 +86,7 @@ impl Transferer {
 
     /// The source object's tags as a query, when the spec preserves tags. A server without
     /// tagging (501) gives none, and the run notes it; it never disables a mode.
-    pub(crate) async fn source_tags(&self, job: &CopyJob) -> Result<Option<String>, TransferError> {
+    pub(super) async fn source_tags(&self, job: &CopyJob) -> Result<Option<String>, TransferError> {
         if !self.spec.transfer.preserve_tags {
             return Ok(None);
         }
