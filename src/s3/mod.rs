@@ -297,6 +297,12 @@ pub fn normalize_etag(e: &str) -> String {
     e.trim_matches('"').to_string()
 }
 
+/// An ETag quoted as a condition header wants it (`If-Match`, `x-amz-copy-source-if-match`):
+/// the inverse of [`normalize_etag`]. None stays none: no condition.
+pub fn if_match(etag: Option<&str>) -> Option<String> {
+    etag.map(|e| format!("\"{e}\""))
+}
+
 /// Whether an ETag has the shape of a content MD5 (a single-part upload without SSE-KMS):
 /// multipart ETags (`md5-N`) are not content hashes and must never be compared as one.
 pub fn is_md5_etag(e: &str) -> bool {
@@ -306,6 +312,13 @@ pub fn is_md5_etag(e: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_condition_quotes_the_etag_a_listing_gave_unquoted() {
+        let listed = normalize_etag("\"d41d8cd98f00b204e9800998ecf8427e\"");
+        assert_eq!(if_match(Some(&listed)).as_deref(), Some("\"d41d8cd98f00b204e9800998ecf8427e\""));
+        assert_eq!(if_match(None), None);
+    }
 
     #[test]
     fn copy_source_encodes_what_urls_would_misread() {

@@ -10,7 +10,7 @@ use super::{Copied, Sidecar, Transferer};
 use crate::manifest::Verified;
 use crate::plan::CopyJob;
 use crate::s3::checksum::{checksum_of, Checksum, ChecksumAlgo};
-use crate::s3::{copy_source, is_md5_etag, normalize_etag};
+use crate::s3::{copy_source, if_match, is_md5_etag, normalize_etag};
 use aws_sdk_s3::operation::copy_object::builders::CopyObjectFluentBuilder;
 use aws_sdk_s3::operation::copy_object::CopyObjectOutput;
 use aws_sdk_s3::types::{ChecksumAlgorithm, ChecksumMode, MetadataDirective, TaggingDirective};
@@ -107,10 +107,7 @@ fn copy_request(t: &Transferer, job: &CopyJob) -> CopyObjectFluentBuilder {
         });
     let req = super::headers::copy_with(&spec.destination.write, req);
     // Copy exactly the version that was listed; a newer one is left for the next run.
-    match &job.source.etag {
-        Some(e) => req.copy_source_if_match(format!("\"{e}\"")),
-        None => req,
-    }
+    req.set_copy_source_if_match(if_match(job.source.etag.as_deref()))
 }
 
 /// What the copy's answer proves of its bytes: the destination ETag equal to a content-MD5
@@ -184,7 +181,7 @@ async fn send_once(req: CopyObjectFluentBuilder) -> Result<CopyObjectOutput, Tra
 /// copy does not keep the ACL). Returns the ETag it then has.
 async fn set_redirect(t: &Transferer, job: &CopyJob, dest_etag: Option<&str>, location: String) -> Result<Option<String>, TransferError> {
     let dst = &t.spec.destination;
-    let mut req = t
+    let req = t
         .dst
         .copy_object()
         .bucket(&dst.bucket)
@@ -193,10 +190,7 @@ async fn set_redirect(t: &Transferer, job: &CopyJob, dest_etag: Option<&str>, lo
         .metadata_directive(MetadataDirective::Copy)
         .tagging_directive(TaggingDirective::Copy)
         .website_redirect_location(location);
-    req = super::headers::copy_with(&dst.write, req);
-    if let Some(e) = dest_etag {
-        req = req.copy_source_if_match(format!("\"{e}\""));
-    }
+    let req = super::headers::copy_with(&dst.write, req).set_copy_source_if_match(if_match(dest_etag));
     let out = send_once(req).await?;
     Ok(out.copy_object_result().and_then(|r| r.e_tag()).map(normalize_etag))
 }
@@ -240,7 +234,7 @@ async fn copy_multipart(t: &Transferer, job: &CopyJob) -> Result<Copied, Transfe
     let algo = upload.algorithm();
     let work = futures::stream::iter(parts(size, part))
         .map(|(n, offset, len)| {
-            let mut req = t
+            let req = t
                 .dst
                 .upload_part_copy()
                 .bucket(&spec.destination.bucket)
@@ -248,10 +242,8 @@ async fn copy_multipart(t: &Transferer, job: &CopyJob) -> Result<Copied, Transfe
                 .upload_id(&upload.upload_id)
                 .part_number(n)
                 .copy_source(&source)
-                .copy_source_range(format!("bytes={}-{}", offset, offset + len - 1));
-            if let Some(e) = &job.source.etag {
-                req = req.copy_source_if_match(format!("\"{e}\""));
-            }
+                .copy_source_range(format!("bytes={}-{}", offset, offset + len - 1))
+                .set_copy_source_if_match(if_match(job.source.etag.as_deref()));
             async move {
                 let out = req.send().await.map_err(|e| classify(Op::UploadPartCopy, e))?;
                 let r = out.copy_part_result();

@@ -7,6 +7,7 @@ use super::headers::{self, Headers};
 use super::verify::Expect;
 use super::Transferer;
 use crate::plan::CopyJob;
+use crate::s3::if_match;
 use aws_sdk_s3::operation::get_object::GetObjectOutput;
 use aws_sdk_s3::operation::head_object::HeadObjectOutput;
 use aws_sdk_s3::types::ChecksumMode;
@@ -14,15 +15,13 @@ use aws_sdk_s3::types::ChecksumMode;
 /// GETs the listed version of the source object.
 pub(super) async fn get_source(t: &Transferer, job: &CopyJob) -> Result<GetObjectOutput, TransferError> {
     // Checksum mode: the answer carries the full-object checksum the source stores, if any.
-    let mut req = t
+    let req = t
         .src
         .get_object()
         .bucket(&t.spec.source.bucket)
         .key(&job.source.key)
-        .checksum_mode(ChecksumMode::Enabled);
-    if let Some(e) = &job.source.etag {
-        req = req.if_match(format!("\"{e}\""));
-    }
+        .checksum_mode(ChecksumMode::Enabled)
+        .set_if_match(if_match(job.source.etag.as_deref()));
     let out = req.send().await.map_err(|e| classify(Op::GetObject, e))?;
     let len = out.content_length().unwrap_or(-1);
     if len != job.source.size as i64 {
@@ -60,15 +59,13 @@ pub(super) async fn read_get(
 
 /// HEADs the listed version of the source, in checksum mode.
 pub(super) async fn head_source(t: &Transferer, job: &CopyJob) -> Result<HeadObjectOutput, TransferError> {
-    let mut head = t
+    let head = t
         .src
         .head_object()
         .bucket(&t.spec.source.bucket)
         .key(&job.source.key)
-        .checksum_mode(ChecksumMode::Enabled);
-    if let Some(e) = &job.source.etag {
-        head = head.if_match(format!("\"{e}\""));
-    }
+        .checksum_mode(ChecksumMode::Enabled)
+        .set_if_match(if_match(job.source.etag.as_deref()));
     head.send().await.map_err(|e| classify(Op::HeadObject, e))
 }
 

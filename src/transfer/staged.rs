@@ -5,8 +5,7 @@
 use super::error::{classify, Op, TransferError};
 use super::headers::Headers;
 use super::source::{get_source, read_get};
-use super::upload::{check_put_etag, part_size_for, put_object, upload_part, PartUploads};
-use super::upload::{parts, Multipart};
+use super::upload::{check_put_etag, part_size_for, parts, put_object, upload_part, Multipart, PartUploads};
 use super::verify::{Digests, Expect, PartSums, Verdict};
 use super::{Copied, Transferer};
 use crate::plan::CopyJob;
