@@ -97,6 +97,11 @@ async fn arrived<K: AsRef<str>>(c: &aws_sdk_s3::Client, objects: &[(K, Vec<u8>)]
     true
 }
 
+/// Whether the queue empties (nothing waiting, nothing in flight) within `secs` seconds.
+async fn drained(sqs: &Sqs, url: &str, secs: u64) -> bool {
+    eventually(secs, || async { sqs.counts(url).await == (0, 0) }).await
+}
+
 fn count(ws: &Workspace, sql: &str) -> i64 {
     ws.sqlite().query_row(sql, [], |r| r.get(0)).unwrap_or(-1)
 }
@@ -136,11 +141,7 @@ async fn uploads_overwrites_and_deletes_arrive_through_events_alone() {
         "the overwrite and the delete did not arrive\n{}",
         d.log()
     );
-    assert!(
-        eventually(30, || async { sqs.counts(&q.url).await == (0, 0) }).await,
-        "messages left: {:?}",
-        sqs.counts(&q.url).await
-    );
+    assert!(drained(&sqs, &q.url, 30).await, "messages left: {:?}", sqs.counts(&q.url).await);
     assert!(list(&c, "dst", "other/").await.is_empty() && list(&c, "dst", "bronze/other").await.is_empty());
     // Every run was a run of events (the schedule never came), and the manifest holds each key once.
     assert_eq!(count(&ws, NOT_EVENTS_RUNS), 0, "every run was a run of events");
@@ -176,11 +177,7 @@ async fn staged_copies_every_size_boundary_and_a_folder_marker_through_events() 
         "not every object arrived\n{}",
         d.log()
     );
-    assert!(
-        eventually(30, || async { sqs.counts(&q.url).await == (0, 0) }).await,
-        "messages left: {:?}",
-        sqs.counts(&q.url).await
-    );
+    assert!(drained(&sqs, &q.url, 30).await, "messages left: {:?}", sqs.counts(&q.url).await);
     assert_eq!(count(&ws, "SELECT count(*) FROM objects"), objects.len() as i64);
     assert_eq!(count(&ws, "SELECT count(*) FROM objects WHERE mode <> 'staged'"), 0);
     let copied = "SELECT coalesce(sum(objects_copied), 0) FROM runs";
@@ -190,11 +187,7 @@ async fn staged_copies_every_size_boundary_and_a_folder_marker_through_events() 
     let keys: Vec<&str> = objects.iter().map(|(k, _)| k.as_str()).collect();
     let again = s3_event("src", &keys, "ObjectCreated:Put", chrono::Utc::now());
     sqs.send(&q.url, &[again]).await;
-    assert!(
-        eventually(30, || async { sqs.counts(&q.url).await == (0, 0) }).await,
-        "the repeated events were not settled\n{}",
-        d.log()
-    );
+    assert!(drained(&sqs, &q.url, 30).await, "the repeated events were not settled\n{}", d.log());
     assert_eq!(count(&ws, copied), objects.len() as i64, "{}", d.log());
     assert_eq!(count(&ws, NOT_EVENTS_RUNS), 0, "every run was a run of events");
 }
@@ -240,7 +233,7 @@ async fn events_written_to_the_queue_drive_a_feed_from_s3s_fs() {
         d.log()
     );
     assert!(
-        eventually(30, || async { sqs.counts(&q.url).await == (0, 0) }).await,
+        drained(&sqs, &q.url, 30).await,
         "messages left: {:?}\n{}",
         sqs.counts(&q.url).await,
         d.log()
@@ -356,7 +349,7 @@ async fn a_kill_between_copy_and_commit_loses_and_doubles_nothing() {
     );
     let mut d = Daemon::start(&ws);
     // S3's test event, sent when the notification was configured, is read and deleted first.
-    assert!(eventually(30, || async { sqs.counts(&q.url).await == (0, 0) }).await, "{}", d.log());
+    assert!(drained(&sqs, &q.url, 30).await, "{}", d.log());
     put(&c, "src", "data/k.bin", vec![7; 1000]).await;
     assert!(
         eventually(30, || async { proxy.seen("PutObject") >= 1 }).await,
@@ -378,7 +371,7 @@ async fn a_kill_between_copy_and_commit_loses_and_doubles_nothing() {
         "the event was lost\n{}",
         d.log()
     );
-    assert!(eventually(30, || async { sqs.counts(&q.url).await == (0, 0) }).await);
+    assert!(drained(&sqs, &q.url, 30).await);
     assert_eq!(count(&ws, "SELECT count(*) FROM history"), 0, "a second version was recorded");
     assert_eq!(count(&ws, "SELECT sum(objects_copied) FROM runs WHERE status = 'ok'"), 1);
     assert_eq!(get(&c, "dst", "bronze/k.bin").await, Some(vec![7; 1000]));
@@ -443,7 +436,7 @@ async fn a_burst_of_ten_thousand_events_for_a_thousand_keys_is_coalesced() {
     write_spec(&ws, "feed", &events_spec(&moto.endpoint, &moto.endpoint, &q.url, "", ""));
     let d = Daemon::start(&ws);
     assert!(
-        eventually(120, || async { sqs.counts(&q.url).await == (0, 0) }).await,
+        drained(&sqs, &q.url, 120).await,
         "messages left: {:?}\n{}",
         sqs.counts(&q.url).await,
         d.log()
@@ -468,7 +461,7 @@ async fn a_key_that_fails_keeps_its_message_until_it_is_copied() {
         &events_spec(&moto.endpoint, &proxy.endpoint, &q.url, "mode = \"stream\"\n", ""),
     );
     let d = Daemon::start(&ws);
-    assert!(eventually(30, || async { sqs.counts(&q.url).await == (0, 0) }).await, "{}", d.log());
+    assert!(drained(&sqs, &q.url, 30).await, "{}", d.log());
     put(&c, "src", "data/denied.bin", vec![3; 300]).await;
     assert!(
         eventually(30, || async { count(&ws, "SELECT count(*) FROM failures") >= 1 }).await,
@@ -484,6 +477,6 @@ async fn a_key_that_fails_keeps_its_message_until_it_is_copied() {
         "{}",
         d.log()
     );
-    assert!(eventually(30, || async { sqs.counts(&q.url).await == (0, 0) }).await);
+    assert!(drained(&sqs, &q.url, 30).await);
     assert_eq!(count(&ws, "SELECT count(*) FROM objects"), 1);
 }

@@ -26,15 +26,25 @@ fn rank(module: &str) -> Option<u32> {
     LAYERS.iter().find(|(m, _)| *m == module).map(|(_, r)| *r)
 }
 
-fn sources(dir: &Path, out: &mut Vec<PathBuf>) {
-    for e in std::fs::read_dir(dir).unwrap() {
-        let p = e.unwrap().path();
-        if p.is_dir() {
-            sources(&p, out);
-        } else if p.extension().is_some_and(|x| x == "rs") {
-            out.push(p);
+/// Every `.rs` file of `src/`: its path under `src/` (`transfer/mod.rs`) and where it is.
+fn src_files() -> Vec<(String, PathBuf)> {
+    fn walk(dir: &Path, out: &mut Vec<PathBuf>) {
+        for e in std::fs::read_dir(dir).unwrap() {
+            let p = e.unwrap().path();
+            if p.is_dir() {
+                walk(&p, out);
+            } else if p.extension().is_some_and(|x| x == "rs") {
+                out.push(p);
+            }
         }
     }
+    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
+    let mut files = Vec::new();
+    walk(&src, &mut files);
+    files
+        .into_iter()
+        .map(|f| (f.strip_prefix(&src).unwrap().display().to_string(), f))
+        .collect()
 }
 
 /// The crate modules a file names, as `crate::NAME`.
@@ -52,30 +62,15 @@ fn imports(text: &str) -> Vec<String> {
 
 #[test]
 fn lower_layers_never_import_higher_ones() {
-    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
-    let mut files = Vec::new();
-    sources(&src, &mut files);
     let mut wrong = Vec::new();
     let mut checked = 0;
-    for file in &files {
-        let rel = file.strip_prefix(&src).unwrap();
-        let module = rel
-            .components()
-            .next()
-            .unwrap()
-            .as_os_str()
-            .to_str()
-            .unwrap()
-            .trim_end_matches(".rs");
+    for (rel, file) in &src_files() {
+        let module = rel.split('/').next().unwrap().trim_end_matches(".rs");
         if module == "lib" || module == "main" {
             continue;
         }
         let own = rank(module);
-        assert!(
-            own.is_some() || LEAVES.contains(&module),
-            "{} is in no layer: add it to LAYERS",
-            rel.display()
-        );
+        assert!(own.is_some() || LEAVES.contains(&module), "{rel} is in no layer: add it to LAYERS");
         for to in imports(&std::fs::read_to_string(file).unwrap()) {
             checked += 1;
             let allowed = match (own, rank(&to)) {
@@ -85,7 +80,7 @@ fn lower_layers_never_import_higher_ones() {
                 (Some(a), Some(b)) => b < a,
             };
             if !allowed {
-                wrong.push(format!("{}: {module} imports crate::{to}", rel.display()));
+                wrong.push(format!("{rel}: {module} imports crate::{to}"));
             }
         }
     }
@@ -136,13 +131,10 @@ fn long_functions(text: &str, max: usize) -> Vec<String> {
 
 #[test]
 fn no_room_over_600_lines_and_no_function_over_80() {
-    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
-    let mut files = Vec::new();
-    sources(&src, &mut files);
+    let files = src_files();
     let mut over = Vec::new();
-    for file in &files {
+    for (rel, file) in &files {
         let text = std::fs::read_to_string(file).unwrap();
-        let rel = file.strip_prefix(&src).unwrap().display().to_string();
         let n = text.lines().count();
         if n > 600 {
             over.push(format!("{rel}: {n} lines"));
@@ -170,10 +162,7 @@ fn the_architecture_names_every_file_of_src() {
     let doc = std::fs::read_to_string(root.join("docs/architecture.md")).unwrap();
     let table = &doc[doc.find("## Files").expect("docs/architecture.md has a Files section")..];
     let named: Vec<&str> = table.split('`').skip(1).step_by(2).filter(|w| w.ends_with(".rs")).collect();
-    let src = root.join("src");
-    let mut files = Vec::new();
-    sources(&src, &mut files);
-    let paths: Vec<String> = files.iter().map(|f| f.strip_prefix(&src).unwrap().display().to_string()).collect();
+    let paths: Vec<String> = src_files().into_iter().map(|(rel, _)| rel).collect();
     let missing: Vec<&String> = paths.iter().filter(|p| !named.contains(&p.as_str())).collect();
     let stale: Vec<&&str> = named.iter().filter(|n| !paths.iter().any(|p| p == *n)).collect();
     assert!(missing.is_empty(), "files of src/ the architecture does not name: {missing:?}");
